@@ -1,0 +1,170 @@
+"""Checkpoints: a folder per step, written atomically, holding only safe formats.
+
+    run/checkpoints/step-001000/
+        config.json          the run's full configuration
+        model.json           what rebuilds the backbone: name, preset, options, input geometry, classes
+        model.safetensors    live weights
+        ema.safetensors      EMA weights (what `sample` uses by default)
+        optimizer.safetensors + state.json   optimizer tensors; step, RNG states, scalars
+
+Nothing is ever unpickled: tensors go through safetensors, everything else through JSON.
+A checkpoint is written to `step-XXXXXX.tmp/` and renamed into place, so a crash mid-write
+never leaves a half-written folder under a final name.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import Config, from_dict
+from .models import Backbone, build_model
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step-{step:06d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    found = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint folder, or the newest checkpoint of a run folder."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint at {path} (expected a step-XXXXXX folder or a run folder "
+                                f"with checkpoints/step-XXXXXX inside)")
+    return found[-1]
+
+
+def _rng_state() -> tuple[dict, dict]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    np_state = np.random.get_state()
+    plain = {"python": _jsonable(random.getstate()),
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    return tensors, plain
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def _set_rng_state(tensors: dict, plain: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate(_tuples(plain["python"]))
+    kind, keys, *rest = plain["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+def _split_optimizer(state: dict) -> tuple[dict, dict]:
+    """Optimizer state_dict -> (tensors for safetensors, JSON-able remainder)."""
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for k, v in entry.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict, plain: dict) -> dict:
+    state: dict = {}
+    for flat, v in [*tensors.items(), *plain["scalars"].items()]:
+        idx, k = flat.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in plain["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model: torch.nn.Module,
+                    ema: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler=None,
+                    extra: dict | None = None, keep: int = 0) -> Path:
+    final = step_dir(run_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (tmp / "model.json").write_text(json.dumps(spec, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+    rng_tensors, rng_plain = _rng_state()
+    state = {"step": step, "rng": rng_plain, **(extra or {})}
+    if optimizer is not None:
+        opt_tensors, opt_plain = _split_optimizer(optimizer.state_dict())
+        save_file({**opt_tensors, **rng_tensors}, tmp / "optimizer.safetensors")
+        state["optimizer"] = opt_plain
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    (tmp / "state.json").write_text(json.dumps(state))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    if keep > 0:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old)
+    return final
+
+
+def model_spec(config: Config, in_channels: int, input_size: int, class_names: list[str]) -> dict:
+    """Everything (besides weights) that rebuilds a run's backbone."""
+    return {"name": config.model.name, "preset": config.model.preset, "options": config.model.options,
+            "in_channels": in_channels, "input_size": input_size, "num_classes": len(class_names),
+            "class_names": list(class_names)}
+
+
+def build_from_spec(spec: dict) -> Backbone:
+    return build_model(spec["name"], spec["preset"], in_channels=spec["in_channels"],
+                       input_size=spec["input_size"], num_classes=spec["num_classes"], **spec["options"])
+
+
+def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"
+               ) -> tuple[Backbone, Config, dict]:
+    """Rebuild a checkpoint's backbone (EMA weights by default) in eval mode: (model, config, spec)."""
+    ckpt = resolve(path)
+    config = from_dict(Config, json.loads((ckpt / "config.json").read_text()))
+    spec = json.loads((ckpt / "model.json").read_text())
+    model = build_from_spec(spec)
+    model.load_state_dict(load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors")))
+    return model.to(device).eval(), config, spec
+
+
+def load_training_state(ckpt: Path, model, ema, optimizer, scheduler) -> dict:
+    """Restore everything `save_checkpoint` wrote into live objects; returns state.json's content."""
+    ckpt = Path(ckpt)
+    state = json.loads((ckpt / "state.json").read_text())
+    model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    ema.load_state_dict(load_file(ckpt / "ema.safetensors"))
+    tensors = load_file(ckpt / "optimizer.safetensors")
+    rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    opt = {k: v for k, v in tensors.items() if not k.startswith("rng.")}
+    optimizer.load_state_dict(_join_optimizer(opt, state["optimizer"]))
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(rng, state["rng"])
+    return state

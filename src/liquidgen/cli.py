@@ -1,0 +1,142 @@
+"""The `liquidgen` command: train, sample, models."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def cmd_train(args) -> None:
+    from .config import load_config
+    from .train import train
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    final = train(config, out, resume=args.resume)
+    print(f"done: {final}\nsample with: liquidgen sample {out}")
+
+
+def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] | None:
+    """Labels given as indices or class names."""
+    if not values:
+        return None
+    labels = []
+    for v in values:
+        if v.lstrip("-").isdigit():
+            labels.append(int(v))
+        elif v in class_names:
+            labels.append(class_names.index(v))
+        else:
+            raise SystemExit(f"error: label {v!r} is neither an index nor one of {class_names}")
+    bad = [l for l in labels if not 0 <= l < len(class_names)]
+    if bad:
+        raise SystemExit(f"error: label {bad[0]} out of range: this model has {len(class_names)} classes "
+                         f"(0..{len(class_names) - 1})")
+    return labels
+
+
+def cmd_sample(args) -> None:
+    from .checkpoint import load_model
+    from .objectives import build_objective
+    from .plots import save_grid
+    from .samplers import sample
+    from .train import autocast, grid_labels, pick_device
+
+    device = pick_device(args.device)
+    model, config, spec = load_model(args.checkpoint, ema=not args.no_ema, device=device)
+    objective = build_objective(config.objective.name, **config.objective.options)
+    steps = args.steps or config.sample.steps
+    cfg = config.sample.cfg if args.cfg is None else args.cfg
+    names = spec["class_names"]
+    labels = parse_labels(args.labels, names)
+    if model.num_classes == 0:
+        if labels:
+            raise SystemExit("error: this model is unconditional; --labels does not apply")
+        y, nrow = grid_labels(0, 0, args.n or 64, device)
+        n = args.n or 64
+    elif labels is None:  # a class grid: one row per class
+        per_class = max(1, (args.n or 8 * len(names)) // len(names))
+        y, nrow = grid_labels(len(names), per_class, 0, device)
+        n = len(y)
+    else:
+        n = args.n or 8 * len(labels)
+        y = torch.tensor(labels, device=device).repeat(n // len(labels) + 1)[:n]
+        nrow = None
+    g = torch.Generator().manual_seed(args.seed)
+    noise = torch.randn(n, spec["in_channels"], spec["input_size"], spec["input_size"], generator=g).to(device)
+    with autocast(device, config.train.precision):
+        x = sample(model, objective.prediction, noise, y, steps, cfg, args.sampler or config.sample.sampler,
+                   progress=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        from .data import to_uint8
+
+        images = to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
+        labels_out = (y.cpu().numpy() if y is not None else np.zeros(n)).astype(np.int64)
+        np.savez(out, images=images, labels=labels_out, class_names=np.array(names, dtype=str))
+    else:
+        save_grid(x, out, nrow=nrow)
+    print(f"wrote {n} samples ({steps} steps, cfg {cfg}) to {out}")
+
+
+def cmd_models(args) -> None:
+    from .models import BACKBONES, build_model
+
+    print(f"{'backbone':<10} {'preset':<8} {'params':>10}   (at {args.channels}x{args.size}x{args.size}, "
+          f"{args.classes} classes)")
+    for name, (_, presets) in BACKBONES.items():
+        for preset in presets:
+            with torch.device("meta"):  # count parameters without allocating them
+                model = build_model(name, preset, args.channels, args.size, args.classes)
+            print(f"{name:<10} {preset:<8} {model.num_params() / 1e6:>9.2f}M")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liquidgen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", help="YAML config, e.g. configs/digits-liquid-tiny.yaml")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set train.steps=500 optim.lr=3e-4")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate images from a checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step-XXXXXX) or a run folder (newest)")
+    p.add_argument("--n", type=int, help="number of samples (default: 8 per class, or 64)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the config's sample.steps)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (default: config's)")
+    p.add_argument("--labels", nargs="*", help="class indices or names to sample (cycled); default: a class grid")
+    p.add_argument("--sampler", help="sampler name (default: the config's sample.sampler)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same images)")
+    p.add_argument("--out", default="samples.png", help="output .png grid, or .npz of uint8 images + labels")
+    p.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA weights")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("models", help="list backbone presets and their parameter counts")
+    p.add_argument("--channels", type=int, default=16, help="input channels (default: 16, FLUX latents)")
+    p.add_argument("--size", type=int, default=32, help="input size (default: 32, 256 px through an 8x VAE)")
+    p.add_argument("--classes", type=int, default=27, help="number of classes (default: 27, the seed's)")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        # Configuration and input errors are the user's to fix: a message, not a traceback.
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Run configuration: plain dataclasses, loaded from YAML presets (`configs/*.yaml`) and
+`--set section.key=value` overrides. Unknown keys and ill-typed values fail before any work starts,
+naming the key and what is allowed."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    name: str = "liquid"  # backbone, see `liquidgen models`
+    preset: str = "S"
+    options: dict[str, Any] = field(default_factory=dict)  # architecture keys overriding the preset
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # digits | mnist | cifar10 | folder | npz
+    root: str | None = None  # dataset folder or file (not needed for digits)
+    image_size: int | None = None  # resize to this square size (None: the dataset's own)
+    hflip: bool = False  # random horizontal flips (not for digits!)
+    limit: int | None = None  # keep only the first N images
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "flow"
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. {time_sampling: uniform}
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.01  # applied to weight matrices and kernels only (ndim >= 2)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 2.0  # max global grad norm; 0 disables
+    warmup_steps: int = 0  # linear learning-rate warm-up
+    schedule: str = "constant"  # constant | cosine (decays to 0 at train.steps)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10_000  # optimizer steps
+    batch_size: int = 64  # per optimizer step, split into grad_accum micro-batches
+    grad_accum: int = 1
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True  # effective decay min(decay, (1 + step) / (10 + step))
+    label_dropout: float = 0.1  # per-sample probability of the null class (for CFG)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    compile: bool = False  # torch.compile the training step's model
+    log_every: int = 50
+    sample_every: int = 1000  # 0 disables grids during training
+    ckpt_every: int = 5000  # 0: only the final checkpoint
+    keep_checkpoints: int = 3  # newest checkpoints kept (0 keeps all)
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "euler"
+    steps: int = 50
+    cfg: float = 3.0  # classifier-free guidance scale (1 = off)
+    per_class: int = 8  # grid: samples per class row (class-conditional models)
+    n: int = 64  # grid: samples (unconditional models)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# Keys with a closed set of values; registries (backbones, datasets, samplers) check their own names.
+CHOICES = {
+    "optim.schedule": ("constant", "cosine"),
+    "train.precision": ("auto", "bf16", "fp32"),
+}
+POSITIVE = ("train.steps", "train.batch_size", "train.grad_accum", "train.log_every", "sample.steps")
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check(value, hint, key: str):
+    """Coerce `value` to the type `hint` (int -> float allowed, lists -> tuples), or raise naming `key`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {hint}, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_check(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "2e-3" (no dot) as a string; accept any float literal Python accepts.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is Any or (isinstance(hint, type) and isinstance(value, hint) and
+                       not (hint is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def from_dict(cls, data: dict | None, prefix: str = ""):
+    """Build dataclass `cls` from a nested dict, strictly."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]}; allowed keys: {', '.join(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        kwargs[name] = (from_dict(hint, value, key) if dataclasses.is_dataclass(hint)
+                        else _check(value, hint, key))
+        if key in CHOICES and kwargs[name] not in CHOICES[key]:
+            raise ConfigError(f"{key}: {kwargs[name]!r} is not one of {', '.join(CHOICES[key])}")
+        if key in POSITIVE and kwargs[name] < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {kwargs[name]}")
+    return cls(**kwargs)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply `a.b.c=value` (value parsed as YAML) to a nested dict in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return from_dict(Config, data)

@@ -1,0 +1,442 @@
+"""In-memory image datasets and a deterministic, resumable batch sampler.
+
+Every dataset loads into one uint8 tensor (N, C, H, W) of square images; `BatchSampler`
+moves it to the training device once, so a step costs an index and a conversion there.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "DATASETS",
+    "BatchSampler",
+    "ImageData",
+    "load_dataset",
+    "to_float",
+    "to_uint8",
+]
+
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+
+
+@dataclass
+class ImageData:
+    """A whole image dataset held in memory as uint8."""
+
+    images: torch.Tensor  # uint8, (N, C, H, W), C in {1, 3}, H == W
+    labels: torch.Tensor  # int64, (N,); all zeros when the dataset has no labels
+    num_classes: int  # 0 for an unlabelled dataset
+    class_names: list[str]  # len == num_classes
+
+    def __post_init__(self) -> None:
+        x, y = self.images, self.labels
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[2] != x.shape[3]:
+            raise ValueError(f"images must be uint8 (N, 1|3, S, S), got {x.dtype} {tuple(x.shape)}")
+        if y.dtype != torch.int64 or y.shape != (len(x),):
+            raise ValueError(f"labels must be int64 ({len(x)},), got {y.dtype} {tuple(y.shape)}")
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[2]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+# A loader gets (root, split, image_size, limit) already validated and returns the dataset
+# with `limit` and `image_size` applied (through `_pack`).
+Loader = Callable[[Path | None, str, int | None, int | None], ImageData]
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    image_size: int | None = None,
+    split: str = "train",
+    limit: int | None = None,
+) -> ImageData:
+    """Load dataset `name` (a key of `DATASETS`) into memory.
+
+    `image_size` resizes (bicubic, antialiased) to image_size x image_size, center-cropping
+    non-square images; None keeps the native size. `limit` keeps the first `limit` images.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    path = None if root is None else Path(root).expanduser()
+    return DATASETS[name](path, split, image_size, limit)
+
+
+def _pack(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    class_names: list[str],
+    image_size: int | None,
+    limit: int | None,
+) -> ImageData:
+    """Build an ImageData from uint8 NCHW `images`; `labels` None means unlabelled."""
+    x = _fit(torch.from_numpy(np.array(images[:limit])), image_size)  # copy: sources may be read-only
+    if labels is None:
+        return ImageData(x, torch.zeros(len(x), dtype=torch.int64), 0, [])
+    y = torch.from_numpy(np.array(labels[:limit], dtype=np.int64))
+    if len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(class_names):
+        raise ValueError(f"labels must lie in [0, {len(class_names)}), got [{int(y.min())}, {int(y.max())}]")
+    return ImageData(x, y, len(class_names), list(class_names))
+
+
+def _fit(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Center-crop uint8 (N, C, H, W) to a square, then resize it to `size` (None: keep)."""
+    h, w = images.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    images = images[..., top : top + side, left : left + side].contiguous()
+    if size is None or size == side:
+        return images
+    # Chunks bound the float32 copy for large datasets (e.g. all of MNIST).
+    return torch.cat([
+        F.interpolate(chunk.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        .round_().clamp_(0, 255).to(torch.uint8)
+        for chunk in images.split(4096)
+    ])
+
+
+def _need_root(name: str, root: Path | None) -> Path:
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs root=<path>")
+    return root
+
+
+def _train_only(name: str, split: str) -> None:
+    if split != "train":
+        raise ValueError(f"dataset {name!r} has only a 'train' split, got split={split!r}")
+
+
+# --- digits -------------------------------------------------------------------------------
+
+
+def _load_digits(root: Path | None, split: str, image_size: int | None, limit: int | None) -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), upscaled to 16x16 by default.
+
+    There is no test split; `root` is ignored.
+    """
+    _train_only("digits", split)
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError(
+            "the 'digits' dataset needs scikit-learn: pip install scikit-learn "
+            "(or pip install 'liquidgen[digits]')"
+        ) from e
+    digits = load_digits()
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]  # values are 0..16
+    return _pack(images, digits.target, [str(d) for d in range(10)], image_size or 16, limit)
+
+
+# --- MNIST --------------------------------------------------------------------------------
+
+
+def _load_mnist(root: Path | None, split: str, image_size: int | None, limit: int | None) -> ImageData:
+    """MNIST idx files (gzipped or plain) in torchvision's layout, root/MNIST/raw/.
+
+    `root` may also be the MNIST/ or the raw/ folder itself.
+    """
+    base = _need_root("mnist", root)
+    prefix = "train" if split == "train" else "t10k"
+    tried = []
+    for folder in (base / "MNIST" / "raw", base / "raw", base):
+        images = _find_file(folder / f"{prefix}-images-idx3-ubyte", tried)
+        labels = _find_file(folder / f"{prefix}-labels-idx1-ubyte", tried)
+        if images and labels:
+            break
+    else:
+        raise FileNotFoundError("MNIST idx files not found; tried:\n  " + "\n  ".join(tried))
+    x, y = _read_idx(images, ndim=3), _read_idx(labels, ndim=1)
+    if len(x) != len(y):
+        raise ValueError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
+    return _pack(x[:, None], y, [str(d) for d in range(10)], image_size, limit)
+
+
+def _find_file(path: Path, tried: list[str]) -> Path | None:
+    """`path` or `path`.gz, whichever exists; records the candidates in `tried`."""
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        tried.append(str(candidate))
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read an unsigned-byte idx array of `ndim` dimensions (gzipped when named *.gz)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != 0x0800 + ndim:  # 0x08 = unsigned byte, then the number of dimensions
+        raise ValueError(f"{path}: bad idx magic number 0x{magic:08x}, expected 0x{0x0800 + ndim:08x}")
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
+    if len(raw) != header + int(np.prod(dims)):
+        raise ValueError(f"{path}: {len(raw) - header} data bytes do not match the dimensions {dims}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+# --- CIFAR-10 -----------------------------------------------------------------------------
+
+
+def _load_cifar10(root: Path | None, split: str, image_size: int | None, limit: int | None) -> ImageData:
+    """CIFAR-10 from the official binary batches or from lossless WebP tile atlases.
+
+    Searched in root, root/cifar10 and root/cifar-10-batches-bin:
+    binary: data_batch_{1..5}.bin (train) or test_batch.bin (test);
+    tiles: {split}_00.webp, {split}_01.webp, ... (32x32 tiles in row-major order) + {split}_labels.npy.
+    """
+    base = _need_root("cifar10", root)
+    folders = [base, base / "cifar10", base / "cifar-10-batches-bin"]
+    for folder in folders:
+        names = [f"data_batch_{k}.bin" for k in range(1, 6)] if split == "train" else ["test_batch.bin"]
+        if all((folder / n).is_file() for n in names):
+            x, y = _read_cifar_bin([folder / n for n in names], limit)
+            return _pack(x, y, CIFAR10_CLASSES, image_size, limit)
+        if tiles := sorted(folder.glob(f"{split}_*.webp")):
+            x, y = _read_cifar_tiles(tiles, split, folder / f"{split}_labels.npy", limit)
+            return _pack(x, y, CIFAR10_CLASSES, image_size, limit)
+    pickled = [base, base / "cifar10", base / "cifar-10-batches-py", base / "cifar10" / "cifar-10-batches-py"]
+    if any((d / n).is_file() for d in pickled for n in ("data_batch_1", "test_batch")):
+        raise FileNotFoundError(
+            f"only the pickled python version of CIFAR-10 was found under {base}: the pickled python "
+            "version is not loaded for safety; use the binary version (cifar-10-binary.tar.gz)"
+        )
+    raise FileNotFoundError(
+        f"no CIFAR-10 {split} data (binary *.bin batches or {split}_*.webp tiles) in any of: "
+        + ", ".join(map(str, folders))
+    )
+
+
+def _read_cifar_bin(paths: list[Path], limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Records of 1 label byte + 3,072 pixel bytes (CHW); stops once `limit` images are read."""
+    records = []
+    for path in paths:
+        raw = np.fromfile(path, np.uint8)
+        if raw.size == 0 or raw.size % 3073:
+            raise ValueError(f"{path}: {raw.size} bytes is not a whole number of 3,073-byte records")
+        records.append(raw.reshape(-1, 3073))
+        if limit is not None and sum(map(len, records)) >= limit:
+            break
+    rec = np.concatenate(records)
+    return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0]
+
+
+def _read_cifar_tiles(
+    paths: list[Path], split: str, labels_path: Path, limit: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tile atlases: image k of a file is the 32x32 tile at (k // columns, k % columns)."""
+    expected = [f"{split}_{k:02d}.webp" for k in range(len(paths))]
+    if [p.name for p in paths] != expected:
+        # A gap in the numbering would silently misalign images and labels.
+        raise ValueError(f"tile files must be numbered without gaps: expected {expected}")
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"missing labels file {labels_path}")
+    tiles = []
+    for path in paths:
+        with Image.open(path) as img:
+            a = np.asarray(img.convert("RGB"))
+        rows, cols = a.shape[0] // 32, a.shape[1] // 32
+        if a.shape[:2] != (rows * 32, cols * 32):
+            raise ValueError(f"{path}: size {a.shape[1]}x{a.shape[0]} is not a grid of 32x32 tiles")
+        tiles.append(a.reshape(rows, 32, cols, 32, 3).transpose(0, 2, 1, 3, 4).reshape(-1, 32, 32, 3))
+        if limit is not None and sum(map(len, tiles)) >= limit:
+            break
+    x = np.concatenate(tiles).transpose(0, 3, 1, 2)
+    y = np.load(labels_path, allow_pickle=False)
+    if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) < len(x):
+        raise ValueError(f"{labels_path}: need >= {len(x)} integer labels, got {y.dtype} {y.shape}")
+    return x, y[: len(x)]
+
+
+# --- image folder -------------------------------------------------------------------------
+
+
+def _load_folder(root: Path | None, split: str, image_size: int | None, limit: int | None) -> ImageData:
+    """Images in one subfolder per class (searched recursively), or directly in `root` (unlabelled).
+
+    Class indices follow sorted subfolder names; with subfolders, loose files in `root` are
+    ignored. Images are resized on the short side and center-cropped to image_size (required).
+    Grayscale when every image is grayscale, else RGB.
+    """
+    base = _need_root("folder", root)
+    _train_only("folder", split)
+    if image_size is None:
+        raise ValueError("dataset 'folder' needs image_size (its images may differ in size)")
+    if not base.is_dir():
+        raise FileNotFoundError(f"image folder {base} does not exist")
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if classes:
+        files = [(p, c) for c, name in enumerate(classes) for p in _image_files((base / name).rglob("*"))]
+    else:
+        files = [(p, 0) for p in _image_files(base.iterdir())]
+    files = files[:limit]
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {base}")
+    arrays = [_read_image(p, image_size) for p, _ in files]
+    if any(a.ndim == 3 for a in arrays):
+        arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
+        images = np.stack(arrays).transpose(0, 3, 1, 2)
+    else:
+        images = np.stack(arrays)[:, None]
+    labels = np.array([c for _, c in files]) if classes else None
+    return _pack(images, labels, classes, image_size, limit)
+
+
+def _image_files(paths: Iterable[Path]) -> list[Path]:
+    # Hidden files skipped: macOS "._x.jpg" resource forks carry an image suffix but no image.
+    return sorted(
+        p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _read_image(path: Path, size: int) -> np.ndarray:
+    """(size, size) for grayscale files, else (size, size, 3) RGB."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if img.mode in ("1", "L") else "RGB")
+            return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC))
+    except (OSError, ValueError, SyntaxError) as e:  # PIL reports corrupt files with any of these
+        raise ValueError(f"cannot read image {path}: {e}") from e
+
+
+# --- npz ----------------------------------------------------------------------------------
+
+
+def _load_npz(root: Path | None, split: str, image_size: int | None, limit: int | None) -> ImageData:
+    """A .npz file (root) with uint8 `images` (N, H, W) or (N, H, W, C), C in {1, 3}, optional
+    integer `labels` (N,) and optional string `class_names` (the format `sample` writes)."""
+    path = _need_root("npz", root)
+    _train_only("npz", split)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:  # object arrays, which would need unpickling
+        raise ValueError(f"{path}: cannot load without unpickling ({e})") from e
+    if "images" not in arrays:
+        raise ValueError(f"{path}: missing key 'images' (found: {', '.join(arrays) or 'none'})")
+    x = arrays["images"]
+    if x.dtype != np.uint8:
+        raise ValueError(f"{path}: 'images' must be uint8, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[3] not in (1, 3):
+        shape = arrays["images"].shape
+        raise ValueError(f"{path}: 'images' must have shape (N, H, W) or (N, H, W, 1|3), got {shape}")
+    x = x.transpose(0, 3, 1, 2)
+    y = arrays.get("labels")
+    names = arrays.get("class_names")
+    if y is None:
+        if names is not None:
+            raise ValueError(f"{path}: 'class_names' given without 'labels'")
+        return _pack(x, None, [], image_size, limit)
+    if y.dtype.kind not in "iu" or y.shape != (len(x),):
+        raise ValueError(f"{path}: 'labels' must be integers of shape ({len(x)},), got {y.dtype} {y.shape}")
+    if names is None:
+        class_names = [str(k) for k in range(int(y.max()) + 1 if len(y) else 0)]
+    elif names.dtype.kind != "U" or names.ndim != 1:
+        raise ValueError(f"{path}: 'class_names' must be a 1-D array of str, got {names.dtype} {names.shape}")
+    else:
+        class_names = names.tolist()
+    return _pack(x, y, class_names, image_size, limit)
+
+
+DATASETS: dict[str, Loader] = {
+    "digits": _load_digits,
+    "mnist": _load_mnist,
+    "cifar10": _load_cifar10,
+    "folder": _load_folder,
+    "npz": _load_npz,
+}
+
+
+# --- batches ------------------------------------------------------------------------------
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [-1, 1]."""
+    return x.float() / 127.5 - 1
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> uint8 (rounded, clamped); the inverse of `to_float`."""
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class BatchSampler:
+    """Deterministic, stateless-per-step batches from an in-memory ImageData on any device.
+
+    The batch for step `i` is a pure function of (seed, i): epoch e = i // steps_per_epoch
+    shuffles with torch.randperm seeded by seed * 1_000_003 + e, so resuming at step i needs
+    no loader state. The last incomplete batch of each epoch is dropped.
+    """
+
+    def __init__(
+        self,
+        data: ImageData,
+        batch_size: int,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        hflip: bool = False,
+    ) -> None:
+        if not 1 <= batch_size <= len(data):
+            raise ValueError(f"batch_size must be in [1, {len(data)}] (the dataset size), got {batch_size}")
+        self.device = torch.device(device)
+        # One copy to the device up front: per step only device-side indexing remains.
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        self.batch_size, self.seed, self.hflip = batch_size, seed, hflip
+        self.steps_per_epoch = len(data) // batch_size
+        self._epoch = -1
+        self._perm = self._flip = torch.empty(0)
+
+    def _start_epoch(self, epoch: int) -> None:
+        # A CPU generator gives the same order on every device; one transfer per epoch.
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.images)
+        self._perm = torch.randperm(n, generator=g).to(self.device)
+        if self.hflip:  # drawn after the permutation, so hflip does not change the order
+            self._flip = (torch.rand(n, generator=g) < 0.5).to(self.device)
+        self._epoch = epoch
+
+    def __call__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images float32 in [-1, 1], (B, C, H, W), on device; labels int64 (B,) on device)"""
+        if i < 0:
+            raise ValueError(f"step must be >= 0, got {i}")
+        epoch, step = divmod(i, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._start_epoch(epoch)
+        rows = slice(step * self.batch_size, (step + 1) * self.batch_size)
+        idx = self._perm[rows]
+        x = self.images[idx]
+        if self.hflip:
+            x = torch.where(self._flip[rows, None, None, None], x.flip(-1), x)
+        return to_float(x), self.labels[idx]

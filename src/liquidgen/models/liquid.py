@@ -1,0 +1,198 @@
+"""LiquidGen: an attention-free denoiser built from liquid time-constant blocks (seed 000).
+
+    x -> patch embed (Conv2d, stride p) + learned position embedding -> DW-conv + PW-conv + GELU
+      -> LiquidBlock x depth/2   (each output saved as a long skip)
+      -> LiquidBlock x depth/2   (each input gets one saved skip added, last saved first: U-Net order)
+      -> GroupNorm + Conv3x3 + GELU -> ConvTranspose2d (unpatchify)
+
+    LiquidBlock(x, c):
+        s = GatedDepthwiseStimulusConv(AdaGN(x, c)) + ZigzagScan1D(AdaGN(x, c))   local + global
+        x = a1 * x + (1 - a1) * s                                                  liquid blend #1
+        x = a2 * x + (1 - a2) * ChannelMixMLP(AdaGN'(x, c))                        liquid blend #2
+
+The blend is the closed-form CfC update x' = exp(-dt/tau) x + (1 - exp(-dt/tau)) h(x, u)
+(Hasani et al. 2022) with a static, per-channel retention a = exp(-softplus(rho)) in (0, 1)
+(LiquidTAD), which replaces the residual x + f(x) and needs no sequential ODE solve.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Backbone
+
+# Sizes measured at the seed's setting (16-channel 32x32 latents, 27 classes): `liquidgen models`.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(width=64, depth=4, groups=8),
+    "XS": dict(width=128, depth=6),
+    "S": dict(width=512, depth=12),  # 54.2M (seed: ~55M)
+    "B": dict(width=768, depth=14),  # 140.2M (seed: ~140M)
+    "L": dict(width=1024, depth=16),  # 282.3M (seed: ~280M)
+}
+
+
+@lru_cache(maxsize=None)
+def zigzag_order(height: int, width: int, transpose: bool = False) -> tuple[int, ...]:
+    """Boustrophedon scan: row-major with every other row reversed, so consecutive sequence
+    positions are always 4-neighbours in the grid (a raster scan jumps at each row end; ZigMa).
+    With `transpose` the snake runs down columns instead. Returns flat (row-major) indices."""
+    if transpose:
+        return tuple(r * width + c for c in range(width)
+                     for r in (range(height) if c % 2 == 0 else reversed(range(height))))
+    return tuple(r * width + c for r in range(height)
+                 for c in (range(width) if r % 2 == 0 else reversed(range(width))))
+
+
+class AdaGN(nn.Module):
+    """GroupNorm whose scale and shift come from the conditioning vector (zero-initialised,
+    so each block starts as plain GroupNorm)."""
+
+    def __init__(self, width: int, cond_dim: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, width, affine=False)
+        self.proj = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * width))
+        nn.init.zeros_(self.proj[1].weight)
+        nn.init.zeros_(self.proj[1].bias)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        scale, shift = self.proj(c)[:, :, None, None].chunk(2, dim=1)
+        return self.norm(x) * (1 + scale) + shift
+
+
+class LiquidTimeConstant(nn.Module):
+    """out = a * state + (1 - a) * stimulus with a = exp(-softplus(rho)), one rho per channel."""
+
+    def __init__(self, width: int, retention: tuple[float, float] = (0.5, 0.95)):
+        super().__init__()
+        # Spread the initial retentions over channels, as multi-timescale recurrent models do
+        # (S4/Mamba initialise their decays on a range), instead of one shared value.
+        a = torch.linspace(*retention, width)
+        self.rho = nn.Parameter(torch.log(torch.expm1(-torch.log(a))))  # inverse of a(rho)
+
+    def retention(self) -> Tensor:
+        return torch.exp(-F.softplus(self.rho))
+
+    def forward(self, state: Tensor, stimulus: Tensor) -> Tensor:
+        a = self.retention().to(state.dtype)[None, :, None, None]
+        return a * state + (1 - a) * stimulus
+
+
+class GatedDepthwiseStimulusConv(nn.Module):
+    """Local spatial mixing: a depthwise k x k conv on one half of a 1x1 expansion, gated by the
+    sigmoid of the other half (a GLU over space), projected back by a 1x1 conv."""
+
+    def __init__(self, width: int, kernel: int):
+        super().__init__()
+        self.expand = nn.Conv2d(width, 2 * width, 1)
+        self.depthwise = nn.Conv2d(width, width, kernel, padding=kernel // 2, groups=width)
+        self.project = nn.Conv2d(width, width, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        value, gate = self.expand(x).chunk(2, dim=1)
+        return self.project(F.gelu(self.depthwise(value)) * torch.sigmoid(gate))
+
+
+class ZigzagScan1D(nn.Module):
+    """Long-range mixing: lay the tokens out along a zigzag path and run a long depthwise 1-D conv
+    over it. Blocks alternate row and column snakes so that the receptive field grows in both
+    directions (ZigMa's alternating scans)."""
+
+    def __init__(self, width: int, kernel: int, transpose: bool):
+        super().__init__()
+        self.transpose = transpose
+        self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2, groups=width)
+        self.project = nn.Conv2d(width, width, 1)
+        self._indices: dict[tuple, tuple[Tensor, Tensor]] = {}  # (h, w, device) -> (order, inverse)
+
+    def indices(self, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (h, w, device)
+        if key not in self._indices:
+            order = torch.tensor(zigzag_order(h, w, self.transpose), device=device)
+            self._indices[key] = order, torch.argsort(order)
+        return self._indices[key]
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, d, h, w = x.shape
+        order, inverse = self.indices(h, w, x.device)
+        seq = self.conv(x.flatten(2)[:, :, order])
+        return self.project(F.gelu(seq[:, :, inverse].reshape(b, d, h, w)))
+
+
+class ChannelMixMLP(nn.Module):
+    def __init__(self, width: int, ratio: float):
+        super().__init__()
+        hidden = int(width * ratio)
+        self.net = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.GELU(), nn.Conv2d(hidden, width, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class LiquidBlock(nn.Module):
+    def __init__(self, width: int, cond_dim: int, groups: int, mlp_ratio: float, stim_kernel: int,
+                 scan_kernel: int, transpose_scan: bool):
+        super().__init__()
+        self.norm1 = AdaGN(width, cond_dim, groups)
+        self.local = GatedDepthwiseStimulusConv(width, stim_kernel)
+        self.scan = ZigzagScan1D(width, scan_kernel, transpose_scan)
+        self.blend1 = LiquidTimeConstant(width)
+        self.norm2 = AdaGN(width, cond_dim, groups)
+        self.mlp = ChannelMixMLP(width, mlp_ratio)
+        self.blend2 = LiquidTimeConstant(width)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        h = self.norm1(x, c)
+        x = self.blend1(x, self.local(h) + self.scan(h))
+        return self.blend2(x, self.mlp(self.norm2(x, c)))
+
+
+class LiquidGen(Backbone):
+    def __init__(self, in_channels: int = 16, input_size: int = 32, num_classes: int = 27,
+                 width: int = 512, depth: int = 12, patch_size: int = 2, mlp_ratio: float = 4.0,
+                 stim_kernel: int = 7, scan_kernel: int = 31, groups: int = 32):
+        if depth % 2:
+            raise ValueError(f"depth must be even (half the blocks save long skips, half add them), got {depth}")
+        if input_size % patch_size:
+            raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
+        super().__init__(in_channels, input_size, num_classes, cond_dim=width)
+        self.patch_size = patch_size
+        tokens = input_size // patch_size
+        self.patch_embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, width, tokens, tokens))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.input_proj = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, groups=width), nn.Conv2d(width, width, 1), nn.GELU())
+        self.blocks = nn.ModuleList(
+            LiquidBlock(width, width, groups, mlp_ratio, stim_kernel, scan_kernel, transpose_scan=i % 2 == 1)
+            for i in range(depth))
+        self.head = nn.Sequential(nn.GroupNorm(groups, width), nn.Conv2d(width, width, 3, padding=1), nn.GELU())
+        self.unpatchify = nn.ConvTranspose2d(width, self.out_channels, patch_size, stride=patch_size)
+        # Zero output at initialisation: the first loss is the target's variance, and early steps
+        # do not fight a random prediction (DiT zero-initialises its final layer likewise).
+        nn.init.zeros_(self.unpatchify.weight)
+        nn.init.zeros_(self.unpatchify.bias)
+
+    def position_embedding(self, h: int, w: int) -> Tensor:
+        if self.pos_embed.shape[-2:] == (h, w):
+            return self.pos_embed
+        # Other resolutions reuse the learned table, resampled (TLD's higher-resolution trick).
+        return F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
+            raise ValueError(f"input {tuple(x.shape[-2:])} is not divisible by patch size {self.patch_size}")
+        c = self.condition(t, y)
+        h = self.patch_embed(x)
+        h = self.input_proj(h + self.position_embedding(*h.shape[-2:]).to(h.dtype))
+        half = len(self.blocks) // 2
+        skips = []
+        for i, block in enumerate(self.blocks):
+            if i >= half:
+                h = h + skips.pop()
+            h = block(h, c)
+            if i < half:
+                skips.append(h)
+        return self.unpatchify(self.head(h))

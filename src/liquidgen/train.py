@@ -1,0 +1,224 @@
+"""The training loop: one function, `train(config, out_dir)`.
+
+Per optimizer step: `grad_accum` micro-batches (labels dropped per sample to the null class for
+CFG), bf16 autocast on CUDA, global gradient clipping, AdamW, EMA. Steps whose gradient is not
+finite are skipped and counted. Writes into `out_dir`:
+    config.yaml, metrics.jsonl, loss.png, samples/step-XXXXXX.png, checkpoints/step-XXXXXX/
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt_io
+from .config import Config
+from .data import BatchSampler, load_dataset
+from .ema import EMA
+from .objectives import build_objective
+from .plots import plot_metrics_jsonl, save_grid
+from .samplers import sample
+
+MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run gives up
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked for (`auto`: on CUDA only, where it is fast and stable)."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def drop_labels(y: torch.Tensor, p: float, null_class: int) -> torch.Tensor:
+    """Replace each label independently with probability p by the null class (not the whole batch)."""
+    if p <= 0:
+        return y
+    return torch.where(torch.rand(y.shape, device=y.device) < p, torch.full_like(y, null_class), y)
+
+
+def accumulate_gradients(model, objective, batches: BatchSampler, step: int, grad_accum: int,
+                         label_dropout: float | None, null_class: int, amp=contextlib.nullcontext) -> torch.Tensor:
+    """Backpropagate the loss of optimizer step `step` over its `grad_accum` micro-batches (the mean
+    over the whole batch, like one big batch); `label_dropout` None means unconditional."""
+    total = 0.0
+    for k in range(grad_accum):
+        x, y = batches(step * grad_accum + k)
+        y = None if label_dropout is None else drop_labels(y, label_dropout, null_class)
+        with amp():
+            loss = objective.loss(model, x, y) / grad_accum
+        loss.backward()
+        total = total + loss.detach()
+    return total
+
+
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    # No decay on biases, norm scales, liquid retentions (rho) and other 1-D parameters: decaying
+    # rho would pull every channel's retention towards exp(-log 2) = 0.5.
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def make_scheduler(optimizer, cfg, total_steps: int):
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+        if cfg.schedule == "cosine":
+            return warm * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        return warm
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def grid_labels(num_classes: int, per_class: int, n: int, device) -> tuple[torch.Tensor | None, int]:
+    """Labels for a class grid (one row per class) and the row length."""
+    if num_classes == 0:
+        return None, int(math.ceil(math.sqrt(n)))
+    return torch.arange(num_classes, device=device).repeat_interleave(per_class), per_class
+
+
+def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
+    """Train per `config`, writing everything into `out_dir`. With `resume`, continue from the newest
+    checkpoint in `out_dir`. Returns the final checkpoint folder."""
+    tc = config.train
+    out_dir = Path(out_dir)
+    device = pick_device(tc.device)
+    seed_everything(tc.seed)
+
+    data = load_dataset(config.data.name, config.data.root, config.data.image_size, limit=config.data.limit)
+    spec = ckpt_io.model_spec(config, data.channels, data.size, data.class_names)
+    model = ckpt_io.build_from_spec(spec).to(device)
+    objective = build_objective(config.objective.name, **config.objective.options)
+    if tc.batch_size % tc.grad_accum:
+        raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by train.grad_accum {tc.grad_accum}")
+    micro = tc.batch_size // tc.grad_accum
+    batches = BatchSampler(data, micro, seed=tc.seed, device=device, hflip=config.data.hflip)
+    ema = EMA(model, tc.ema_decay, tc.ema_warmup)
+    optimizer = make_optimizer(model, config.optim)
+    scheduler = make_scheduler(optimizer, config.optim, tc.steps)
+    step_model = torch.compile(model) if tc.compile else model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "samples").mkdir(exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    metrics_path = out_dir / "metrics.jsonl"
+    start = 0
+    if resume and ckpt_io.list_checkpoints(out_dir):
+        last = ckpt_io.list_checkpoints(out_dir)[-1]
+        state = ckpt_io.load_training_state(last, model, ema.model, optimizer, scheduler)
+        start, ema.updates = state["step"], state["ema_updates"]
+        _truncate_metrics(metrics_path, start)
+        print(f"resumed from {last} at step {start}")
+    elif metrics_path.exists():
+        metrics_path.unlink()
+
+    # Fixed noise and labels, so successive grids show the same samples improving.
+    g = torch.Generator().manual_seed(tc.seed + 1)
+    grid_y, grid_row = grid_labels(data.num_classes, config.sample.per_class, config.sample.n, device)
+    n_grid = len(grid_y) if grid_y is not None else config.sample.n
+    grid_noise = torch.randn(n_grid, data.channels, data.size, data.size, generator=g).to(device)
+
+    def save_samples(step: int) -> None:
+        with autocast(device, tc.precision):
+            x = sample(ema.model, objective.prediction, grid_noise, grid_y, config.sample.steps,
+                       config.sample.cfg, config.sample.sampler)
+        save_grid(x, out_dir / "samples" / f"step-{step:06d}.png", nrow=grid_row)
+
+    def save(step: int, bad_total: int) -> Path:
+        return ckpt_io.save_checkpoint(out_dir, step, config, spec, model, ema.model, optimizer, scheduler,
+                                       extra={"ema_updates": ema.updates, "skipped_steps": bad_total},
+                                       keep=tc.keep_checkpoints)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    print(f"{config.model.name}-{config.model.preset}: {model.num_params() / 1e6:.2f}M parameters, "
+          f"{len(data)} images {data.channels}x{data.size}x{data.size}, {data.num_classes} classes, on {device}")
+    loss_sum = torch.zeros((), device=device)
+    norm_sum = torch.zeros((), device=device)
+    logged, bad_run, bad_total = 0, 0, 0
+    t_log = time.perf_counter()
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", dynamic_ncols=True)
+    for step in bar:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = accumulate_gradients(step_model, objective, batches, step, tc.grad_accum,
+                                         tc.label_dropout if data.num_classes else None, model.null_class,
+                                         lambda: autocast(device, tc.precision))
+        clip = config.optim.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if torch.isfinite(grad_norm):
+            bad_run = 0
+            optimizer.step()
+            scheduler.step()
+            ema.update(model)
+            loss_sum += step_loss
+            norm_sum += grad_norm.detach()
+            logged += 1
+        else:
+            # A bad batch must not poison the weights or the EMA: skip, count, give up after a streak.
+            bad_run += 1
+            bad_total += 1
+            if bad_run >= MAX_BAD_STEPS:
+                raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients at step {step}; "
+                                         f"lower optim.lr or check the data")
+        done = step + 1
+        if done % tc.log_every == 0 or done == tc.steps:
+            elapsed = time.perf_counter() - t_log
+            n = max(logged, 1)
+            record = {"step": done, "loss": (loss_sum / n).item(), "grad_norm": (norm_sum / n).item(),
+                      "lr": scheduler.get_last_lr()[0], "images_per_s": logged * tc.batch_size / elapsed,
+                      "skipped_steps": bad_total}
+            if device.type == "cuda":
+                record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+            loss_sum.zero_(), norm_sum.zero_()
+            logged, t_log = 0, time.perf_counter()
+        if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
+            save_samples(done)
+            plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
+            t_log = time.perf_counter()  # sampling time is not training throughput
+        if (tc.ckpt_every and done % tc.ckpt_every == 0) or done == tc.steps:
+            save(done, bad_total)
+            t_log = time.perf_counter()
+    bar.close()
+    if metrics_path.exists():
+        plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
+    return ckpt_io.resolve(out_dir)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint being resumed, so the curve has no repeats."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            break
+    path.write_text("".join(l + "\n" for l in keep))

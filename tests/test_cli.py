@@ -1,0 +1,79 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from liquidgen.cli import main
+
+QUICK = ["train.steps=4", "train.batch_size=16", "train.log_every=2", "train.sample_every=4",
+         "train.ckpt_every=2", "train.keep_checkpoints=1", "data.image_size=8", "sample.steps=3",
+         "sample.per_class=2"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(out), "--set", *QUICK])
+    return out
+
+
+def test_train_writes_the_run_folder(run_dir):
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-000004"]  # keep_checkpoints=1
+    grid = Image.open(run_dir / "samples" / "step-000004.png")
+    assert grid.mode == "L" and grid.width < grid.height  # 10 class rows of 2 samples
+    assert (run_dir / "loss.png").is_file() and (run_dir / "config.yaml").is_file()
+
+
+def test_sample_png_grid_and_npz(run_dir, tmp_path):
+    png = tmp_path / "grid.png"
+    main(["sample", str(run_dir), "--steps", "3", "--out", str(png), "--n", "20"])
+    assert Image.open(png).size[0] > 0
+    npz = tmp_path / "s.npz"
+    main(["sample", str(run_dir / "checkpoints" / "step-000004"), "--steps", "3", "--n", "6",
+          "--labels", "3", "7", "--cfg", "2.5", "--seed", "5", "--out", str(npz)])
+    data = np.load(npz)
+    assert data["images"].shape == (6, 8, 8, 1) and data["images"].dtype == np.uint8
+    assert data["labels"].tolist() == [3, 7, 3, 7, 3, 7]
+    again = tmp_path / "again.npz"
+    main(["sample", str(run_dir), "--steps", "3", "--n", "6", "--labels", "3", "7", "--cfg", "2.5",
+          "--seed", "5", "--out", str(again)])
+    assert np.array_equal(np.load(again)["images"], data["images"])  # same seed, same images
+
+
+def test_sample_rejects_bad_labels(run_dir, tmp_path):
+    with pytest.raises(SystemExit, match="out of range"):
+        main(["sample", str(run_dir), "--labels", "12", "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="neither an index nor one of"):
+        main(["sample", str(run_dir), "--labels", "cat", "--out", str(tmp_path / "x.png")])
+
+
+def test_bad_config_key_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(tmp_path), "--set", "train.lr=1"])
+    assert exc.value.code == 2
+    assert "unknown config key train.lr" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_models_table_lists_presets():
+    out = subprocess.run([sys.executable, "-m", "liquidgen.cli", "models"], capture_output=True, text=True,
+                         check=True).stdout
+    rows = {tuple(line.split()[:2]): line.split()[2] for line in out.splitlines()[1:]}
+    assert set(rows) >= {("liquid", "S"), ("liquid", "B"), ("liquid", "L"), ("liquid", "tiny")}
+    assert 49.5 < float(rows[("liquid", "S")].rstrip("M")) < 60.5
+
+
+def test_every_flag_has_help():
+    import argparse
+
+    from liquidgen.cli import build_parser
+
+    root = build_parser()
+    subparsers = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) >= {"train", "sample", "models"}
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"{name} {action.dest} has no help"

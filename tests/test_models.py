@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from liquidgen.models import BACKBONES, build_model
+from liquidgen.models.liquid import LiquidTimeConstant, zigzag_order
+
+SEED_SETTING = dict(in_channels=16, input_size=32, num_classes=27)
+
+
+@pytest.mark.parametrize("preset,target", [("S", 55e6), ("B", 140e6), ("L", 280e6)])
+def test_liquid_preset_sizes_match_the_seed(preset, target):
+    with torch.device("meta"):
+        model = build_model("liquid", preset, **SEED_SETTING)
+    assert abs(model.num_params() - target) / target < 0.10
+
+
+@pytest.mark.parametrize("preset", ["tiny", "XS"])
+@pytest.mark.parametrize("channels,size,classes", [(16, 32, 27), (1, 28, 10), (3, 16, 0)])
+def test_small_presets_forward_shapes(preset, channels, size, classes):
+    model = build_model("liquid", preset, channels, size, classes)
+    x = torch.randn(2, channels, size, size)
+    y = torch.tensor([0, classes]) if classes else None
+    out = model(x, torch.rand(2), y)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_every_registered_preset_builds():
+    for name, (_, presets) in BACKBONES.items():
+        for preset in presets:
+            with torch.device("meta"):
+                build_model(name, preset, **SEED_SETTING)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 7), (4, 4), (14, 14), (5, 9)])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_zigzag_is_a_bijection_of_adjacent_steps(h, w, transpose):
+    order = zigzag_order(h, w, transpose)
+    assert sorted(order) == list(range(h * w))
+    for a, b in zip(order, order[1:]):
+        (ra, ca), (rb, cb) = divmod(a, w), divmod(b, w)
+        assert abs(ra - rb) + abs(ca - cb) == 1
+
+
+def test_liquid_blend_is_convex_with_learned_retention():
+    ltc = LiquidTimeConstant(8)
+    a = ltc.retention()
+    assert ((a > 0) & (a < 1)).all()
+    torch.testing.assert_close(a, torch.linspace(0.5, 0.95, 8))
+    state, stim = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3)
+    out = ltc(state, stim)
+    torch.testing.assert_close(out, a[None, :, None, None] * state + (1 - a[None, :, None, None]) * stim)
+
+
+def test_output_starts_at_zero_and_depends_on_time_and_class_after_a_step():
+    model = build_model("liquid", "tiny", 1, 8, 3)
+    x = torch.randn(4, 1, 8, 8)
+    assert model(x, torch.rand(4), torch.tensor([0, 1, 2, 3])).abs().max() == 0
+    torch.nn.init.normal_(model.unpatchify.weight, std=0.1)
+    for m in model.modules():  # un-zero the AdaGN projections too
+        if m.__class__.__name__ == "AdaGN":
+            torch.nn.init.normal_(m.proj[1].weight, std=0.1)
+    t = torch.full((4,), 0.5)
+    base = model(x, t, torch.tensor([0, 0, 0, 0]))
+    assert not torch.allclose(base, model(x, t, torch.tensor([1, 1, 1, 1])))
+    assert not torch.allclose(base, model(x, torch.full((4,), 0.9), torch.tensor([0, 0, 0, 0])))
+    # the null class (index num_classes) is its own learned embedding, distinct from class 0
+    assert not torch.allclose(base, model(x, t, torch.tensor([3, 3, 3, 3])))
+    torch.testing.assert_close(model(x, t, None), model(x, t, torch.tensor([3, 3, 3, 3])))
+
+
+def test_position_embedding_interpolates_to_other_sizes():
+    model = build_model("liquid", "tiny", 1, 8, 0)
+    assert model(torch.randn(1, 1, 16, 16), torch.rand(1)).shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match="divisible"):
+        model(torch.randn(1, 1, 9, 9), torch.rand(1))
+
+
+def test_bad_model_options_are_named():
+    with pytest.raises(ValueError, match="unknown option 'widht'"):
+        build_model("liquid", "tiny", 1, 8, 0, widht=3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_model("liquid", "XXL", 1, 8, 0)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_model("mamba", "S", 1, 8, 0)
+    with pytest.raises(ValueError, match="even"):
+        build_model("liquid", "tiny", 1, 8, 0, depth=3)

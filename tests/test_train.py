@@ -1,0 +1,164 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from liquidgen import checkpoint as ckpt_io
+from liquidgen.config import ConfigError, load_config
+from liquidgen.data import BatchSampler, load_dataset
+from liquidgen.ema import EMA
+from liquidgen.objectives import build_objective
+from liquidgen.train import accumulate_gradients, drop_labels, train
+
+TINY = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.batch_size=32",
+        "train.log_every=10", "train.sample_every=0", "train.ckpt_every=0", "sample.steps=4",
+        "optim.lr=2e-3", "train.ema_decay=0.99"]
+
+
+def fixed_loss(model, objective, data, seed=123):
+    """The flow-matching loss on a fixed batch, times and noise: comparable across weights."""
+    x, y = BatchSampler(data, 128, seed=seed)(0)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return objective.loss(model.eval(), x, y).item()
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = load_config(None, TINY + ["train.steps=60"])
+    final = train(config, out)
+    return out, final, config
+
+
+def test_short_training_lowers_the_loss(short_run):
+    out, final, config = short_run
+    data = load_dataset("digits", image_size=8)
+    objective = build_objective("flow")
+    untrained = ckpt_io.build_from_spec(json.loads((final / "model.json").read_text()))
+    trained, _, _ = ckpt_io.load_model(final, ema=False)
+    before, after = fixed_loss(untrained, objective, data), fixed_loss(trained, objective, data)
+    assert after < 0.75 * before, (before, after)
+
+
+def test_run_folder_layout(short_run):
+    out, final, _ = short_run
+    assert final == out / "checkpoints" / "step-000060"
+    for name in ("config.json", "model.json", "model.safetensors", "ema.safetensors",
+                 "optimizer.safetensors", "state.json"):
+        assert (final / name).is_file(), name
+    assert (out / "config.yaml").is_file() and (out / "loss.png").is_file()
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [10, 20, 30, 40, 50, 60]
+    assert {"loss", "lr", "grad_norm", "images_per_s"} <= set(lines[0])
+    assert json.loads((final / "state.json").read_text())["step"] == 60
+
+
+def test_save_load_gives_bit_identical_outputs(short_run, tmp_path):
+    _, final, _ = short_run
+    for use_ema in (True, False):
+        model, _, spec = ckpt_io.load_model(final, ema=use_ema)
+        weights = load_file(final / ("ema.safetensors" if use_ema else "model.safetensors"))
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+        x, t, y = torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 4, 10])
+        again, _, _ = ckpt_io.load_model(final, ema=use_ema)
+        assert torch.equal(model(x, t, y), again(x, t, y))
+    live, _, _ = ckpt_io.load_model(final, ema=False)
+    ema, _, _ = ckpt_io.load_model(final, ema=True)
+    assert not torch.equal(live.unpatchify.weight, ema.unpatchify.weight)
+
+
+def test_training_is_reproducible_for_a_seed(tmp_path):
+    config = load_config(None, TINY + ["train.steps=6", "train.log_every=2"])
+    train(config, tmp_path / "a")
+    train(config, tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.jsonl").read_text().split("images_per_s")[0] == \
+           (tmp_path / "b" / "metrics.jsonl").read_text().split("images_per_s")[0]
+    wa = load_file(tmp_path / "a" / "checkpoints" / "step-000006" / "model.safetensors")
+    wb = load_file(tmp_path / "b" / "checkpoints" / "step-000006" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class FixedTimeObjective:
+    """Flow matching at t = 0.5 with noise fixed per image: no randomness, so gradients compare exactly."""
+    prediction = "v"
+
+    def loss(self, model, x0, y):
+        eps = torch.sin(1000 * x0 + torch.arange(x0[0].numel()).view_as(x0[0]))
+        t = torch.full((x0.shape[0],), 0.5)
+        return torch.nn.functional.mse_loss(model(0.5 * x0 + 0.5 * eps, t, y), eps - x0)
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    data = load_dataset("digits", image_size=8)
+    model = ckpt_io.build_from_spec(ckpt_io.model_spec(load_config(None, TINY), 1, 8, data.class_names))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+
+    def grads(micro, accum):
+        model.zero_grad()
+        loss = accumulate_gradients(model, FixedTimeObjective(), BatchSampler(data, micro, seed=1), 0, accum,
+                                    None, model.null_class)
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    loss1, g1 = grads(32, 1)
+    loss2, g2 = grads(16, 2)
+    torch.testing.assert_close(loss1, loss2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_label_dropout_is_per_sample_to_the_null_class():
+    y = torch.randint(0, 10, (20_000,))
+    dropped = drop_labels(y, 0.1, null_class=10)
+    changed = dropped != y
+    assert (dropped[changed] == 10).all()
+    assert 0.09 < changed.float().mean() < 0.11
+    assert torch.equal(dropped[~changed], y[~changed])
+    assert torch.equal(drop_labels(y, 0.0, 10), y)
+
+
+def test_ema_warmup_follows_then_averages():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.9999, warmup=True)
+    init = ema.model.weight.clone()
+    assert ema.current_decay() == pytest.approx(0.1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.model.weight, 0.1 * init + 0.9)  # early on the EMA follows the live weights
+    ema.updates = 1_000
+    assert ema.current_decay() == pytest.approx(1001 / 1010)
+    ema.updates = 100_000  # past ~90k updates the configured decay takes over
+    assert ema.current_decay() == 0.9999
+    assert EMA(model, decay=0.99, warmup=False).current_decay() == 0.99
+
+
+def test_ema_update_is_a_lerp():
+    model = torch.nn.Linear(3, 1)
+    ema = EMA(model, decay=0.9, warmup=False)
+    start = ema.model.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.model.weight, 0.9 * start + 0.1 * model.weight)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.stepz=3", "unknown config key train.stepz; allowed keys: steps"),
+    ("train.steps=many", "train.steps: expected int"),
+    ("train.precision=fp8", "train.precision: 'fp8' is not one of auto, bf16, fp32"),
+    ("optim.betas=[0.9]", "optim.betas: expected a list of 2"),
+    ("train.batch_size=0", "train.batch_size: must be >= 1"),
+    ("colour=red", "unknown config key colour"),
+])
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_config_coerces_ints_to_floats_and_loads_presets():
+    config = load_config("configs/digits-liquid-tiny.yaml", ["optim.lr=1"])
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+    assert config.model.preset == "tiny" and config.data.name == "digits"
