@@ -356,4 +356,8 @@ def plot_metrics_jsonl(
                     xs.append(record["step"])
                     ys.append(record[key])
     ylabel = keys[0] if len(keys) == 1 else ""
+    # An EMA of factor s averages ~1/(1-s) points: keep that window to ~5% of the curve, so a short
+    # log (a few dozen points) is drawn as it is rather than as a lagging smear.
+    n = max((len(xs) for xs, _ in points.values()), default=0)
+    smooth = min(smooth, max(0.0, 1.0 - 20.0 / n)) if n else 0.0
     return plot_curves(out_path, points, ylabel=ylabel, logy=logy, smooth=smooth)

@@ -50,7 +50,7 @@ def time_grid(steps: int, device: torch.device | str = "cpu") -> Tensor:
 def sample_euler(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False) -> Tensor:
     """Explicit Euler on dx/dt = v(x, t): x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i). First order."""
     x = x.float()
-    for i in tqdm(range(len(ts) - 1), desc="sampling", disable=not progress, leave=False):
+    for i in tqdm(range(len(ts) - 1), desc="sampling", disable=None if progress else True, leave=False):
         t = ts[i].expand(x.shape[0])
         x = x + (ts[i + 1] - ts[i]) * fn(x, t)
     return x

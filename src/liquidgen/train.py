@@ -159,7 +159,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     norm_sum = torch.zeros((), device=device)
     logged, bad_run, bad_total = 0, 0, 0
     t_log = time.perf_counter()
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", dynamic_ncols=True)
+    # disable=None: a bar on a terminal; in a log file (no TTY) one line per log interval instead.
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", dynamic_ncols=True,
+               disable=None)
     for step in bar:
         model.train()
         optimizer.zero_grad(set_to_none=True)
@@ -195,6 +197,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+            if bar.disable:
+                print(f"step {done}/{tc.steps}  loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s",
+                      flush=True)
             loss_sum.zero_(), norm_sum.zero_()
             logged, t_log = 0, time.perf_counter()
         if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
