@@ -162,3 +162,17 @@ def test_config_coerces_ints_to_floats_and_loads_presets():
     config = load_config("configs/digits-liquid-tiny.yaml", ["optim.lr=1"])
     assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
     assert config.model.preset == "tiny" and config.data.name == "digits"
+
+
+def test_resume_continues_the_same_trajectory(tmp_path):
+    """Stopping at a checkpoint and resuming gives bit-identical weights to an uninterrupted run."""
+    base = TINY + ["train.log_every=1", "train.ckpt_every=3", "optim.schedule=constant"]
+    train(load_config(None, base + ["train.steps=6"]), tmp_path / "straight")
+    train(load_config(None, base + ["train.steps=3"]), tmp_path / "split")
+    train(load_config(None, base + ["train.steps=6"]), tmp_path / "split", resume=True)
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(tmp_path / "straight" / "checkpoints" / "step-000006" / name)
+        b = load_file(tmp_path / "split" / "checkpoints" / "step-000006" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    losses = lambda run: [json.loads(l)["loss"] for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert losses("straight") == losses("split")
