@@ -55,8 +55,8 @@ def cmd_sample(args) -> None:
     if model.num_classes == 0:
         if labels:
             raise SystemExit("error: this model is unconditional; --labels does not apply")
-        y, nrow = grid_labels(0, 0, args.n or 64, device)
         n = args.n or 64
+        y, nrow = grid_labels(0, 0, n, device)
     elif labels is None:  # a class grid: one row per class
         per_class = max(1, (args.n or 8 * len(names)) // len(names))
         y, nrow = grid_labels(len(names), per_class, 0, device)

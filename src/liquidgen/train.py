@@ -126,8 +126,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     metrics_path = out_dir / "metrics.jsonl"
     start = 0
-    if resume and ckpt_io.list_checkpoints(out_dir):
-        last = ckpt_io.list_checkpoints(out_dir)[-1]
+    existing = ckpt_io.list_checkpoints(out_dir) if resume else []
+    if existing:
+        last = existing[-1]
         state = ckpt_io.load_training_state(last, model, ema.model, optimizer, scheduler)
         start, ema.updates = state["step"], state["ema_updates"]
         _truncate_metrics(metrics_path, start)
