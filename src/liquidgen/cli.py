@@ -84,15 +84,21 @@ def cmd_sample(args) -> None:
 
 
 def cmd_models(args) -> None:
+    from .flops import forward_flops
     from .models import BACKBONES, build_model
 
-    print(f"{'backbone':<10} {'preset':<8} {'params':>10}   (at {args.channels}x{args.size}x{args.size}, "
-          f"{args.classes} classes)")
-    for name, (_, presets) in BACKBONES.items():
+    print(f"{'backbone':<12} {'preset':<12} {'input':<9} {'classes':>7} {'params':>9} {'GFLOPs':>8}")
+    for name, (_, presets, native) in BACKBONES.items():
         for preset in presets:
-            with torch.device("meta"):  # count parameters without allocating them
-                model = build_model(name, preset, args.channels, args.size, args.classes)
-            print(f"{name:<10} {preset:<8} {model.num_params() / 1e6:>9.2f}M")
+            channels, size, classes = native[preset]
+            channels, size = args.channels or channels, args.size or size
+            classes = classes if args.classes is None else args.classes
+            with torch.device("meta"):  # count parameters and FLOPs without allocating anything
+                model = build_model(name, preset, channels, size, classes)
+                flops = forward_flops(model, channels, size, classes)
+            print(f"{name:<12} {preset:<12} {f'{channels}x{size}x{size}':<9} {classes:>7} "
+                  f"{model.num_params() / 1e6:>8.2f}M {flops / 1e9:>8.2f}")
+    print("GFLOPs: one forward pass per image (matmuls, convolutions, attention; 2 per multiply-add)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,10 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("models", help="list backbone presets and their parameter counts")
-    p.add_argument("--channels", type=int, default=16, help="input channels (default: 16, FLUX latents)")
-    p.add_argument("--size", type=int, default=32, help="input size (default: 32, 256 px through an 8x VAE)")
-    p.add_argument("--classes", type=int, default=27, help="number of classes (default: 27, the seed's)")
+    p = sub.add_parser("models", help="list backbone presets with parameters and forward GFLOPs per image")
+    p.add_argument("--channels", type=int, help="input channels (default: each preset's native setting)")
+    p.add_argument("--size", type=int, help="input size (default: each preset's native setting)")
+    p.add_argument("--classes", type=int, help="number of classes (default: each preset's native setting)")
     p.set_defaults(func=cmd_models)
     return parser
 

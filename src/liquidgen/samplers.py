@@ -18,23 +18,26 @@ from . import paths
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def denoiser(model: nn.Module, prediction: str, y: Tensor | None = None, cfg: float = 1.0) -> VelocityFn:
+def denoiser(model: nn.Module, prediction: str, y: Tensor | None = None, cfg: float = 1.0,
+             state=None) -> VelocityFn:
     """Wrap a backbone into a velocity function.
 
     With guidance scale `cfg` != 1 and labels `y`, the conditional and unconditional (null class)
     predictions run as one doubled batch and combine as u + cfg (c - u) (Ho & Salimans 2022).
     The converters are affine in the prediction with coefficients that depend only on (x_t, t),
     so guiding before or after conversion to v gives the same result.
+    `state` (a fixed-point model's SolverState) is handed to every model call of this batch.
     """
     guided = cfg != 1.0 and y is not None and getattr(model, "num_classes", 0) > 0
+    extra = {} if state is None else {"state": state}
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         if guided:
             null = torch.full_like(y, model.null_class)
-            cond, uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+            cond, uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), **extra).chunk(2)
             pred = uncond + cfg * (cond - uncond)
         else:
-            pred = model(x, t, y)
+            pred = model(x, t, y, **extra)
         return paths.convert(pred.float(), prediction, "v", x.float(), t)
 
     return fn
@@ -63,9 +66,17 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 
 @torch.no_grad()
 def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = None, steps: int = 50,
-           cfg: float = 1.0, sampler: str = "euler", progress: bool = False) -> Tensor:
-    """Generate from `noise` (the state at t = 1): returns x0 in the model's data space."""
+           cfg: float = 1.0, sampler: str = "euler", progress: bool = False, state=None) -> Tensor:
+    """Generate from `noise` (the state at t = 1): returns x0 in the model's data space.
+
+    Models with per-batch sampling state (fixed-point models: `model.sampling_state()`) get a fresh
+    one per call, or `state` when given (to read its residuals afterwards); it is reset here."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-    fn = denoiser(model, prediction, y, cfg)
-    return SAMPLERS[sampler](fn, noise, time_grid(steps, noise.device), progress=progress)
+    ts = time_grid(steps, noise.device)
+    if state is None and hasattr(model, "sampling_state"):
+        state = model.sampling_state()
+    if state is not None:
+        state.start(ts)
+    fn = denoiser(model, prediction, y, cfg, state)
+    return SAMPLERS[sampler](fn, noise, ts, progress=progress)

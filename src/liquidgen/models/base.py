@@ -1,69 +1,174 @@
-"""The interface every backbone implements, and the time / class conditioning they share.
+"""The interface every backbone implements, and the conditioning they share.
 
-A backbone maps (x_t, t, y) to a tensor shaped like x_t: `forward(x, t, y=None)` with
+A backbone maps (x_t, t, y, context) to a tensor shaped like x_t: `forward(x, t, y=None, context=None)` with
     x: (B, in_channels, H, W) noisy input,
     t: (B,) flow time in [0, 1] (liquidgen's convention, see `liquidgen.paths`),
     y: (B,) int64 class labels, where `num_classes` is the dedicated null class used for
-       classifier-free guidance; None means unconditional (every sample gets the null class).
+       classifier-free guidance; None means unconditional (every sample gets the null class),
+    context: (B, context_dim) pooled or (B, L, context_dim) token text embeddings; None means the
+       learned null context (the unconditional branch of text CFG).
 What the output means (v, x0 or eps) is the objective's business, not the backbone's.
+
+`BlockStack` is the common shape stem -> blocks -> head of LiquidGen and DiT; the fixed-point
+wrapper (`fixed_point.py`) makes the middle of any such stack implicit.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
     """Transformer-style sin/cos features of `scale * t` (DDPM/DiT; scale maps t in [0, 1] to step units)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = scale * t.float()[:, None] * freqs[None]
+    dtype = torch.promote_types(t.dtype, torch.float32)  # at least fp32: 1000 t needs the mantissa
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    args = scale * t.to(dtype)[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-class TimestepEmbedding(nn.Module):
-    """Sinusoidal features of t followed by a two-layer MLP."""
+def resize_positions(table: Tensor, h: int, w: int) -> Tensor:
+    """A (1, D, h0, w0) position table at grid (h, w): itself, or resampled bicubically, which is how
+    TLD runs a model at 2x or 4x its training resolution."""
+    if table.shape[-2:] == (h, w):
+        return table
+    return F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
 
-    def __init__(self, dim: int, freq_dim: int = 256):
+
+class TimestepEmbedding(nn.Module):
+    """Positional (sin/cos) features of `scale * t` followed by a two-layer MLP.
+
+    `scale` sizes the features for the time range: 1000 spreads t in [0, 1] over the frequencies as
+    DDPM's step index does; sCM (Lu & Song 2024, sec. 4.1) uses a small scale for stable JVPs."""
+
+    def __init__(self, dim: int, freq_dim: int = 256, scale: float = 1000.0):
         super().__init__()
-        self.freq_dim = freq_dim
+        self.freq_dim, self.scale = freq_dim, scale
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
+    def features(self, t: Tensor) -> Tensor:
+        return sinusoidal_embedding(t, self.freq_dim, self.scale)
+
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sinusoidal_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+        return self.mlp(self.features(t).to(self.mlp[0].weight.dtype))
 
 
 class Backbone(nn.Module):
-    """Base class: holds the input geometry and builds the conditioning vector c(t, y)."""
+    """Base class: holds the input geometry and builds the conditioning vector c(t, y, context).
+
+    Options every backbone accepts: `time_scale` (see TimestepEmbedding), `context_dim` (> 0 enables
+    text conditioning; pooled context is added to c), `logvar` (a head predicting the per-time
+    log-variance used by the adaptive loss weighting of EDM2 / sCM)."""
 
     def __init__(self, in_channels: int, input_size: int, num_classes: int, cond_dim: int,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, time_scale: float = 1000.0, context_dim: int = 0,
+                 logvar: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         self.input_size = input_size
         self.num_classes = num_classes
-        self.time_embed = TimestepEmbedding(cond_dim)
+        self.context_dim = context_dim
+        self.time_embed = TimestepEmbedding(cond_dim, scale=time_scale)
         # One extra row: index num_classes is the learned "no label" embedding that CFG's
         # unconditional branch uses (not class 0, not a zero vector).
         self.class_embed = nn.Embedding(num_classes + 1, cond_dim) if num_classes > 0 else None
+        if context_dim > 0:
+            # The null context lives in the encoder's output space, so the pooled path and the token
+            # path (cross-attention) see the same "no text" input.
+            self.null_context = nn.Parameter(torch.zeros(context_dim))
+            self.context_embed = nn.Linear(context_dim, cond_dim)
+        # EDM2 (Karras et al. 2024, eq. 21): u(t) is a linear map of the time features.
+        self.logvar_head = nn.Linear(self.time_embed.freq_dim, 1) if logvar else None
 
     @property
     def null_class(self) -> int:
         return self.num_classes
 
-    def condition(self, t: Tensor, y: Tensor | None) -> Tensor:
+    def context_tokens(self, context: Tensor | None, batch: int) -> Tensor:
+        """Context as (B, L, context_dim) tokens; None -> one null token per sample."""
+        if self.context_dim == 0:
+            raise ValueError(f"{type(self).__name__} was built without text conditioning (context_dim=0)")
+        if context is None:
+            return self.null_context.expand(batch, 1, -1)
+        if context.shape[-1] != self.context_dim:
+            raise ValueError(f"context has {context.shape[-1]} features, the model expects {self.context_dim}")
+        return context[:, None] if context.ndim == 2 else context
+
+    def condition(self, t: Tensor, y: Tensor | None, context: Tensor | None = None) -> Tensor:
         c = self.time_embed(t)
         if self.class_embed is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.null_class, device=t.device, dtype=torch.long)
             c = c + self.class_embed(y)
+        if self.context_dim > 0 or context is not None:
+            tokens = self.context_tokens(context, t.shape[0])
+            c = c + self.context_embed(tokens.mean(dim=1).to(c.dtype))
         return c
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:  # pragma: no cover
+    def logvar(self, t: Tensor) -> Tensor:
+        """(B,) predicted log-variance of the loss at time t (adaptive weighting)."""
+        if self.logvar_head is None:
+            raise ValueError(f"{type(self).__name__} was built without a logvar head; set model option logvar: true")
+        return self.logvar_head(self.time_embed.features(t).to(self.logvar_head.weight.dtype))[:, 0]
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None,
+                context: Tensor | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def run_stack(h: Tensor, cond: Any, pre: Sequence[nn.Module], middle: Callable[[Tensor], Tensor],
+              post: Sequence[nn.Module], long_skips: bool) -> Tensor:
+    """pre blocks -> middle -> post blocks. With `long_skips`, pre block i's output is added to the
+    input of post block (len - 1 - i): U-Net order, outermost pair last."""
+    if long_skips and len(pre) != len(post):
+        raise ValueError(f"long skips need as many blocks after the middle as before ({len(pre)} vs {len(post)})")
+    skips = []
+    for block in pre:
+        h = block(h, cond)
+        skips.append(h)
+    h = middle(h)
+    for block in post:
+        if long_skips:
+            h = h + skips.pop()
+        h = block(h, cond)
+    return h
+
+
+class BlockStack(Backbone):
+    """A backbone shaped stem -> blocks -> head. Subclasses set `blocks` (each called block(h, cond)),
+    `width`, `channel_dim` (the feature axis of h: 1 for feature maps, -1 for tokens) and `long_skips`,
+    and implement `stem` and `head`."""
+
+    blocks: nn.ModuleList
+    width: int
+    channel_dim: int = 1
+    long_skips: bool = False
+
+    def stem(self, x: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None) -> tuple[Tensor, Any]:
+        raise NotImplementedError  # pragma: no cover
+
+    def head(self, h: Tensor, cond: Any, x: Tensor) -> Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None) -> Tensor:
+        h, cond = self.stem(x, t, y, context)
+        half = len(self.blocks) // 2
+        middle = self.blocks[half:len(self.blocks) - half]  # the one unpaired block of an odd stack
+
+        def run_middle(h: Tensor) -> Tensor:
+            for block in middle:
+                h = block(h, cond)
+            return h
+
+        h = run_stack(h, cond, self.blocks[:half], run_middle, self.blocks[len(self.blocks) - half:],
+                      self.long_skips)
+        return self.head(h, cond, x)

@@ -1,8 +1,9 @@
 """LiquidGen: an attention-free denoiser built from liquid time-constant blocks (seed 000).
 
     x -> patch embed (Conv2d, stride p) + learned position embedding -> DW-conv + PW-conv + GELU
-      -> LiquidBlock x depth/2   (each output saved as a long skip)
-      -> LiquidBlock x depth/2   (each input gets one saved skip added, last saved first: U-Net order)
+      -> LiquidBlock x depth//2  (each output saved as a long skip)
+      [-> one unpaired LiquidBlock when depth is odd]
+      -> LiquidBlock x depth//2  (each input gets one saved skip added, last saved first: U-Net order)
       -> GroupNorm + Conv3x3 + GELU -> ConvTranspose2d (unpatchify)
 
     LiquidBlock(x, c):
@@ -22,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone
+from .base import BlockStack, resize_positions
 
-# Sizes measured at the seed's setting (16-channel 32x32 latents, 27 classes): `liquidgen models`.
+# Sizes at the seed's setting (16-channel 32x32 latents, 27 classes): `liquidgen models`.
 PRESETS: dict[str, dict] = {
     "tiny": dict(width=64, depth=4, groups=8),
     "XS": dict(width=128, depth=6),
@@ -32,6 +33,7 @@ PRESETS: dict[str, dict] = {
     "B": dict(width=768, depth=14),  # 140.2M (seed: ~140M)
     "L": dict(width=1024, depth=16),  # 282.3M (seed: ~280M)
 }
+NATIVE = dict.fromkeys(PRESETS, (16, 32, 27))  # channels, size, classes
 
 
 @lru_cache(maxsize=None)
@@ -100,23 +102,24 @@ class ZigzagScan1D(nn.Module):
     over it. Blocks alternate row and column snakes so that the receptive field grows in both
     directions (ZigMa's alternating scans)."""
 
-    def __init__(self, width: int, kernel: int, transpose: bool):
+    def __init__(self, width: int, kernel: int, transpose: bool, grid: int):
         super().__init__()
-        self.transpose = transpose
+        self.transpose, self.grid = transpose, (grid, grid)
         self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2, groups=width)
         self.project = nn.Conv2d(width, width, 1)
-        self._indices: dict[tuple, tuple[Tensor, Tensor]] = {}  # (h, w, device) -> (order, inverse)
+        # The permutation for the native token grid lives in (non-saved) buffers, so it follows the
+        # module across devices and copies; other grid sizes build theirs on the fly.
+        order, inverse = self.permutation(grid, grid)
+        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("inverse", inverse, persistent=False)
 
-    def indices(self, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        key = (h, w, device)
-        if key not in self._indices:
-            order = torch.tensor(zigzag_order(h, w, self.transpose), device=device)
-            self._indices[key] = order, torch.argsort(order)
-        return self._indices[key]
+    def permutation(self, h: int, w: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+        order = torch.tensor(zigzag_order(h, w, self.transpose), device=device)
+        return order, torch.argsort(order)
 
     def forward(self, x: Tensor) -> Tensor:
         b, d, h, w = x.shape
-        order, inverse = self.indices(h, w, x.device)
+        order, inverse = (self.order, self.inverse) if self.grid == (h, w) else self.permutation(h, w, x.device)
         seq = self.conv(x.flatten(2)[:, :, order])
         return self.project(F.gelu(seq[:, :, inverse].reshape(b, d, h, w)))
 
@@ -133,11 +136,11 @@ class ChannelMixMLP(nn.Module):
 
 class LiquidBlock(nn.Module):
     def __init__(self, width: int, cond_dim: int, groups: int, mlp_ratio: float, stim_kernel: int,
-                 scan_kernel: int, transpose_scan: bool):
+                 scan_kernel: int, transpose_scan: bool, grid: int):
         super().__init__()
         self.norm1 = AdaGN(width, cond_dim, groups)
         self.local = GatedDepthwiseStimulusConv(width, stim_kernel)
-        self.scan = ZigzagScan1D(width, scan_kernel, transpose_scan)
+        self.scan = ZigzagScan1D(width, scan_kernel, transpose_scan, grid)
         self.blend1 = LiquidTimeConstant(width)
         self.norm2 = AdaGN(width, cond_dim, groups)
         self.mlp = ChannelMixMLP(width, mlp_ratio)
@@ -149,16 +152,19 @@ class LiquidBlock(nn.Module):
         return self.blend2(x, self.mlp(self.norm2(x, c)))
 
 
-class LiquidGen(Backbone):
+class LiquidGen(BlockStack):
+    channel_dim = 1
+    long_skips = True
+
     def __init__(self, in_channels: int = 16, input_size: int = 32, num_classes: int = 27,
                  width: int = 512, depth: int = 12, patch_size: int = 2, mlp_ratio: float = 4.0,
-                 stim_kernel: int = 7, scan_kernel: int = 31, groups: int = 32):
-        if depth % 2:
-            raise ValueError(f"depth must be even (half the blocks save long skips, half add them), got {depth}")
+                 stim_kernel: int = 7, scan_kernel: int = 31, groups: int = 32, time_scale: float = 1000.0,
+                 context_dim: int = 0, logvar: bool = False):
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
-        super().__init__(in_channels, input_size, num_classes, cond_dim=width)
-        self.patch_size = patch_size
+        super().__init__(in_channels, input_size, num_classes, cond_dim=width, time_scale=time_scale,
+                         context_dim=context_dim, logvar=logvar)
+        self.width, self.patch_size = width, patch_size
         tokens = input_size // patch_size
         self.patch_embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, width, tokens, tokens))
@@ -166,33 +172,21 @@ class LiquidGen(Backbone):
         self.input_proj = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1, groups=width), nn.Conv2d(width, width, 1), nn.GELU())
         self.blocks = nn.ModuleList(
-            LiquidBlock(width, width, groups, mlp_ratio, stim_kernel, scan_kernel, transpose_scan=i % 2 == 1)
+            LiquidBlock(width, width, groups, mlp_ratio, stim_kernel, scan_kernel, transpose_scan=i % 2 == 1,
+                        grid=tokens)
             for i in range(depth))
-        self.head = nn.Sequential(nn.GroupNorm(groups, width), nn.Conv2d(width, width, 3, padding=1), nn.GELU())
+        self.head_conv = nn.Sequential(nn.GroupNorm(groups, width), nn.Conv2d(width, width, 3, padding=1), nn.GELU())
         self.unpatchify = nn.ConvTranspose2d(width, self.out_channels, patch_size, stride=patch_size)
         # Zero output at initialisation: the first loss is the target's variance, and early steps
         # do not fight a random prediction (DiT zero-initialises its final layer likewise).
         nn.init.zeros_(self.unpatchify.weight)
         nn.init.zeros_(self.unpatchify.bias)
 
-    def position_embedding(self, h: int, w: int) -> Tensor:
-        if self.pos_embed.shape[-2:] == (h, w):
-            return self.pos_embed
-        # Other resolutions reuse the learned table, resampled (TLD's higher-resolution trick).
-        return F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
-
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def stem(self, x: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
             raise ValueError(f"input {tuple(x.shape[-2:])} is not divisible by patch size {self.patch_size}")
-        c = self.condition(t, y)
         h = self.patch_embed(x)
-        h = self.input_proj(h + self.position_embedding(*h.shape[-2:]).to(h.dtype))
-        half = len(self.blocks) // 2
-        skips = []
-        for i, block in enumerate(self.blocks):
-            if i >= half:
-                h = h + skips.pop()
-            h = block(h, c)
-            if i < half:
-                skips.append(h)
-        return self.unpatchify(self.head(h))
+        return self.input_proj(h + resize_positions(self.pos_embed, *h.shape[-2:]).to(h.dtype)), self.condition(t, y, context)
+
+    def head(self, h: Tensor, c: Tensor, x: Tensor) -> Tensor:
+        return self.unpatchify(self.head_conv(h))

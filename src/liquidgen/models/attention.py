@@ -1,0 +1,60 @@
+"""Multi-head attention that also works under forward-mode AD.
+
+Fused SDPA kernels (flash, memory-efficient, the CPU flash kernel) have no forward-mode derivative,
+so `torch.func.jvp` through them fails - and continuous-time consistency training (sCM) needs exactly
+that JVP. `attention()` detects a forward-AD or functorch-wrapped input and then computes
+softmax(q k^T / sqrt(d)) v from primitives, whose JVP rules exist; otherwise it calls SDPA.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd import forward_ad
+
+
+def _needs_math_path(*tensors: Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        return False
+    for x in tensors:
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):  # inside torch.func.jvp / vmap / grad
+            return True
+        if forward_ad.unpack_dual(x).tangent is not None:  # torch.autograd.forward_ad dual tensor
+            return True
+    return False
+
+
+def math_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Attention from primitives: (B, heads, N, d) x (B, heads, M, d) -> (B, heads, N, d)."""
+    weights = torch.softmax((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1]), dim=-1)
+    return weights @ v
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    if _needs_math_path(q, k, v):
+        return math_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+class Attention(nn.Module):
+    """Self-attention over x, or cross-attention from x to `context` when `context_dim` is given.
+    x: (B, N, width); context: (B, M, context_dim)."""
+
+    def __init__(self, width: int, heads: int, context_dim: int | None = None):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(context_dim or width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        b, n, d = x.shape
+        source = x if context is None else context.to(x.dtype)
+        split = lambda z: z.reshape(b, z.shape[1], self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        k, v = self.kv(source).chunk(2, dim=-1)
+        out = attention(split(self.q(x)), split(k), split(v))
+        return self.out(out.transpose(1, 2).reshape(b, n, d))
