@@ -82,3 +82,17 @@ def test_every_flag_has_help():
         for action in sub._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, f"{name} {action.dest} has no help"
+
+
+def test_fixed_point_sampling_flags(tmp_path, capsys, run_dir):
+    out = tmp_path / "fp"
+    main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(out), "--set", *QUICK,
+          "model.name=fixed_point", "model.preset=dit-tiny"])
+    capsys.readouterr()
+    main(["sample", str(out), "--steps", "4", "--budget", "12", "--schedule", "increasing",
+          "--out", str(tmp_path / "fp.png")])
+    report = capsys.readouterr().out
+    assert "fixed point: 12 iterations over 4 calls (2 first, 4 last)" in report
+    assert "relative residual" in report
+    with pytest.raises(SystemExit, match="--iters applies to fixed-point models only"):
+        main(["sample", str(run_dir), "--iters", "3", "--out", str(tmp_path / "x.png")])

@@ -42,6 +42,19 @@ def test_short_training_lowers_the_loss(short_run):
     assert after < 0.75 * before, (before, after)
 
 
+@pytest.mark.parametrize("name,preset", [("dit", "tiny"), ("unet", "tiny"), ("fixed_point", "dit-tiny"),
+                                         ("fixed_point", "liquid-tiny")])
+def test_every_backbone_learns_digits_with_flow_matching(name, preset, tmp_path):
+    config = load_config(None, TINY + [f"model.name={name}", f"model.preset={preset}", "train.steps=60"])
+    final = train(config, tmp_path)
+    data = load_dataset("digits", image_size=8)
+    objective = build_objective("flow")
+    untrained = ckpt_io.build_from_spec(json.loads((final / "model.json").read_text()))
+    trained, _, _ = ckpt_io.load_model(final, ema=False)
+    before, after = fixed_loss(untrained, objective, data), fixed_loss(trained, objective, data)
+    assert after < 0.8 * before, (before, after)
+
+
 def test_run_folder_layout(short_run):
     out, final, _ = short_run
     assert final == out / "checkpoints" / "step-000060"

@@ -65,11 +65,12 @@ def cmd_sample(args) -> None:
         n = args.n or 8 * len(labels)
         y = torch.tensor(labels, device=device).repeat(n // len(labels) + 1)[:n]
         nrow = None
+    state = fixed_point_state(model, args)
     g = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(n, spec["in_channels"], spec["input_size"], spec["input_size"], generator=g).to(device)
     with autocast(device, config.train.precision):
         x = sample(model, objective.prediction, noise, y, steps, cfg, args.sampler or config.sample.sampler,
-                   progress=True)
+                   progress=True, state=state)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -81,6 +82,28 @@ def cmd_sample(args) -> None:
     else:
         save_grid(x, out, nrow=nrow)
     print(f"wrote {n} samples ({steps} steps, cfg {cfg}) to {out}")
+    if state is not None:
+        r = state.residuals
+        print(f"fixed point: {sum(state.used)} iterations over {len(state.used)} calls ({state.used[0]} first, "
+              f"{state.used[-1]} last); relative residual ||z_k+1 - z_k|| / ||z_k|| mean {sum(r) / len(r):.2e}, "
+              f"max {max(r):.2e}")
+
+
+def fixed_point_state(model, args):
+    """The per-batch solver state of a fixed-point model, with the command line's overrides."""
+    flags = {"--iters": args.iters, "--budget": args.budget, "--schedule": args.schedule,
+             "--no-reuse": args.no_reuse or None}
+    if not hasattr(model, "sampling_state"):
+        given = [k for k, v in flags.items() if v is not None]
+        if given:
+            raise SystemExit(f"error: {given[0]} applies to fixed-point models only")
+        return None
+    state = model.sampling_state()
+    state.iters = args.iters or state.iters
+    state.budget = args.budget or state.budget
+    state.schedule = args.schedule or state.schedule
+    state.reuse = state.reuse and not args.no_reuse
+    return state
 
 
 def cmd_models(args) -> None:
@@ -124,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="output .png grid, or .npz of uint8 images + labels")
     p.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--iters", type=int, help="fixed-point models: iterations per step (default: the model's)")
+    p.add_argument("--budget", type=int, help="fixed-point models: total iterations spread over the steps")
+    p.add_argument("--schedule", choices=["constant", "increasing", "decreasing"],
+                   help="fixed-point models: how --budget is spread over the steps (default: constant)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="fixed-point models: start every step from scratch, not from the last solution")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("models", help="list backbone presets with parameters and forward GFLOPs per image")

@@ -26,14 +26,14 @@ from .base import BlockStack, run_stack
 
 # Each preset wraps a backbone preset with 1 pre + 1 tied + 1 post block (FPDM's default split).
 PRESETS: dict[str, dict] = {
-    "dit-tiny": dict(backbone="dit", preset="tiny"),
-    "dit-S": dict(backbone="dit", preset="S"),
-    "dit-B": dict(backbone="dit", preset="B"),
-    "liquid-tiny": dict(backbone="liquid", preset="tiny"),
-    "liquid-S": dict(backbone="liquid", preset="S"),
+    "dit-tiny": dict(backbone="dit", backbone_preset="tiny"),
+    "dit-S": dict(backbone="dit", backbone_preset="S"),
+    "dit-B": dict(backbone="dit", backbone_preset="B"),
+    "liquid-tiny": dict(backbone="liquid", backbone_preset="tiny"),
+    "liquid-S": dict(backbone="liquid", backbone_preset="S"),
 }
 _INNER_NATIVE = {"dit": dit.NATIVE, "liquid": liquid.NATIVE}
-NATIVE = {name: _INNER_NATIVE[p["backbone"]][p["preset"]] for name, p in PRESETS.items()}
+NATIVE = {name: _INNER_NATIVE[p["backbone"]][p["backbone_preset"]] for name, p in PRESETS.items()}
 SCHEDULES = ("constant", "increasing", "decreasing")
 
 
@@ -96,7 +96,7 @@ class Inject(nn.Module):
 
 
 class FixedPoint(nn.Module):
-    """Wraps backbone `backbone` at `preset`, built with pre + 1 + post blocks, the middle one tied.
+    """Wraps backbone `backbone` at `backbone_preset`, built with pre + 1 + post blocks, the middle one tied.
 
     `train_iters_nograd` / `train_iters_grad`: [low, high) ranges of the random iteration counts in
     training (FPDM: 0-9 without and 1-11 with gradient). `sample_iters`: iterations per sampling call
@@ -105,7 +105,7 @@ class FixedPoint(nn.Module):
     `sample_schedule`. `reuse`: start each step from the previous step's solution."""
 
     def __init__(self, in_channels: int, input_size: int, num_classes: int, backbone: str = "dit",
-                 preset: str = "S", pre: int = 1, post: int = 1, train_iters_nograd: tuple[int, int] = (0, 10),
+                 backbone_preset: str = "S", pre: int = 1, post: int = 1, train_iters_nograd: tuple[int, int] = (0, 10),
                  train_iters_grad: tuple[int, int] = (1, 12), sample_iters: int | None = None,
                  sample_budget: int | None = None, sample_schedule: str = "constant", reuse: bool = True,
                  options: dict | None = None):
@@ -122,13 +122,14 @@ class FixedPoint(nn.Module):
             raise ValueError("train_iters_grad must start at 1 or more: some iterations need a gradient")
         if sample_schedule not in SCHEDULES:
             raise ValueError(f"sample_schedule must be one of {SCHEDULES}, got {sample_schedule!r}")
-        self.inner: BlockStack = build_model(backbone, preset, in_channels, input_size, num_classes,
+        stacks = sorted(name for name, entry in BACKBONES.items() if issubclass(entry.cls, BlockStack))
+        if backbone not in stacks:
+            raise ValueError(f"backbone {backbone!r} is not a block stack; choose from {stacks}")
+        self.inner: BlockStack = build_model(backbone, backbone_preset, in_channels, input_size, num_classes,
                                              depth=pre + 1 + post, **(options or {}))
-        if not isinstance(self.inner, BlockStack):
-            raise ValueError(f"backbone {backbone!r} is not a block stack; choose from dit, liquid")
         if self.inner.long_skips and pre != post:
             raise ValueError(f"{backbone} pairs blocks with long skips: pre ({pre}) must equal post ({post})")
-        explicit_depth = BACKBONES[backbone].presets[preset].get("depth", pre + 1 + post)
+        explicit_depth = BACKBONES[backbone].presets[backbone_preset].get("depth", pre + 1 + post)
         self.pre, self.post = pre, post
         self.train_iters_nograd, self.train_iters_grad = tuple(train_iters_nograd), tuple(train_iters_grad)
         self.sample_iters = sample_iters or max(1, explicit_depth - pre - post)
