@@ -119,7 +119,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, tc.steps)
-    step_model = torch.compile(model) if tc.compile else model
+    if tc.compile:
+        model.compile()  # in place: parameter names, the EMA copy and checkpoints are unaffected
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "samples").mkdir(exist_ok=True)
@@ -166,7 +167,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     for step in bar:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        step_loss = accumulate_gradients(step_model, objective, batches, step, tc.grad_accum,
+        step_loss = accumulate_gradients(model, objective, batches, step, tc.grad_accum,
                                          tc.label_dropout if data.num_classes else None, model.null_class,
                                          lambda: autocast(device, tc.precision))
         clip = config.optim.grad_clip

@@ -151,6 +151,12 @@ class FixedPoint(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def compile(self, *args, **kwargs) -> None:
+        """Compile each block and the injection, not the whole model: the iteration counts are random
+        Python integers, and one graph per count would exhaust torch.compile's recompile limit."""
+        for module in (*self.inner.blocks, self.inject, self.inject_in):
+            module.compile(*args, **kwargs)
+
     def sampling_state(self) -> SolverState:
         return SolverState(self.sample_iters, self.reuse, self.sample_budget, self.sample_schedule)
 
