@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -174,7 +173,7 @@ def main() -> None:
         final = train(config, run)
         wall = time.perf_counter() - t0
         log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        model, _, spec = ckpt_io.load_model(final, ema=True, device=device)
+        model, _, _ = ckpt_io.load_model(final, ema=True, device=device)
         sync(device)
         t0 = time.perf_counter()
         x, y = generate(model, args.per_class, 50, 2.0, device)
