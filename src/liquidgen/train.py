@@ -107,6 +107,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     out_dir = Path(out_dir)
     device = pick_device(tc.device)
     seed_everything(tc.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # max_memory_gb is this run's, not the process's
 
     data = load_dataset(config.data.name, config.data.root, config.data.image_size, limit=config.data.limit)
     spec = ckpt_io.model_spec(config, data.channels, data.size, data.class_names)
