@@ -1,4 +1,6 @@
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,97 @@ def test_unknown_sampler():
     model = build_model("liquid", "tiny", 1, 8, 0)
     with pytest.raises(ValueError, match="unknown sampler"):
         sample(model, "v", torch.randn(1, 1, 8, 8), sampler="dopri5")
+
+
+from liquidgen.samplers import GRIDS, SAMPLERS  # noqa: E402
+
+
+def convergence(sampler, steps, grid="uniform"):
+    noise = torch.randn(256, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    errors = []
+    for n in steps:
+        ts = GRIDS[grid](n).double()
+        t0 = ts[0]
+        start = (1 - t0) * MU + torch.sqrt((1 - t0) ** 2 * S**2 + t0**2) * noise  # the exact state at t0
+        out = SAMPLERS[sampler].run(gaussian_velocity, start, ts)
+        errors.append((out - exact_endpoint(noise)).abs().max().item())
+    return errors, np.polyfit(np.log(steps), np.log(errors), 1)[0]
+
+
+@pytest.mark.parametrize("sampler,order,grid,steps,tol", [
+    ("euler", 1, "uniform", [8, 16, 32, 64], 0.05), ("ddim", 1, "uniform", [8, 16, 32, 64], 0.05),
+    ("heun", 2, "uniform", [8, 16, 32, 64], 0.002), ("heun", 2, "karras", [16, 32, 64, 128], 0.002),
+    # DPM-Solver steps in log-SNR: it needs a grid whose log-SNR steps shrink (a uniform t grid keeps
+    # O(1) steps in lambda near t = 0 however many steps it has), as in the DPM-Solver paper.
+    ("dpmpp_2m", 2, "karras", [32, 64, 128], 0.002)])
+def test_ode_samplers_converge_at_their_order(sampler, order, grid, steps, tol):
+    """Error at t = 0 against the exact probability-flow map of a Gaussian, as steps double."""
+    errors, slope = convergence(sampler, steps, grid)
+    assert errors[-1] < tol, errors
+    assert -order - 0.25 < slope < -order + 0.25, (errors, slope)
+
+
+def test_deterministic_ddim_is_euler_on_the_straight_path():
+    x, ts = torch.randn(16, 4, dtype=torch.float64), time_grid(10).double()
+    torch.testing.assert_close(SAMPLERS["ddim"].run(gaussian_velocity, x, ts), sample_euler(gaussian_velocity, x, ts))
+
+
+def test_stochastic_ddim_samples_the_right_distribution():
+    torch.manual_seed(0)
+    noise = torch.randn(20000, 2, dtype=torch.float64)
+    out = SAMPLERS["ddim"].run(gaussian_velocity, noise, time_grid(100).double(), eta=1.0)
+    assert abs(out.mean().item() - MU) < 0.02 and abs(out.std().item() - S) < 0.02
+    assert not torch.allclose(out, exact_endpoint(noise), atol=0.05)  # a different (stochastic) map
+
+
+def flow_map_velocity(x, t):
+    """The 'velocity' whose data estimate x - t v is the exact consistency function of the Gaussian:
+    the probability-flow map f(x_t, t) = MU + S (x_t - (1 - t) MU) / sqrt((1 - t)^2 S^2 + t^2)."""
+    t = paths.expand(t, x)
+    f = MU + S * (x - (1 - t) * MU) / torch.sqrt((1 - t) ** 2 * S**2 + t**2)
+    return (x - f) / t
+
+
+def test_consistency_sampling_with_an_exact_consistency_function():
+    """One step maps noise onto the data exactly; re-noising and jumping again keeps the samples
+    exactly distributed (each re-noised point is an exact marginal sample)."""
+    torch.manual_seed(0)
+    noise = torch.randn(20000, 2, dtype=torch.float64)
+    one = SAMPLERS["consistency"].run(flow_map_velocity, noise, time_grid(1).double())
+    torch.testing.assert_close(one, exact_endpoint(noise))
+    many = SAMPLERS["consistency"].run(flow_map_velocity, noise, GRIDS["consistency"](4).double())
+    assert abs(many.mean().item() - MU) < 0.01 and abs(many.std().item() - S) < 0.01
+    assert (many - exact_endpoint(noise)).abs().mean() > 0.1  # fresh noise: other samples, same law
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+@pytest.mark.parametrize("steps", [1, 2, 7])
+def test_grids_decrease_from_at_most_one_to_zero(grid, steps):
+    ts = GRIDS[grid](steps)
+    assert len(ts) == steps + 1 and ts[-1] == 0 and ts[0] <= 1
+    assert (ts[1:] < ts[:-1]).all()
+
+
+def test_named_grids():
+    karras = paths.t_to_sigma(GRIDS["karras"](3)[:3].double())
+    torch.testing.assert_close(karras[[0, 2]], torch.tensor([80.0, 0.002], dtype=torch.float64), rtol=1e-4, atol=0)
+    th = paths.t_to_theta(GRIDS["consistency"](2)[:2].double())
+    torch.testing.assert_close(th, torch.tensor([math.atan(80 / 0.5), 1.1], dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(GRIDS["tld"](4, exponent=1.0), time_grid(4))
+    assert (GRIDS["tld"](4, exponent=2.0)[1:-1] < time_grid(4)[1:-1]).all()  # more steps near the data
+    torch.testing.assert_close(GRIDS["logit"](4)[2], torch.tensor(0.5))  # the median of logit-normal(0, 1)
+
+
+def test_guidance_interval():
+    model = LabelEcho()
+    fn = denoiser(model, "v", y=torch.tensor([2]), cfg=3.0, cfg_interval=(0.2, 0.6))
+    inside = fn(torch.zeros(1, 1, 2, 2), torch.full((1,), 0.5))
+    outside = fn(torch.zeros(1, 1, 2, 2), torch.full((1,), 0.9))
+    assert inside[0, 0, 0, 0] == 5 + 3 * (2 - 5) and outside[0, 0, 0, 0] == 2
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_runs_a_model_with_guidance(sampler):
+    model = build_model("liquid", "tiny", 1, 8, 3)
+    out = sample(model, "v", torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), steps=3, cfg=2.0, sampler=sampler)
+    assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()

@@ -3,11 +3,17 @@
 A *velocity function* `v = fn(x, t)` returns the flow velocity dx_t/dt of liquidgen's convention
 (`liquidgen.paths`) for a batch x at time t (a tensor of shape (B,)). `denoiser()` builds one from any
 backbone, whatever its objective predicts, with classifier-free guidance folded in. A sampler takes
-`fn`, the starting noise and a decreasing time grid from 1 to 0, and returns the sample at t = 0.
+`fn`, the starting point and a decreasing time grid ending at 0, and returns the sample at t = 0.
+From v the data and noise estimates are x0 = x - t v and eps = x + (1 - t) v.
+
+Samplers (`SAMPLERS`, chosen by name): euler, heun, ddim, dpmpp_2m, consistency.
+Time grids (`GRIDS`): uniform, karras, logit, tld, consistency.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -19,64 +25,215 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def denoiser(model: nn.Module, prediction: str, y: Tensor | None = None, cfg: float = 1.0,
-             state=None) -> VelocityFn:
+             state=None, cfg_interval: tuple[float, float] | None = None) -> VelocityFn:
     """Wrap a backbone into a velocity function.
 
     With guidance scale `cfg` != 1 and labels `y`, the conditional and unconditional (null class)
     predictions run as one doubled batch and combine as u + cfg (c - u) (Ho & Salimans 2022).
     The converters are affine in the prediction with coefficients that depend only on (x_t, t),
-    so guiding before or after conversion to v gives the same result.
+    so guiding before or after conversion to v gives the same result. With `cfg_interval`
+    (t_low, t_high), guidance applies only for t in that interval and the conditional prediction
+    alone elsewhere (Kynkaanniemi et al. 2024).
     `state` (a fixed-point model's SolverState) is handed to every model call of this batch.
     """
     guided = cfg != 1.0 and y is not None and getattr(model, "num_classes", 0) > 0
     extra = {} if state is None else {"state": state}
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
-        if guided:
+        inside = cfg_interval is None or cfg_interval[0] <= float(t[0]) <= cfg_interval[1]
+        if guided and inside:
             null = torch.full_like(y, model.null_class)
             cond, uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), **extra).chunk(2)
             pred = uncond + cfg * (cond - uncond)
         else:
             pred = model(x, t, y, **extra)
-        return paths.convert(pred.float(), prediction, "v", x.float(), t)
+        return paths.convert(pred.float(), prediction, "v", x.float(), t.float())
 
     return fn
 
 
+# ---- time grids: steps + 1 decreasing times, first <= 1, last = 0 -------------------------------
+
 def time_grid(steps: int, device: torch.device | str = "cpu") -> Tensor:
     """steps + 1 uniformly spaced times from 1 (noise) to 0 (data)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    _check_steps(steps)
     return torch.linspace(1.0, 0.0, steps + 1, device=device)
 
 
+def karras_grid(steps: int, device="cpu", sigma_min: float = 0.002, sigma_max: float = 80.0,
+                rho: float = 7.0) -> Tensor:
+    """EDM's sigma schedule (Karras et al. 2022, eq. 5), as flow times, plus the final 0."""
+    _check_steps(steps)
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([paths.sigma_to_t(sigmas), torch.zeros(1, dtype=torch.float64)]).float().to(device)
+
+
+def logit_grid(steps: int, device="cpu", mean: float = 0.0, std: float = 1.0) -> Tensor:
+    """Equal-probability quantiles of the logit-normal density that flow models are often trained
+    with (SD3), from 1 to 0: more steps where training spent its time."""
+    _check_steps(steps)
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    normal = torch.distributions.Normal(torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
+    ts = torch.sigmoid(normal.icdf(u.clamp(1e-12, 1 - 1e-12)))
+    ts[0], ts[-1] = 1.0, 0.0
+    return ts.float().to(device)
+
+
+def tld_grid(steps: int, device="cpu", exponent: float = 1.0) -> Tensor:
+    """TLD's noise levels 1 - u^(1/exponent) on a uniform u (exponent > 1 spends more steps near the data)."""
+    _check_steps(steps)
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    return (1 - u ** (1 / exponent)).float().to(device)
+
+
+def consistency_grid(steps: int, device="cpu", theta_max: float = math.atan(80 / paths.SIGMA_D),
+                     theta_mid: float = 1.1) -> Tensor:
+    """sCM's few-step times: start at TrigFlow angle arctan(80 / sigma_d) = 1.5645; with 2 steps,
+    re-noise at angle 1.1; with more, spread the angles between evenly. As flow times, plus 0."""
+    _check_steps(steps)
+    thetas = torch.tensor([theta_max] if steps == 1 else
+                          [theta_max, *torch.linspace(theta_mid, 0, steps)[:-1].tolist()], dtype=torch.float64)
+    return torch.cat([paths.theta_to_t(thetas), torch.zeros(1, dtype=torch.float64)]).float().to(device)
+
+
+GRIDS: dict[str, Callable[..., Tensor]] = {
+    "uniform": time_grid, "karras": karras_grid, "logit": logit_grid, "tld": tld_grid,
+    "consistency": consistency_grid,
+}
+
+
+def _check_steps(steps: int) -> None:
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """Integrate in float32 at least (bf16 states drift), keeping float64 for exact tests."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _progress(n: int, progress: bool):
+    return tqdm(range(n), desc="sampling", disable=None if progress else True, leave=False)
+
+
+# ---- samplers ----------------------------------------------------------------------------------
+
 def sample_euler(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False) -> Tensor:
-    """Explicit Euler on dx/dt = v(x, t): x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i). First order."""
-    x = x.float()
-    for i in tqdm(range(len(ts) - 1), desc="sampling", disable=None if progress else True, leave=False):
-        t = ts[i].expand(x.shape[0])
-        x = x + (ts[i + 1] - ts[i]) * fn(x, t)
+    """Explicit Euler on dx/dt = v(x, t): x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i). First order.
+    On this straight path deterministic DDIM (eta = 0) is exactly this update."""
+    x = _at_least_fp32(x)
+    for i in _progress(len(ts) - 1, progress):
+        x = x + (ts[i + 1] - ts[i]) * fn(x, ts[i].expand(x.shape[0]))
     return x
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "euler": sample_euler,
+def sample_heun(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False) -> Tensor:
+    """Heun's method (EDM, Karras et al. 2022, Alg. 1): Euler, then the trapezoid of the slopes at
+    both ends; the last step (to t = 0) stays Euler. Second order, 2 * steps - 1 evaluations."""
+    x = _at_least_fp32(x)
+    for i in _progress(len(ts) - 1, progress):
+        t, t_next = ts[i].expand(x.shape[0]), ts[i + 1].expand(x.shape[0])
+        h = ts[i + 1] - ts[i]
+        v = fn(x, t)
+        x_euler = x + h * v
+        x = x_euler if ts[i + 1] == 0 else x + h / 2 * (v + fn(x_euler, t_next))
+    return x
+
+
+def sample_ddim(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False, eta: float = 0.0) -> Tensor:
+    """DDIM (Song et al. 2021, eq. 12) on the variance-preserving path through x_t. eta = 0 is the
+    deterministic sampler (identical to Euler here); eta = 1 is ancestral DDPM sampling."""
+    x = _at_least_fp32(x)
+    for i in _progress(len(ts) - 1, progress):
+        t, t_next = ts[i], ts[i + 1]
+        v = fn(x, t.expand(x.shape[0]))
+        x0, eps = x - t * v, x + (1 - t) * v
+        a, s = paths.vp_coefficients(t)
+        a_next, s_next = paths.vp_coefficients(t_next)
+        # eq. 16: sigma_eta = eta sqrt((1 - ab_next) / (1 - ab)) sqrt(1 - ab / ab_next), with ab = alpha^2
+        noise_std = eta * s_next / s * torch.sqrt((1 - (a / a_next) ** 2).clamp_min(0)) if t_next > 0 else 0 * t
+        x_vp = a_next * x0 + torch.sqrt((s_next**2 - noise_std**2).clamp_min(0)) * eps
+        if eta > 0 and t_next > 0:
+            x_vp = x_vp + noise_std * torch.randn_like(x)
+        x = x_vp / (a_next + s_next)  # back to the flow path's scale
+    return x
+
+
+def sample_dpmpp_2m(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in the half-log-SNR lambda = log((1 - t) / t) -
+    the form TLD uses, and the standard one, since alpha = 1 - t and sigma = t here:
+        x_{i+1} = (t_{i+1} / t_i) x_i - (1 - t_{i+1}) (e^{-h} - 1) D_i,   h = lambda_{i+1} - lambda_i
+        D_i = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1},   r = h_{i-1} / h_i   (first order at both ends)
+    Second order, one evaluation per step."""
+    x = _at_least_fp32(x)
+    lam = lambda t: torch.log1p(-t) - torch.log(t)  # noqa: E731 (infinite at t = 0 and 1: handled below)
+    x0_prev, h_prev = None, None
+    for i in _progress(len(ts) - 1, progress):
+        t, t_next = ts[i], ts[i + 1]
+        v = fn(x, t.expand(x.shape[0]))
+        x0 = x - t * v
+        if t_next == 0:  # lambda = inf: the step lands on the data estimate (first order, as usual;
+            x = x0         # grids whose last nonzero time is small, like karras, make that harmless)
+            break
+        # From t = 1 (lambda = -inf), h = inf: expm1(-h) = -1 and r = inf make this the exact
+        # first-order step (1 - t_next) x0 + t_next x, with no special case.
+        h = lam(t_next) - lam(t)
+        d = x0
+        if x0_prev is not None:
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev
+        x = (t_next / t) * x - (1 - t_next) * torch.expm1(-h) * d
+        x0_prev, h_prev = x0, h
+    return x
+
+
+def sample_consistency(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False) -> Tensor:
+    """Consistency sampling (Song et al. 2023, Alg. 1; sCM): jump to the data estimate
+    x0 = x - t v (for a TrigFlow model this is exactly its consistency function), then re-noise to
+    the next time with fresh noise. One evaluation per step."""
+    x = _at_least_fp32(x)
+    for i in _progress(len(ts) - 1, progress):
+        t = ts[i]
+        x0 = x - t * fn(x, t.expand(x.shape[0]))
+        x = paths.interpolate(x0, torch.randn_like(x0), ts[i + 1]) if ts[i + 1] > 0 else x0
+    return x
+
+
+class Sampler(NamedTuple):
+    run: Callable[..., Tensor]
+    nfe: Callable[[int], int]  # model evaluations for a number of steps (CFG's doubled batch counts once)
+    grid: str  # default time grid
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "euler": Sampler(sample_euler, lambda n: n, "uniform"),
+    "heun": Sampler(sample_heun, lambda n: 2 * n - 1, "uniform"),
+    "ddim": Sampler(sample_ddim, lambda n: n, "uniform"),
+    "dpmpp_2m": Sampler(sample_dpmpp_2m, lambda n: n, "uniform"),
+    "consistency": Sampler(sample_consistency, lambda n: n, "consistency"),
 }
 
 
 @torch.no_grad()
 def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = None, steps: int = 50,
-           cfg: float = 1.0, sampler: str = "euler", progress: bool = False, state=None) -> Tensor:
-    """Generate from `noise` (the state at t = 1): returns x0 in the model's data space.
+           cfg: float = 1.0, sampler: str = "euler", progress: bool = False, state=None, grid: str | None = None,
+           cfg_interval: tuple[float, float] | None = None) -> Tensor:
+    """Generate from `noise` (standard normal): returns x0 in the model's data space.
 
+    The run starts at the grid's first time t0 from t0 * noise (exact at t0 = 1; grids that start
+    lower, like karras or consistency, drop the (1 - t0) x0 part, as EDM and sCM do).
     Models with per-batch sampling state (fixed-point models: `model.sampling_state()`) get a fresh
     one per call, or `state` when given (to read its residuals afterwards); it is reset here."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-    ts = time_grid(steps, noise.device)
+    grid = grid or SAMPLERS[sampler].grid
+    if grid not in GRIDS:
+        raise ValueError(f"unknown time grid {grid!r}; choose from {sorted(GRIDS)}")
+    ts = GRIDS[grid](steps, device=noise.device)
     if state is None and hasattr(model, "sampling_state"):
         state = model.sampling_state()
     if state is not None:
         state.start(ts)
-    fn = denoiser(model, prediction, y, cfg, state)
-    return SAMPLERS[sampler](fn, noise, ts, progress=progress)
+    fn = denoiser(model, prediction, y, cfg, state, cfg_interval)
+    return SAMPLERS[sampler].run(fn, ts[0] * noise.float(), ts, progress=progress)
