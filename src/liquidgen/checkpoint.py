@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
 from .config import Config, from_dict
@@ -152,6 +153,20 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     model = build_from_spec(spec)
     model.load_state_dict(load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors")))
     return model.to(device).eval(), config, spec
+
+
+def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
+    """Start `model` from another run's weights (fine-tuning; a consistency student from its
+    teacher). The architectures must match exactly; a mismatch names the first differing tensors."""
+    ckpt = resolve(path)
+    weights = load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors"))
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    shapes = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
+    if missing or extra or shapes:
+        raise ValueError(f"train.init_from {ckpt}: architectures differ (missing {missing[:3]}, unexpected "
+                         f"{extra[:3]}, other shapes {sorted(shapes)[:3]})")
+    model.load_state_dict(weights)
 
 
 def load_training_state(ckpt: Path, model, ema, optimizer, scheduler) -> dict:

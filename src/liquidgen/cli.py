@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .samplers import GRIDS, SAMPLERS
+
 
 def cmd_train(args) -> None:
     from .config import load_config
@@ -70,7 +72,8 @@ def cmd_sample(args) -> None:
     noise = torch.randn(n, spec["in_channels"], spec["input_size"], spec["input_size"], generator=g).to(device)
     with autocast(device, config.train.precision):
         x = sample(model, objective.prediction, noise, y, steps, cfg, args.sampler or config.sample.sampler,
-                   progress=True, state=state)
+                   progress=True, state=state, grid=args.grid or config.sample.grid or None,
+                   cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -142,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="sampling steps (default: the config's sample.steps)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (default: config's)")
     p.add_argument("--labels", nargs="*", help="class indices or names to sample (cycled); default: a class grid")
-    p.add_argument("--sampler", help="sampler name (default: the config's sample.sampler)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the config's sample.sampler)")
+    p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the config's, else the sampler's)")
+    p.add_argument("--cfg-interval", nargs=2, type=float, metavar=("T_LOW", "T_HIGH"),
+                   help="apply guidance only for flow times t in [T_LOW, T_HIGH] (t = 1 is noise)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same images)")
     p.add_argument("--out", default="samples.png", help="output .png grid, or .npz of uint8 images + labels")
     p.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA weights")

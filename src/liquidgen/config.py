@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from .samplers import GRIDS, SAMPLERS
+
 
 @dataclass
 class ModelConfig:
@@ -61,11 +63,13 @@ class TrainConfig:
     sample_every: int = 1000  # 0 disables grids during training
     ckpt_every: int = 5000  # 0: only the final checkpoint
     keep_checkpoints: int = 3  # newest checkpoints kept (0 keeps all)
+    init_from: str = ""  # start from this checkpoint's EMA weights (fine-tuning, consistency students)
 
 
 @dataclass
 class SampleConfig:
     sampler: str = "euler"
+    grid: str = ""  # time grid; empty: the sampler's default (see liquidgen.samplers.GRIDS)
     steps: int = 50
     cfg: float = 3.0  # classifier-free guidance scale (1 = off)
     per_class: int = 8  # grid: samples per class row (class-conditional models)
@@ -91,6 +95,8 @@ class ConfigError(ValueError):
 
 # Keys with a closed set of values; registries (backbones, datasets, samplers) check their own names.
 CHOICES = {
+    "sample.sampler": tuple(SAMPLERS),
+    "sample.grid": ("", *GRIDS),
     "optim.schedule": ("constant", "cosine"),
     "train.precision": ("auto", "bf16", "fp32"),
 }
@@ -129,6 +135,8 @@ def _check(value, hint, key: str):
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # names that look like numbers: preset 28, a folder called 2024
     if hint is float and isinstance(value, str):
         # YAML 1.1 reads "2e-3" (no dot) as a string; accept any float literal Python accepts.
         try:

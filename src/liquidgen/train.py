@@ -64,6 +64,8 @@ def accumulate_gradients(model, objective, batches: BatchSampler, step: int, gra
     """Backpropagate the loss of optimizer step `step` over its `grad_accum` micro-batches (the mean
     over the whole batch, like one big batch); `label_dropout` None means unconditional."""
     total = 0.0
+    if hasattr(objective, "set_step"):  # step-dependent losses (consistency's tangent warm-up)
+        objective.set_step(step)
     for k in range(grad_accum):
         x, y = batches(step * grad_accum + k)
         y = None if label_dropout is None else drop_labels(y, label_dropout, null_class)
@@ -113,6 +115,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     data = load_dataset(config.data.name, config.data.root, config.data.image_size, limit=config.data.limit)
     spec = ckpt_io.model_spec(config, data.channels, data.size, data.class_names)
     model = ckpt_io.build_from_spec(spec).to(device)
+    if tc.init_from:
+        ckpt_io.init_weights(model, tc.init_from)
     objective = build_objective(config.objective.name, **config.objective.options)
     if tc.batch_size % tc.grad_accum:
         raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by train.grad_accum {tc.grad_accum}")
@@ -148,7 +152,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     def save_samples(step: int) -> None:
         with autocast(device, tc.precision):
             x = sample(ema.model, objective.prediction, grid_noise, grid_y, config.sample.steps,
-                       config.sample.cfg, config.sample.sampler)
+                       config.sample.cfg, config.sample.sampler, grid=config.sample.grid or None)
         save_grid(x, out_dir / "samples" / f"step-{step:06d}.png", nrow=grid_row)
 
     def save(step: int, bad_total: int) -> Path:

@@ -1,6 +1,7 @@
 """Objective registry. An objective turns a clean batch into a scalar loss (`loss(model, x0, y)`)
-and names what the backbone predicts (`prediction`: "v", "x0" or "eps"; see `liquidgen.paths`),
-which is all a sampler needs to use any objective's model. Adding one = one file + one line."""
+and names what the backbone predicts (`prediction`: one of `liquidgen.paths.PREDICTIONS`), which
+is all a sampler needs to use any objective's model. Objectives whose loss depends on the training
+step (tangent warm-up) also have `set_step(step)`. Adding one = one file + one line."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +9,11 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
+from .consistency import Consistency
+from .diffusion import Diffusion
 from .flow import FlowMatching
+from .tld import TLD
+from .trigflow import TrigFlow
 
 
 class Objective(Protocol):
@@ -19,6 +24,10 @@ class Objective(Protocol):
 
 OBJECTIVES: dict[str, type] = {
     "flow": FlowMatching,
+    "tld": TLD,
+    "diffusion": Diffusion,
+    "trigflow": TrigFlow,
+    "consistency": Consistency,
 }
 
 

@@ -1,0 +1,123 @@
+"""Continuous-time consistency training (sCT) and distillation (sCD): sCM, Lu & Song 2024 (seed 004).
+
+The consistency function of a TrigFlow model F is f(x, th) = cos(th) x - sin(th) sigma_d F(x, th)
+(paths: the x0 of a "trigflow" prediction). sCM trains F so that f is constant along the
+probability-flow ODE, using the tangent of the continuous-time limit (sCM eq. 8 and Alg. 1):
+
+    g = -cos^2(th) (sigma_d F- - dx/dth) - r cos(th) sin(th) (x + sigma_d dF-/dth)
+    loss = exp(-u) || F - F- - g / (||g|| + c) ||^2 / D + u           (F- = stop-gradient of F)
+
+- dx/dth: sCT uses the path's own derivative cos(th) z - sin(th) x0; sCD a teacher's,
+  sigma_d F_teacher(x, th). The teacher is any liquidgen checkpoint of any objective, converted
+  to the TrigFlow velocity exactly (`paths.convert`), with optional guidance.
+- dF-/dth is the total derivative along the trajectory: one `torch.func.jvp` of F with tangents
+  (dx/dth, 1) - every liquidgen backbone supports it (attention falls back to its math path).
+- r ramps from 0 to 1 over `tangent_warmup` steps (tangent warm-up); g is normalised per sample
+  (`tangent_norm: normalize`, c = 0.1) or clamped to [-1, 1] (`clamp`).
+- u is the student's learned log-variance (adaptive weighting; the backbone needs `logvar`).
+- Everything runs in fp32 (the JVP is sensitive): autocast is switched off inside the loss.
+Start a student from a pre-trained model with `train.init_from`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import jvp
+
+from .. import paths
+from .trigflow import adaptive_loss, lognormal_times
+
+MODES = ("ct", "cd")
+TANGENT_NORMS = ("normalize", "clamp", "none")
+
+
+def consistency_tangent(student, x: Tensor, theta: Tensor, dx: Tensor, r: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(F-, g) at TrigFlow point (x, th) moving with dx/dth = dx: sCM's g, which at r = 1 equals
+    cos(th) df/dth, the change of the consistency function along the trajectory."""
+    sd = paths.SIGMA_D
+    c, s = paths.expand(torch.cos(theta), x), paths.expand(torch.sin(theta), x)
+    f_minus, df = jvp(student, (x, theta), (dx, torch.ones_like(theta)))
+    return f_minus, -c**2 * (sd * f_minus - dx) - r * c * s * (x + sd * df)
+
+
+@dataclass
+class Consistency:
+    mode: str = "ct"
+    teacher: str = ""  # checkpoint (folder) of the teacher, for mode: cd
+    teacher_cfg: float = 1.0
+    teacher_ema: bool = True
+    p_mean: float = -2.0  # seed 004's values for sCT / sCD
+    p_std: float = 1.6
+    tangent_warmup: int = 1000
+    tangent_norm: str = "normalize"
+    tangent_norm_c: float = 0.1
+    adaptive_weighting: bool = True
+
+    prediction = "trigflow"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"objective.mode must be one of {MODES}, got {self.mode!r}")
+        if self.tangent_norm not in TANGENT_NORMS:
+            raise ValueError(f"objective.tangent_norm must be one of {TANGENT_NORMS}, got {self.tangent_norm!r}")
+        if self.mode == "cd" and not self.teacher:
+            raise ValueError("objective.mode: cd needs objective.teacher, a checkpoint folder of a trained model")
+        self.step = 0
+        self._teacher = None
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+
+    def load_teacher(self, device: torch.device) -> tuple[nn.Module, str]:
+        if self._teacher is None:
+            from ..checkpoint import load_model
+            from . import build_objective
+
+            model, config, _ = load_model(self.teacher, ema=self.teacher_ema, device=device)
+            model.requires_grad_(False)
+            self._teacher = model, build_objective(config.objective.name, **config.objective.options).prediction
+        return self._teacher
+
+    def teacher_velocity(self, x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        """The teacher's TrigFlow F at (x_t, t), whatever it predicts, guided if teacher_cfg != 1."""
+        from ..samplers import denoiser
+
+        teacher, kind = self.load_teacher(x_t.device)
+        if y is not None and getattr(teacher, "num_classes", 0) == 0:
+            y = None
+        v = denoiser(teacher, kind, y, self.teacher_cfg)(x_t, t)
+        return paths.convert(v, "v", "trigflow", x_t, t)
+
+    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None) -> Tensor:
+        with torch.autocast(x0.device.type, enabled=False):
+            return self._loss(model, x0.float(), y)
+
+    def _loss(self, model: nn.Module, x0: Tensor, y: Tensor | None) -> Tensor:
+        sd = paths.SIGMA_D
+        t = lognormal_times(x0.shape[0], self.p_mean, self.p_std, x0.device)
+        theta = paths.t_to_theta(t)
+        c, s = paths.expand(torch.cos(theta), x0), paths.expand(torch.sin(theta), x0)
+        z = sd * torch.randn_like(x0)
+        x = c * x0 + s * z  # TrigFlow's x: liquidgen's x_t times (cos + sigma_d sin)
+
+        def student(x_trig: Tensor, th: Tensor) -> Tensor:
+            tt = paths.theta_to_t(th)
+            scale = paths.expand(torch.cos(th) + sd * torch.sin(th), x_trig)
+            return model(x_trig / scale, tt, y)
+
+        with torch.no_grad():
+            if self.mode == "ct":
+                dx = c * z - s * x0
+            else:
+                dx = sd * self.teacher_velocity(x / (c + sd * s), t, y)
+            r = min(1.0, self.step / self.tangent_warmup) if self.tangent_warmup > 0 else 1.0
+            f_minus, g = consistency_tangent(student, x, theta, dx, r)
+            if self.tangent_norm == "normalize":
+                g = g / (g.flatten(1).norm(dim=1).reshape(-1, *[1] * (g.ndim - 1)) + self.tangent_norm_c)
+            elif self.tangent_norm == "clamp":
+                g = g.clamp(-1, 1)
+            target = f_minus + g
+        per_sample = (student(x, theta).float() - target).square().flatten(1).mean(1)
+        return adaptive_loss(model, per_sample, t) if self.adaptive_weighting else per_sample.mean()

@@ -1,0 +1,174 @@
+"""Objectives: exact targets, schedules and weights, the consistency tangent, training on digits."""
+import json
+
+import pytest
+import torch
+
+from liquidgen import paths
+from liquidgen.config import load_config
+from liquidgen.models import build_model
+from liquidgen.objectives import OBJECTIVES, build_objective
+from liquidgen.objectives.consistency import consistency_tangent
+from liquidgen.objectives.diffusion import alphas_cumprod
+from liquidgen.train import train
+
+from test_backbones import randomize
+
+
+class Oracle(torch.nn.Module):
+    """Knows the clean batch: returns the exact target of `kind` for whatever (x_t, t) it is shown."""
+
+    def __init__(self, x0, kind):
+        super().__init__()
+        self.x0, self.kind = x0, kind
+        self.num_classes = 0
+
+    def forward(self, x_t, t, y=None):
+        te = paths.expand(t, x_t)
+        eps = (x_t - (1 - te) * self.x0) / te
+        return paths.from_x0_eps(self.x0, eps, self.kind, t)
+
+
+@pytest.mark.parametrize("name,options", [
+    ("flow", {}), ("flow", {"prediction": "x0", "time_sampling": "uniform"}), ("tld", {}),
+    ("diffusion", {}), ("diffusion", {"prediction_type": "v", "schedule": "cosine"}),
+    ("diffusion", {"prediction_type": "v", "zero_terminal_snr": True, "weighting": "min_snr"}),
+    ("trigflow", {"adaptive_weighting": False})])
+def test_an_oracle_of_the_declared_prediction_has_zero_loss(name, options):
+    """The loss's input and target agree with the prediction kind the objective declares - the kind
+    samplers convert from - so a model predicting exactly that kind has (numerically) zero loss."""
+    objective = build_objective(name, **options)
+    x0 = torch.randn(64, 1, 4, 4, dtype=torch.float64)
+    loss = objective.loss(Oracle(x0, objective.prediction), x0, None)
+    assert loss.item() < 1e-12
+    assert objective.loss(Oracle(x0 + 0.1, objective.prediction), x0, None).item() > 1e-6
+
+
+def test_tld_is_x0_prediction_with_beta_noise_levels():
+    objective = build_objective("tld")
+    assert objective.prediction == "x0"
+    t = objective.sample_time(200000, torch.device("cpu"))
+    assert abs(t.mean().item() - 1 / 3.5) < 0.005  # mean of Beta(1, 2.5)
+
+
+def test_schedules_and_zero_terminal_snr():
+    for schedule in ("linear", "cosine"):
+        ab = alphas_cumprod(schedule, 1000)
+        assert (ab[1:] < ab[:-1]).all() and 0 < ab[-1] < 0.01 and ab[0] > 0.99
+        z = alphas_cumprod(schedule, 1000, zero_terminal_snr=True)
+        assert z[-1] == 0 and torch.isclose(z[0], ab[0]) and (z[1:] < z[:-1]).all()
+    objective = build_objective("diffusion", prediction_type="v", zero_terminal_snr=True)
+    assert objective.times[-1] == 1 and (objective.times[1:] > objective.times[:-1]).all()
+    with pytest.raises(ValueError, match="needs prediction_type: v"):
+        build_objective("diffusion", zero_terminal_snr=True)
+
+
+def test_loss_weights():
+    k = torch.arange(0, 1000, 50)
+    eps = build_objective("diffusion", weighting="min_snr", gamma=5.0)
+    snr = eps.snr[k]
+    torch.testing.assert_close(eps.weights(k), torch.minimum(snr, torch.tensor(5.0)) / snr)
+    v = build_objective("diffusion", prediction_type="v", weighting="min_snr", gamma=5.0)
+    torch.testing.assert_close(v.weights(k), torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))  # Hang et al.
+    p2 = build_objective("diffusion", weighting="p2", gamma=1.0, p2_k=1.0)
+    torch.testing.assert_close(p2.weights(k), 1 / (1 + snr))
+
+
+def test_bad_objective_options_are_named():
+    with pytest.raises(ValueError, match="unknown objective"):
+        build_objective("edm")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        build_objective("flow", prediction="score")
+    with pytest.raises(ValueError, match="needs objective.teacher"):
+        build_objective("consistency", mode="cd")
+    with pytest.raises(ValueError, match="tangent_norm"):
+        build_objective("consistency", tangent_norm="l2")
+
+
+def test_consistency_tangent_is_the_derivative_of_the_consistency_function():
+    """At r = 1, sCM's g = cos(th) df/dth along the trajectory, f = cos(th) x - sin(th) sigma_d F."""
+    model = randomize(build_model("unet", "tiny", 1, 8, 0)).double().eval()
+    sd = paths.SIGMA_D
+    x0, z = torch.randn(3, 1, 8, 8, dtype=torch.float64), sd * torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    theta = torch.tensor([0.3, 0.8, 1.2], dtype=torch.float64)
+    e = lambda th: paths.expand(th, x0)  # noqa: E731
+    path = lambda th: e(torch.cos(th)) * x0 + e(torch.sin(th)) * z  # noqa: E731
+
+    def student(x, th):
+        return model(x / e(torch.cos(th) + sd * torch.sin(th)), paths.theta_to_t(th))
+
+    def f(th):
+        x = path(th)
+        return e(torch.cos(th)) * x - e(torch.sin(th)) * sd * student(x, th)
+
+    dx = e(torch.cos(theta)) * z - e(torch.sin(theta)) * x0
+    _, g = consistency_tangent(student, path(theta), theta, dx, r=1.0)
+    h = 1e-7  # small: 1000 t in the time embedding oscillates fast, so O(h^2) truncation is large
+    fd = e(torch.cos(theta)) * (f(theta + h) - f(theta - h)) / (2 * h)
+    assert g.abs().max() > 1e-3
+    torch.testing.assert_close(g, fd, rtol=1e-5, atol=1e-7)
+    # and f(x, th) is the x0 that the "trigflow" converter recovers
+    x = path(theta)
+    x_t = x / e(torch.cos(theta) + sd * torch.sin(theta))
+    x0_hat = paths.convert(student(x, theta), "trigflow", "x0", x_t, paths.theta_to_t(theta))
+    torch.testing.assert_close(x0_hat, f(theta))
+
+
+TINY = ["model.name=unet", "model.preset=tiny", "data.name=digits", "data.image_size=8",
+        "train.batch_size=32", "train.log_every=10", "train.sample_every=0", "train.ckpt_every=0",
+        "sample.steps=2", "optim.lr=2e-3", "train.ema_decay=0.9"]
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name,options", [
+    ("tld", {}), ("diffusion", {"prediction_type": "v", "zero_terminal_snr": True, "weighting": "min_snr"}),
+    ("diffusion", {"prediction_type": "eps", "schedule": "cosine"}), ("trigflow", {})])
+def test_every_objective_trains_on_digits(name, options, tmp_path):
+    config = load_config(None, TINY + ["train.steps=80", f"objective.name={name}"])
+    config.objective.options = options
+    train(config, tmp_path)
+    history = losses(tmp_path)
+    assert history[-1] < history[0], history
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    train(load_config(None, TINY + ["train.steps=60", "objective.name=flow"]), out)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["ct", "cd"])
+def test_consistency_training_and_distillation_run_and_start_from_a_teacher(mode, teacher, tmp_path):
+    config = load_config(None, TINY + ["train.steps=20", "objective.name=consistency", "optim.lr=1e-4",
+                                       f"train.init_from={teacher}", "sample.sampler=consistency"])
+    config.objective.options = {"mode": mode, "teacher": str(teacher), "tangent_warmup": 10} if mode == "cd" \
+        else {"mode": mode, "tangent_warmup": 10}
+    final = train(config, tmp_path)
+    history = losses(tmp_path)
+    assert all(torch.isfinite(torch.tensor(history)))
+    assert (final / "ema.safetensors").is_file()
+
+
+def test_distillation_teacher_velocity_is_the_converted_teacher(teacher):
+    from liquidgen.checkpoint import load_model
+
+    objective = build_objective("consistency", mode="cd", teacher=str(teacher))
+    model, _, _ = load_model(teacher)
+    x, t, y = torch.randn(4, 1, 8, 8), torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        expected = paths.convert(model(x, t, y), "v", "trigflow", x, t)
+        torch.testing.assert_close(objective.teacher_velocity(x, t, y), expected)
+
+
+def test_init_from_needs_the_same_architecture(teacher, tmp_path):
+    config = load_config(None, TINY + ["train.steps=2", f"train.init_from={teacher}", "model.preset=28"])
+    with pytest.raises(ValueError, match="architectures differ"):
+        train(config, tmp_path)
+
+
+def test_registry_lists_every_objective():
+    assert set(OBJECTIVES) == {"flow", "tld", "diffusion", "trigflow", "consistency"}
