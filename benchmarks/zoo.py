@@ -95,8 +95,9 @@ class Judge:
         return {"acc": float((pred == labels).float().mean()), "fd": frechet(feats, self.ref)}
 
 
-def generate(model, n_per_class: int, steps: int, cfg: float, device, seed: int = 0, state=None):
-    """Class-conditional samples, 100 per class by default, in batches of 500 (the state restarts per
+def generate(model, n_per_class: int, steps: int, cfg: float, device, seed: int = 0, state=None,
+             prediction: str = "v", sampler: str = "euler", grid: str | None = None):
+    """Class-conditional samples, `n_per_class` per class, in batches of 500 (the state restarts per
     batch); with `state`, also the residuals and iteration counts of every call."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(10, device=device).repeat_interleave(n_per_class)
@@ -104,7 +105,8 @@ def generate(model, n_per_class: int, steps: int, cfg: float, device, seed: int 
     out, residuals, used = [], [], []
     with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
         for nb, yb in zip(noise.split(500), y.split(500)):
-            out.append(sample(model, "v", nb, yb, steps=steps, cfg=cfg, state=state))
+            out.append(sample(model, prediction, nb, yb, steps=steps, cfg=cfg, state=state, sampler=sampler,
+                              grid=grid))
             if state is not None:
                 residuals += state.residuals
                 used = state.used
