@@ -96,3 +96,14 @@ def test_fixed_point_sampling_flags(tmp_path, capsys, run_dir):
     assert "relative residual" in report
     with pytest.raises(SystemExit, match="--iters applies to fixed-point models only"):
         main(["sample", str(run_dir), "--iters", "3", "--out", str(tmp_path / "x.png")])
+
+
+@pytest.mark.parametrize("sampler,grid", [("heun", "uniform"), ("dpmpp_2m", "karras"), ("consistency", "consistency"),
+                                          ("ddim", "logit")])
+def test_sample_with_any_sampler_grid_and_guidance_interval(run_dir, tmp_path, sampler, grid):
+    out = tmp_path / "s.npz"
+    main(["sample", str(run_dir), "--sampler", sampler, "--grid", grid, "--steps", "3", "--n", "4",
+          "--cfg-interval", "0.2", "0.8", "--out", str(out)])
+    assert np.load(out)["images"].shape == (4, 8, 8, 1)
+    with pytest.raises(SystemExit):
+        main(["sample", str(run_dir), "--sampler", "dopri5"])
