@@ -102,7 +102,8 @@ def test_fixed_point_sampling_flags(tmp_path, capsys, run_dir):
                                           ("ddim", "logit")])
 def test_sample_with_any_sampler_grid_and_guidance_interval(run_dir, tmp_path, sampler, grid):
     out = tmp_path / "s.npz"
-    main(["sample", str(run_dir), "--sampler", sampler, "--grid", grid, "--steps", "3", "--n", "4", "--labels", "1", "2",
+    main(["sample", str(run_dir), "--sampler", sampler, "--grid", grid, "--steps", "3", "--n", "4",
+          "--labels", "1", "2",
           "--cfg-interval", "0.2", "0.8", "--out", str(out)])
     assert np.load(out)["images"].shape == (4, 8, 8, 1)
     with pytest.raises(SystemExit):

@@ -24,6 +24,15 @@ def fixed_loss(model, objective, data, seed=123):
         return objective.loss(model.eval(), x, y).item()
 
 
+def losses_before_and_after(final):
+    """fixed_loss of a run's freshly initialised backbone and of its final (live) weights."""
+    data = load_dataset("digits", image_size=8)
+    objective = build_objective("flow")
+    untrained = ckpt_io.build_from_spec(json.loads((final / "model.json").read_text()))
+    trained, _, _ = ckpt_io.load_model(final, ema=False)
+    return fixed_loss(untrained, objective, data), fixed_loss(trained, objective, data)
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
@@ -33,12 +42,8 @@ def short_run(tmp_path_factory):
 
 
 def test_short_training_lowers_the_loss(short_run):
-    out, final, config = short_run
-    data = load_dataset("digits", image_size=8)
-    objective = build_objective("flow")
-    untrained = ckpt_io.build_from_spec(json.loads((final / "model.json").read_text()))
-    trained, _, _ = ckpt_io.load_model(final, ema=False)
-    before, after = fixed_loss(untrained, objective, data), fixed_loss(trained, objective, data)
+    _, final, _ = short_run
+    before, after = losses_before_and_after(final)
     assert after < 0.75 * before, (before, after)
 
 
@@ -47,11 +52,7 @@ def test_short_training_lowers_the_loss(short_run):
 def test_every_backbone_learns_digits_with_flow_matching(name, preset, tmp_path):
     config = load_config(None, TINY + [f"model.name={name}", f"model.preset={preset}", "train.steps=60"])
     final = train(config, tmp_path)
-    data = load_dataset("digits", image_size=8)
-    objective = build_objective("flow")
-    untrained = ckpt_io.build_from_spec(json.loads((final / "model.json").read_text()))
-    trained, _, _ = ckpt_io.load_model(final, ema=False)
-    before, after = fixed_loss(untrained, objective, data), fixed_loss(trained, objective, data)
+    before, after = losses_before_and_after(final)
     assert after < 0.8 * before, (before, after)
 
 

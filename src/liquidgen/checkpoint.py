@@ -157,16 +157,12 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
 
 def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
     """Start `model` from another run's weights (fine-tuning; a consistency student from its
-    teacher). The architectures must match exactly; a mismatch names the first differing tensors."""
+    teacher). The architectures must match exactly."""
     ckpt = resolve(path)
-    weights = load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors"))
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    shapes = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
-    if missing or extra or shapes:
-        raise ValueError(f"train.init_from {ckpt}: architectures differ (missing {missing[:3]}, unexpected "
-                         f"{extra[:3]}, other shapes {sorted(shapes)[:3]})")
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors")))
+    except RuntimeError as e:  # PyTorch's message names the missing, unexpected and mis-shaped tensors
+        raise ValueError(f"train.init_from {ckpt}: architectures differ: {str(e).splitlines()[1:4]}") from None
 
 
 def load_training_state(ckpt: Path, model, ema, optimizer, scheduler) -> dict:

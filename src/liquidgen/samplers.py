@@ -108,6 +108,12 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be >= 1, got {steps}")
 
 
+def _last(i: int, ts: Tensor) -> bool:
+    """Whether step i ends at t = 0 (every grid ends there and only there); an index test, so no
+    device sync per step."""
+    return i == len(ts) - 2
+
+
 def _at_least_fp32(x: Tensor) -> Tensor:
     """Integrate in float32 at least (bf16 states drift), keeping float64 for exact tests."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
@@ -137,7 +143,7 @@ def sample_heun(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False) -
         h = ts[i + 1] - ts[i]
         v = fn(x, t)
         x_euler = x + h * v
-        x = x_euler if ts[i + 1] == 0 else x + h / 2 * (v + fn(x_euler, t_next))
+        x = x_euler if _last(i, ts) else x + h / 2 * (v + fn(x_euler, t_next))
     return x
 
 
@@ -152,9 +158,9 @@ def sample_ddim(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False, e
         a, s = paths.vp_coefficients(t)
         a_next, s_next = paths.vp_coefficients(t_next)
         # eq. 16: sigma_eta = eta sqrt((1 - ab_next) / (1 - ab)) sqrt(1 - ab / ab_next), with ab = alpha^2
-        noise_std = eta * s_next / s * torch.sqrt((1 - (a / a_next) ** 2).clamp_min(0)) if t_next > 0 else 0 * t
+        noise_std = 0 * t if _last(i, ts) else eta * s_next / s * torch.sqrt((1 - (a / a_next) ** 2).clamp_min(0))
         x_vp = a_next * x0 + torch.sqrt((s_next**2 - noise_std**2).clamp_min(0)) * eps
-        if eta > 0 and t_next > 0:
+        if eta > 0 and not _last(i, ts):
             x_vp = x_vp + noise_std * torch.randn_like(x)
         x = x_vp / (a_next + s_next)  # back to the flow path's scale
     return x
@@ -173,8 +179,10 @@ def sample_dpmpp_2m(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = Fals
         t, t_next = ts[i], ts[i + 1]
         v = fn(x, t.expand(x.shape[0]))
         x0 = x - t * v
-        if t_next == 0:  # lambda = inf: the step lands on the data estimate (first order, as usual;
-            x = x0         # grids whose last nonzero time is small, like karras, make that harmless)
+        if _last(i, ts):
+            # t_next = 0, lambda = inf: land on the data estimate (first order, as usual; grids whose
+            # last nonzero time is small, like karras, make that harmless).
+            x = x0
             break
         # From t = 1 (lambda = -inf), h = inf: expm1(-h) = -1 and r = inf make this the exact
         # first-order step (1 - t_next) x0 + t_next x, with no special case.
@@ -196,7 +204,7 @@ def sample_consistency(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = F
     for i in _progress(len(ts) - 1, progress):
         t = ts[i]
         x0 = x - t * fn(x, t.expand(x.shape[0]))
-        x = paths.interpolate(x0, torch.randn_like(x0), ts[i + 1]) if ts[i + 1] > 0 else x0
+        x = x0 if _last(i, ts) else paths.interpolate(x0, torch.randn_like(x0), ts[i + 1])
     return x
 
 

@@ -186,7 +186,8 @@ class LiquidGen(BlockStack):
         if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
             raise ValueError(f"input {tuple(x.shape[-2:])} is not divisible by patch size {self.patch_size}")
         h = self.patch_embed(x)
-        return self.input_proj(h + resize_positions(self.pos_embed, *h.shape[-2:]).to(h.dtype)), self.condition(t, y, context)
+        h = self.input_proj(h + resize_positions(self.pos_embed, *h.shape[-2:]).to(h.dtype))
+        return h, self.condition(t, y, context)
 
     def head(self, h: Tensor, c: Tensor, x: Tensor) -> Tensor:
         return self.unpatchify(self.head_conv(h))

@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from torch.func import jvp
 
 from .. import paths
+from ..checkpoint import load_model
+from ..samplers import denoiser
 from .trigflow import adaptive_loss, lognormal_times
 
 MODES = ("ct", "cd")
@@ -72,8 +74,7 @@ class Consistency:
 
     def load_teacher(self, device: torch.device) -> tuple[nn.Module, str]:
         if self._teacher is None:
-            from ..checkpoint import load_model
-            from . import build_objective
+            from . import build_objective  # the registry imports this module
 
             model, config, _ = load_model(self.teacher, ema=self.teacher_ema, device=device)
             model.requires_grad_(False)
@@ -82,8 +83,6 @@ class Consistency:
 
     def teacher_velocity(self, x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         """The teacher's TrigFlow F at (x_t, t), whatever it predicts, guided if teacher_cfg != 1."""
-        from ..samplers import denoiser
-
         teacher, kind = self.load_teacher(x_t.device)
         if y is not None and getattr(teacher, "num_classes", 0) == 0:
             y = None

@@ -70,7 +70,7 @@ class Diffusion:
         ab = alphas_cumprod(self.schedule, self.steps, self.beta_start, self.beta_end, self.zero_terminal_snr)
         a, s = ab.sqrt(), (1 - ab).sqrt()
         self.times = (s / (a + s)).float()  # flow time of each discrete step
-        self.snr = (ab / (1 - ab)).float()  # inf at k = 0 of ZTSNR-free schedules is fine (ab < 1 always)
+        self.snr = (ab / (1 - ab)).float()  # 0 at the last step under zero-terminal SNR; finite elsewhere
 
     @property
     def prediction(self) -> str:
