@@ -41,7 +41,7 @@ def _tiny(n: int = 10, size: int = 8, channels: int = 1) -> ImageData:
 def test_unknown_name_and_bad_arguments() -> None:
     with pytest.raises(ValueError, match="digits, mnist, cifar10, folder, npz"):
         load_dataset("imagenet")
-    assert set(DATASETS) == {"digits", "mnist", "cifar10", "folder", "npz"}
+    assert set(DATASETS) == {"digits", "mnist", "cifar10", "folder", "npz", "precomputed"}
     with pytest.raises(ValueError, match="split"):
         load_dataset("digits", split="val")
     with pytest.raises(ValueError, match="limit"):
@@ -265,12 +265,12 @@ def test_sampler_deterministic_and_covers_each_epoch() -> None:
     data = _tiny(n=10)
     sampler = BatchSampler(data, batch_size=3, seed=7)
     assert sampler.steps_per_epoch == 3  # 10 // 3; the 10th image waits for another epoch
-    x, y = sampler(0)
-    assert x.shape == (3, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
+    x, y, cond = sampler(0)
+    assert x.shape == (3, 1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64 and cond == {}
     assert x.min() >= -1 and x.max() <= 1
 
     def ids(s: BatchSampler, i: int) -> list[int]:
-        x, y = s(i)
+        x, y, _ = s(i)
         k = to_uint8(x[:, 0, 0, 0]).long()
         assert torch.equal(y, k % 3)  # labels travel with their images
         return k.tolist()

@@ -18,7 +18,7 @@ TINY = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.bat
 
 def fixed_loss(model, objective, data, seed=123):
     """The flow-matching loss on a fixed batch, times and noise: comparable across weights."""
-    x, y = BatchSampler(data, 128, seed=seed)(0)
+    x, y, _ = BatchSampler(data, 128, seed=seed)(0)
     torch.manual_seed(seed)
     with torch.no_grad():
         return objective.loss(model.eval(), x, y).item()
@@ -113,7 +113,7 @@ def test_gradient_accumulation_matches_one_big_batch():
     def grads(micro, accum):
         model.zero_grad()
         loss = accumulate_gradients(model, FixedTimeObjective(), BatchSampler(data, micro, seed=1), 0, accum,
-                                    None, model.null_class)
+                                    None)
         return loss, [p.grad.clone() for p in model.parameters()]
 
     loss1, g1 = grads(32, 1)

@@ -132,11 +132,19 @@ def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model:
     return final
 
 
-def model_spec(config: Config, in_channels: int, input_size: int, class_names: list[str]) -> dict:
-    """Everything (besides weights) that rebuilds a run's backbone."""
-    return {"name": config.model.name, "preset": config.model.preset, "options": config.model.options,
+def model_spec(config: Config, in_channels: int, input_size: int, class_names: list[str], context_dim: int = 0,
+               space: dict | None = None, text_encoder: dict | None = None) -> dict:
+    """Everything (besides weights) that rebuilds a run's backbone and maps its samples to images:
+    `space` is the data's `LatentSpace.state()` (None: pixels), `text_encoder` the spec of the encoder
+    whose pooled embeddings (`context_dim` features) the model is conditioned on (None: no text)."""
+    options = dict(config.model.options)
+    if context_dim:
+        options["context_dim"] = context_dim
+    if config.model.inpainting:
+        options["concat_channels"] = in_channels + 1  # the known image and the mask
+    return {"name": config.model.name, "preset": config.model.preset, "options": options,
             "in_channels": in_channels, "input_size": input_size, "num_classes": len(class_names),
-            "class_names": list(class_names)}
+            "class_names": list(class_names), "space": space, "text_encoder": text_encoder}
 
 
 def build_from_spec(spec: dict) -> Backbone:
@@ -157,10 +165,19 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
 
 def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
     """Start `model` from another run's weights (fine-tuning; a consistency student from its
-    teacher). The architectures must match exactly."""
+    teacher). The architectures must match exactly, except that a model with extra concat input
+    channels (inpainting) may start from one without: those channels keep their zero weights."""
     ckpt = resolve(path)
+    weights = load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors"))
+    own = model.state_dict()
+    extra = getattr(model, "concat_channels", 0)
+    for name, w in weights.items():
+        target = own.get(name)
+        if extra and target is not None and w.ndim == 4 and target.shape[1] == w.shape[1] + extra \
+                and target.shape[0] == w.shape[0] and target.shape[2:] == w.shape[2:]:
+            weights[name] = torch.cat([w.to(target.dtype), target[:, w.shape[1]:]], dim=1)
     try:
-        model.load_state_dict(load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors")))
+        model.load_state_dict(weights)
     except RuntimeError as e:  # PyTorch's message names the missing, unexpected and mis-shaped tensors
         raise ValueError(f"train.init_from {ckpt}: architectures differ: {str(e).splitlines()[1:4]}") from None
 

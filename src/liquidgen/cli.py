@@ -1,4 +1,4 @@
-"""The `liquidgen` command: train, sample, models."""
+"""The `liquidgen` command: train, sample, precompute, models."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .precompute import SOURCES
 from .samplers import GRIDS, SAMPLERS
 
 
@@ -42,19 +43,31 @@ def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] 
 
 def cmd_sample(args) -> None:
     from .checkpoint import load_model
+    from .inpainting import concat_input
     from .objectives import build_objective
     from .plots import save_grid
+    from .precompute import LatentSpace
     from .samplers import sample
     from .train import autocast, grid_labels, pick_device
 
     device = pick_device(args.device)
     model, config, spec = load_model(args.checkpoint, ema=not args.no_ema, device=device)
     objective = build_objective(config.objective.name, **config.objective.options)
+    space = LatentSpace(**spec["space"]) if spec.get("space") else LatentSpace(None, spec["input_size"])
     steps = args.steps or config.sample.steps
     cfg = config.sample.cfg if args.cfg is None else args.cfg
     names = spec["class_names"]
     labels = parse_labels(args.labels, names)
-    if model.num_classes == 0:
+    cond = {}
+    if args.prompt:
+        context = encode_prompts(args.prompt, spec, device)
+        per_prompt = max(1, (args.n or 8 * len(args.prompt)) // len(args.prompt))
+        rows = torch.arange(len(args.prompt), device=device).repeat_interleave(per_prompt)
+        cond["context"], n, nrow = context[rows], len(rows), per_prompt
+        y = None
+        if labels:
+            y = torch.tensor(labels, device=device).repeat(n // len(labels) + 1)[:n]
+    elif model.num_classes == 0:
         if labels:
             raise SystemExit("error: this model is unconditional; --labels does not apply")
         n = args.n or 64
@@ -67,13 +80,24 @@ def cmd_sample(args) -> None:
         n = args.n or 8 * len(labels)
         y = torch.tensor(labels, device=device).repeat(n // len(labels) + 1)[:n]
         nrow = None
+    if spec.get("text_encoder") and not args.prompt:
+        print("note: a text-conditioned model sampled without --prompt generates from the null (empty) context")
+    init = None
+    if args.init or args.mask:
+        init, pixel_mask, cond["concat"] = inpainting_inputs(model, space, args, n, device)
+    elif getattr(model, "concat_channels", 0):
+        zeros = torch.zeros(n, model.in_channels, spec["input_size"], spec["input_size"], device=device)
+        cond["concat"] = concat_input(zeros, torch.ones_like(zeros[:, :1]))  # no --init: generate everything
     state = fixed_point_state(model, args)
     g = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(n, spec["in_channels"], spec["input_size"], spec["input_size"], generator=g).to(device)
     with autocast(device, config.train.precision):
         x = sample(model, objective.prediction, noise, y, steps, cfg, args.sampler or config.sample.sampler,
                    progress=True, state=state, grid=args.grid or config.sample.grid or None,
-                   cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None)
+                   cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None, **cond)
+    x = space.decode(x)
+    if init is not None:  # keep the given pixels exactly where the mask says keep
+        x = pixel_mask * x + (1 - pixel_mask) * init
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -92,6 +116,35 @@ def cmd_sample(args) -> None:
               f"max {max(r):.2e}")
 
 
+def encode_prompts(prompts: list[str], spec: dict, device) -> torch.Tensor:
+    """Pooled embeddings of `prompts` by the text encoder the model was trained with."""
+    from .text import build_text_encoder
+
+    if not spec.get("text_encoder"):
+        raise SystemExit("error: this model is not text-conditioned; --prompt does not apply")
+    return build_text_encoder(**spec["text_encoder"]).encode(prompts).pooled.to(device)
+
+
+def inpainting_inputs(model, space, args, n: int, device):
+    """(init image in [-1, 1], pixel mask, concat channels) for `sample --init IMAGE --mask MASK`."""
+    from .data import read_image, to_float
+    from .inpainting import concat_input, load_mask, to_latent_grid
+
+    if not getattr(model, "concat_channels", 0):
+        raise SystemExit("error: --init/--mask need an inpainting model (trained with model.inpainting: true)")
+    if not (args.init and args.mask):
+        raise SystemExit("error: inpainting needs both --init IMAGE and --mask MASK")
+    size = space.image_size
+    channels = 1 if space.pixels and model.in_channels == 1 else 3
+    image = torch.from_numpy(read_image(args.init, size, channels).copy())
+    image = image[None, None] if image.ndim == 2 else image.permute(2, 0, 1)[None]
+    init = to_float(image).to(device)
+    pixel_mask = load_mask(args.mask, size).to(device)
+    known = space.encode(init)
+    mask = to_latent_grid(pixel_mask, known.shape[-1])
+    return init, pixel_mask, concat_input(known, mask).expand(n, -1, -1, -1)
+
+
 def fixed_point_state(model, args):
     """The per-batch solver state of a fixed-point model, with the command line's overrides."""
     flags = {"--iters": args.iters, "--budget": args.budget, "--schedule": args.schedule,
@@ -107,6 +160,34 @@ def fixed_point_state(model, args):
     state.schedule = args.schedule or state.schedule
     state.reuse = state.reuse and not args.no_reuse
     return state
+
+
+def parse_options(assignments: list[str], flag: str) -> dict:
+    """KEY=VALUE strings -> a dict, values parsed as YAML (numbers, booleans, strings)."""
+    import yaml
+
+    options = {}
+    for item in assignments:
+        if "=" not in item:
+            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def cmd_precompute(args) -> None:
+    from .precompute import Request, precompute
+    from .train import pick_device
+
+    text = {"name": args.text_encoder, **parse_options(args.text_option, "--text-option")} if args.text_encoder else None
+    columns = {"image_column": args.image_column, "label_column": args.label_column,
+               "caption_column": args.caption_column} if args.source == "hf" else {}
+    req = Request(source=args.source, root=args.root, image_size=args.size, split=args.split, limit=args.limit,
+                  autoencoder={"name": args.autoencoder, **parse_options(args.ae_option, "--ae-option")},
+                  text_encoder=text, caption_templates=args.caption_template, class_words=args.class_words,
+                  resize=not args.no_resize, hf_columns=columns, shard_size=args.shard_size)
+    manifest = precompute(req, args.out, device=pick_device(args.device), batch_size=args.batch_size)
+    print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
 
 
 def cmd_models(args) -> None:
@@ -145,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="sampling steps (default: the config's sample.steps)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (default: config's)")
     p.add_argument("--labels", nargs="*", help="class indices or names to sample (cycled); default: a class grid")
+    p.add_argument("--prompt", nargs="+", help="text-conditioned models: one or more prompts, a row of samples each")
+    p.add_argument("--init", help="inpainting models: the image to complete (resized and center-cropped)")
+    p.add_argument("--mask", help="inpainting models: mask image, white = generate, black = keep from --init")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the config's sample.sampler)")
     p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the config's, else the sampler's)")
     p.add_argument("--cfg-interval", nargs=2, type=float, metavar=("T_LOW", "T_HIGH"),
@@ -160,6 +244,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reuse", action="store_true",
                    help="fixed-point models: start every step from scratch, not from the last solution")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("precompute", help="encode a dataset into latent shards (+ labels, + text embeddings)")
+    p.add_argument("source", choices=SOURCES, help="folder (class subfolders or flat; captions from .txt files or "
+                   "metadata.jsonl), digits, mnist, cifar10, npz, or hf (a Hugging Face datasets folder or hub name)")
+    p.add_argument("--root", help="the source's folder or file (or hub name for hf)")
+    p.add_argument("--out", required=True, help="output folder; rerunning the same command resumes it")
+    p.add_argument("--size", type=int, required=True, help="image side in pixels before encoding")
+    p.add_argument("--autoencoder", default="identity",
+                   help="identity (pixels), taesd or diffusers; see --ae-option for their settings")
+    p.add_argument("--ae-option", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="autoencoder options, e.g. variant=taef2 weights=/path/to/taesd, or model=<folder|hub id>")
+    p.add_argument("--text-encoder", default="", help="minilm, clip or open_clip: embed captions (default: none)")
+    p.add_argument("--text-option", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="text encoder options, e.g. model=<folder|hub id> device=cuda")
+    p.add_argument("--caption-template", nargs="*", default=[],
+                   help="make captions from labels, e.g. 'a handwritten {}' (several are used in turn)")
+    p.add_argument("--class-words", nargs="*", default=[],
+                   help="words for the classes in caption templates (default: the class names)")
+    p.add_argument("--split", default="train", help="dataset split (train | test; hf: any split name)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--no-resize", action="store_true", help="require images of exactly --size instead of resizing")
+    p.add_argument("--image-column", default="image", help="hf: the image column")
+    p.add_argument("--label-column", default="", help="hf: the label column (default: unlabelled)")
+    p.add_argument("--caption-column", default="", help="hf: the caption column (default: no captions)")
+    p.add_argument("--shard-size", type=int, default=4096, help="items per shard")
+    p.add_argument("--batch-size", type=int, default=64, help="images per autoencoder call")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (the autoencoder's device)")
+    p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("models", help="list backbone presets with parameters and forward GFLOPs per image")
     p.add_argument("--channels", type=int, help="input channels (default: each preset's native setting)")

@@ -20,15 +20,19 @@ class ModelConfig:
     name: str = "liquid"  # backbone, see `liquidgen models`
     preset: str = "S"
     options: dict[str, Any] = field(default_factory=dict)  # architecture keys overriding the preset
+    # Inpainting/outpainting variant: the known image and the mask enter as extra input channels whose
+    # weights start at zero (so train.init_from can start from a plain model); training draws random masks.
+    inpainting: bool = False
 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | mnist | cifar10 | folder | npz
-    root: str | None = None  # dataset folder or file (not needed for digits)
+    name: str = "digits"  # digits | mnist | cifar10 | folder | npz | precomputed
+    root: str | None = None  # dataset folder or file (not needed for digits); precomputed: precompute's output
     image_size: int | None = None  # resize to this square size (None: the dataset's own)
     hflip: bool = False  # random horizontal flips (not for digits!)
     limit: int | None = None  # keep only the first N images
+    labels: bool = True  # condition on the class labels when the dataset has them (false: text or nothing)
 
 
 @dataclass
@@ -55,6 +59,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = True  # effective decay min(decay, (1 + step) / (10 + step))
     label_dropout: float = 0.1  # per-sample probability of the null class (for CFG)
+    caption_dropout: float = 0.1  # per-sample probability of the learned null text context (for CFG)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -1,7 +1,8 @@
 """In-memory image datasets and a deterministic, resumable batch sampler.
 
-Every dataset loads into one uint8 tensor (N, C, H, W) of square images; `BatchSampler`
-moves it to the training device once, so a step costs an index and a conversion there.
+Every dataset loads into one tensor (N, C, H, W): uint8 images here, or float16 latents of a
+precomputed dataset (`liquidgen.precompute`, loaded through the name "precomputed");
+`BatchSampler` moves it to the training device once, so a step costs an index and a conversion there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "BatchSampler",
     "ImageData",
     "load_dataset",
+    "read_image",
     "to_float",
     "to_uint8",
 ]
@@ -50,9 +52,15 @@ class ImageData:
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
+    context = None  # per-image text embeddings: only precomputed datasets have them
+
     @property
     def channels(self) -> int:
         return self.images.shape[1]
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored batch -> the model's float space."""
+        return to_float(x)
 
     @property
     def size(self) -> int:
@@ -320,12 +328,39 @@ def _image_files(paths: Iterable[Path]) -> list[Path]:
 
 def _read_image(path: Path, size: int) -> np.ndarray:
     """(size, size) for grayscale files, else (size, size, 3) RGB."""
+    return read_image(path, size)
+
+
+# Modes PIL can read but that hold more than 8 bits per channel: converting would clip them silently.
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def read_image(path: str | Path, size: int, channels: int | None = None, resize: bool = True) -> np.ndarray:
+    """Read one image as uint8: (size, size) grayscale or (size, size, 3) RGB.
+
+    channels None keeps grayscale files grayscale, 1 or 3 converts. With `resize`, the short side is
+    resized and the center cropped to size x size; without, the file must already be that size.
+    Every failure is a ValueError naming the file."""
+    path = Path(path)
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if img.mode in ("1", "L") else "RGB")
-            return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC))
+            img.load()  # decode now, so a truncated file fails here, with its name
     except (OSError, ValueError, SyntaxError) as e:  # PIL reports corrupt files with any of these
         raise ValueError(f"cannot read image {path}: {e}") from e
+    return fit_image(img, size, channels, resize, str(path))
+
+
+def fit_image(img: Image.Image, size: int, channels: int | None, resize: bool, name: str) -> np.ndarray:
+    """A PIL image -> uint8 array as `read_image` returns it; `name` identifies it in errors."""
+    if img.mode in WIDE_MODES:
+        raise ValueError(f"image {name} has mode {img.mode} (more than 8 bits per channel); convert it to "
+                         f"8-bit RGB or L first")
+    if not resize and img.size != (size, size):
+        raise ValueError(f"image {name} is {img.size[0]}x{img.size[1]}, expected {size}x{size} "
+                         f"(or allow resizing)")
+    gray = img.mode in ("1", "L", "LA") if channels is None else channels == 1
+    img = img.convert("L" if gray else "RGB")
+    return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC) if resize else img)
 
 
 # --- npz ----------------------------------------------------------------------------------
@@ -369,12 +404,23 @@ def _load_npz(root: Path | None, split: str, image_size: int | None, limit: int 
     return _pack(x, y, class_names, image_size, limit)
 
 
+def _load_precomputed(root: Path | None, split: str, image_size: int | None, limit: int | None):
+    """The output folder of `liquidgen precompute` (latents or pixels, labels, text embeddings)."""
+    from .precompute import load_precomputed  # it builds on this module
+
+    _train_only("precomputed", split)
+    if image_size is not None:
+        raise ValueError("a precomputed dataset has its size fixed at precompute time; leave data.image_size unset")
+    return load_precomputed(_need_root("precomputed", root), limit)
+
+
 DATASETS: dict[str, Loader] = {
     "digits": _load_digits,
     "mnist": _load_mnist,
     "cifar10": _load_cifar10,
     "folder": _load_folder,
     "npz": _load_npz,
+    "precomputed": _load_precomputed,
 }
 
 
@@ -392,7 +438,10 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 class BatchSampler:
-    """Deterministic, stateless-per-step batches from an in-memory ImageData on any device.
+    """Deterministic, stateless-per-step batches from an in-memory dataset on any device.
+
+    `data` is an ImageData or a precomputed dataset: anything with `images`, `labels`, `context`
+    (None or per-image embeddings) and `to_model` (stored dtype -> model space).
 
     The batch for step `i` is a pure function of (seed, i): epoch e = i // steps_per_epoch
     shuffles with torch.randperm seeded by seed * 1_000_003 + e, so resuming at step i needs
@@ -413,6 +462,8 @@ class BatchSampler:
         # One copy to the device up front: per step only device-side indexing remains.
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
+        self.context = None if data.context is None else data.context.to(self.device)
+        self.to_model = data.to_model
         self.batch_size, self.seed, self.hflip = batch_size, seed, hflip
         self.steps_per_epoch = len(data) // batch_size
         self._epoch = -1
@@ -427,8 +478,9 @@ class BatchSampler:
             self._flip = (torch.rand(n, generator=g) < 0.5).to(self.device)
         self._epoch = epoch
 
-    def __call__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images float32 in [-1, 1], (B, C, H, W), on device; labels int64 (B,) on device)"""
+    def __call__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(x float32 in model space (B, C, H, W); labels int64 (B,); the other conditioning inputs:
+        {"context": (B, D) float32} for datasets with text, else {}), all on the device."""
         if i < 0:
             raise ValueError(f"step must be >= 0, got {i}")
         epoch, step = divmod(i, self.steps_per_epoch)
@@ -439,4 +491,5 @@ class BatchSampler:
         x = self.images[idx]
         if self.hflip:
             x = torch.where(self._flip[rows, None, None, None], x.flip(-1), x)
-        return to_float(x), self.labels[idx]
+        cond = {} if self.context is None else {"context": self.context[idx].float()}
+        return self.to_model(x), self.labels[idx], cond

@@ -25,28 +25,41 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def denoiser(model: nn.Module, prediction: str, y: Tensor | None = None, cfg: float = 1.0,
-             state=None, cfg_interval: tuple[float, float] | None = None) -> VelocityFn:
+             state=None, cfg_interval: tuple[float, float] | None = None, context: Tensor | None = None,
+             concat: Tensor | None = None) -> VelocityFn:
     """Wrap a backbone into a velocity function.
 
-    With guidance scale `cfg` != 1 and labels `y`, the conditional and unconditional (null class)
-    predictions run as one doubled batch and combine as u + cfg (c - u) (Ho & Salimans 2022).
+    With guidance scale `cfg` != 1 and a condition (labels `y` and/or a text `context`), the
+    conditional and unconditional (null class, null context: `model.unconditional`) predictions run
+    as one doubled batch and combine as u + cfg (c - u) (Ho & Salimans 2022). `concat` (inpainting's
+    known image and mask) is the same in both halves: guidance is towards the label or the text.
     The converters are affine in the prediction with coefficients that depend only on (x_t, t),
     so guiding before or after conversion to v gives the same result. With `cfg_interval`
     (t_low, t_high), guidance applies only for t in that interval and the conditional prediction
     alone elsewhere (Kynkaanniemi et al. 2024).
     `state` (a fixed-point model's SolverState) is handed to every model call of this batch.
     """
-    guided = cfg != 1.0 and y is not None and getattr(model, "num_classes", 0) > 0
-    extra = {} if state is None else {"state": state}
+    if y is not None and getattr(model, "num_classes", 0) == 0:
+        y = None  # an unconditional model ignores labels (a class-conditional teacher's batch, say)
+    guided = cfg != 1.0 and (y is not None or context is not None)
+    cond = {k: v for k, v in (("context", context), ("concat", concat)) if v is not None}
+    if state is not None:
+        cond["state"] = state
+    if guided:
+        null_y, null_context = model.unconditional(y, context)
+        pairs = {"context": (context, null_context), "concat": (concat, concat)}
+        doubled = {k: torch.cat(pairs[k]) for k in ("context", "concat") if k in cond}
+        doubled_y = None if y is None else torch.cat([y, null_y])
+        if state is not None:
+            doubled["state"] = state
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         inside = cfg_interval is None or cfg_interval[0] <= float(t[0]) <= cfg_interval[1]
         if guided and inside:
-            null = torch.full_like(y, model.null_class)
-            cond, uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]), **extra).chunk(2)
-            pred = uncond + cfg * (cond - uncond)
+            cond_pred, uncond = model(torch.cat([x, x]), torch.cat([t, t]), doubled_y, **doubled).chunk(2)
+            pred = uncond + cfg * (cond_pred - uncond)
         else:
-            pred = model(x, t, y, **extra)
+            pred = model(x, t, y, **cond)
         return paths.convert(pred.float(), prediction, "v", x.float(), t.float())
 
     return fn
@@ -226,8 +239,10 @@ SAMPLERS: dict[str, Sampler] = {
 @torch.no_grad()
 def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = None, steps: int = 50,
            cfg: float = 1.0, sampler: str = "euler", progress: bool = False, state=None, grid: str | None = None,
-           cfg_interval: tuple[float, float] | None = None) -> Tensor:
-    """Generate from `noise` (standard normal): returns x0 in the model's data space.
+           cfg_interval: tuple[float, float] | None = None, context: Tensor | None = None,
+           concat: Tensor | None = None) -> Tensor:
+    """Generate from `noise` (standard normal): returns x0 in the model's data space. `y`, `context` and
+    `concat` condition the model (see `denoiser`).
 
     The run starts at the grid's first time t0 from t0 * noise (exact at t0 = 1; grids that start
     lower, like karras or consistency, drop the (1 - t0) x0 part, as EDM and sCM do).
@@ -243,5 +258,5 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
         state = model.sampling_state()
     if state is not None:
         state.start(ts)
-    fn = denoiser(model, prediction, y, cfg, state, cfg_interval)
+    fn = denoiser(model, prediction, y, cfg, state, cfg_interval, context, concat)
     return SAMPLERS[sampler].run(fn, ts[0] * noise.float(), ts, progress=progress)

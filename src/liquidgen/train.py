@@ -23,8 +23,10 @@ from . import checkpoint as ckpt_io
 from .config import Config
 from .data import BatchSampler, load_dataset
 from .ema import EMA
+from .inpainting import concat_input, random_masks
 from .objectives import build_objective
 from .plots import plot_metrics_jsonl, save_grid
+from .precompute import LatentSpace
 from .samplers import sample
 
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run gives up
@@ -59,18 +61,34 @@ def drop_labels(y: torch.Tensor, p: float, null_class: int) -> torch.Tensor:
     return torch.where(torch.rand(y.shape, device=y.device) < p, torch.full_like(y, null_class), y)
 
 
+def drop_context(context: torch.Tensor, p: float, null: torch.Tensor) -> torch.Tensor:
+    """Replace each sample's text context with probability p by the learned null context `null` (shaped
+    like `context`), which therefore gets its gradient from the dropped samples (TLD drops 15%)."""
+    if p <= 0:
+        return context
+    drop = torch.rand(context.shape[0], device=context.device) < p
+    return torch.where(drop.view(-1, *[1] * (context.ndim - 1)), null.to(context.dtype), context)
+
+
 def accumulate_gradients(model, objective, batches: BatchSampler, step: int, grad_accum: int,
-                         label_dropout: float | None, null_class: int, amp=contextlib.nullcontext) -> torch.Tensor:
+                         label_dropout: float | None, caption_dropout: float = 0.0,
+                         amp=contextlib.nullcontext) -> torch.Tensor:
     """Backpropagate the loss of optimizer step `step` over its `grad_accum` micro-batches (the mean
-    over the whole batch, like one big batch); `label_dropout` None means unconditional."""
+    over the whole batch, like one big batch); `label_dropout` None means unconditional. Models with
+    concat channels (inpainting) get a random mask per sample."""
     total = 0.0
     if hasattr(objective, "set_step"):  # step-dependent losses (consistency's tangent warm-up)
         objective.set_step(step)
     for k in range(grad_accum):
-        x, y = batches(step * grad_accum + k)
-        y = None if label_dropout is None else drop_labels(y, label_dropout, null_class)
+        x, y, cond = batches(step * grad_accum + k)
+        y = None if label_dropout is None else drop_labels(y, label_dropout, model.null_class)
+        if "context" in cond:
+            cond["context"] = drop_context(cond["context"], caption_dropout,
+                                           model.unconditional(None, cond["context"])[1])
+        if model.concat_channels:
+            cond["concat"] = concat_input(x, random_masks(x.shape[0], *x.shape[-2:], device=x.device))
         with amp():
-            loss = objective.loss(model, x, y) / grad_accum
+            loss = objective.loss(model, x, y, **cond) / grad_accum
         loss.backward()
         total = total + loss.detach()
     return total
@@ -102,6 +120,27 @@ def grid_labels(num_classes: int, per_class: int, n: int, device) -> tuple[torch
     return torch.arange(num_classes, device=device).repeat_interleave(per_class), per_class
 
 
+GRID_PROMPTS = 8  # rows of a text model's training grids
+
+
+def grid_conditions(data, num_classes: int, per_class: int, n: int, device
+                    ) -> tuple[torch.Tensor | None, dict, int, list[str]]:
+    """What training grids are conditioned on: (labels, {"context": ...} or {}, row length, row captions).
+    Text datasets: one row per distinct caption among the first ones (with their labels, if any), using
+    the stored embeddings, so no text encoder is needed while training. Otherwise a class grid."""
+    if data.context is None:
+        y, nrow = grid_labels(num_classes, per_class, n, device)
+        return y, {}, nrow, []
+    first: dict[str, int] = {}
+    for i, caption in enumerate(data.captions or []):
+        if len(first) == GRID_PROMPTS:
+            break
+        first.setdefault(caption, i)
+    rows = torch.tensor(list(first.values()) or [0]).repeat_interleave(per_class)
+    y = data.labels[rows].to(device) if num_classes else None
+    return y, {"context": data.context[rows].float().to(device)}, per_class, list(first)
+
+
 def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     """Train per `config`, writing everything into `out_dir`. With `resume`, continue from the newest
     checkpoint in `out_dir`. Returns the final checkpoint folder."""
@@ -113,7 +152,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
         torch.cuda.reset_peak_memory_stats(device)  # max_memory_gb is this run's, not the process's
 
     data = load_dataset(config.data.name, config.data.root, config.data.image_size, limit=config.data.limit)
-    spec = ckpt_io.model_spec(config, data.channels, data.size, data.class_names)
+    space = getattr(data, "space", None) or LatentSpace(None, data.size)
+    context_dim = 0 if data.context is None else data.context.shape[1]
+    class_names = data.class_names if config.data.labels else []
+    spec = ckpt_io.model_spec(config, data.channels, data.size, class_names, context_dim=context_dim,
+                              space=None if space.pixels else space.state(),
+                              text_encoder=getattr(data, "text_encoder", None))
     model = ckpt_io.build_from_spec(spec).to(device)
     if tc.init_from:
         ckpt_io.init_weights(model, tc.init_from)
@@ -143,17 +187,22 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     elif metrics_path.exists():
         metrics_path.unlink()
 
-    # Fixed noise and labels, so successive grids show the same samples improving.
+    # Fixed noise and conditions, so successive grids show the same samples improving.
     g = torch.Generator().manual_seed(tc.seed + 1)
-    grid_y, grid_row = grid_labels(data.num_classes, config.sample.per_class, config.sample.n, device)
-    n_grid = len(grid_y) if grid_y is not None else config.sample.n
+    grid_y, grid_cond, grid_row, prompts = grid_conditions(data, len(class_names), config.sample.per_class,
+                                                              config.sample.n, device)
+    n_grid = len(grid_y) if grid_y is not None else len(grid_cond.get("context", [None] * config.sample.n))
     grid_noise = torch.randn(n_grid, data.channels, data.size, data.size, generator=g).to(device)
+    if model.concat_channels:  # inpainting models: grids generate everything
+        grid_cond["concat"] = concat_input(torch.zeros_like(grid_noise), torch.ones_like(grid_noise[:, :1]))
+    if prompts:
+        (out_dir / "samples" / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(prompts)))
 
     def save_samples(step: int) -> None:
         with autocast(device, tc.precision):
             x = sample(ema.model, objective.prediction, grid_noise, grid_y, config.sample.steps,
-                       config.sample.cfg, config.sample.sampler, grid=config.sample.grid or None)
-        save_grid(x, out_dir / "samples" / f"step-{step:06d}.png", nrow=grid_row)
+                       config.sample.cfg, config.sample.sampler, grid=config.sample.grid or None, **grid_cond)
+        save_grid(space.decode(x), out_dir / "samples" / f"step-{step:06d}.png", nrow=grid_row)
 
     def save(step: int, bad_total: int) -> Path:
         return ckpt_io.save_checkpoint(out_dir, step, config, spec, model, ema.model, optimizer, scheduler,
@@ -161,8 +210,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
                                        keep=tc.keep_checkpoints)
 
     params = [p for p in model.parameters() if p.requires_grad]
+    kind = "images" if space.pixels else f"{space.spec['name']} latents"
+    text = f", text context {context_dim}-d" if context_dim else ""
     print(f"{config.model.name}-{config.model.preset}: {model.num_params() / 1e6:.2f}M parameters, "
-          f"{len(data)} images {data.channels}x{data.size}x{data.size}, {data.num_classes} classes, on {device}")
+          f"{len(data)} {kind} {data.channels}x{data.size}x{data.size}, {len(class_names)} classes{text}, on {device}")
     loss_sum = torch.zeros((), device=device)
     norm_sum = torch.zeros((), device=device)
     logged, bad_run, bad_total = 0, 0, 0
@@ -174,7 +225,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
         model.train()
         optimizer.zero_grad(set_to_none=True)
         step_loss = accumulate_gradients(model, objective, batches, step, tc.grad_accum,
-                                         tc.label_dropout if data.num_classes else None, model.null_class,
+                                         tc.label_dropout if class_names else None, tc.caption_dropout,
                                          lambda: autocast(device, tc.precision))
         clip = config.optim.grad_clip
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))

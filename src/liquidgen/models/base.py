@@ -6,7 +6,9 @@ A backbone maps (x_t, t, y, context) to a tensor shaped like x_t: `forward(x, t,
     y: (B,) int64 class labels, where `num_classes` is the dedicated null class used for
        classifier-free guidance; None means unconditional (every sample gets the null class),
     context: (B, context_dim) pooled or (B, L, context_dim) token text embeddings; None means the
-       learned null context (the unconditional branch of text CFG).
+       learned null context (the unconditional branch of text CFG),
+    concat: (B, concat_channels, H, W) extra input channels (inpainting: the known image and the mask),
+       for models built with concat_channels > 0.
 What the output means (v, x0 or eps) is the objective's business, not the backbone's.
 
 `BlockStack` is the common shape stem -> blocks -> head of LiquidGen and DiT; the fixed-point
@@ -63,14 +65,16 @@ class Backbone(nn.Module):
 
     Options every backbone accepts: `time_scale` (see TimestepEmbedding), `context_dim` (> 0 enables
     text conditioning; pooled context is added to c), `logvar` (a head predicting the per-time
-    log-variance used by the adaptive loss weighting of EDM2 / sCM)."""
+    log-variance used by the adaptive loss weighting of EDM2 / sCM), `concat_channels` (extra input
+    channels concatenated to x, whose stem weights start at zero: see `zero_extra_inputs`)."""
 
     def __init__(self, in_channels: int, input_size: int, num_classes: int, cond_dim: int,
                  out_channels: int | None = None, time_scale: float = 1000.0, context_dim: int = 0,
-                 logvar: bool = False):
+                 logvar: bool = False, concat_channels: int = 0):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
+        self.concat_channels = concat_channels
         self.input_size = input_size
         self.num_classes = num_classes
         self.context_dim = context_dim
@@ -89,6 +93,28 @@ class Backbone(nn.Module):
     @property
     def null_class(self) -> int:
         return self.num_classes
+
+    def with_concat(self, x: Tensor, concat: Tensor | None) -> Tensor:
+        """The stem's input: x, followed by the `concat` channels when the model has them."""
+        if self.concat_channels == 0:
+            if concat is not None:
+                raise ValueError(f"{type(self).__name__} was built without concat channels; concat must be None")
+            return x
+        if concat is None or concat.shape[1] != self.concat_channels or concat.shape[-2:] != x.shape[-2:]:
+            got = None if concat is None else tuple(concat.shape)
+            raise ValueError(f"this model needs concat of shape (B, {self.concat_channels}, "
+                             f"{x.shape[-2]}, {x.shape[-1]}) (for inpainting: the known image and the mask), "
+                             f"got {got}")
+        return torch.cat([x, concat.to(x.dtype)], dim=1)
+
+    def unconditional(self, y: Tensor | None, context: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """The unconditional branch of classifier-free guidance for a batch conditioned on (y, context):
+        the null class and the null context, shaped like the given ones. Token contexts get L copies of
+        the null token: attention over identical keys returns their common value, and their mean is the
+        null vector, so this is the single null token, merely batchable with the conditional half."""
+        null_y = None if y is None else torch.full_like(y, self.null_class)
+        null_context = None if context is None else self.null_context.to(context.dtype).expand_as(context)
+        return null_y, null_context
 
     def context_tokens(self, context: Tensor | None, batch: int) -> Tensor:
         """Context as (B, L, context_dim) tokens; None -> one null token per sample."""
@@ -117,12 +143,20 @@ class Backbone(nn.Module):
             raise ValueError(f"{type(self).__name__} was built without a logvar head; set model option logvar: true")
         return self.logvar_head(self.time_embed.features(t).to(self.logvar_head.weight.dtype))[:, 0]
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None,
-                context: Tensor | None = None) -> Tensor:  # pragma: no cover
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
+                concat: Tensor | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def zero_extra_inputs(conv: nn.Conv2d, in_channels: int) -> None:
+    """Zero a stem convolution's weights on input channels past `in_channels`. A model with extra
+    concat channels then computes exactly what the model without them does, so a trained checkpoint
+    can be fine-tuned into it (TLD's outpainting model widens its patchify layer this way)."""
+    with torch.no_grad():
+        conv.weight[:, in_channels:].zero_()
 
 
 def run_stack(h: Tensor, cond: Any, pre: Sequence[nn.Module], middle: Callable[[Tensor], Tensor],
@@ -159,8 +193,9 @@ class BlockStack(Backbone):
     def head(self, h: Tensor, cond: Any, x: Tensor) -> Tensor:
         raise NotImplementedError  # pragma: no cover
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None) -> Tensor:
-        h, cond = self.stem(x, t, y, context)
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
+                concat: Tensor | None = None) -> Tensor:
+        h, cond = self.stem(self.with_concat(x, concat), t, y, context)
         half = len(self.blocks) // 2
         middle = self.blocks[half:len(self.blocks) - half]  # the one unpaired block of an odd stack
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import Attention
-from .base import BlockStack, resize_positions
+from .base import BlockStack, resize_positions, zero_extra_inputs
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(width=64, depth=4, heads=4),
@@ -116,7 +116,8 @@ class DiT(BlockStack):
     def __init__(self, in_channels: int = 4, input_size: int = 32, num_classes: int = 1000,
                  width: int = 384, depth: int = 12, heads: int = 6, patch_size: int = 2, mlp_ratio: float = 4.0,
                  pos_embed: str = "sincos", adaln: bool = True, cross_attention: bool = False,
-                 mlp_conv: bool = False, time_scale: float = 1000.0, context_dim: int = 0, logvar: bool = False):
+                 mlp_conv: bool = False, time_scale: float = 1000.0, context_dim: int = 0, logvar: bool = False,
+                 concat_channels: int = 0):
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
         if pos_embed not in POS_EMBEDS:
@@ -124,10 +125,11 @@ class DiT(BlockStack):
         if not adaln and not cross_attention:
             raise ValueError("a DiT without adaLN needs cross_attention: true, or it cannot see the time")
         super().__init__(in_channels, input_size, num_classes, cond_dim=width, time_scale=time_scale,
-                         context_dim=context_dim, logvar=logvar)
+                         context_dim=context_dim, logvar=logvar, concat_channels=concat_channels)
         self.width, self.patch_size, self.adaln = width, patch_size, adaln
         grid = input_size // patch_size
-        self.patch_embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
+        self.patch_embed = nn.Conv2d(in_channels + concat_channels, width, patch_size, stride=patch_size)
+        zero_extra_inputs(self.patch_embed, in_channels)
         if pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, width, grid, grid))
             nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -108,7 +108,7 @@ class FixedPoint(nn.Module):
                  backbone_preset: str = "S", pre: int = 1, post: int = 1, train_iters_nograd: tuple[int, int] = (0, 10),
                  train_iters_grad: tuple[int, int] = (1, 12), sample_iters: int | None = None,
                  sample_budget: int | None = None, sample_schedule: str = "constant", reuse: bool = True,
-                 options: dict | None = None):
+                 options: dict | None = None, context_dim: int = 0, concat_channels: int = 0):
         super().__init__()
         from . import BACKBONES, build_model  # the registry imports this module
 
@@ -125,8 +125,10 @@ class FixedPoint(nn.Module):
         stacks = sorted(name for name, entry in BACKBONES.items() if issubclass(entry.cls, BlockStack))
         if backbone not in stacks:
             raise ValueError(f"backbone {backbone!r} is not a block stack; choose from {stacks}")
+        # Text and inpainting inputs are the wrapped stack's (its stem and conditioning take them).
+        data_options = {k: v for k, v in (("context_dim", context_dim), ("concat_channels", concat_channels)) if v}
         self.inner: BlockStack = build_model(backbone, backbone_preset, in_channels, input_size, num_classes,
-                                             depth=pre + 1 + post, **(options or {}))
+                                             depth=pre + 1 + post, **{**(options or {}), **data_options})
         if self.inner.long_skips and pre != post:
             raise ValueError(f"{backbone} pairs blocks with long skips: pre ({pre}) must equal post ({post})")
         explicit_depth = BACKBONES[backbone].presets[backbone_preset].get("depth", pre + 1 + post)
@@ -144,6 +146,10 @@ class FixedPoint(nn.Module):
     num_classes = property(lambda self: self.inner.num_classes)
     null_class = property(lambda self: self.inner.null_class)
     context_dim = property(lambda self: self.inner.context_dim)
+    concat_channels = property(lambda self: self.inner.concat_channels)
+
+    def unconditional(self, y: Tensor | None, context: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        return self.inner.unconditional(y, context)
 
     def logvar(self, t: Tensor) -> Tensor:
         return self.inner.logvar(t)
@@ -161,9 +167,9 @@ class FixedPoint(nn.Module):
         return SolverState(self.sample_iters, self.reuse, self.sample_budget, self.sample_schedule)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
-                state: SolverState | None = None) -> Tensor:
+                concat: Tensor | None = None, state: SolverState | None = None) -> Tensor:
         inner = self.inner
-        h, cond = inner.stem(x, t, y, context)
+        h, cond = inner.stem(inner.with_concat(x, concat), t, y, context)
         blocks = inner.blocks
         h = run_stack(h, cond, blocks[:self.pre], lambda h: self.solve(h, cond, t, state),
                       blocks[self.pre + 1:], inner.long_skips)

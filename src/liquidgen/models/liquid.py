@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import BlockStack, resize_positions
+from .base import BlockStack, resize_positions, zero_extra_inputs
 
 # Sizes at the seed's setting (16-channel 32x32 latents, 27 classes): `liquidgen models`.
 PRESETS: dict[str, dict] = {
@@ -159,14 +159,16 @@ class LiquidGen(BlockStack):
     def __init__(self, in_channels: int = 16, input_size: int = 32, num_classes: int = 27,
                  width: int = 512, depth: int = 12, patch_size: int = 2, mlp_ratio: float = 4.0,
                  stim_kernel: int = 7, scan_kernel: int = 31, groups: int = 32, time_scale: float = 1000.0,
-                 context_dim: int = 0, logvar: bool = False):
+                 context_dim: int = 0, logvar: bool = False,
+                 concat_channels: int = 0):
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
         super().__init__(in_channels, input_size, num_classes, cond_dim=width, time_scale=time_scale,
-                         context_dim=context_dim, logvar=logvar)
+                         context_dim=context_dim, logvar=logvar, concat_channels=concat_channels)
         self.width, self.patch_size = width, patch_size
         tokens = input_size // patch_size
-        self.patch_embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
+        self.patch_embed = nn.Conv2d(in_channels + concat_channels, width, patch_size, stride=patch_size)
+        zero_extra_inputs(self.patch_embed, in_channels)
         self.pos_embed = nn.Parameter(torch.zeros(1, width, tokens, tokens))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.input_proj = nn.Sequential(

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attention
-from .base import Backbone
+from .base import Backbone, zero_extra_inputs
 
 NATIVE = {"tiny": (1, 16, 10), "28": (1, 28, 10), "32": (3, 32, 10)}
 PRESETS: dict[str, dict] = {
@@ -93,11 +93,12 @@ class UNet(Backbone):
     def __init__(self, in_channels: int = 1, input_size: int = 28, num_classes: int = 10, width: int = 64,
                  mults: tuple[int, ...] = (1, 2, 2), blocks: int = 2, attention_res: tuple[int, ...] = (7,),
                  heads: int = 4, groups: int = 32, dropout: float = 0.0, time_scale: float = 1000.0,
-                 context_dim: int = 0, logvar: bool = True):
+                 context_dim: int = 0, logvar: bool = True, concat_channels: int = 0):
         super().__init__(in_channels, input_size, num_classes, cond_dim=4 * width, time_scale=time_scale,
-                         context_dim=context_dim, logvar=logvar)
+                         context_dim=context_dim, logvar=logvar, concat_channels=concat_channels)
         cond_dim = 4 * width
-        self.stem_conv = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.stem_conv = nn.Conv2d(in_channels + concat_channels, width, 3, padding=1)
+        zero_extra_inputs(self.stem_conv, in_channels)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, ch, res = [width], width, input_size
         for i, mult in enumerate(mults):
@@ -129,9 +130,10 @@ class UNet(Backbone):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
+                concat: Tensor | None = None) -> Tensor:
         c = self.condition(t, y, context)
-        h = self.stem_conv(x)
+        h = self.stem_conv(self.with_concat(x, concat))
         saved = [h]
         for i, level in enumerate(self.down):
             for res, attn in zip(level.res, level.attn):

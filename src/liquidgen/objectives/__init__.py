@@ -1,4 +1,5 @@
-"""Objective registry. An objective turns a clean batch into a scalar loss (`loss(model, x0, y)`)
+"""Objective registry. An objective turns a clean batch into a scalar loss (`loss(model, x0, y, **cond)`,
+where `cond` holds the backbone's other conditioning inputs, `context` and `concat`, passed through as is)
 and names what the backbone predicts (`prediction`: one of `liquidgen.paths.PREDICTIONS`), which
 is all a sampler needs to use any objective's model. Objectives whose loss depends on the training
 step (tangent warm-up) also have `set_step(step)`. Adding one = one file + one line."""
@@ -19,7 +20,7 @@ from .trigflow import TrigFlow
 class Objective(Protocol):
     prediction: str
 
-    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None) -> Tensor: ...
+    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None, **cond: Tensor) -> Tensor: ...
 
 
 OBJECTIVES: dict[str, type] = {

@@ -81,19 +81,19 @@ class Consistency:
             self._teacher = model, build_objective(config.objective.name, **config.objective.options).prediction
         return self._teacher
 
-    def teacher_velocity(self, x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+    def teacher_velocity(self, x_t: Tensor, t: Tensor, y: Tensor | None, **cond: Tensor) -> Tensor:
         """The teacher's TrigFlow F at (x_t, t), whatever it predicts, guided if teacher_cfg != 1."""
         teacher, kind = self.load_teacher(x_t.device)
         if y is not None and getattr(teacher, "num_classes", 0) == 0:
             y = None
-        v = denoiser(teacher, kind, y, self.teacher_cfg)(x_t, t)
+        v = denoiser(teacher, kind, y, self.teacher_cfg, **cond)(x_t, t)
         return paths.convert(v, "v", "trigflow", x_t, t)
 
-    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None) -> Tensor:
+    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None, **cond: Tensor) -> Tensor:
         with torch.autocast(x0.device.type, enabled=False):
-            return self._loss(model, x0.float(), y)
+            return self._loss(model, x0.float(), y, {k: v.float() for k, v in cond.items()})
 
-    def _loss(self, model: nn.Module, x0: Tensor, y: Tensor | None) -> Tensor:
+    def _loss(self, model: nn.Module, x0: Tensor, y: Tensor | None, cond: dict[str, Tensor]) -> Tensor:
         sd = paths.SIGMA_D
         t = lognormal_times(x0.shape[0], self.p_mean, self.p_std, x0.device)
         theta = paths.t_to_theta(t)
@@ -104,13 +104,13 @@ class Consistency:
         def student(x_trig: Tensor, th: Tensor) -> Tensor:
             tt = paths.theta_to_t(th)
             scale = paths.expand(torch.cos(th) + sd * torch.sin(th), x_trig)
-            return model(x_trig / scale, tt, y)
+            return model(x_trig / scale, tt, y, **cond)
 
         with torch.no_grad():
             if self.mode == "ct":
                 dx = c * z - s * x0
             else:
-                dx = sd * self.teacher_velocity(x / (c + sd * s), t, y)
+                dx = sd * self.teacher_velocity(x / (c + sd * s), t, y, **cond)
             r = min(1.0, self.step / self.tangent_warmup) if self.tangent_warmup > 0 else 1.0
             f_minus, g = consistency_tangent(student, x, theta, dx, r)
             if self.tangent_norm == "normalize":

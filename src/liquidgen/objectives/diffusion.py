@@ -86,11 +86,11 @@ class Diffusion:
             w = (self.p2_k + snr) ** -self.gamma
         return w * snr / (1 + snr) if self.prediction_type == "v" else w
 
-    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None) -> Tensor:
+    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None, **cond: Tensor) -> Tensor:
         k = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device)
         t = self.times.to(x0.device)[k]
         eps = torch.randn_like(x0)
-        pred = model(paths.interpolate(x0, eps, t), t, y)
+        pred = model(paths.interpolate(x0, eps, t), t, y, **cond)
         target = paths.from_x0_eps(x0, eps, self.prediction, t)
         per_sample = (pred.float() - target.float()).square().flatten(1).mean(1)
         return (self.weights(k) * per_sample).mean()

@@ -45,8 +45,8 @@ class FlowMatching:
             return beta.sample((n,))
         return torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, device=device))
 
-    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None) -> Tensor:
+    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None, **cond: Tensor) -> Tensor:
         t = self.sample_time(x0.shape[0], x0.device)
         eps = torch.randn_like(x0)
-        pred = model(paths.interpolate(x0, eps, t), t, y)
+        pred = model(paths.interpolate(x0, eps, t), t, y, **cond)
         return F.mse_loss(pred.float(), paths.from_x0_eps(x0, eps, self.prediction, t).float())

@@ -38,10 +38,10 @@ class TrigFlow:
 
     prediction = "trigflow"
 
-    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None) -> Tensor:
+    def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None, **cond: Tensor) -> Tensor:
         t = lognormal_times(x0.shape[0], self.p_mean, self.p_std, x0.device)
         eps = torch.randn_like(x0)
-        pred = model(paths.interpolate(x0, eps, t), t, y)
+        pred = model(paths.interpolate(x0, eps, t), t, y, **cond)
         target = paths.from_x0_eps(x0, eps, "trigflow", t)
         per_sample = (pred.float() - target.float()).square().flatten(1).mean(1)
         return adaptive_loss(model, per_sample, t) if self.adaptive_weighting else per_sample.mean()

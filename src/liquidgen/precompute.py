@@ -1,0 +1,483 @@
+"""Precomputed datasets: images -> autoencoder latents (+ labels, + text embeddings) in shards on disk,
+and the reader that training uses instead of images (`data.name: precomputed`).
+
+An output folder:
+    manifest.json               what made it (source, autoencoder, text encoder, size), the shards done
+                                so far, per-channel latent statistics, and whether it is complete
+    shard-00000.latents.npy     (n, c, h, w) float16 latents; uint8 images for the identity autoencoder
+    shard-00000.labels.npy      (n,) int64 class labels (zeros for an unlabelled source)
+    shard-00000.context.npy     (n, D) float16 pooled text embeddings (with a text encoder)
+    shard-00000.captions.json   the n captions (with captions)
+Plain .npy files, so a reader can memory-map them. Each shard is written under temporary names,
+renamed into place, and only then listed in the manifest (itself replaced atomically): a crash leaves
+at most an unlisted shard, which rerunning the same command overwrites before going on. A dataset is
+usable only once `complete` is true.
+
+The per-channel latent mean and std are measured over the whole dataset here and stored in the
+manifest; training normalises with them, so no autoencoder needs a hard-coded scale factor
+(TLD's /8, SDXL's 0.13025).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data import IMAGE_SUFFIXES, _image_files, fit_image, load_dataset, read_image, to_float
+
+FORMAT_VERSION = 1
+CAPTION_KEYS = ("text", "caption", "prompt")  # metadata.jsonl columns read as the caption, in this order
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+class Source:
+    """Items of a dataset to precompute, read lazily: `read(i)` -> (uint8 image (C, S, S), label, caption)."""
+
+    class_names: list[str]
+    has_captions: bool
+
+    def __len__(self) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    def read(self, i: int) -> tuple[np.ndarray, int, str | None]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class MemorySource(Source):
+    """A dataset `liquidgen.data.load_dataset` reads into memory (digits, mnist, cifar10, npz), with captions
+    optionally made from its labels by templates ("a handwritten {}" -> "a handwritten seven")."""
+
+    def __init__(self, name: str, root: str | None, size: int, split: str, limit: int | None,
+                 templates: Sequence[str] = (), class_words: Sequence[str] = ()):
+        self.data = load_dataset(name, root, size, split=split, limit=limit)
+        self.class_names = self.data.class_names
+        self.captions = label_captions(self.data.labels.tolist(), self.class_names, templates, class_words)
+        self.has_captions = self.captions is not None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
+        return self.data.images[i].numpy(), int(self.data.labels[i]), self.captions[i] if self.captions else None
+
+
+def label_captions(labels: list[int], class_names: list[str], templates: Sequence[str],
+                   class_words: Sequence[str]) -> list[str] | None:
+    """Caption i = templates[i % len(templates)] filled with the class word of labels[i]; None without
+    templates. Cycling by index keeps the choice deterministic and every template equally used."""
+    if not templates:
+        return None
+    if not class_names:
+        raise ValueError("caption templates need a labelled dataset")
+    words = list(class_words) or class_names
+    if len(words) != len(class_names):
+        raise ValueError(f"{len(words)} class words for {len(class_names)} classes ({', '.join(class_names)})")
+    for template in templates:
+        if template.count("{}") != 1:
+            raise ValueError(f"caption template {template!r} must contain '{{}}' exactly once (the class word)")
+    return [templates[i % len(templates)].format(words[label]) for i, label in enumerate(labels)]
+
+
+class FolderSource(Source):
+    """Images in one subfolder per class or directly in `root`, with optional captions: a `.txt` file
+    beside an image (same stem), or `metadata.jsonl` in `root` with one {"file_name": path relative to
+    root, "text" | "caption" | "prompt": ...} object per line (Hugging Face's imagefolder convention)."""
+
+    def __init__(self, root: str | None, size: int, limit: int | None, channels: int | None, resize: bool):
+        if root is None:
+            raise ValueError("source 'folder' needs --root <folder>")
+        base = Path(root).expanduser()
+        if not base.is_dir():
+            raise FileNotFoundError(f"image folder {base} does not exist")
+        self.size, self.channels, self.resize = size, channels, resize
+        self.class_names = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if self.class_names:
+            self.files = [(p, c) for c, name in enumerate(self.class_names)
+                          for p in _image_files((base / name).rglob("*"))]
+        else:
+            self.files = [(p, 0) for p in _image_files(base.iterdir())]
+        if not self.files:
+            raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {base}")
+        captions = folder_captions(base, [p for p, _ in self.files])
+        self.files = self.files[:limit]
+        self.captions = None if captions is None else [captions.get(p) for p, _ in self.files]
+        self.has_captions = self.captions is not None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
+        path, label = self.files[i]
+        image = read_image(path, self.size, self.channels, self.resize)
+        caption = None if self.captions is None else self.captions[i]
+        if self.captions is not None and caption is None:
+            raise ValueError(f"image {path} has no caption (no {path.with_suffix('.txt').name} beside it and no "
+                             f"metadata.jsonl entry), but other images have one")
+        return _chw(image), label, caption
+
+
+def folder_captions(base: Path, images: list[Path]) -> dict[Path, str] | None:
+    """Captions by image path from metadata.jsonl and .txt files; None when the folder has neither.
+    A caption that names no image is an error: it usually means a renamed or deleted image."""
+    by_stem = {p.with_suffix(""): p for p in images}
+    captions: dict[Path, str] = {}
+    for txt in sorted(base.rglob("*.txt")):
+        if txt.name.startswith("."):
+            continue
+        image = by_stem.get(txt.with_suffix(""))
+        if image is None:
+            raise ValueError(f"caption file {txt} has no image beside it (expected {txt.stem} with one of "
+                             f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        captions[image] = txt.read_text(encoding="utf-8").strip()
+    meta = base / "metadata.jsonl"
+    if meta.is_file():
+        known = set(images)
+        for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                path = base / entry["file_name"]
+                text = next(entry[k] for k in CAPTION_KEYS if k in entry)
+            except (ValueError, KeyError, TypeError, StopIteration):
+                raise ValueError(f"{meta}, line {n}: expected a JSON object with file_name and one of "
+                                 f"{', '.join(CAPTION_KEYS)}") from None
+            if path not in known:
+                raise ValueError(f"{meta}, line {n}: {entry['file_name']} is not an image in {base}")
+            captions[path] = str(text)
+    return captions or None
+
+
+class HFSource(Source):
+    """A Hugging Face `datasets` dataset: a folder written by `save_to_disk`, else a hub name (online
+    users). Columns are named by the caller; a ClassLabel label column gives the class names."""
+
+    def __init__(self, root: str | None, size: int, split: str, limit: int | None, channels: int | None,
+                 resize: bool, image_column: str = "image", label_column: str = "", caption_column: str = ""):
+        try:
+            import datasets
+        except ImportError as e:
+            raise ImportError("source 'hf' needs Hugging Face datasets: pip install 'liquidgen[hf]'") from e
+        if root is None:
+            raise ValueError("source 'hf' needs --root <dataset folder or hub name>")
+        if Path(root).expanduser().exists():
+            ds = datasets.load_from_disk(str(Path(root).expanduser()))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise ValueError(f"{root} has splits {list(ds)}, not {split!r}")
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(root, split=split)
+        for column in (image_column, label_column, caption_column):
+            if column and column not in ds.column_names:
+                raise ValueError(f"{root} has no column {column!r}; its columns: {', '.join(ds.column_names)}")
+        self.ds = ds.select(range(min(limit, len(ds)))) if limit else ds
+        self.size, self.channels, self.resize = size, channels, resize
+        self.image_column, self.label_column, self.caption_column = image_column, label_column, caption_column
+        feature = ds.features[label_column] if label_column else None
+        if feature is not None and hasattr(feature, "names"):
+            self.class_names = list(feature.names)
+        elif label_column:
+            self.class_names = [str(k) for k in range(int(max(ds[label_column])) + 1)]
+        else:
+            self.class_names = []
+        self.has_captions = bool(caption_column)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
+        row = self.ds[i]
+        image = fit_image(row[self.image_column], self.size, self.channels, self.resize, f"row {i}")
+        label = int(row[self.label_column]) if self.label_column else 0
+        return _chw(image), label, str(row[self.caption_column]) if self.caption_column else None
+
+
+def _chw(image: np.ndarray) -> np.ndarray:
+    return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+
+
+SOURCES = ("digits", "mnist", "cifar10", "npz", "folder", "hf")
+
+
+@dataclass
+class Request:
+    """Everything that determines a precomputed dataset's content: a rerun must ask for the same."""
+
+    source: str
+    root: str | None
+    image_size: int
+    split: str = "train"
+    limit: int | None = None
+    autoencoder: dict = field(default_factory=lambda: {"name": "identity"})
+    text_encoder: dict | None = None
+    caption_templates: list[str] = field(default_factory=list)
+    class_words: list[str] = field(default_factory=list)
+    resize: bool = True
+    hf_columns: dict = field(default_factory=dict)  # image_column, label_column, caption_column
+    shard_size: int = 4096
+
+
+def open_source(req: Request, channels: int | None) -> Source:
+    if req.source not in SOURCES:
+        raise ValueError(f"unknown source {req.source!r}; choose from {', '.join(SOURCES)}")
+    if req.source == "folder":
+        return FolderSource(req.root, req.image_size, req.limit, channels, req.resize)
+    if req.source == "hf":
+        return HFSource(req.root, req.image_size, req.split, req.limit, channels, req.resize, **req.hf_columns)
+    return MemorySource(req.source, req.root, req.image_size, req.split, req.limit, req.caption_templates,
+                        req.class_words)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu", batch_size: int = 64,
+               progress: bool = True) -> Path:
+    """Write (or finish) the precomputed dataset `req` into `out`; returns the manifest's path."""
+    from .autoencoders import build_autoencoder
+
+    out = Path(out)
+    if req.shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {req.shard_size}")
+    manifest = _start_manifest(out, req)
+    if manifest["complete"]:
+        print(f"{out} is already complete ({manifest['count']} items)")
+        return out / "manifest.json"
+    device = torch.device(device)
+    ae = build_autoencoder(**req.autoencoder).to(device)
+    pixels = req.autoencoder["name"] == "identity"
+    # Autoencoders take RGB; the identity keeps grayscale files grayscale unless given `channels`.
+    source = open_source(req, req.autoencoder.get("channels") if pixels else ae.image_channels)
+    if req.text_encoder is not None and not source.has_captions:
+        raise ValueError(f"a text encoder was given but source {req.source!r} has no captions "
+                         f"(.txt files or metadata.jsonl beside the images, a caption column, or caption templates)")
+    text = None
+    if req.text_encoder is not None:
+        from .text import build_text_encoder
+
+        text = build_text_encoder(**req.text_encoder)
+    n_shards = math.ceil(len(source) / req.shard_size)
+    manifest.update(class_names=source.class_names, num_classes=len(source.class_names), total=len(source),
+                    pixels=pixels, context_dim=text.dim if text else 0)
+    done = {s["name"] for s in manifest["shards"]}
+    bar = tqdm(total=len(source), desc="precompute", unit="img", disable=None if progress else True)
+    bar.update(sum(s["count"] for s in manifest["shards"]))
+    for k in range(n_shards):
+        name = f"shard-{k:05d}"
+        if name in done:
+            continue
+        rows = range(k * req.shard_size, min((k + 1) * req.shard_size, len(source)))
+        images, labels, captions = [], [], []
+        for i in rows:
+            image, label, caption = source.read(i)
+            images.append(image), labels.append(label), captions.append(caption)
+            bar.update(1)
+        shape = list(ae.latent_shape(req.image_size)) if not pixels else list(images[0].shape)
+        if len({im.shape for im in images}) > 1 or manifest.setdefault("latent_shape", shape) != shape:
+            raise ValueError(f"{name}: images differ in channels (grayscale and RGB); set the identity "
+                             f"autoencoder's channels option (1 or 3) to read them all alike")
+        x = torch.from_numpy(np.stack(images))
+        arrays = {"labels": np.asarray(labels, dtype=np.int64)}
+        stats = {}
+        if pixels:
+            arrays["latents"] = x.numpy()
+        else:
+            z = torch.cat([ae.encode(to_float(b.to(device))).float().cpu() for b in x.split(batch_size)])
+            arrays["latents"] = z.to(torch.float16).numpy()
+            z64 = z.double().transpose(0, 1).flatten(1)  # (c, n h w)
+            stats = {"sum": z64.sum(1).tolist(), "sumsq": z64.square().sum(1).tolist(), "n": z64.shape[1]}
+        if text is not None:
+            emb = torch.cat([text.encode(captions[j:j + 256]).pooled for j in range(0, len(captions), 256)])
+            arrays["context"] = emb.to(torch.float16).numpy()
+        _write_shard(out, name, arrays, captions if source.has_captions else None)
+        manifest["shards"].append({"name": name, "count": len(rows), **stats})
+        manifest["count"] = sum(s["count"] for s in manifest["shards"])
+        _write_json(out / "manifest.json", manifest)
+    bar.close()
+    manifest["stats"] = None if pixels else _channel_stats(manifest["shards"])
+    manifest["complete"] = True
+    _write_json(out / "manifest.json", manifest)
+    return out / "manifest.json"
+
+
+def _start_manifest(out: Path, req: Request) -> dict:
+    """The manifest to continue: the existing one if it asked for the same, else a fresh one."""
+    path = out / "manifest.json"
+    wanted = json.loads(json.dumps(asdict(req)))  # as it reads back from JSON
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        if manifest.get("request") != wanted:
+            changed = sorted(k for k in wanted if manifest.get("request", {}).get(k) != wanted[k])
+            raise ValueError(f"{out} holds a precomputed dataset made with other settings ({', '.join(changed)}); "
+                             f"use another output folder or delete it")
+        return manifest
+    out.mkdir(parents=True, exist_ok=True)
+    return {"version": FORMAT_VERSION, "request": wanted, "shards": [], "count": 0, "complete": False}
+
+
+def _write_shard(out: Path, name: str, arrays: dict[str, np.ndarray], captions: list[str] | None) -> None:
+    tmp = {}
+    for key, array in arrays.items():
+        tmp[key] = out / f"{name}.{key}.tmp.npy"
+        np.save(tmp[key], array)
+    if captions is not None:
+        tmp["captions"] = out / f"{name}.captions.tmp.json"
+        tmp["captions"].write_text(json.dumps(captions))
+    for key, path in tmp.items():
+        os.replace(path, out / path.name.replace(".tmp", ""))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _channel_stats(shards: list[dict]) -> dict:
+    n = sum(s["n"] for s in shards)
+    total = np.sum([s["sum"] for s in shards], axis=0)
+    total_sq = np.sum([s["sumsq"] for s in shards], axis=0)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0))
+    return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()}
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PrecomputedData:
+    """A precomputed dataset in memory, shaped for `BatchSampler` like `liquidgen.data.ImageData`."""
+
+    images: Tensor  # (N, c, h, w): float16 latents, or uint8 images (identity autoencoder)
+    labels: Tensor  # int64 (N,)
+    num_classes: int
+    class_names: list[str]
+    context: Tensor | None  # float16 (N, D) pooled text embeddings
+    captions: list[str] | None
+    space: LatentSpace
+    text_encoder: dict | None  # spec of the encoder that made `context`
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[2]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to_model(self, x: Tensor) -> Tensor:
+        return self.space.normalize(x)
+
+
+def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedData:
+    """Read a complete precomputed dataset (memory-mapped shards, copied once into one tensor)."""
+    root = Path(root).expanduser()
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {root} the output folder of `liquidgen precompute`?")
+    manifest = json.loads(path.read_text())
+    if not manifest.get("complete"):
+        raise ValueError(f"{root} is incomplete ({manifest.get('count', 0)} of {manifest.get('total', '?')} items): "
+                         f"precompute was interrupted; rerun the same command to finish it")
+    shards, arrays = manifest["shards"], {"latents": [], "labels": [], "context": []}
+    captions: list[str] = []
+    remaining = limit if limit is not None else manifest["count"]
+    for shard in shards:
+        if remaining <= 0:
+            break
+        take = min(shard["count"], remaining)
+        for key in arrays:
+            file = root / f"{shard['name']}.{key}.npy"
+            if key == "context" and not manifest["context_dim"]:
+                continue
+            if not file.is_file():
+                raise FileNotFoundError(f"{file} is missing, but {path} lists it")
+            a = np.load(file, mmap_mode="r", allow_pickle=False)
+            if len(a) != shard["count"]:
+                raise ValueError(f"{file} holds {len(a)} rows, the manifest says {shard['count']}")
+            arrays[key].append(np.array(a[:take]))
+        file = root / f"{shard['name']}.captions.json"
+        if file.is_file():
+            captions += json.loads(file.read_text())[:take]
+        remaining -= take
+    stats = manifest["stats"]
+    space = LatentSpace(manifest["request"]["autoencoder"], manifest["request"]["image_size"],
+                        None if stats is None else stats["mean"], None if stats is None else stats["std"])
+    return PrecomputedData(
+        images=torch.from_numpy(np.concatenate(arrays["latents"])),
+        labels=torch.from_numpy(np.concatenate(arrays["labels"])),
+        num_classes=manifest["num_classes"], class_names=manifest["class_names"],
+        context=torch.from_numpy(np.concatenate(arrays["context"])) if arrays["context"] else None,
+        captions=captions or None, space=space, text_encoder=manifest["request"]["text_encoder"])
+
+
+class LatentSpace:
+    """The map between images and a model's data space: the identity's [-1, 1] pixels, or latents
+    normalised per channel, z_model = (z - mean) / std. The autoencoder is built on first use."""
+
+    def __init__(self, autoencoder: dict | None, image_size: int, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        self.spec = autoencoder or {"name": "identity"}
+        self.image_size = image_size
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32)
+        self._ae = None
+
+    @property
+    def pixels(self) -> bool:
+        return self.spec["name"] == "identity"
+
+    def state(self) -> dict:
+        """JSON-able; `LatentSpace(**state)` rebuilds it (stored in checkpoints' model.json)."""
+        return {"autoencoder": self.spec, "image_size": self.image_size,
+                "mean": None if self.mean is None else self.mean.tolist(),
+                "std": None if self.std is None else self.std.tolist()}
+
+    def _view(self, v: Tensor, like: Tensor) -> Tensor:
+        return v.to(like.device).view(1, -1, 1, 1)
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """Stored values (uint8 pixels or float16 raw latents) -> model space."""
+        if z.dtype == torch.uint8:
+            return to_float(z)
+        z = z.float()
+        return z if self.mean is None else (z - self._view(self.mean, z)) / self._view(self.std, z)
+
+    def autoencoder(self, device: torch.device | str):
+        from .autoencoders import build_autoencoder
+
+        if self._ae is None:
+            self._ae = build_autoencoder(**self.spec)
+        return self._ae.to(device)
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        """Images in [-1, 1] -> model space."""
+        if self.pixels:
+            return images.float()
+        return self.normalize(self.autoencoder(images.device).encode(images))
+
+    @torch.no_grad()
+    def decode(self, x: Tensor, batch_size: int = 64) -> Tensor:
+        """Model space -> images in [-1, 1]."""
+        if self.pixels:
+            return x.float()
+        z = x.float() * self._view(self.std, x) + self._view(self.mean, x)
+        ae = self.autoencoder(x.device)
+        return torch.cat([ae.decode(b) for b in z.split(batch_size)])
+

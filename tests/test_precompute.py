@@ -1,0 +1,188 @@
+"""Precomputed datasets: shards, resume after a crash, latent statistics, sources, error messages."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from liquidgen import precompute as pc
+from liquidgen.autoencoders import AUTOENCODERS, Identity
+from liquidgen.data import BatchSampler, load_dataset, to_float
+from liquidgen.precompute import LatentSpace, Request, load_precomputed, precompute
+
+
+def _digits(**kw) -> Request:
+    return Request(source="digits", root=None, image_size=8, **kw)
+
+
+def _arrays(root):
+    data = load_precomputed(root)
+    return data.images, data.labels, data.context, data.captions
+
+
+def test_identity_stores_the_pixels_losslessly(tmp_path):
+    precompute(_digits(shard_size=500), tmp_path, progress=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["count"] == 1797 and len(manifest["shards"]) == 4
+    assert manifest["latent_shape"] == [1, 8, 8] and manifest["stats"] is None
+    data = load_precomputed(tmp_path)
+    images = load_dataset("digits", image_size=8)
+    assert data.images.dtype == torch.uint8 and torch.equal(data.images, images.images)
+    assert torch.equal(data.labels, images.labels) and data.class_names == images.class_names
+    assert data.context is None and data.captions is None and data.space.pixels
+    x, y, cond = BatchSampler(data, 16, seed=0)(0)  # the same model space as the images
+    x_img, y_img, _ = BatchSampler(images, 16, seed=0)(0)
+    assert torch.equal(x, x_img) and torch.equal(y, y_img) and cond == {}
+    assert len(load_precomputed(tmp_path, limit=600)) == 600
+
+
+class Affine(Identity):
+    """A stand-in autoencoder with known float latents: z_c = (c + 1) x_c + c."""
+
+    name = "affine"
+
+    def _encode(self, images):
+        c = torch.arange(images.shape[1], dtype=images.dtype).view(1, -1, 1, 1)
+        return (c + 1) * images + c
+
+    def _decode(self, latents):
+        c = torch.arange(latents.shape[1], dtype=latents.dtype).view(1, -1, 1, 1)
+        return (latents - c) / (c + 1)
+
+
+def test_latent_statistics_are_per_channel_and_normalise(tmp_path, monkeypatch):
+    monkeypatch.setitem(AUTOENCODERS, "affine", Affine)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    images[..., 0] //= 4  # channels with different means and spreads
+    np.savez(tmp_path / "d.npz", images=images, labels=np.arange(40) % 4)
+    req = Request(source="npz", root=str(tmp_path / "d.npz"), image_size=16, shard_size=16,
+                  autoencoder={"name": "affine"})
+    precompute(req, tmp_path / "lat", progress=False)
+    data = load_precomputed(tmp_path / "lat")
+    assert data.images.dtype == torch.float16 and data.images.shape == (40, 3, 16, 16)
+    z = Affine().encode(to_float(torch.from_numpy(images).permute(0, 3, 1, 2)))
+    per_channel = z.double().transpose(0, 1).flatten(1)
+    torch.testing.assert_close(data.space.mean.double(), per_channel.mean(1))
+    torch.testing.assert_close(data.space.std.double(), per_channel.std(1, unbiased=False))
+    normed = data.to_model(data.images)
+    torch.testing.assert_close(normed.transpose(0, 1).flatten(1).mean(1), torch.zeros(3), atol=2e-3, rtol=0)
+    torch.testing.assert_close(normed.transpose(0, 1).flatten(1).std(1), torch.ones(3), atol=2e-3, rtol=0)
+    # decode(normalised) gives back the images (up to float16 storage)
+    back = data.space.decode(normed[:4])
+    torch.testing.assert_close(back, to_float(torch.from_numpy(images[:4]).permute(0, 3, 1, 2)), atol=2e-2, rtol=0)
+    torch.testing.assert_close(data.space.encode(back), normed[:4], atol=2e-2, rtol=0)
+
+
+def test_a_crash_leaves_no_readable_half_shard_and_a_rerun_finishes(tmp_path, monkeypatch):
+    clean = tmp_path / "clean"
+    precompute(_digits(shard_size=300, caption_templates=["digit {}"]), clean, progress=False)
+    out = tmp_path / "crashed"
+    read = pc.MemorySource.read
+
+    def failing(self, i):
+        if i == 700:
+            raise KeyboardInterrupt  # killed mid-shard
+        return read(self, i)
+
+    monkeypatch.setattr(pc.MemorySource, "read", failing)
+    with pytest.raises(KeyboardInterrupt):
+        precompute(_digits(shard_size=300, caption_templates=["digit {}"]), out, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"] and [s["name"] for s in manifest["shards"]] == ["shard-00000", "shard-00001"]
+    (out / "shard-00002.latents.tmp.npy").write_bytes(b"half a file")  # as if killed while writing
+    with pytest.raises(ValueError, match="incomplete.*rerun the same command"):
+        load_precomputed(out)
+    monkeypatch.setattr(pc.MemorySource, "read", read)
+    with pytest.raises(ValueError, match="other settings.*shard_size"):
+        precompute(_digits(shard_size=100, caption_templates=["digit {}"]), out, progress=False)
+    precompute(_digits(shard_size=300, caption_templates=["digit {}"]), out, progress=False)
+    for a, b in zip(_arrays(out), _arrays(clean)):
+        assert torch.equal(a, b) if torch.is_tensor(a) else a == b
+    assert not list(out.glob("*.tmp*"))  # the stale half file was overwritten and renamed
+
+
+def test_caption_templates():
+    caps = pc.label_captions([7, 1, 7], ["0", "1", "2", "3", "4", "5", "6", "7"], ["a {}", "the digit {}"],
+                             ["zero", "one", "two", "three", "four", "five", "six", "seven"])
+    assert caps == ["a seven", "the digit one", "a seven"]
+    with pytest.raises(ValueError, match="exactly once"):
+        pc.label_captions([0], ["0"], ["no placeholder"], [])
+    with pytest.raises(ValueError, match="2 class words for 1 classes"):
+        pc.label_captions([0], ["0"], ["{}"], ["a", "b"])
+
+
+def _folder(root, n=6, size=(20, 12)):
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", size, (40 * i, 0, 0)).save(root / f"im{i}.png")
+        (root / f"im{i}.txt").write_text(f"caption {i}\n")
+    return root
+
+
+def test_folder_captions_from_txt_and_metadata(tmp_path):
+    root = _folder(tmp_path / "f")
+    src = pc.FolderSource(str(root), 8, None, None, True)
+    assert [src.read(i)[2] for i in range(6)] == [f"caption {i}" for i in range(6)]
+    image, label, _ = src.read(0)
+    assert image.shape == (3, 8, 8) and image.dtype == np.uint8 and label == 0
+    (root / "metadata.jsonl").write_text(json.dumps({"file_name": "im1.png", "text": "from metadata"}) + "\n")
+    assert pc.FolderSource(str(root), 8, None, None, True).read(1)[2] == "from metadata"
+
+
+def test_clear_errors_name_the_file(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=f"no images .* found in {empty}"):
+        pc.FolderSource(str(empty), 8, None, None, True)
+
+    root = _folder(tmp_path / "orphan")
+    (root / "ghost.txt").write_text("no image")
+    with pytest.raises(ValueError, match="caption file .*ghost.txt has no image"):
+        pc.FolderSource(str(root), 8, None, None, True)
+
+    root = _folder(tmp_path / "meta")
+    (root / "metadata.jsonl").write_text(json.dumps({"file_name": "missing.png", "text": "x"}) + "\n")
+    with pytest.raises(ValueError, match="line 1: missing.png is not an image"):
+        pc.FolderSource(str(root), 8, None, None, True)
+
+    root = _folder(tmp_path / "corrupt")
+    (root / "im3.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ValueError, match="cannot read image .*im3.png"):
+        precompute(Request("folder", str(root), 8), tmp_path / "o1", progress=False)
+    assert not (tmp_path / "o1" / "shard-00000.latents.npy").exists()
+
+    root = _folder(tmp_path / "wide")
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(root / "im2.png")  # a 16-bit PNG
+    with pytest.raises(ValueError, match="im2.png has mode I;16"):
+        precompute(Request("folder", str(root), 8), tmp_path / "o2", progress=False)
+
+    root = _folder(tmp_path / "size")
+    with pytest.raises(ValueError, match="im0.png is 20x12, expected 8x8"):
+        precompute(Request("folder", str(root), 8, resize=False), tmp_path / "o3", progress=False)
+
+    with pytest.raises(ValueError, match="has no captions"):
+        precompute(_digits(text_encoder={"name": "minilm"}), tmp_path / "o4", progress=False)
+
+    with pytest.raises(FileNotFoundError, match="manifest.json not found"):
+        load_precomputed(tmp_path / "nowhere")
+
+
+def test_hugging_face_dataset_from_disk(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    images = [Image.new("RGB", (10, 10), (i * 30, 255 - i * 30, 0)) for i in range(6)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"]),
+                                  "text": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"image": images, "label": [0, 1] * 3, "text": [f"t{i}" for i in range(6)]},
+                                    features=features)
+    ds.save_to_disk(str(tmp_path / "hf"))
+    req = Request("hf", str(tmp_path / "hf"), 8, shard_size=4,
+                  hf_columns={"image_column": "image", "label_column": "label", "caption_column": "text"})
+    precompute(req, tmp_path / "out", progress=False)
+    data = load_precomputed(tmp_path / "out")
+    assert data.class_names == ["cat", "dog"] and data.labels.tolist() == [0, 1] * 3
+    assert data.captions == [f"t{i}" for i in range(6)] and data.images.shape == (6, 3, 8, 8)
+    assert data.images[2, 0].float().mean() == pytest.approx(60, abs=1)  # row 2's red value survives
+    with pytest.raises(ValueError, match="no column 'caption'"):
+        pc.HFSource(str(tmp_path / "hf"), 8, "train", None, None, True, caption_column="caption")

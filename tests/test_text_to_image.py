@@ -1,0 +1,177 @@
+"""End to end on the CPU: captioned images -> taef2 latents + MiniLM embeddings -> a tiny text-conditioned
+latent model -> `sample --prompt`; text CFG and caption dropout; the inpainting variant."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from liquidgen import checkpoint as ckpt_io
+from liquidgen.cli import encode_prompts, main
+from liquidgen.config import load_config
+from liquidgen.inpainting import concat_input, random_masks
+from liquidgen.models import build_model
+from liquidgen.samplers import denoiser
+from liquidgen.train import drop_context
+
+TAESD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weights" / "taesd"
+COLOURS = {"red": (220, 30, 30), "green": (30, 190, 40), "blue": (40, 60, 230)}
+QUICK = ["model.preset=tiny", "model.options.patch_size=1", "data.image_size=null", "train.steps=6",
+         "train.batch_size=8", "train.log_every=3", "train.sample_every=6", "train.ckpt_every=0", "sample.steps=2",
+         "sample.per_class=2", "optim.lr=1e-3"]
+
+
+@pytest.fixture(scope="module")
+def taef2_weights(tmp_path_factory) -> str:
+    """The real taef2 weights when this machine has them, else randomly initialised ones in the same format
+    (the pipeline is the same; only the pictures differ)."""
+    if (TAESD_DIR / "taef2_encoder.pth").is_file():
+        return str(TAESD_DIR)
+    from liquidgen.autoencoders.taesd import make_decoder, make_encoder
+
+    folder = tmp_path_factory.mktemp("taesd")
+    torch.save(make_encoder(32, pool=True).half().state_dict(), folder / "taef2_encoder.pth")
+    torch.save(make_decoder(32, pool=True).half().state_dict(), folder / "taef2_decoder.pth")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def captioned_folder(tmp_path_factory) -> Path:
+    """30 images of coloured squares on grey, of assorted sizes, captioned by .txt files and metadata.jsonl."""
+    root = tmp_path_factory.mktemp("captioned")
+    rng = np.random.default_rng(0)
+    meta = []
+    for i in range(30):
+        colour = list(COLOURS)[i % 3]
+        w, h = int(rng.integers(32, 60)), int(rng.integers(32, 60))
+        a = np.full((h, w, 3), 128, np.uint8)
+        a[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = COLOURS[colour]
+        Image.fromarray(a).save(root / f"img{i:02d}.png")
+        caption = f"a {colour} square"
+        if i % 2:
+            (root / f"img{i:02d}.txt").write_text(caption)
+        else:
+            meta.append({"file_name": f"img{i:02d}.png", "text": caption})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    return root
+
+
+@pytest.mark.slow
+def test_captioned_folder_to_latents_to_text_model_to_prompted_samples(captioned_folder, taef2_weights, tmp_path):
+    latents = tmp_path / "latents"
+    main(["precompute", "folder", "--root", str(captioned_folder), "--out", str(latents), "--size", "32",
+          "--autoencoder", "taesd", "--ae-option", "variant=taef2", f"weights={taef2_weights}",
+          "--text-encoder", "minilm", "--shard-size", "16", "--device", "cpu"])
+    manifest = json.loads((latents / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["count"] == 30 and manifest["latent_shape"] == [32, 4, 4]
+    assert manifest["context_dim"] == 384 and len(manifest["stats"]["mean"]) == 32
+
+    run = tmp_path / "run"
+    main(["train", "configs/folder-dit-text-latent.yaml", "--out", str(run), "--set", *QUICK,
+          f"data.root={latents}", "model.preset=tiny"])
+    spec = json.loads(next((run / "checkpoints").iterdir()).joinpath("model.json").read_text())
+    assert spec["options"]["context_dim"] == 384 and spec["num_classes"] == 0
+    assert spec["space"]["autoencoder"]["variant"] == "taef2" and spec["text_encoder"]["name"] == "minilm"
+    grid = Image.open(run / "samples" / "step-000006.png")
+    assert grid.mode == "RGB" and (run / "samples" / "prompts.txt").read_text().count("square") == 3
+
+    out = tmp_path / "prompted.png"
+    main(["sample", str(run), "--prompt", "a red square", "a blue square", "--n", "4", "--steps", "2",
+          "--out", str(out)])
+    image = Image.open(out)
+    assert image.mode == "RGB" and image.size[0] >= 2 * 32 and image.size[1] >= 2 * 32  # 2 rows of 2, decoded
+    with pytest.raises(SystemExit, match="not text-conditioned"):
+        encode_prompts(["x"], {"text_encoder": None}, "cpu")
+
+
+def test_text_guidance_uses_the_null_context():
+    model = build_model("liquid", "tiny", 1, 8, 0, context_dim=6)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([0.2, 0.5, 0.8])
+    context = torch.randn(3, 6)
+    v = denoiser(model, "v", cfg=3.0, context=context)(x, t)
+    with torch.no_grad():
+        cond = model(x, t, context=context)
+        uncond = model(x, t)  # None is the learned null context
+    torch.testing.assert_close(v, uncond + 3.0 * (cond - uncond), rtol=1e-4, atol=1e-5)
+    tokens = torch.randn(3, 5, 6)  # a token context: L copies of the null token act as the null token
+    null_y, null_tokens = model.unconditional(None, tokens)
+    assert null_y is None and null_tokens.shape == tokens.shape
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, context=null_tokens), uncond)
+
+
+def test_caption_dropout_is_per_sample_to_the_null_context():
+    context = torch.randn(20_000, 4)
+    null = torch.full((20_000, 4), 7.0)
+    dropped = drop_context(context, 0.15, null)
+    hit = (dropped == 7.0).all(1)
+    assert 0.13 < hit.float().mean() < 0.17
+    assert torch.equal(dropped[~hit], context[~hit])
+
+
+def test_random_masks_cover_every_kind():
+    torch.manual_seed(0)
+    masks = random_masks(600, 8, 12)
+    assert masks.shape == (600, 1, 8, 12) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    fraction = masks.flatten(1).mean(1)
+    assert (fraction == 1).float().mean() > 0.25  # "generate everything" keeps plain sampling
+    assert ((fraction > 0) & (fraction < 1)).float().mean() > 0.5  # boxes and borders keep something
+    known = torch.randn(2, 3, 8, 12)
+    concat = concat_input(known, masks[:2])
+    assert concat.shape == (2, 4, 8, 12) and torch.equal(concat[:, 3:], masks[:2])
+    assert torch.equal(concat[:, :3] * masks[:2], torch.zeros_like(known))  # nothing leaks from the hole
+
+
+@pytest.mark.parametrize("name,preset", [("liquid", "tiny"), ("dit", "tiny"), ("unet", "tiny"),
+                                         ("fixed_point", "dit-tiny")])
+def test_an_inpainting_model_starts_as_the_plain_model(name, preset, tmp_path):
+    config = load_config(None, [f"model.name={name}", f"model.preset={preset}"])
+    plain = ckpt_io.build_from_spec(ckpt_io.model_spec(config, 1, 8, ["a", "b"]))
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    ckpt_io.save_checkpoint(tmp_path, 1, config, ckpt_io.model_spec(config, 1, 8, ["a", "b"]), plain, plain)
+    config.model.inpainting = True
+    spec = ckpt_io.model_spec(config, 1, 8, ["a", "b"])
+    assert spec["options"]["concat_channels"] == 2
+    model = ckpt_io.build_from_spec(spec)
+    ckpt_io.init_weights(model, tmp_path)
+    x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([0.3, 0.7]), torch.tensor([0, 1])
+    concat = concat_input(torch.randn(2, 1, 8, 8), random_masks(2, 8, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, y, concat=concat), plain(x, t, y))
+    with pytest.raises(ValueError, match="needs concat of shape"):
+        model(x, t, y)
+
+
+@pytest.mark.slow
+def test_inpainting_training_and_sampling_keep_the_known_pixels(tmp_path):
+    run = tmp_path / "run"
+    main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "model.inpainting=true",
+          "train.steps=4", "train.batch_size=16", "train.log_every=2", "train.sample_every=4", "train.ckpt_every=0",
+          "sample.steps=2", "sample.per_class=1", "data.image_size=8"])
+    init, mask = tmp_path / "init.png", tmp_path / "mask.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(pixels).save(init)
+    hole = np.zeros((8, 8), np.uint8)
+    hole[2:6, 2:6] = 255
+    Image.fromarray(hole).save(mask)
+    out = tmp_path / "filled.npz"
+    main(["sample", str(run), "--init", str(init), "--mask", str(mask), "--labels", "3", "--n", "2",
+          "--steps", "2", "--out", str(out)])
+    images = np.load(out)["images"][..., 0]
+    keep = hole == 0
+    assert images.shape == (2, 8, 8) and (images[:, keep] == pixels[keep]).all()
+    plain = _plain_run(tmp_path)
+    with pytest.raises(SystemExit, match="need an inpainting model"):
+        main(["sample", str(plain), "--init", str(init), "--mask", str(mask)])
+
+
+def _plain_run(tmp_path: Path) -> Path:
+    run = tmp_path / "plain"
+    main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "train.steps=1",
+          "train.batch_size=8", "train.sample_every=0", "data.image_size=8"])
+    return run
