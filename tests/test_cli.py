@@ -108,3 +108,14 @@ def test_sample_with_any_sampler_grid_and_guidance_interval(run_dir, tmp_path, s
     assert np.load(out)["images"].shape == (4, 8, 8, 1)
     with pytest.raises(SystemExit):
         main(["sample", str(run_dir), "--sampler", "dopri5"])
+
+
+def test_every_preset_loads():
+    from pathlib import Path
+
+    from liquidgen.config import load_config
+
+    presets = sorted(Path("configs").glob("*.yaml"))
+    assert len(presets) >= 14
+    for path in presets:
+        load_config(path)  # unknown keys, bad types and bad choices would raise, naming the key
