@@ -107,10 +107,15 @@ def test_text_guidance_uses_the_null_context():
 def test_caption_dropout_is_per_sample_to_the_null_context():
     context = torch.randn(20_000, 4)
     null = torch.full((20_000, 4), 7.0)
-    dropped = drop_context(context, 0.15, null)
+    dropped, no_mask = drop_context(context, 0.15, null)
     hit = (dropped == 7.0).all(1)
-    assert 0.13 < hit.float().mean() < 0.17
+    assert 0.13 < hit.float().mean() < 0.17 and no_mask is None
     assert torch.equal(dropped[~hit], context[~hit])
+    tokens, mask = torch.randn(1000, 3, 4), torch.tensor([True, True, False]).repeat(1000, 1)
+    dropped, new_mask = drop_context(tokens, 0.5, torch.full((1000, 3, 4), 7.0), mask)
+    hit = (dropped == 7.0).flatten(1).all(1)
+    assert new_mask[hit, 0].all() and not new_mask[hit, 1:].any()  # L null copies act as one null token
+    assert torch.equal(new_mask[~hit], mask[~hit])
 
 
 def test_random_masks_cover_every_kind():
@@ -175,3 +180,42 @@ def _plain_run(tmp_path: Path) -> Path:
     main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "train.steps=1",
           "train.batch_size=8", "train.sample_every=0", "data.image_size=8"])
     return run
+
+
+def test_padding_tokens_are_invisible_behind_the_mask():
+    """A token context padded to a fixed length with its mask gives exactly the unpadded result, in
+    cross-attention (DiT, TLD-style) and in the pooled path (LiquidGen), with and without guidance."""
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([0.3, 0.6])
+    tokens = torch.randn(2, 3, 6)
+    padded = torch.cat([tokens, torch.randn(2, 2, 6)], dim=1)  # junk where the mask is False
+    mask = torch.tensor([[True] * 3 + [False] * 2] * 2)
+    for model in (build_model("dit", "tiny", 1, 8, 0, context_dim=6, cross_attention=True),
+                  build_model("liquid", "tiny", 1, 8, 0, context_dim=6)):
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x, t, context=padded, context_mask=mask), model(x, t, context=tokens))
+            assert not torch.allclose(model(x, t, context=padded), model(x, t, context=tokens))
+            torch.testing.assert_close(denoiser(model, "v", cfg=2.0, context=padded, context_mask=mask)(x, t),
+                                       denoiser(model, "v", cfg=2.0, context=tokens)(x, t))
+
+
+@pytest.mark.slow
+def test_token_contexts_from_precompute_to_prompted_samples(tmp_path):
+    data = tmp_path / "tokens"
+    main(["precompute", "digits", "--size", "8", "--limit", "64", "--out", str(data), "--text-encoder", "minilm",
+          "--text-tokens", "12", "--caption-template", "a handwritten {}", "--device", "cpu"])
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["text_tokens"] == 12 and manifest["context_dim"] == 384
+    assert np.load(data / "shard-00000.context.npy").shape == (64, 12, 384)
+    mask = np.load(data / "shard-00000.context_mask.npy")
+    assert mask.shape == (64, 12) and mask[:, 0].all() and not mask.all()  # short captions are padded
+    run = tmp_path / "run"
+    main(["train", "configs/folder-dit-text-latent.yaml", "--out", str(run), "--set", *QUICK, f"data.root={data}",
+          "model.preset=tiny", "model.options.patch_size=2"])
+    spec = json.loads(next((run / "checkpoints").iterdir()).joinpath("model.json").read_text())
+    assert spec["text_tokens"] == 12
+    out = tmp_path / "seven.npz"
+    main(["sample", str(run), "--prompt", "a handwritten seven", "--n", "2", "--steps", "2", "--out", str(out)])
+    assert np.load(out)["images"].shape == (2, 8, 8, 1)

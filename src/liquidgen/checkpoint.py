@@ -133,10 +133,11 @@ def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model:
 
 
 def model_spec(config: Config, in_channels: int, input_size: int, class_names: list[str], context_dim: int = 0,
-               space: dict | None = None, text_encoder: dict | None = None) -> dict:
+               space: dict | None = None, text_encoder: dict | None = None, text_tokens: int = 0) -> dict:
     """Everything (besides weights) that rebuilds a run's backbone and maps its samples to images:
     `space` is the data's `LatentSpace.state()` (None: pixels), `text_encoder` the spec of the encoder
-    whose pooled embeddings (`context_dim` features) the model is conditioned on (None: no text)."""
+    whose embeddings (`context_dim` features) the model is conditioned on (None: no text): pooled, or
+    `text_tokens` token features per caption."""
     options = dict(config.model.options)
     if context_dim:
         options["context_dim"] = context_dim
@@ -144,7 +145,8 @@ def model_spec(config: Config, in_channels: int, input_size: int, class_names: l
         options["concat_channels"] = in_channels + 1  # the known image and the mask
     return {"name": config.model.name, "preset": config.model.preset, "options": options,
             "in_channels": in_channels, "input_size": input_size, "num_classes": len(class_names),
-            "class_names": list(class_names), "space": space, "text_encoder": text_encoder}
+            "class_names": list(class_names), "space": space, "text_encoder": text_encoder,
+            "text_tokens": text_tokens}
 
 
 def build_from_spec(spec: dict) -> Backbone:

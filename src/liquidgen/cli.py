@@ -60,10 +60,12 @@ def cmd_sample(args) -> None:
     labels = parse_labels(args.labels, names)
     cond = {}
     if args.prompt:
-        context = encode_prompts(args.prompt, spec, device)
+        context, mask = encode_prompts(args.prompt, spec, device)
         per_prompt = max(1, (args.n or 8 * len(args.prompt)) // len(args.prompt))
         rows = torch.arange(len(args.prompt), device=device).repeat_interleave(per_prompt)
         cond["context"], n, nrow = context[rows], len(rows), per_prompt
+        if mask is not None:
+            cond["context_mask"] = mask[rows]
         y = None
         if labels:
             y = torch.tensor(labels, device=device).repeat(n // len(labels) + 1)[:n]
@@ -116,13 +118,18 @@ def cmd_sample(args) -> None:
               f"max {max(r):.2e}")
 
 
-def encode_prompts(prompts: list[str], spec: dict, device) -> torch.Tensor:
-    """Pooled embeddings of `prompts` by the text encoder the model was trained with."""
-    from .text import build_text_encoder
+def encode_prompts(prompts: list[str], spec: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(context, token mask or None) of `prompts` from the text encoder the model was trained with, pooled
+    or as tokens, as it was trained."""
+    from .text import build_text_encoder, fixed_length
 
     if not spec.get("text_encoder"):
         raise SystemExit("error: this model is not text-conditioned; --prompt does not apply")
-    return build_text_encoder(**spec["text_encoder"]).encode(prompts).pooled.to(device)
+    embedding = build_text_encoder(**spec["text_encoder"]).encode(prompts)
+    if spec.get("text_tokens"):
+        tokens, mask = fixed_length(embedding, spec["text_tokens"])
+        return tokens.to(device), mask.to(device)
+    return embedding.pooled.to(device), None
 
 
 def inpainting_inputs(model, space, args, n: int, device):
@@ -185,7 +192,8 @@ def cmd_precompute(args) -> None:
     req = Request(source=args.source, root=args.root, image_size=args.size, split=args.split, limit=args.limit,
                   autoencoder={"name": args.autoencoder, **parse_options(args.ae_option, "--ae-option")},
                   text_encoder=text, caption_templates=args.caption_template, class_words=args.class_words,
-                  resize=not args.no_resize, hf_columns=columns, shard_size=args.shard_size)
+                  resize=not args.no_resize, hf_columns=columns, shard_size=args.shard_size,
+                  text_tokens=args.text_tokens)
     manifest = precompute(req, args.out, device=pick_device(args.device), batch_size=args.batch_size)
     print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
 
@@ -258,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", default="", help="minilm, clip or open_clip: embed captions (default: none)")
     p.add_argument("--text-option", nargs="*", default=[], metavar="KEY=VALUE",
                    help="text encoder options, e.g. model=<folder|hub id> device=cuda")
+    p.add_argument("--text-tokens", type=int, default=0,
+                   help="store per-token text features, padded or cut to this many tokens, for cross-attention "
+                        "(default 0: one pooled vector per caption)")
     p.add_argument("--caption-template", nargs="*", default=[],
                    help="make captions from labels, e.g. 'a handwritten {}' (several are used in turn)")
     p.add_argument("--class-words", nargs="*", default=[],

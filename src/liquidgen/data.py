@@ -52,7 +52,7 @@ class ImageData:
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
-    context = None  # per-image text embeddings: only precomputed datasets have them
+    context = context_mask = None  # per-image text embeddings: only precomputed datasets have them
 
     @property
     def channels(self) -> int:
@@ -463,6 +463,7 @@ class BatchSampler:
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
         self.context = None if data.context is None else data.context.to(self.device)
+        self.context_mask = None if data.context_mask is None else data.context_mask.to(self.device)
         self.to_model = data.to_model
         self.batch_size, self.seed, self.hflip = batch_size, seed, hflip
         self.steps_per_epoch = len(data) // batch_size
@@ -480,7 +481,8 @@ class BatchSampler:
 
     def __call__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(x float32 in model space (B, C, H, W); labels int64 (B,); the other conditioning inputs:
-        {"context": (B, D) float32} for datasets with text, else {}), all on the device."""
+        {"context": (B, D) or (B, L, D) float32, + "context_mask": (B, L) bool for tokens} for datasets
+        with text, else {}), all on the device."""
         if i < 0:
             raise ValueError(f"step must be >= 0, got {i}")
         epoch, step = divmod(i, self.steps_per_epoch)
@@ -492,4 +494,6 @@ class BatchSampler:
         if self.hflip:
             x = torch.where(self._flip[rows, None, None, None], x.flip(-1), x)
         cond = {} if self.context is None else {"context": self.context[idx].float()}
+        if self.context_mask is not None:
+            cond["context_mask"] = self.context_mask[idx]
         return self.to_model(x), self.labels[idx], cond

@@ -6,7 +6,9 @@ An output folder:
                                 so far, per-channel latent statistics, and whether it is complete
     shard-00000.latents.npy     (n, c, h, w) float16 latents; uint8 images for the identity autoencoder
     shard-00000.labels.npy      (n,) int64 class labels (zeros for an unlabelled source)
-    shard-00000.context.npy     (n, D) float16 pooled text embeddings (with a text encoder)
+    shard-00000.context.npy     (n, D) float16 pooled text embeddings (with a text encoder), or
+                                (n, L, D) token embeddings with `text_tokens` = L > 0, and then
+    shard-00000.context_mask.npy  (n, L) bool, False at padding tokens
     shard-00000.captions.json   the n captions (with captions)
 Plain .npy files, so a reader can memory-map them. Each shard is written under temporary names,
 renamed into place, and only then listed in the manifest (itself replaced atomically): a crash leaves
@@ -226,6 +228,7 @@ class Request:
     resize: bool = True
     hf_columns: dict = field(default_factory=dict)  # image_column, label_column, caption_column
     shard_size: int = 4096
+    text_tokens: int = 0  # > 0: store per-token text features, truncated or padded to this many tokens
 
 
 def open_source(req: Request, channels: int | None) -> Source:
@@ -264,12 +267,15 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
                          f"(.txt files or metadata.jsonl beside the images, a caption column, or caption templates)")
     text = None
     if req.text_encoder is not None:
-        from .text import build_text_encoder
+        from .text import build_text_encoder, fixed_length
 
         text = build_text_encoder(**req.text_encoder)
+    elif req.text_tokens:
+        raise ValueError("text_tokens needs a text encoder")
     n_shards = math.ceil(len(source) / req.shard_size)
     manifest.update(class_names=source.class_names, num_classes=len(source.class_names), total=len(source),
-                    pixels=pixels, context_dim=text.dim if text else 0)
+                    pixels=pixels, context_dim=0 if not text else text.token_dim if req.text_tokens else text.dim,
+                    text_tokens=req.text_tokens)
     done = {s["name"] for s in manifest["shards"]}
     bar = tqdm(total=len(source), desc="precompute", unit="img", disable=None if progress else True)
     bar.update(sum(s["count"] for s in manifest["shards"]))
@@ -298,8 +304,13 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
             z64 = z.double().transpose(0, 1).flatten(1)  # (c, n h w)
             stats = {"sum": z64.sum(1).tolist(), "sumsq": z64.square().sum(1).tolist(), "n": z64.shape[1]}
         if text is not None:
-            emb = torch.cat([text.encode(captions[j:j + 256]).pooled for j in range(0, len(captions), 256)])
-            arrays["context"] = emb.to(torch.float16).numpy()
+            chunks = [text.encode(captions[j:j + 256]) for j in range(0, len(captions), 256)]
+            if req.text_tokens:
+                tokens, masks = zip(*(fixed_length(c, req.text_tokens) for c in chunks))
+                arrays["context"] = torch.cat(tokens).to(torch.float16).cpu().numpy()
+                arrays["context_mask"] = torch.cat(masks).cpu().numpy()
+            else:
+                arrays["context"] = torch.cat([c.pooled for c in chunks]).to(torch.float16).cpu().numpy()
         _write_shard(out, name, arrays, captions if source.has_captions else None)
         manifest["shards"].append({"name": name, "count": len(rows), **stats})
         manifest["count"] = sum(s["count"] for s in manifest["shards"])
@@ -364,10 +375,12 @@ class PrecomputedData:
     labels: Tensor  # int64 (N,)
     num_classes: int
     class_names: list[str]
-    context: Tensor | None  # float16 (N, D) pooled text embeddings
+    context: Tensor | None  # float16 (N, D) pooled text embeddings, or (N, L, D) tokens
+    context_mask: Tensor | None  # bool (N, L) for tokens: False at padding
     captions: list[str] | None
     space: LatentSpace
     text_encoder: dict | None  # spec of the encoder that made `context`
+    text_tokens: int  # 0: pooled context; L: token context of L positions
 
     @property
     def channels(self) -> int:
@@ -394,7 +407,8 @@ def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedD
     if not manifest.get("complete"):
         raise ValueError(f"{root} is incomplete ({manifest.get('count', 0)} of {manifest.get('total', '?')} items): "
                          f"precompute was interrupted; rerun the same command to finish it")
-    shards, arrays = manifest["shards"], {"latents": [], "labels": [], "context": []}
+    shards = manifest["shards"]
+    arrays: dict[str, list] = {"latents": [], "labels": [], "context": [], "context_mask": []}
     captions: list[str] = []
     remaining = limit if limit is not None else manifest["count"]
     for shard in shards:
@@ -403,7 +417,8 @@ def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedD
         take = min(shard["count"], remaining)
         for key in arrays:
             file = root / f"{shard['name']}.{key}.npy"
-            if key == "context" and not manifest["context_dim"]:
+            if (key == "context" and not manifest["context_dim"]) or (key == "context_mask"
+                                                                    and not manifest.get("text_tokens")):
                 continue
             if not file.is_file():
                 raise FileNotFoundError(f"{file} is missing, but {path} lists it")
@@ -423,7 +438,9 @@ def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedD
         labels=torch.from_numpy(np.concatenate(arrays["labels"])),
         num_classes=manifest["num_classes"], class_names=manifest["class_names"],
         context=torch.from_numpy(np.concatenate(arrays["context"])) if arrays["context"] else None,
-        captions=captions or None, space=space, text_encoder=manifest["request"]["text_encoder"])
+        context_mask=torch.from_numpy(np.concatenate(arrays["context_mask"])) if arrays["context_mask"] else None,
+        captions=captions or None, space=space, text_encoder=manifest["request"]["text_encoder"],
+        text_tokens=manifest.get("text_tokens", 0))
 
 
 class LatentSpace:

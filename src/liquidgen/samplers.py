@@ -20,19 +20,22 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import paths
+from .models.base import null_token_mask
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def denoiser(model: nn.Module, prediction: str, y: Tensor | None = None, cfg: float = 1.0,
              state=None, cfg_interval: tuple[float, float] | None = None, context: Tensor | None = None,
-             concat: Tensor | None = None) -> VelocityFn:
+             concat: Tensor | None = None, context_mask: Tensor | None = None) -> VelocityFn:
     """Wrap a backbone into a velocity function.
 
     With guidance scale `cfg` != 1 and a condition (labels `y` and/or a text `context`), the
     conditional and unconditional (null class, null context: `model.unconditional`) predictions run
     as one doubled batch and combine as u + cfg (c - u) (Ho & Salimans 2022). `concat` (inpainting's
     known image and mask) is the same in both halves: guidance is towards the label or the text.
+    `context_mask` marks the real tokens of a token context (None: all real); the null half's L copies
+    of the null token get a mask with only the first one real (`null_token_mask`).
     The converters are affine in the prediction with coefficients that depend only on (x_t, t),
     so guiding before or after conversion to v gives the same result. With `cfg_interval`
     (t_low, t_high), guidance applies only for t in that interval and the conditional prediction
@@ -42,13 +45,18 @@ def denoiser(model: nn.Module, prediction: str, y: Tensor | None = None, cfg: fl
     if y is not None and getattr(model, "num_classes", 0) == 0:
         y = None  # an unconditional model ignores labels (a class-conditional teacher's batch, say)
     guided = cfg != 1.0 and (y is not None or context is not None)
-    cond = {k: v for k, v in (("context", context), ("concat", concat)) if v is not None}
+    cond = {k: v for k, v in (("context", context), ("concat", concat), ("context_mask", context_mask))
+            if v is not None}
     if state is not None:
         cond["state"] = state
     if guided:
         null_y, null_context = model.unconditional(y, context)
-        pairs = {"context": (context, null_context), "concat": (concat, concat)}
-        doubled = {k: torch.cat(pairs[k]) for k in ("context", "concat") if k in cond}
+        if context is not None and context.ndim == 3:
+            real = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+            cond["context_mask"] = context_mask = real if context_mask is None else context_mask
+        pairs = {"context": (context, null_context), "concat": (concat, concat),
+                 "context_mask": (context_mask, None if context_mask is None else null_token_mask(context_mask))}
+        doubled = {k: torch.cat(pairs[k]) for k in pairs if k in cond}
         doubled_y = None if y is None else torch.cat([y, null_y])
         if state is not None:
             doubled["state"] = state
@@ -240,9 +248,9 @@ SAMPLERS: dict[str, Sampler] = {
 def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = None, steps: int = 50,
            cfg: float = 1.0, sampler: str = "euler", progress: bool = False, state=None, grid: str | None = None,
            cfg_interval: tuple[float, float] | None = None, context: Tensor | None = None,
-           concat: Tensor | None = None) -> Tensor:
+           concat: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
     """Generate from `noise` (standard normal): returns x0 in the model's data space. `y`, `context` and
-    `concat` condition the model (see `denoiser`).
+    `concat` (and `context_mask` for token contexts) condition the model (see `denoiser`).
 
     The run starts at the grid's first time t0 from t0 * noise (exact at t0 = 1; grids that start
     lower, like karras or consistency, drop the (1 - t0) x0 part, as EDM and sCM do).
@@ -258,5 +266,5 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
         state = model.sampling_state()
     if state is not None:
         state.start(ts)
-    fn = denoiser(model, prediction, y, cfg, state, cfg_interval, context, concat)
+    fn = denoiser(model, prediction, y, cfg, state, cfg_interval, context, concat, context_mask)
     return SAMPLERS[sampler].run(fn, ts[0] * noise.float(), ts, progress=progress)

@@ -37,6 +37,17 @@ class TextEmbedding:
     mask: Tensor
 
 
+def fixed_length(embedding: TextEmbedding, length: int) -> tuple[Tensor, Tensor]:
+    """Tokens and mask truncated or zero-padded to `length` positions, so every caption of a dataset
+    stacks into one (N, length, token_dim) array; padding stays masked out."""
+    tokens, mask = embedding.tokens[:, :length], embedding.mask[:, :length]
+    pad = length - tokens.shape[1]
+    if pad > 0:
+        tokens = torch.nn.functional.pad(tokens, (0, 0, 0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+    return tokens, mask
+
+
 class TextEncoder(Protocol):
     dim: int
     token_dim: int

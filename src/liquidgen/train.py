@@ -24,6 +24,7 @@ from .config import Config
 from .data import BatchSampler, load_dataset
 from .ema import EMA
 from .inpainting import concat_input, random_masks
+from .models.base import null_token_mask
 from .objectives import build_objective
 from .plots import plot_metrics_jsonl, save_grid
 from .precompute import LatentSpace
@@ -61,13 +62,16 @@ def drop_labels(y: torch.Tensor, p: float, null_class: int) -> torch.Tensor:
     return torch.where(torch.rand(y.shape, device=y.device) < p, torch.full_like(y, null_class), y)
 
 
-def drop_context(context: torch.Tensor, p: float, null: torch.Tensor) -> torch.Tensor:
+def drop_context(context: torch.Tensor, p: float, null: torch.Tensor, mask: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Replace each sample's text context with probability p by the learned null context `null` (shaped
-    like `context`), which therefore gets its gradient from the dropped samples (TLD drops 15%)."""
+    like `context`), which therefore gets its gradient from the dropped samples (TLD drops 15%). A token
+    `mask` becomes `null_token_mask` on dropped rows (the L null copies act as one). Returns (context, mask)."""
     if p <= 0:
-        return context
+        return context, mask
     drop = torch.rand(context.shape[0], device=context.device) < p
-    return torch.where(drop.view(-1, *[1] * (context.ndim - 1)), null.to(context.dtype), context)
+    context = torch.where(drop.view(-1, *[1] * (context.ndim - 1)), null.to(context.dtype), context)
+    return context, None if mask is None else torch.where(drop[:, None], null_token_mask(mask), mask)
 
 
 def accumulate_gradients(model, objective, batches: BatchSampler, step: int, grad_accum: int,
@@ -83,8 +87,10 @@ def accumulate_gradients(model, objective, batches: BatchSampler, step: int, gra
         x, y, cond = batches(step * grad_accum + k)
         y = None if label_dropout is None else drop_labels(y, label_dropout, model.null_class)
         if "context" in cond:
-            cond["context"] = drop_context(cond["context"], caption_dropout,
-                                           model.unconditional(None, cond["context"])[1])
+            cond["context"], mask = drop_context(cond["context"], caption_dropout,
+                                                 model.unconditional(None, cond["context"])[1], cond.get("context_mask"))
+            if mask is not None:
+                cond["context_mask"] = mask
         if model.concat_channels:
             cond["concat"] = concat_input(x, random_masks(x.shape[0], *x.shape[-2:], device=x.device))
         with amp():
@@ -138,7 +144,10 @@ def grid_conditions(data, num_classes: int, per_class: int, n: int, device
         first.setdefault(caption, i)
     rows = torch.tensor(list(first.values()) or [0]).repeat_interleave(per_class)
     y = data.labels[rows].to(device) if num_classes else None
-    return y, {"context": data.context[rows].float().to(device)}, per_class, list(first)
+    cond = {"context": data.context[rows].float().to(device)}
+    if data.context_mask is not None:
+        cond["context_mask"] = data.context_mask[rows].to(device)
+    return y, cond, per_class, list(first)
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
@@ -153,11 +162,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
 
     data = load_dataset(config.data.name, config.data.root, config.data.image_size, limit=config.data.limit)
     space = getattr(data, "space", None) or LatentSpace(None, data.size)
-    context_dim = 0 if data.context is None else data.context.shape[1]
+    context_dim = 0 if data.context is None else data.context.shape[-1]
     class_names = data.class_names if config.data.labels else []
     spec = ckpt_io.model_spec(config, data.channels, data.size, class_names, context_dim=context_dim,
                               space=None if space.pixels else space.state(),
-                              text_encoder=getattr(data, "text_encoder", None))
+                              text_encoder=getattr(data, "text_encoder", None),
+                              text_tokens=getattr(data, "text_tokens", 0))
     model = ckpt_io.build_from_spec(spec).to(device)
     if tc.init_from:
         ckpt_io.init_weights(model, tc.init_from)

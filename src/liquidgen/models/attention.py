@@ -26,21 +26,24 @@ def _needs_math_path(*tensors: Tensor) -> bool:
     return False
 
 
-def math_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Attention from primitives: (B, heads, N, d) x (B, heads, M, d) -> (B, heads, N, d)."""
-    weights = torch.softmax((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1]), dim=-1)
-    return weights @ v
+def math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Attention from primitives: (B, heads, N, d) x (B, heads, M, d) -> (B, heads, N, d); `mask`
+    (B, M) bool hides the keys where it is False (padding)."""
+    logits = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+    return torch.softmax(logits, dim=-1) @ v
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     if _needs_math_path(q, k, v):
-        return math_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
+        return math_attention(q, k, v, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None, None, :])
 
 
 class Attention(nn.Module):
     """Self-attention over x, or cross-attention from x to `context` when `context_dim` is given.
-    x: (B, N, width); context: (B, M, context_dim)."""
+    x: (B, N, width); context: (B, M, context_dim); mask: (B, M) bool, False for padding tokens."""
 
     def __init__(self, width: int, heads: int, context_dim: int | None = None):
         super().__init__()
@@ -51,10 +54,10 @@ class Attention(nn.Module):
         self.kv = nn.Linear(context_dim or width, 2 * width)
         self.out = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         b, n, d = x.shape
         source = x if context is None else context.to(x.dtype)
         split = lambda z: z.reshape(b, z.shape[1], self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
         k, v = self.kv(source).chunk(2, dim=-1)
-        out = attention(split(self.q(x)), split(k), split(v))
+        out = attention(split(self.q(x)), split(k), split(v), mask)
         return self.out(out.transpose(1, 2).reshape(b, n, d))

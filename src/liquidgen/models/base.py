@@ -8,7 +8,8 @@ A backbone maps (x_t, t, y, context) to a tensor shaped like x_t: `forward(x, t,
     context: (B, context_dim) pooled or (B, L, context_dim) token text embeddings; None means the
        learned null context (the unconditional branch of text CFG),
     concat: (B, concat_channels, H, W) extra input channels (inpainting: the known image and the mask),
-       for models built with concat_channels > 0.
+       for models built with concat_channels > 0,
+    context_mask: (B, L) bool for token contexts, False at padding tokens (None: all tokens are real).
 What the output means (v, x0 or eps) is the objective's business, not the backbone's.
 
 `BlockStack` is the common shape stem -> blocks -> head of LiquidGen and DiT; the fixed-point
@@ -110,8 +111,8 @@ class Backbone(nn.Module):
     def unconditional(self, y: Tensor | None, context: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         """The unconditional branch of classifier-free guidance for a batch conditioned on (y, context):
         the null class and the null context, shaped like the given ones. Token contexts get L copies of
-        the null token: attention over identical keys returns their common value, and their mean is the
-        null vector, so this is the single null token, merely batchable with the conditional half."""
+        the null token, to be paired with `null_token_mask` (only the first one real), so that they act
+        exactly as the single null token while batching with the conditional half."""
         null_y = None if y is None else torch.full_like(y, self.null_class)
         null_context = None if context is None else self.null_context.to(context.dtype).expand_as(context)
         return null_y, null_context
@@ -126,7 +127,8 @@ class Backbone(nn.Module):
             raise ValueError(f"context has {context.shape[-1]} features, the model expects {self.context_dim}")
         return context[:, None] if context.ndim == 2 else context
 
-    def condition(self, t: Tensor, y: Tensor | None, context: Tensor | None = None) -> Tensor:
+    def condition(self, t: Tensor, y: Tensor | None, context: Tensor | None = None,
+                  context_mask: Tensor | None = None) -> Tensor:
         c = self.time_embed(t)
         if self.class_embed is not None:
             if y is None:
@@ -134,7 +136,12 @@ class Backbone(nn.Module):
             c = c + self.class_embed(y)
         if self.context_dim > 0 or context is not None:
             tokens = self.context_tokens(context, t.shape[0])
-            c = c + self.context_embed(tokens.mean(dim=1).to(c.dtype))
+            if context_mask is not None and context is not None and context.ndim == 3:
+                weights = context_mask.to(tokens.dtype)[..., None]
+                pooled = (tokens * weights).sum(1) / weights.sum(1).clamp_min(1)  # mean of the real tokens
+            else:
+                pooled = tokens.mean(dim=1)
+            c = c + self.context_embed(pooled.to(c.dtype))
         return c
 
     def logvar(self, t: Tensor) -> Tensor:
@@ -144,11 +151,19 @@ class Backbone(nn.Module):
         return self.logvar_head(self.time_embed.features(t).to(self.logvar_head.weight.dtype))[:, 0]
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
-                concat: Tensor | None = None) -> Tensor:  # pragma: no cover
+                concat: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def null_token_mask(like: Tensor) -> Tensor:
+    """(B, L) mask with only the first token real: L copies of the null token then act as one. (Not all
+    real: beside other keys, such as DiT's time token, L equal keys would get L times the weight.)"""
+    mask = torch.zeros(like.shape[:2], dtype=torch.bool, device=like.device)
+    mask[:, 0] = True
+    return mask
 
 
 def zero_extra_inputs(conv: nn.Conv2d, in_channels: int) -> None:
@@ -187,15 +202,16 @@ class BlockStack(Backbone):
     channel_dim: int = 1
     long_skips: bool = False
 
-    def stem(self, x: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None) -> tuple[Tensor, Any]:
+    def stem(self, x: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None,
+             context_mask: Tensor | None = None) -> tuple[Tensor, Any]:
         raise NotImplementedError  # pragma: no cover
 
     def head(self, h: Tensor, cond: Any, x: Tensor) -> Tensor:
         raise NotImplementedError  # pragma: no cover
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
-                concat: Tensor | None = None) -> Tensor:
-        h, cond = self.stem(self.with_concat(x, concat), t, y, context)
+                concat: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        h, cond = self.stem(self.with_concat(x, concat), t, y, context, context_mask)
         half = len(self.blocks) // 2
         middle = self.blocks[half:len(self.blocks) - half]  # the one unpaired block of an odd stack
 

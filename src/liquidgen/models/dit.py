@@ -57,6 +57,7 @@ def sincos_2d(width: int, h: int, w: int) -> Tensor:
 class Cond(NamedTuple):
     c: Tensor  # (B, width) time + class (+ pooled text)
     context: Tensor | None  # (B, M, width) cross-attention tokens
+    mask: Tensor | None  # (B, M) bool, False for padded text tokens (None: all real)
     grid: tuple[int, int]  # token grid (h, w)
 
 
@@ -100,12 +101,12 @@ class DiTBlock(nn.Module):
     def forward(self, h: Tensor, cond: Cond) -> Tensor:
         if self.modulation is None:
             h = h + self.attn(self.norm1(h))
-            h = h + self.cross(self.norm_cross(h), cond.context)
+            h = h + self.cross(self.norm_cross(h), cond.context, cond.mask)
             return h + self.mlp(self.norm2(h), cond.grid)
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond.c)[:, None].chunk(6, dim=-1)
         h = h + gate1 * self.attn(self.norm1(h) * (1 + scale1) + shift1)
         if self.cross is not None:
-            h = h + self.cross(self.norm_cross(h), cond.context)
+            h = h + self.cross(self.norm_cross(h), cond.context, cond.mask)
         return h + gate2 * self.mlp(self.norm2(h) * (1 + scale2) + shift2, cond.grid)
 
 
@@ -150,20 +151,23 @@ class DiT(BlockStack):
             nn.init.zeros_(self.final_modulation[1].weight)
             nn.init.zeros_(self.final_modulation[1].bias)
 
-    def stem(self, x: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None) -> tuple[Tensor, Cond]:
+    def stem(self, x: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None,
+             context_mask: Tensor | None = None) -> tuple[Tensor, Cond]:
         if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
             raise ValueError(f"input {tuple(x.shape[-2:])} is not divisible by patch size {self.patch_size}")
         h = self.patch_embed(x)
         grid = h.shape[-2:]
         h = (h + resize_positions(self.pos_embed, *grid).to(h.dtype)).flatten(2).transpose(1, 2)
-        c = self.condition(t, y, context)
-        tokens = None
+        c = self.condition(t, y, context, context_mask)
+        tokens = mask = None
         if self.cross_attention:
             tokens = c[:, None]
             if self.context_dim > 0:
                 text = self.context_proj(self.context_tokens(context, x.shape[0]).to(c.dtype))
                 tokens = torch.cat([tokens, text], dim=1)
-        return h, Cond(c, tokens, tuple(grid))
+                if context_mask is not None and context is not None and context.ndim == 3:
+                    mask = torch.cat([torch.ones_like(context_mask[:, :1]), context_mask], dim=1).bool()
+        return h, Cond(c, tokens, mask, tuple(grid))
 
     def head(self, h: Tensor, cond: Cond, x: Tensor) -> Tensor:
         h = self.final_norm(h)

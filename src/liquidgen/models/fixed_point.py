@@ -167,9 +167,10 @@ class FixedPoint(nn.Module):
         return SolverState(self.sample_iters, self.reuse, self.sample_budget, self.sample_schedule)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
-                concat: Tensor | None = None, state: SolverState | None = None) -> Tensor:
+                concat: Tensor | None = None, context_mask: Tensor | None = None,
+                state: SolverState | None = None) -> Tensor:
         inner = self.inner
-        h, cond = inner.stem(inner.with_concat(x, concat), t, y, context)
+        h, cond = inner.stem(inner.with_concat(x, concat), t, y, context, context_mask)
         blocks = inner.blocks
         h = run_stack(h, cond, blocks[:self.pre], lambda h: self.solve(h, cond, t, state),
                       blocks[self.pre + 1:], inner.long_skips)

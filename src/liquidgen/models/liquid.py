@@ -184,12 +184,13 @@ class LiquidGen(BlockStack):
         nn.init.zeros_(self.unpatchify.weight)
         nn.init.zeros_(self.unpatchify.bias)
 
-    def stem(self, x: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def stem(self, x: Tensor, t: Tensor, y: Tensor | None, context: Tensor | None,
+             context_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
             raise ValueError(f"input {tuple(x.shape[-2:])} is not divisible by patch size {self.patch_size}")
         h = self.patch_embed(x)
         h = self.input_proj(h + resize_positions(self.pos_embed, *h.shape[-2:]).to(h.dtype))
-        return h, self.condition(t, y, context)
+        return h, self.condition(t, y, context, context_mask)
 
     def head(self, h: Tensor, c: Tensor, x: Tensor) -> Tensor:
         return self.unpatchify(self.head_conv(h))

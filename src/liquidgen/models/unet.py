@@ -131,8 +131,8 @@ class UNet(Backbone):
         nn.init.zeros_(self.out_conv.bias)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
-                concat: Tensor | None = None) -> Tensor:
-        c = self.condition(t, y, context)
+                concat: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        c = self.condition(t, y, context, context_mask)
         h = self.stem_conv(self.with_concat(x, concat))
         saved = [h]
         for i, level in enumerate(self.down):
