@@ -9,7 +9,7 @@ from PIL import Image
 from liquidgen import precompute as pc
 from liquidgen.autoencoders import AUTOENCODERS, Identity
 from liquidgen.data import BatchSampler, load_dataset, to_float
-from liquidgen.precompute import LatentSpace, Request, load_precomputed, precompute
+from liquidgen.precompute import Request, load_precomputed, precompute
 
 
 def _digits(**kw) -> Request:

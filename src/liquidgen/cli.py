@@ -186,7 +186,9 @@ def cmd_precompute(args) -> None:
     from .precompute import Request, precompute
     from .train import pick_device
 
-    text = {"name": args.text_encoder, **parse_options(args.text_option, "--text-option")} if args.text_encoder else None
+    text = None
+    if args.text_encoder:
+        text = {"name": args.text_encoder, **parse_options(args.text_option, "--text-option")}
     columns = {"image_column": args.image_column, "label_column": args.label_column,
                "caption_column": args.caption_column} if args.source == "hf" else {}
     req = Request(source=args.source, root=args.root, image_size=args.size, split=args.split, limit=args.limit,

@@ -87,8 +87,8 @@ def accumulate_gradients(model, objective, batches: BatchSampler, step: int, gra
         x, y, cond = batches(step * grad_accum + k)
         y = None if label_dropout is None else drop_labels(y, label_dropout, model.null_class)
         if "context" in cond:
-            cond["context"], mask = drop_context(cond["context"], caption_dropout,
-                                                 model.unconditional(None, cond["context"])[1], cond.get("context_mask"))
+            null = model.unconditional(None, cond["context"])[1]
+            cond["context"], mask = drop_context(cond["context"], caption_dropout, null, cond.get("context_mask"))
             if mask is not None:
                 cond["context_mask"] = mask
         if model.concat_channels:

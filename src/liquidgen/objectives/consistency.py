@@ -91,7 +91,8 @@ class Consistency:
 
     def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None, **cond: Tensor) -> Tensor:
         with torch.autocast(x0.device.type, enabled=False):
-            return self._loss(model, x0.float(), y, {k: v.float() if v.is_floating_point() else v for k, v in cond.items()})
+            cond = {k: v.float() if v.is_floating_point() else v for k, v in cond.items()}  # masks stay bool
+            return self._loss(model, x0.float(), y, cond)
 
     def _loss(self, model: nn.Module, x0: Tensor, y: Tensor | None, cond: dict[str, Tensor]) -> Tensor:
         sd = paths.SIGMA_D
