@@ -1,4 +1,4 @@
-"""The `liquidgen` command: train, sample, precompute, models."""
+"""The `liquidgen` command: train, sample, precompute, eval, models."""
 from __future__ import annotations
 
 import argparse
@@ -200,6 +200,51 @@ def cmd_precompute(args) -> None:
     print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
 
 
+def cmd_fit_classifier(args) -> None:
+    from .data import load_dataset
+    from .evaluation.classifier import fit_classifier, save_classifier
+    from .train import pick_device
+
+    train_set = load_dataset(args.data, args.root, args.size, split="train")
+    try:
+        test_set = load_dataset(args.data, args.root, args.size, split="test")
+    except (ValueError, FileNotFoundError):
+        test_set = None  # no test split: fit_classifier holds out the last images instead
+    model, info = fit_classifier(train_set, test_set, pick_device(args.device))
+    info.update(dataset=args.data, root=str(args.root))
+    out = Path(args.out or f"classifiers/{args.data}-{train_set.size}.safetensors")
+    save_classifier(model, info, out)
+    print(f"wrote {out}: test accuracy {info['test_accuracy']:.4f} on {info['test_images']} images")
+
+
+def cmd_eval(args) -> None:
+    import json
+
+    from .evaluation.evaluate import evaluate, generate, load_reference, load_samples
+    from .train import pick_device
+
+    device = pick_device(args.device)
+    target = Path(args.target)
+    if target.suffix == ".npz":
+        images, labels = load_samples(target)
+        if args.n:
+            images, labels = images[:args.n], None if labels is None else labels[:args.n]
+    else:
+        images, labels = generate(target, args.n or 10_000, seed=args.seed, steps=args.steps, cfg=args.cfg,
+                                  sampler=args.sampler, device=device)
+    reference = load_reference(args.data, args.root, args.split, args.size or images.shape[-1], args.reference_limit)
+    name = f"{args.data}-{args.split}-{reference.size}px-{len(reference)}"
+    result = evaluate(images, labels, reference, name, classifier=args.classifier,
+                      inception_weights=args.inception_weights, use_inception=args.inception,
+                      cache_dir=args.cache, device=device)
+    result.update(target=str(target), seed=args.seed, dataset=args.data, split=args.split)
+    if args.classifier:
+        result["note"] = "classifier_* and class_accuracy use liquidgen's reference classifier (offline; not FID)"
+    print(json.dumps(result, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
 def cmd_models(args) -> None:
     from .flops import forward_flops
     from .models import BACKBONES, build_model
@@ -286,6 +331,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (the autoencoder's device)")
     p.set_defaults(func=cmd_precompute)
 
+    p = sub.add_parser("eval", help="score samples (.npz) or a checkpoint against a dataset: classifier FD and "
+                       "accuracy, FID / KID with Inception weights, precision / recall; "
+                       "`liquidgen eval fit-classifier` trains a reference classifier")
+    p.add_argument("target", help="a samples .npz (uint8 NHWC images + labels) or a checkpoint / run folder")
+    p.add_argument("--data", required=True, help="reference dataset name (mnist, cifar10, folder, npz, digits)")
+    p.add_argument("--root", help="reference dataset folder or file")
+    p.add_argument("--split", default="test", help="reference split (test where it exists, else train)")
+    p.add_argument("--size", type=int, help="reference image size (default: the samples' size)")
+    p.add_argument("--reference-limit", type=int, help="use only the first N reference images")
+    p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier)")
+    p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception)")
+    p.add_argument("--inception", action="store_true", help="compute FID / KID with Inception weights found in "
+                   "the torch hub cache or $LIQUIDGEN_INCEPTION")
+    p.add_argument("--n", type=int, help="number of samples (default: 10,000 generated, or all in the .npz)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed for generated samples")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the run's sample.steps)")
+    p.add_argument("--cfg", type=float, help="guidance scale (default: the run's sample.cfg)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the run's)")
+    p.add_argument("--cache", default="~/.cache/liquidgen/eval", help="folder for cached reference features")
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("fit-classifier", prog="liquidgen eval fit-classifier",
+                       help="(as `liquidgen eval fit-classifier`) train a dataset's reference classifier")
+    p.add_argument("--data", required=True, help="labelled dataset name (mnist, cifar10, folder, npz, digits)")
+    p.add_argument("--root", help="dataset folder or file")
+    p.add_argument("--size", type=int, help="image size (default: the dataset's own)")
+    p.add_argument("--out", help="output .safetensors (default: classifiers/<data>-<size>.safetensors)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_fit_classifier)
+
     p = sub.add_parser("models", help="list backbone presets with parameters and forward GFLOPs per image")
     p.add_argument("--channels", type=int, help="input channels (default: each preset's native setting)")
     p.add_argument("--size", type=int, help="input size (default: each preset's native setting)")
@@ -295,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["eval", "fit-classifier"]:  # a sub-command of eval, parsed as its own command
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -69,6 +69,10 @@ class TrainConfig:
     ckpt_every: int = 5000  # 0: only the final checkpoint
     keep_checkpoints: int = 3  # newest checkpoints kept (0 keeps all)
     init_from: str = ""  # start from this checkpoint's EMA weights (fine-tuning, consistency students)
+    eval_every: int = 0  # score the EMA weights every N steps (0: never); needs eval_classifier
+    eval_classifier: str = ""  # reference classifier .safetensors (`liquidgen eval fit-classifier`)
+    eval_samples: int = 2000  # fixed-noise samples per evaluation
+    eval_steps: int = 0  # sampling steps for evaluation (0: sample.steps)
 
 
 @dataclass

@@ -214,6 +214,34 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
                        config.sample.cfg, config.sample.sampler, grid=config.sample.grid or None, **grid_cond)
         save_grid(space.decode(x), out_dir / "samples" / f"step-{step:06d}.png", nrow=grid_row)
 
+    evaluator = None
+    if tc.eval_every:
+        if not tc.eval_classifier:
+            raise ValueError("train.eval_every needs train.eval_classifier (make one with "
+                             "`liquidgen eval fit-classifier`)")
+        from .evaluation.during_training import TrainingEval
+
+        evaluator = TrainingEval(tc.eval_classifier, data, space, tc.eval_samples, tc.seed, device)
+
+    def evaluate(step: int) -> None:
+        def generate(noise, labels):
+            cond = {}
+            if model.concat_channels:
+                cond["concat"] = concat_input(torch.zeros_like(noise), torch.ones_like(noise[:, :1]))
+            with autocast(device, tc.precision):
+                return sample(ema.model, objective.prediction, noise, labels if class_names else None,
+                              tc.eval_steps or config.sample.steps, config.sample.cfg, config.sample.sampler,
+                              grid=config.sample.grid or None, **cond)
+
+        record = {"step": step, **evaluator(generate)}
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        plot_metrics_jsonl(metrics_path, out_dir / "eval.png", keys=("eval_fd",), logy=False, smooth=0.0)
+        if bar.disable:
+            print(f"step {step}: eval FD {record['eval_fd']:.2f}"
+                  + (f", acc {record['eval_acc']:.3f}" if "eval_acc" in record else "")
+                  + f" ({record['eval_seconds']:.1f} s)", flush=True)
+
     def save(step: int, bad_total: int) -> Path:
         return ckpt_io.save_checkpoint(out_dir, step, config, spec, model, ema.model, optimizer, scheduler,
                                        extra={"ema_updates": ema.updates, "skipped_steps": bad_total},
@@ -275,6 +303,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
             save_samples(done)
             plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
             t_log = time.perf_counter()  # sampling time is not training throughput
+        if evaluator is not None and (done % tc.eval_every == 0 or done == tc.steps):
+            evaluate(done)
+            t_log = time.perf_counter()  # evaluation time is not training throughput
         if (tc.ckpt_every and done % tc.ckpt_every == 0) or done == tc.steps:
             save(done, bad_total)
             t_log = time.perf_counter()

@@ -1,0 +1,1 @@
+"""Evaluation: feature networks, metrics, reference classifiers."""

@@ -1,0 +1,153 @@
+"""Reference classifiers: the offline quality metric.
+
+Inception weights cannot be downloaded everywhere, so liquidgen trains its own small classifier per
+labelled dataset with one fixed recipe and seed (`liquidgen eval fit-classifier`). Its penultimate
+layer is a feature space for a Frechet distance ("classifier FD", like FID but in this network's
+features, so only comparable between runs scored by the same classifier file), and its predictions
+give the class accuracy of class-conditional or prompted samples. Numbers from it are not FID.
+
+A classifier is one safetensors file: the weights, plus the recipe, dataset and test accuracy as JSON
+in the file's metadata, so nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..data import ImageData, to_float
+
+FEATURES = 128
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The fixed training recipe (changing it changes every number measured with the classifier)."""
+
+    epochs: int = 3
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int = 0
+    hflip: bool = True  # RGB datasets only: digits must not be mirrored
+    holdout: int = 500  # images held out for the accuracy when the dataset has no test split
+
+
+class ReferenceClassifier(nn.Module):
+    """A small CNN for any (channels, size): conv blocks, average pooling to 4x4, a 128-d feature layer."""
+
+    def __init__(self, channels: int, size: int, num_classes: int, width: int = 32):
+        super().__init__()
+        self.channels, self.size, self.num_classes = channels, size, num_classes
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+            nn.Conv2d(4 * width, 4 * width, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(4 * width * 16, FEATURES), nn.GELU())
+        self.head = nn.Linear(FEATURES, num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Images in [-1, 1] -> (logits, features)."""
+        if x.shape[1] != self.channels:
+            if x.shape[1] == 3 and self.channels == 1:
+                x = x.mean(1, keepdim=True)  # decoded RGB samples of a grayscale dataset
+            elif x.shape[1] == 1 and self.channels == 3:
+                x = x.expand(-1, 3, -1, -1)
+            else:
+                raise ValueError(f"classifier takes {self.channels}-channel images, got {x.shape[1]}")
+        if x.shape[-1] != self.size:  # e.g. 64 px samples of a latent model of a 32 px dataset
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        f = self.body(x)
+        return self.head(f), f
+
+
+def fit_classifier(train: ImageData, test: ImageData | None, device: torch.device | str = "cpu",
+                   recipe: Recipe = Recipe(), progress: bool = True) -> tuple[ReferenceClassifier, dict]:
+    """Train a reference classifier; `test` None holds out the last `recipe.holdout` images instead.
+    Returns (classifier in eval mode, info with the test accuracy)."""
+    if train.num_classes < 2:
+        raise ValueError("a reference classifier needs a labelled dataset with at least 2 classes")
+    if test is None:
+        if len(train) <= 2 * recipe.holdout:
+            raise ValueError(f"{len(train)} images are too few to hold out {recipe.holdout} for testing")
+        n = len(train) - recipe.holdout
+        test = ImageData(train.images[n:], train.labels[n:], train.num_classes, train.class_names)
+        train = ImageData(train.images[:n], train.labels[:n], train.num_classes, train.class_names)
+    device = torch.device(device)
+    torch.manual_seed(recipe.seed)
+    model = ReferenceClassifier(train.channels, train.size, train.num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), recipe.lr)
+    x, y = train.images.to(device), train.labels.to(device)
+    g = torch.Generator().manual_seed(recipe.seed)  # a CPU generator: the same order on every device
+    flip = recipe.hflip and train.channels == 3
+    steps = recipe.epochs * (len(x) // recipe.batch_size)
+    bar = tqdm(total=steps, desc="classifier", disable=None if progress else True)
+    model.train()
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(x), generator=g)
+        for idx in order[: len(x) // recipe.batch_size * recipe.batch_size].split(recipe.batch_size):
+            idx = idx.to(device)
+            xb = to_float(x[idx])
+            if flip:
+                mirror = (torch.rand(len(idx), generator=g) < 0.5).to(device)
+                xb = torch.where(mirror[:, None, None, None], xb.flip(-1), xb)
+            loss = F.cross_entropy(model(xb)[0], y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.update(1)
+    bar.close()
+    model.eval().requires_grad_(False)
+    logits, _ = extract(model, to_float(test.images))
+    accuracy = float((logits.argmax(1) == test.labels).float().mean())
+    info = {"channels": train.channels, "size": train.size, "num_classes": train.num_classes,
+            "class_names": train.class_names, "recipe": asdict(recipe), "train_images": len(train),
+            "test_images": len(test), "test_accuracy": accuracy}
+    return model, info
+
+
+@torch.no_grad()
+def extract(model: ReferenceClassifier, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+    """(logits, float64 features) on the CPU for float images in [-1, 1], batched on the model's device."""
+    device = next(model.parameters()).device
+    outs = [model(b.to(device).float()) for b in images.split(batch_size)]
+    return torch.cat([o[0].cpu() for o in outs]), torch.cat([o[1].double().cpu() for o in outs])
+
+
+def save_classifier(model: ReferenceClassifier, info: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp,
+              metadata={"liquidgen_classifier": json.dumps(info)})
+    tmp.replace(path)
+    return path
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[ReferenceClassifier, dict]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"reference classifier {path} not found; make one with "
+                                f"`liquidgen eval fit-classifier --data NAME --root DIR --out {path}`")
+    try:
+        with safe_open(str(path), "pt") as f:
+            info = json.loads((f.metadata() or {})["liquidgen_classifier"])
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (KeyError, ValueError, OSError) as e:
+        raise ValueError(f"{path} is not a liquidgen reference classifier ({e})") from None
+    model = ReferenceClassifier(info["channels"], info["size"], info["num_classes"])
+    model.load_state_dict(state)
+    return model.to(device).eval().requires_grad_(False), info
+
+
+def file_id(path: str | Path) -> str:
+    """A short content hash: reference statistics are cached per feature network by it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

@@ -1,0 +1,104 @@
+"""Reference classifiers, `liquidgen eval` and in-training evaluation."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from liquidgen.cli import main
+from liquidgen.data import ImageData, load_dataset, to_float
+from liquidgen.evaluation.classifier import Recipe, extract, fit_classifier, load_classifier, save_classifier
+from liquidgen.evaluation.evaluate import evaluate, load_samples
+
+QUICK_RECIPE = Recipe(epochs=6, batch_size=64, holdout=300)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", image_size=16)
+
+
+@pytest.fixture(scope="module")
+def classifier_file(digits, tmp_path_factory):
+    model, info = fit_classifier(digits, None, recipe=QUICK_RECIPE, progress=False)
+    return save_classifier(model, info, tmp_path_factory.mktemp("clf") / "digits.safetensors"), info
+
+
+def test_classifier_training_is_reproducible_and_accurate(digits, classifier_file):
+    path, info = classifier_file
+    again, info2 = fit_classifier(digits, None, recipe=QUICK_RECIPE, progress=False)
+    loaded, loaded_info = load_classifier(path)
+    for (name, a), b in zip(loaded.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name  # same recipe and seed, same weights, bit for bit
+    assert info == info2 == loaded_info
+    assert info["test_accuracy"] > 0.85 and info["test_images"] == 300 and info["train_images"] == 1497
+
+
+def test_load_refuses_other_files(tmp_path):
+    save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="not a liquidgen reference classifier"):
+        load_classifier(tmp_path / "other.safetensors")
+    with pytest.raises(FileNotFoundError, match="fit-classifier"):
+        load_classifier(tmp_path / "missing.safetensors")
+
+
+def test_scores_of_real_and_broken_images(digits, classifier_file, tmp_path):
+    path, info = classifier_file
+    first = ImageData(digits.images[:600], digits.labels[:600], 10, digits.class_names)
+    real = evaluate(first.images, first.labels, first, "digits-600", classifier=path, cache_dir=tmp_path)
+    assert abs(real["classifier_fd"]) < 1e-6  # the reference itself
+    assert real["classifier_precision"] == 1 and real["classifier_recall"] == 1
+    rest = evaluate(digits.images[600:1200], digits.labels[600:1200], first, "digits-600", classifier=path,
+                    cache_dir=tmp_path)  # other real digits: close, but not zero
+    assert rest["classifier_fd"] > 0 and rest["classifier_precision"] > 0.7 and rest["classifier_recall"] > 0.7
+    logits, _ = extract(load_classifier(path)[0], to_float(first.images))
+    assert real["class_accuracy"] == pytest.approx(float((logits.argmax(1) == digits.labels[:600]).float().mean()))
+    assert list(tmp_path.glob("digits-600-classifier-*.safetensors"))  # reference features cached
+    noise = torch.randint(0, 256, (300, 1, 16, 16), dtype=torch.uint8)
+    broken = evaluate(noise, digits.labels[:300], first, "digits-600", classifier=path, cache_dir=tmp_path)
+    assert broken["classifier_fd"] > 5 * rest["classifier_fd"]
+    assert broken["classifier_precision"] < 0.2 and broken["class_accuracy"] < 0.5
+    with pytest.raises(ValueError, match="nothing to measure"):
+        evaluate(noise, None, digits, "x", cache_dir=tmp_path)
+
+
+def test_inception_needs_its_weights(digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv("LIQUIDGEN_INCEPTION", raising=False)
+    with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
+        evaluate(digits.images[:4], None, digits, "x", use_inception=True, cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_fit_classifier_eval_and_in_training_eval(tmp_path, capsys):
+    clf = tmp_path / "digits.safetensors"
+    main(["eval", "fit-classifier", "--data", "digits", "--size", "8", "--out", str(clf), "--device", "cpu"])
+    assert load_classifier(clf)[1]["dataset"] == "digits"
+    run = tmp_path / "run"
+    main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "train.steps=4",
+          "train.batch_size=16", "train.log_every=2", "train.sample_every=0", "data.image_size=8",
+          "sample.steps=2", "train.eval_every=2", f"train.eval_classifier={clf}", "train.eval_samples=30"])
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval_fd" in r]
+    assert [r["step"] for r in evals] == [2, 4] and all(0 <= r["eval_acc"] <= 1 for r in evals)
+    assert (run / "eval.png").is_file()
+
+    capsys.readouterr()
+    main(["eval", str(run), "--data", "digits", "--size", "8", "--classifier", str(clf), "--n", "40",
+          "--steps", "2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "m.json")])
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["samples"] == 40 and "class_accuracy" in result and result["classifier_fd"] > 0
+    npz = tmp_path / "s.npz"
+    main(["sample", str(run), "--n", "20", "--labels", "3", "--steps", "2", "--out", str(npz)])
+    images, labels = load_samples(npz)
+    assert images.shape == (20, 1, 8, 8) and labels.tolist() == [3] * 20
+    main(["eval", str(npz), "--data", "digits", "--size", "8", "--classifier", str(clf),
+          "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "n.json")])
+    assert json.loads((tmp_path / "n.json").read_text())["samples"] == 20
+
+
+def test_samples_npz_errors(tmp_path):
+    np.savez(tmp_path / "bad.npz", pictures=np.zeros((2, 4, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match="no 'images'"):
+        load_samples(tmp_path / "bad.npz")
