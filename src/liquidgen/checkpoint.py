@@ -184,6 +184,36 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
         raise ValueError(f"train.init_from {ckpt}: architectures differ: {str(e).splitlines()[1:4]}") from None
 
 
+def read_weight_file(path: Path, hint: str) -> dict[str, torch.Tensor]:
+    """A flat {name: tensor} dict from a user-given .safetensors or .pth file (published weights: TAESD,
+    Inception). .pth files go through torch.load(weights_only=True), which refuses arbitrary objects.
+    Anything else is a ValueError naming the file, followed by `hint` (what was expected)."""
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, or a pickle of something other than tensors
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"could not read {path}: {type(e).__name__}: {first}; {hint}") from e
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"{path} is not a state dict (a mapping of parameter names to tensors) but a "
+                         f"{type(state).__name__}; {hint}")
+    return dict(state)
+
+
+def state_dict_problems(own: dict, state: dict) -> str:
+    """The first mismatches between a module's state dict and a file's ('' when they match): missing and
+    unexpected names, and wrong shapes, so an error can say what is wrong with a weight file."""
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [f"{k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+                 for k, v in own.items() if k in state and state[k].shape != v.shape]
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return "; ".join(problems[:5]) + more
+
+
 def load_training_state(ckpt: Path, model, ema, optimizer, scheduler) -> dict:
     """Restore everything `save_checkpoint` wrote into live objects; returns state.json's content."""
     ckpt = Path(ckpt)

@@ -13,7 +13,6 @@ taef2 (FLUX.2) adds a GroupNorm "pool" branch to the three lowest-resolution blo
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import read_weight_file, state_dict_problems
 from . import Autoencoder, parse_dtype
 
 # variant -> latent channels of the VAE it mimics (taesd: SD1/2, taesdxl: SDXL, taesd3: SD3,
@@ -114,36 +114,16 @@ def find_weights(variant: str, folders: list[Path]) -> tuple[Path, Path]:
 
 
 def read_state_dict(path: Path, variant: str) -> dict[str, Tensor]:
-    """A flat {name: tensor} dict from a .safetensors or .pth file; ValueError naming the file otherwise."""
-    hint = f"expected a {variant} state dict from {SOURCE} (is this a {variant} file?)"
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            # weights_only: never unpickle arbitrary objects from a downloaded file.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, or a pickle of something other than tensors
-        raise ValueError(f"could not read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
-                         f"{hint}") from e
-    if not isinstance(state, Mapping) or not state or not all(
-            isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise ValueError(f"{path} is not a state dict (a mapping of parameter names to tensors) but a "
-                         f"{type(state).__name__}; {hint}")
-    return dict(state)
+    return read_weight_file(path, f"expected a {variant} state dict from {SOURCE} (is this a {variant} file?)")
 
 
 def load_into(module: nn.Module, path: Path, variant: str) -> None:
     """Copy the file's tensors into `module` (casting to its dtype), after checking names and shapes."""
     state = read_state_dict(path, variant)
     own = module.state_dict()
-    problems = [f"missing {k}" for k in own if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in own]
-    problems += [f"{k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-                 for k, v in own.items() if k in state and state[k].shape != v.shape]
+    problems = state_dict_problems(own, state)
     if problems:
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise ValueError(f"{path} does not match the {variant} architecture: {'; '.join(problems[:5])}{more}. "
+        raise ValueError(f"{path} does not match the {variant} architecture: {problems}. "
                          f"Is this a {variant} file? Variants: {', '.join(VARIANTS)}")
     module.load_state_dict(state)
 

@@ -58,7 +58,7 @@ class Stats:
                 stats = cls(f.get_tensor("mean"), f.get_tensor("cov"), int(json.loads(meta["count"])))
         except Exception as e:  # not safetensors, or a safetensors file of something else
             raise ValueError(f"{path} is not a liquidgen statistics file (safetensors with 'mean', 'cov' and a "
-                             f"'count' in its metadata): {type(e).__name__}: {e}") from None
+                             f"'count' in its metadata): {type(e).__name__}: {e}") from e
         d = stats.mean.shape[0] if stats.mean.ndim == 1 else -1
         if d < 1 or stats.cov.shape != (d, d):
             raise ValueError(f"{path}: inconsistent statistics, mean {tuple(stats.mean.shape)} and cov "
@@ -73,26 +73,33 @@ def gaussian_stats(features: Tensor) -> Stats:
     return Stats(x.mean(0), centred.T @ centred / (len(x) - 1), len(x))
 
 
+def _sqrt_psd(s: Tensor) -> Tensor:
+    """The symmetric PSD square root V diag(sqrt(lambda)) V^T; rounding makes the smallest eigenvalues of a
+    singular covariance slightly negative, so they are clamped to 0 first."""
+    evals, evecs = torch.linalg.eigh((s + s.T) / 2)
+    return (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+
+
 def frechet_distance(a: Stats, b: Stats) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)): the Frechet (2-Wasserstein) distance between
     N(mu_a, S_a) and N(mu_b, S_b) (Dowson & Landau 1982), FID when the features are Inception's
     (Heusel et al. 2017).
 
-    Only the trace of the square root is needed. S_a S_b is similar to the symmetric PSD matrix
-    M = S_a^(1/2) S_b S_a^(1/2) (conjugate by S_a^(1/2)), so Tr (S_a S_b)^(1/2) = sum_i sqrt(lambda_i(M)): two
-    symmetric eigendecompositions, stable even for the singular covariances of N < D samples, where
-    scipy's sqrtm of the non-symmetric product returns complex noise (pytorch-fid adds eps * I to cope)."""
+    Only the trace of the square root is needed: the sum of the square roots of the eigenvalues of S_a S_b.
+    With symmetric roots R = S^(1/2), S_a S_b = R_a (R_a S_b) has the eigenvalues of (R_a S_b) R_a =
+    (R_a R_b)(R_a R_b)^T (XY and YX always share them), i.e. the squared singular values of R_a R_b, so
+    Tr (S_a S_b)^(1/2) = sum_i sigma_i(R_a R_b), the nuclear norm. Singular values come out accurate to
+    eps * sigma_max; the eigenvalues of R_a S_b R_a, which square the dynamic range, only to eps * sigma_max^2,
+    which after the square root left 2e-4 between identical sets of 128-d classifier features (covariance
+    eigenvalues from 1e-6 to 600). (scipy's sqrtm of the non-symmetric product, pytorch-fid's route, returns
+    complex noise for the singular covariances of N < D samples, which pytorch-fid counters by adding eps * I.)"""
     _same_dim(a.mean, b.mean, "frechet_distance")
     mu_a, mu_b = a.mean.to(torch.float64), b.mean.to(torch.float64)
     s_a, s_b = a.cov.to(torch.float64), b.cov.to(torch.float64)
     if s_a.shape != (len(mu_a), len(mu_a)) or s_b.shape != s_a.shape:
         raise ValueError(f"frechet_distance: covariances {tuple(s_a.shape)} and {tuple(s_b.shape)} do not match "
                          f"the means ({len(mu_a)},)")
-    evals, evecs = torch.linalg.eigh((s_a + s_a.T) / 2)
-    # Rounding makes the smallest eigenvalues of a PSD matrix slightly negative: clamp before the sqrt.
-    root_a = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-    m = root_a @ s_b @ root_a
-    trace_root = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+    trace_root = torch.linalg.svdvals(_sqrt_psd(s_a) @ _sqrt_psd(s_b)).sum()
     return float((mu_a - mu_b).square().sum() + s_a.trace() + s_b.trace() - 2 * trace_root)
 
 
