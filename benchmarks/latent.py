@@ -84,7 +84,7 @@ def cmd_cifar(args) -> None:
         run = Path(args.runs) / name.split()[0]
         result, final = train_and_measure(ROOT / "configs" / config, common(args) + extra, run)
         model, cfg, spec = ckpt_io.load_model(final, device=device)
-        space = LatentSpace(**spec["space"]) if spec.get("space") else LatentSpace(None, spec["input_size"])
+        space = LatentSpace.from_spec(spec)
         g = torch.Generator().manual_seed(0)
         y = torch.arange(10, device=device).repeat_interleave(10)
         noise = torch.randn(len(y), spec["in_channels"], spec["input_size"], spec["input_size"], generator=g)

@@ -320,3 +320,15 @@ def test_image_data_validation() -> None:
         ImageData(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64), 0, [])
     with pytest.raises(ValueError, match="class names"):
         ImageData(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), 2, ["a"])
+
+
+def test_load_split_is_none_only_for_a_missing_split(tmp_path) -> None:
+    from liquidgen.data import load_split
+
+    assert load_split("digits", None, 8, "test") is None  # digits has no test split
+    assert len(load_split("digits", None, 8, "train", limit=5)) == 5
+    assert load_split("cifar10", tmp_path, None, "test") is None  # no test files there
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(ValueError):  # a broken file is still an error, not a missing split
+        load_split("npz", bad, None, "train")

@@ -149,7 +149,10 @@ def test_an_inpainting_model_starts_as_the_plain_model(name, preset, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x, t, y, concat=concat), plain(x, t, y))
     with pytest.raises(ValueError, match="needs concat of shape"):
-        model(x, t, y)
+        model(x, t, y, concat=concat[:, :1])
+    with torch.no_grad():  # no concat: nothing known, as for plain sampling
+        everything = concat_input(torch.zeros_like(x), torch.ones_like(x))
+        torch.testing.assert_close(model(x, t, y), model(x, t, y, concat=everything))
 
 
 @pytest.mark.slow

@@ -43,7 +43,6 @@ def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] 
 
 def cmd_sample(args) -> None:
     from .checkpoint import load_model
-    from .inpainting import concat_input
     from .objectives import build_objective
     from .plots import save_grid
     from .precompute import LatentSpace
@@ -53,7 +52,7 @@ def cmd_sample(args) -> None:
     device = pick_device(args.device)
     model, config, spec = load_model(args.checkpoint, ema=not args.no_ema, device=device)
     objective = build_objective(config.objective.name, **config.objective.options)
-    space = LatentSpace(**spec["space"]) if spec.get("space") else LatentSpace(None, spec["input_size"])
+    space = LatentSpace.from_spec(spec)
     steps = args.steps or config.sample.steps
     cfg = config.sample.cfg if args.cfg is None else args.cfg
     names = spec["class_names"]
@@ -87,9 +86,6 @@ def cmd_sample(args) -> None:
     init = None
     if args.init or args.mask:
         init, pixel_mask, cond["concat"] = inpainting_inputs(model, space, args, n, device)
-    elif getattr(model, "concat_channels", 0):
-        zeros = torch.zeros(n, model.in_channels, spec["input_size"], spec["input_size"], device=device)
-        cond["concat"] = concat_input(zeros, torch.ones_like(zeros[:, :1]))  # no --init: generate everything
     state = fixed_point_state(model, args)
     g = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(n, spec["in_channels"], spec["input_size"], spec["input_size"], generator=g).to(device)
@@ -134,7 +130,7 @@ def encode_prompts(prompts: list[str], spec: dict, device) -> tuple[torch.Tensor
 
 def inpainting_inputs(model, space, args, n: int, device):
     """(init image in [-1, 1], pixel mask, concat channels) for `sample --init IMAGE --mask MASK`."""
-    from .data import read_image, to_float
+    from .data import chw, read_image, to_float
     from .inpainting import concat_input, load_mask, to_latent_grid
 
     if not getattr(model, "concat_channels", 0):
@@ -143,8 +139,7 @@ def inpainting_inputs(model, space, args, n: int, device):
         raise SystemExit("error: inpainting needs both --init IMAGE and --mask MASK")
     size = space.image_size
     channels = 1 if space.pixels and model.in_channels == 1 else 3
-    image = torch.from_numpy(read_image(args.init, size, channels).copy())
-    image = image[None, None] if image.ndim == 2 else image.permute(2, 0, 1)[None]
+    image = torch.from_numpy(chw(read_image(args.init, size, channels)).copy())[None]
     init = to_float(image).to(device)
     pixel_mask = load_mask(args.mask, size).to(device)
     known = space.encode(init)
@@ -201,15 +196,13 @@ def cmd_precompute(args) -> None:
 
 
 def cmd_fit_classifier(args) -> None:
-    from .data import load_dataset
+    from .data import load_dataset, load_split
     from .evaluation.classifier import fit_classifier, save_classifier
     from .train import pick_device
 
     train_set = load_dataset(args.data, args.root, args.size, split="train")
-    try:
-        test_set = load_dataset(args.data, args.root, args.size, split="test")
-    except (ValueError, FileNotFoundError):
-        test_set = None  # no test split: fit_classifier holds out the last images instead
+    # Without a test split, fit_classifier holds out the last images instead.
+    test_set = load_split(args.data, args.root, args.size, split="test")
     model, info = fit_classifier(train_set, test_set, pick_device(args.device))
     info.update(dataset=args.data, root=str(args.root))
     out = Path(args.out or f"classifiers/{args.data}-{train_set.size}.safetensors")

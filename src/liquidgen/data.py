@@ -138,9 +138,23 @@ def _need_root(name: str, root: Path | None) -> Path:
     return root
 
 
+class MissingSplit(ValueError):
+    """The dataset has no such split (as opposed to a broken or missing file)."""
+
+
 def _train_only(name: str, split: str) -> None:
     if split != "train":
-        raise ValueError(f"dataset {name!r} has only a 'train' split, got split={split!r}")
+        raise MissingSplit(f"dataset {name!r} has only a 'train' split, got split={split!r}")
+
+
+def load_split(name: str, root: str | Path | None, image_size: int | None, split: str,
+               limit: int | None = None) -> ImageData | None:
+    """`load_dataset`, or None when the dataset has no such split or its files are absent (CIFAR-10's
+    test batch is often missing); errors in files that are there still raise."""
+    try:
+        return load_dataset(name, root, image_size, split=split, limit=limit)
+    except (MissingSplit, FileNotFoundError):
+        return None
 
 
 # --- digits -------------------------------------------------------------------------------
@@ -299,16 +313,8 @@ def _load_folder(root: Path | None, split: str, image_size: int | None, limit: i
     _train_only("folder", split)
     if image_size is None:
         raise ValueError("dataset 'folder' needs image_size (its images may differ in size)")
-    if not base.is_dir():
-        raise FileNotFoundError(f"image folder {base} does not exist")
-    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if classes:
-        files = [(p, c) for c, name in enumerate(classes) for p in _image_files((base / name).rglob("*"))]
-    else:
-        files = [(p, 0) for p in _image_files(base.iterdir())]
+    classes, files = folder_files(base)
     files = files[:limit]
-    if not files:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {base}")
     arrays = [_read_image(p, image_size) for p, _ in files]
     if any(a.ndim == 3 for a in arrays):
         arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
@@ -317,6 +323,21 @@ def _load_folder(root: Path | None, split: str, image_size: int | None, limit: i
         images = np.stack(arrays)[:, None]
     labels = np.array([c for _, c in files]) if classes else None
     return _pack(images, labels, classes, image_size, limit)
+
+
+def folder_files(base: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(image path, class index)]) of an image folder: one class per subfolder (sorted,
+    searched recursively), or every image directly in `base` as class 0 of an unlabelled set."""
+    if not base.is_dir():
+        raise FileNotFoundError(f"image folder {base} does not exist")
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if classes:
+        files = [(p, c) for c, name in enumerate(classes) for p in _image_files((base / name).rglob("*"))]
+    else:
+        files = [(p, 0) for p in _image_files(base.iterdir())]
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {base}")
+    return classes, files
 
 
 def _image_files(paths: Iterable[Path]) -> list[Path]:
@@ -348,6 +369,11 @@ def read_image(path: str | Path, size: int, channels: int | None = None, resize:
     except (OSError, ValueError, SyntaxError) as e:  # PIL reports corrupt files with any of these
         raise ValueError(f"cannot read image {path}: {e}") from e
     return fit_image(img, size, channels, resize, str(path))
+
+
+def chw(image: np.ndarray) -> np.ndarray:
+    """`read_image`'s (S, S) or (S, S, 3) array as (C, S, S)."""
+    return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
 
 
 def fit_image(img: Image.Image, size: int, channels: int | None, resize: bool, name: str) -> np.ndarray:

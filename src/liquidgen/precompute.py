@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import IMAGE_SUFFIXES, _image_files, fit_image, load_dataset, read_image, to_float
+from .data import IMAGE_SUFFIXES, chw, fit_image, folder_files, load_dataset, read_image, to_float
 
 FORMAT_VERSION = 1
 CAPTION_KEYS = ("text", "caption", "prompt")  # metadata.jsonl columns read as the caption, in this order
@@ -99,17 +99,8 @@ class FolderSource(Source):
         if root is None:
             raise ValueError("source 'folder' needs --root <folder>")
         base = Path(root).expanduser()
-        if not base.is_dir():
-            raise FileNotFoundError(f"image folder {base} does not exist")
         self.size, self.channels, self.resize = size, channels, resize
-        self.class_names = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if self.class_names:
-            self.files = [(p, c) for c, name in enumerate(self.class_names)
-                          for p in _image_files((base / name).rglob("*"))]
-        else:
-            self.files = [(p, 0) for p in _image_files(base.iterdir())]
-        if not self.files:
-            raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {base}")
+        self.class_names, self.files = folder_files(base)
         captions = folder_captions(base, [p for p, _ in self.files])
         self.files = self.files[:limit]
         self.captions = None if captions is None else [captions.get(p) for p, _ in self.files]
@@ -125,7 +116,7 @@ class FolderSource(Source):
         if self.captions is not None and caption is None:
             raise ValueError(f"image {path} has no caption (no {path.with_suffix('.txt').name} beside it and no "
                              f"metadata.jsonl entry), but other images have one")
-        return _chw(image), label, caption
+        return chw(image), label, caption
 
 
 def folder_captions(base: Path, images: list[Path]) -> dict[Path, str] | None:
@@ -202,11 +193,7 @@ class HFSource(Source):
         row = self.ds[i]
         image = fit_image(row[self.image_column], self.size, self.channels, self.resize, f"row {i}")
         label = int(row[self.label_column]) if self.label_column else 0
-        return _chw(image), label, str(row[self.caption_column]) if self.caption_column else None
-
-
-def _chw(image: np.ndarray) -> np.ndarray:
-    return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+        return chw(image), label, str(row[self.caption_column]) if self.caption_column else None
 
 
 SOURCES = ("digits", "mnist", "cifar10", "npz", "folder", "hf")
@@ -454,6 +441,11 @@ class LatentSpace:
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32)
         self._ae = None
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> LatentSpace:
+        """A checkpoint's space (its model.json); pixels for checkpoints that record none."""
+        return cls(**spec["space"]) if spec.get("space") else cls(None, spec["input_size"])
 
     @property
     def pixels(self) -> bool:

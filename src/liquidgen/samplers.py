@@ -56,10 +56,8 @@ def denoiser(model: nn.Module, prediction: str, y: Tensor | None = None, cfg: fl
             cond["context_mask"] = context_mask = real if context_mask is None else context_mask
         pairs = {"context": (context, null_context), "concat": (concat, concat),
                  "context_mask": (context_mask, None if context_mask is None else null_token_mask(context_mask))}
-        doubled = {k: torch.cat(pairs[k]) for k in pairs if k in cond}
+        doubled = {**cond, **{k: torch.cat(pairs[k]) for k in pairs if k in cond}}  # state is shared as is
         doubled_y = None if y is None else torch.cat([y, null_y])
-        if state is not None:
-            doubled["state"] = state
 
     def fn(x: Tensor, t: Tensor) -> Tensor:
         inside = cfg_interval is None or cfg_interval[0] <= float(t[0]) <= cfg_interval[1]

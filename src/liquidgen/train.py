@@ -203,8 +203,6 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
                                                               config.sample.n, device)
     n_grid = len(grid_y) if grid_y is not None else len(grid_cond.get("context", [None] * config.sample.n))
     grid_noise = torch.randn(n_grid, data.channels, data.size, data.size, generator=g).to(device)
-    if model.concat_channels:  # inpainting models: grids generate everything
-        grid_cond["concat"] = concat_input(torch.zeros_like(grid_noise), torch.ones_like(grid_noise[:, :1]))
     if prompts:
         (out_dir / "samples" / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(prompts)))
 
@@ -225,13 +223,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
 
     def evaluate(step: int) -> None:
         def generate(noise, labels):
-            cond = {}
-            if model.concat_channels:
-                cond["concat"] = concat_input(torch.zeros_like(noise), torch.ones_like(noise[:, :1]))
             with autocast(device, tc.precision):
                 return sample(ema.model, objective.prediction, noise, labels if class_names else None,
                               tc.eval_steps or config.sample.steps, config.sample.cfg, config.sample.sampler,
-                              grid=config.sample.grid or None, **cond)
+                              grid=config.sample.grid or None)
 
         record = {"step": step, **evaluator(generate)}
         with metrics_path.open("a") as f:

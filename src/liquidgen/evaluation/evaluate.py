@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..data import ImageData, load_dataset, to_float
+from ..data import ImageData, load_dataset, load_split, to_float
 from .classifier import extract, file_id, load_classifier
 from .metrics import frechet_distance, gaussian_stats, kernel_inception_distance, precision_recall
 
@@ -48,7 +48,6 @@ def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = 
 
     from ..checkpoint import load_model
     from ..data import to_uint8
-    from ..inpainting import concat_input
     from ..objectives import build_objective
     from ..precompute import LatentSpace
     from ..samplers import sample
@@ -57,7 +56,7 @@ def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = 
     device = torch.device(device)
     model, config, spec = load_model(checkpoint, device=device)
     prediction = build_objective(config.objective.name, **config.objective.options).prediction
-    space = LatentSpace(**spec["space"]) if spec.get("space") else LatentSpace(None, spec["input_size"])
+    space = LatentSpace.from_spec(spec)
     labels = torch.arange(n) % model.num_classes if model.num_classes else None
     shape = (spec["in_channels"], spec["input_size"], spec["input_size"])
     g = torch.Generator().manual_seed(seed)
@@ -66,13 +65,10 @@ def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = 
     for start in tqdm(range(0, n, batch_size), desc="generate", disable=None if progress else True):
         xb = noise[start:start + batch_size].to(device)
         yb = None if labels is None else labels[start:start + batch_size].to(device)
-        cond = {}
-        if getattr(model, "concat_channels", 0):
-            cond["concat"] = concat_input(torch.zeros_like(xb), torch.ones_like(xb[:, :1]))
         with autocast(device, config.train.precision):
             x = sample(model, prediction, xb, yb, steps or config.sample.steps,
                        config.sample.cfg if cfg is None else cfg, sampler or config.sample.sampler,
-                       grid=config.sample.grid or None, **cond)
+                       grid=config.sample.grid or None)
         out.append(to_uint8(space.decode(x)).cpu())
     return torch.cat(out), labels
 
@@ -138,10 +134,6 @@ def evaluate(images: Tensor, labels: Tensor | None, reference: ImageData, refere
 
 
 def load_reference(name: str, root: str | None, split: str, size: int | None, limit: int | None) -> ImageData:
-    """The dataset to compare with (test split by default where there is one)."""
-    try:
-        return load_dataset(name, root, size, split=split, limit=limit)
-    except ValueError as e:
-        if "only a 'train' split" in str(e) and split == "test":
-            return load_dataset(name, root, size, split="train", limit=limit)
-        raise
+    """The dataset to compare with: `split`, else (a dataset without it) the train split."""
+    data = load_split(name, root, size, split, limit)
+    return data if data is not None else load_dataset(name, root, size, split="train", limit=limit)

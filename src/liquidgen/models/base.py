@@ -8,7 +8,7 @@ A backbone maps (x_t, t, y, context) to a tensor shaped like x_t: `forward(x, t,
     context: (B, context_dim) pooled or (B, L, context_dim) token text embeddings; None means the
        learned null context (the unconditional branch of text CFG),
     concat: (B, concat_channels, H, W) extra input channels (inpainting: the known image and the mask),
-       for models built with concat_channels > 0,
+       for models built with concat_channels > 0; None means nothing is known (generate everything),
     context_mask: (B, L) bool for token contexts, False at padding tokens (None: all tokens are real).
 What the output means (v, x0 or eps) is the objective's business, not the backbone's.
 
@@ -96,11 +96,17 @@ class Backbone(nn.Module):
         return self.num_classes
 
     def with_concat(self, x: Tensor, concat: Tensor | None) -> Tensor:
-        """The stem's input: x, followed by the `concat` channels when the model has them."""
+        """The stem's input: x, followed by the `concat` channels when the model has them. For an
+        inpainting model, None is the all-generate input (no known pixels, mask 1), like y = None is the
+        null class: plain sampling, training grids and evaluation need nothing inpainting-specific."""
         if self.concat_channels == 0:
             if concat is not None:
                 raise ValueError(f"{type(self).__name__} was built without concat channels; concat must be None")
             return x
+        if concat is None and self.concat_channels == x.shape[1] + 1:
+            from ..inpainting import concat_input  # the layout of the inpainting channels lives there
+
+            concat = concat_input(torch.zeros_like(x), torch.ones_like(x[:, :1]))
         if concat is None or concat.shape[1] != self.concat_channels or concat.shape[-2:] != x.shape[-2:]:
             got = None if concat is None else tuple(concat.shape)
             raise ValueError(f"this model needs concat of shape (B, {self.concat_channels}, "
