@@ -1,4 +1,4 @@
-"""The `liquidgen` command: train, sample, precompute, eval, models."""
+"""The `liquidgen` command: train, sample, precompute, eval, bench, models."""
 from __future__ import annotations
 
 import argparse
@@ -238,6 +238,27 @@ def cmd_eval(args) -> None:
         Path(args.out).write_text(json.dumps(result, indent=1))
 
 
+def cmd_bench(args) -> None:
+    from .bench.report import write_report
+
+    if args.bench == "speed":
+        from .bench.speed import run_speed
+
+        modes = {"both": (False, True), "eager": (False,), "compiled": (True,)}[args.mode]
+        run_speed(args.presets, args.out, args.batch, modes, args.device, args.steps, args.warmup,
+                  args.sample_batch, args.sample_steps)
+    elif args.bench == "quality":
+        from .bench.quality import run_quality
+
+        run_quality(args.config, args.contenders, args.out, args.minutes, tuple(args.marks), tuple(args.nfe),
+                    args.curve_nfe, args.samples, args.curve_samples, args.sampler, args.classifier,
+                    args.inception_weights, tuple(args.reference) if args.reference else None, tuple(args.set),
+                    args.device, args.seed, args.cache)
+    report = write_report(args.out)
+    print(f"wrote {report}")
+    print(report.read_text())
+
+
 def cmd_models(args) -> None:
     from .flops import forward_flops
     from .models import BACKBONES, build_model
@@ -355,6 +376,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .safetensors (default: classifiers/<data>-<size>.safetensors)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=cmd_fit_classifier)
+
+    p = sub.add_parser("bench", help="benchmarks: speed per backbone preset, quality per GPU-minute; JSON records, "
+                       "a markdown report and plots in --out (reruns skip finished records)")
+    bench = p.add_subparsers(dest="bench", required=True)
+    q = bench.add_parser("speed", help="training / sampling throughput, peak memory and MFU at native sizes")
+    q.add_argument("presets", nargs="*", default=["all"],
+                   help="backbone:preset (e.g. liquid:S), a backbone (its presets but tiny ones), or all")
+    q.add_argument("--out", required=True, help="results folder (e.g. benchmarks/results/<date>-bench)")
+    q.add_argument("--batch", type=int, default=128, help="training batch size")
+    q.add_argument("--mode", choices=["both", "eager", "compiled"], default="both", help="torch.compile or not")
+    q.add_argument("--steps", type=int, default=20, help="timed training steps")
+    q.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, autotuning)")
+    q.add_argument("--sample-batch", type=int, default=256, help="images per sampling call")
+    q.add_argument("--sample-steps", type=int, default=8, help="timed sampling steps (network calls)")
+    q.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu (smoke tests)")
+    q = bench.add_parser("quality", help="train contenders for equal minutes, score at several NFE")
+    q.add_argument("config", help="the shared recipe (data, objective, optimiser, batch): a YAML config")
+    q.add_argument("contenders", nargs="+", help="backbone:preset[:key=value,...], e.g. liquid:S dit:S unet:28")
+    q.add_argument("--out", required=True, help="results folder; run folders go to <out>/runs")
+    q.add_argument("--minutes", type=float, required=True, help="training budget per contender, in minutes")
+    q.add_argument("--marks", type=float, nargs="+", default=[0.25, 0.5, 1.0],
+                   help="fractions of the budget where the curve is scored (the last must be 1)")
+    q.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 50], help="NFE scored at the full budget")
+    q.add_argument("--curve-nfe", type=int, default=16, help="NFE scored at the other marks")
+    q.add_argument("--samples", type=int, default=2000, help="samples per score at the full budget")
+    q.add_argument("--curve-samples", type=int, default=1000, help="samples per score at the other marks")
+    q.add_argument("--sampler", choices=sorted(SAMPLERS), default="euler", help="sampler (consistency models use "
+                   "the consistency sampler)")
+    q.add_argument("--classifier", help="reference classifier .safetensors; fitted there first if missing")
+    q.add_argument("--inception-weights", help="also FID / KID with pytorch-fid's Inception weights")
+    q.add_argument("--reference", nargs=2, metavar=("DATA", "ROOT"),
+                   help="pixel dataset to score against (default: the config's data; needed for latents)")
+    q.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every contender")
+    q.add_argument("--seed", type=int, default=0, help="noise seed of the scored samples")
+    q.add_argument("--cache", default="~/.cache/liquidgen/eval", help="folder for cached reference features")
+    q.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    q = bench.add_parser("report", help="rewrite report.md and the plots from the records in --out")
+    q.add_argument("--out", required=True, help="results folder holding speed.jsonl / quality.jsonl")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="list backbone presets with parameters and forward GFLOPs per image")
     p.add_argument("--channels", type=int, help="input channels (default: each preset's native setting)")

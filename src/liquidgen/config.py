@@ -54,6 +54,10 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 10_000  # optimizer steps
+    # Stop earlier, after this many minutes of training steps (0: no limit). Evaluation, grids,
+    # checkpoints and the first step after each (re)start (compilation, warm-up) are not counted;
+    # the count survives resumes. `liquidgen bench quality` trains backbones to equal budgets with it.
+    minutes: float = 0.0
     batch_size: int = 64  # per optimizer step, split into grad_accum micro-batches
     grad_accum: int = 1
     ema_decay: float = 0.9999

@@ -202,7 +202,8 @@ def _fmt(v: float) -> str:
 # --------------------------------------------------------------------------- curves
 
 
-def _clean(name: str, x: Sequence[float], y: Sequence[float], logy: bool) -> tuple[np.ndarray, np.ndarray]:
+def _clean(name: str, x: Sequence[float], y: Sequence[float], logy: bool, logx: bool = False
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Drop points that cannot be drawn: non-finite, or non-positive on a log axis."""
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     if x.shape != y.shape:
@@ -210,6 +211,8 @@ def _clean(name: str, x: Sequence[float], y: Sequence[float], logy: bool) -> tup
     keep = np.isfinite(x) & np.isfinite(y)
     if logy:
         keep &= y > 0
+    if logx:
+        keep &= x > 0
     return x[keep], y[keep]
 
 
@@ -244,20 +247,22 @@ def plot_curves(
     logy: bool = False,
     smooth: float = 0.0,
     size: tuple[int, int] = (800, 500),
+    logx: bool = False,
+    markers: bool = False,
 ) -> Path:
     """Draw `series` ({name: (x, y)}) as a line plot PNG at `path`.
 
     `smooth` in [0, 1) is an EMA factor: the EMA is drawn thick over the raw curve drawn thin
-    and light. NaN/inf points, and non-positive ones when `logy`, are skipped; with nothing
-    left the empty axes say "no data"."""
+    and light. NaN/inf points, and non-positive ones on a log axis, are skipped; with nothing
+    left the empty axes say "no data". `markers` draws a dot at every point (sparse series)."""
     if not 0 <= smooth < 1:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
     width, height = size
-    curves = [(name, *_clean(name, x, y, logy)) for name, (x, y) in series.items()]
+    curves = [(name, *_clean(name, x, y, logy, logx)) for name, (x, y) in series.items()]
     xs = np.concatenate([x for _, x, _ in curves] + [np.empty(0)])
     ys = np.concatenate([y for _, _, y in curves] + [np.empty(0)])
     has_data = xs.size > 0
-    xticks, xlo, xhi = _axis(xs.min(), xs.max(), False) if has_data else _axis(0, 1, False)
+    xticks, xlo, xhi = _axis(xs.min(), xs.max(), logx) if has_data else _axis(0.1, 1, logx)
     yticks, ylo, yhi = _axis(ys.min(), ys.max(), logy) if has_data else _axis(0.1, 1, logy)
 
     # Layout: margins sized from the text that goes in them.
@@ -278,9 +283,10 @@ def plot_curves(
         raise ValueError(f"size {size} is too small for the labels")
 
     ty = np.log10 if logy else np.asarray
+    tx = np.log10 if logx else np.asarray
 
     def to_px(x: np.ndarray) -> np.ndarray:
-        return x0 + (x - xlo) / (xhi - xlo) * (x1 - x0)
+        return x0 + (tx(x) - tx(xlo)) / (tx(xhi) - tx(xlo)) * (x1 - x0)
 
     def to_py(y: np.ndarray) -> np.ndarray:
         return y1 - (ty(y) - ty(ylo)) / (ty(yhi) - ty(ylo)) * (y1 - y0)
@@ -307,6 +313,9 @@ def plot_curves(
         if smooth and y.size:
             y = _ema(y, smooth)
         _draw_series(draw, to_px(x), to_py(y), color, 3 if smooth else 2)
+        if markers:
+            for px, py in zip(to_px(x).tolist(), to_py(y).tolist()):
+                draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=color)
     if not has_data:
         _put_text(draw, (x0 + x1) / 2, (y0 + y1) / 2, "no data", title_font, "m", "m", fill="#888888")
 
@@ -361,3 +370,41 @@ def plot_metrics_jsonl(
     n = max((len(xs) for xs, _ in points.values()), default=0)
     smooth = min(smooth, max(0.0, 1.0 - 20.0 / n)) if n else 0.0
     return plot_curves(out_path, points, ylabel=ylabel, logy=logy, smooth=smooth)
+
+
+def plot_bars(
+    path: str | Path,
+    bars: Mapping[str, float],
+    title: str = "",
+    xlabel: str = "",
+    width: int = 800,
+) -> Path:
+    """Horizontal bars, one per `bars` item ({label: value >= 0}), with the value printed at the bar's end."""
+    fs = max(10, width // 60)
+    font, title_font = _font(fs), _font(round(fs * 1.3))
+    pad, gap, bar_h = fs, 4, round(fs * 1.6)
+    labels = list(bars)
+    values = [float(bars[k]) if math.isfinite(float(bars[k])) else 0.0 for k in labels]
+    label_w = max((_text_wh(s, font)[0] for s in labels), default=0)
+    value_w = max((_text_wh(f"{v:,.0f}", font)[0] for v in values), default=0)
+    top = pad + (_text_wh(title, title_font)[1] + 2 * gap if title else 0)
+    height = top + len(labels) * (bar_h + gap) + pad + (_text_wh(xlabel, font)[1] + gap if xlabel else 0)
+    x0, x1 = pad + label_w + gap, width - pad - value_w - gap
+    if x1 - x0 < 20:
+        raise ValueError(f"width {width} is too small for the labels")
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    scale = (x1 - x0) / max(max(values, default=0.0), 1e-12)
+    for i, (label, v) in enumerate(zip(labels, values)):
+        y = top + i * (bar_h + gap)
+        draw.rectangle([x0, y, x0 + max(1, round(v * scale)), y + bar_h], fill=PALETTE[i % len(PALETTE)])
+        _put_text(draw, x0 - gap, y + bar_h / 2, label, font, "r", "m")
+        _put_text(draw, x0 + v * scale + gap, y + bar_h / 2, f"{v:,.0f}", font, "l", "m")
+    if title:
+        _put_text(draw, width / 2, pad, title, title_font, "m", "t")
+    if xlabel:
+        _put_text(draw, (x0 + x1) / 2, height - pad, xlabel, font, "m", "b")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG")
+    return path

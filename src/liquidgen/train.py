@@ -100,6 +100,25 @@ def accumulate_gradients(model, objective, batches: BatchSampler, step: int, gra
     return total
 
 
+def train_step(model, objective, batches, step: int, optimizer, scheduler, ema: EMA, config: Config,
+               label_dropout: float | None, amp=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One optimizer step: gradients over `train.grad_accum` micro-batches, global norm clipping, then
+    the update, LR schedule and EMA - all skipped when the gradient is not finite. Returns (loss,
+    grad norm, whether the step was taken)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = accumulate_gradients(model, objective, batches, step, config.train.grad_accum, label_dropout,
+                                config.train.caption_dropout, amp)
+    clip = config.optim.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
+    finite = bool(torch.isfinite(grad_norm))
+    if finite:
+        optimizer.step()
+        scheduler.step()
+        ema.update(model)
+    return loss, grad_norm, finite
+
+
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     # No decay on biases, norm scales, liquid retentions (rho) and other 1-D parameters: decaying
     # rho would pull every channel's retention towards exp(-log 2) = 0.5.
@@ -186,14 +205,15 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     (out_dir / "samples").mkdir(exist_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     metrics_path = out_dir / "metrics.jsonl"
-    start = 0
+    start, train_seconds = 0, 0.0
     existing = ckpt_io.list_checkpoints(out_dir) if resume else []
     if existing:
-        last = existing[-1]
-        state = ckpt_io.load_training_state(last, model, ema.model, optimizer, scheduler)
+        newest = existing[-1]
+        state = ckpt_io.load_training_state(newest, model, ema.model, optimizer, scheduler)
         start, ema.updates = state["step"], state["ema_updates"]
+        train_seconds = state.get("train_seconds", 0.0)
         _truncate_metrics(metrics_path, start)
-        print(f"resumed from {last} at step {start}")
+        print(f"resumed from {newest} at step {start}")
     elif metrics_path.exists():
         metrics_path.unlink()
 
@@ -239,10 +259,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
 
     def save(step: int, bad_total: int) -> Path:
         return ckpt_io.save_checkpoint(out_dir, step, config, spec, model, ema.model, optimizer, scheduler,
-                                       extra={"ema_updates": ema.updates, "skipped_steps": bad_total},
+                                       extra={"ema_updates": ema.updates, "skipped_steps": bad_total,
+                                              "train_seconds": train_seconds},
                                        keep=tc.keep_checkpoints)
 
-    params = [p for p in model.parameters() if p.requires_grad]
     kind = "images" if space.pixels else f"{space.spec['name']} latents"
     text = f", text context {context_dim}-d" if context_dim else ""
     print(f"{config.model.name}-{config.model.preset}: {model.num_params() / 1e6:.2f}M parameters, "
@@ -251,22 +271,19 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     norm_sum = torch.zeros((), device=device)
     logged, bad_run, bad_total = 0, 0, 0
     t_log = time.perf_counter()
+    out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
     # disable=None: a bar on a terminal; in a log file (no TTY) one line per log interval instead.
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", dynamic_ncols=True,
                disable=None)
     for step in bar:
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = accumulate_gradients(model, objective, batches, step, tc.grad_accum,
-                                         tc.label_dropout if class_names else None, tc.caption_dropout,
-                                         lambda: autocast(device, tc.precision))
-        clip = config.optim.grad_clip
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-        if torch.isfinite(grad_norm):
+        if out_of_time:
+            break
+        t_step = time.perf_counter()
+        step_loss, grad_norm, finite = train_step(model, objective, batches, step, optimizer, scheduler, ema,
+                                                  config, tc.label_dropout if class_names else None,
+                                                  lambda: autocast(device, tc.precision))
+        if finite:
             bad_run = 0
-            optimizer.step()
-            scheduler.step()
-            ema.update(model)
             loss_sum += step_loss
             norm_sum += grad_norm.detach()
             logged += 1
@@ -278,12 +295,18 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
                 raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients at step {step}; "
                                          f"lower optim.lr or check the data")
         done = step + 1
-        if done % tc.log_every == 0 or done == tc.steps:
+        if tc.minutes and device.type == "cuda":
+            torch.cuda.synchronize(device)  # the budget is GPU time, not the time to queue kernels
+        if step > start:  # the first step after a (re)start compiles and warms up: not budgeted
+            train_seconds += time.perf_counter() - t_step
+        out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
+        last = done == tc.steps or out_of_time
+        if done % tc.log_every == 0 or last:
             elapsed = time.perf_counter() - t_log
             n = max(logged, 1)
             record = {"step": done, "loss": (loss_sum / n).item(), "grad_norm": (norm_sum / n).item(),
                       "lr": scheduler.get_last_lr()[0], "images_per_s": logged * tc.batch_size / elapsed,
-                      "skipped_steps": bad_total}
+                      "skipped_steps": bad_total, "train_seconds": train_seconds}
             if device.type == "cuda":
                 record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             with metrics_path.open("a") as f:
@@ -294,14 +317,14 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
                       flush=True)
             loss_sum.zero_(), norm_sum.zero_()
             logged, t_log = 0, time.perf_counter()
-        if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
+        if tc.sample_every and (done % tc.sample_every == 0 or last):
             save_samples(done)
             plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
             t_log = time.perf_counter()  # sampling time is not training throughput
-        if evaluator is not None and (done % tc.eval_every == 0 or done == tc.steps):
+        if evaluator is not None and (done % tc.eval_every == 0 or last):
             evaluate(done)
             t_log = time.perf_counter()  # evaluation time is not training throughput
-        if (tc.ckpt_every and done % tc.ckpt_every == 0) or done == tc.steps:
+        if (tc.ckpt_every and done % tc.ckpt_every == 0) or last:
             save(done, bad_total)
             t_log = time.perf_counter()
     bar.close()

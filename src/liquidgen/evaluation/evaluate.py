@@ -41,9 +41,10 @@ def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
 @torch.no_grad()
 def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = None, cfg: float | None = None,
              sampler: str | None = None, device: torch.device | str = "cpu", batch_size: int = 500,
-             progress: bool = True) -> tuple[Tensor, Tensor | None]:
+             progress: bool = True, grid: str | None = None) -> tuple[Tensor, Tensor | None]:
     """n images (uint8, decoded to pixels) from a checkpoint's EMA weights; labels i % num_classes for a
-    class-conditional model. Noise of sample i depends only on (seed, i), not on the batch size."""
+    class-conditional model. Noise of sample i depends only on (seed, i), not on the batch size.
+    Steps, guidance, sampler and time grid default to the run's `sample` settings."""
     from tqdm.auto import tqdm
 
     from ..checkpoint import load_model
@@ -68,7 +69,7 @@ def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = 
         with autocast(device, config.train.precision):
             x = sample(model, prediction, xb, yb, steps or config.sample.steps,
                        config.sample.cfg if cfg is None else cfg, sampler or config.sample.sampler,
-                       grid=config.sample.grid or None)
+                       grid=grid or config.sample.grid or None)
         out.append(to_uint8(space.decode(x)).cpu())
     return torch.cat(out), labels
 

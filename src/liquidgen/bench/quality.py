@@ -1,0 +1,159 @@
+"""`liquidgen bench quality`: quality per GPU-minute. Every contender (a backbone preset) trains with one
+config's recipe - data, objective, optimiser, batch - for the same number of minutes of training steps
+(`train.minutes`), then its EMA weights are scored at several numbers of function evaluations (NFE).
+
+Training stops at fractions of the budget (`marks`) and resumes from there, so one run gives the
+quality-vs-minutes curve (scored at `curve_nfe`) and, at the full budget, the quality-vs-NFE sweep.
+Consistency models are scored with the consistency sampler at NFE 1 and 2.
+
+Scores come from `evaluation.evaluate`: the offline reference classifier's FD and class accuracy (not
+FID; see evaluation/classifier.py), plus FID when Inception weights are given. Every record is appended
+to `out/quality.jsonl` as soon as it exists, and finished records are skipped on a rerun: a command cut
+short by a time limit continues where it stopped (a contender's training restarts from its last mark in
+the same run folder).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import ModelConfig, load_config
+from ..data import load_dataset, load_split
+from ..evaluation.classifier import fit_classifier, save_classifier
+from ..evaluation.evaluate import evaluate, generate, load_reference
+from ..plots import save_grid
+from ..train import pick_device, train
+from .speed import append_record, environment, read_records
+
+NFES = (1, 2, 4, 8, 16, 50)
+CONSISTENCY_NFES = (1, 2)
+
+
+@dataclass(frozen=True)
+class Contender:
+    backbone: str
+    preset: str
+    options: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def name(self) -> str:
+        extra = "".join(f",{k}={v}" for k, v in self.options.items())
+        return f"{self.backbone}-{self.preset}{extra}"
+
+
+def parse_contender(text: str) -> Contender:
+    """`backbone:preset[:key=value,key=value]`, e.g. `unet:28` or `dit:S:patch_size=1` (values read as YAML)."""
+    import yaml
+
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not all(parts[:2]):
+        raise ValueError(f"contender {text!r}: expected backbone:preset[:key=value,...]")
+    options = {}
+    for item in filter(None, (parts[2] if len(parts) == 3 else "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"contender {text!r}: option {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        options[key] = yaml.safe_load(value)
+    return Contender(parts[0], parts[1], options)
+
+
+def record_key(name: str, minutes: float, sampler: str, nfe: int) -> str:
+    return f"{name}|{minutes:g}min|{sampler}|nfe{nfe}"
+
+
+def _training_summary(run: Path) -> dict:
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    log = [r for r in log if "loss" in r]
+    steady = log[2:] or log  # the first windows include compilation and warm-up
+    return {"steps": log[-1]["step"], "train_seconds": log[-1].get("train_seconds"),
+            "train_img_s": statistics.median(r["images_per_s"] for r in steady), "loss": log[-1]["loss"],
+            "peak_gb": max((r.get("max_memory_gb", 0.0) for r in log), default=0.0)}
+
+
+def class_rows(images: torch.Tensor, labels: torch.Tensor | None, per_row: int = 10) -> tuple[torch.Tensor, int]:
+    """Up to `per_row` samples per class, one row per class (or the first per_row^2 if unlabelled)."""
+    if labels is None:
+        return images[: per_row * per_row], per_row
+    picks = [torch.nonzero(labels == c).flatten()[:per_row] for c in labels.unique()[:per_row]]
+    return images[torch.cat(picks)], per_row
+
+
+def run_quality(config_path: str | Path, contenders: list[str], out: str | Path, minutes: float,
+                marks: tuple[float, ...] = (0.25, 0.5, 1.0), nfes: tuple[int, ...] = NFES, curve_nfe: int = 16,
+                samples: int = 2000, curve_samples: int = 1000, sampler: str = "euler",
+                classifier: str | Path | None = None, inception_weights: str | None = None,
+                reference: tuple[str, str | None] | None = None, overrides: tuple[str, ...] = (),
+                device: str = "auto", seed: int = 0, cache_dir: str | Path = "~/.cache/liquidgen/eval") -> list[dict]:
+    """Train and score every contender; returns all records of `out/quality.jsonl`. `reference` is the
+    (dataset, root) to score against (default: the config's data; needed for precomputed latents)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "quality.jsonl"
+    done = {r["key"] for r in read_records(path)}
+    dev = pick_device(device)
+    base = load_config(config_path, overrides)
+    if base.optim.schedule != "constant":
+        raise ValueError("bench quality stops runs by time, so optim.schedule must be constant (a cosine "
+                         "schedule needs its length in steps)")
+    ref_name, ref_root = reference or (base.data.name, base.data.root)
+    if ref_name == "precomputed":
+        raise ValueError("latent (precomputed) data: name the pixel dataset to score against with --reference")
+    size = None if reference else base.data.image_size  # the size the model is trained at
+    ref = load_reference(ref_name, ref_root, "test", size, None)
+    ref_id = f"{ref_name}-{ref.size}px-{len(ref)}"
+    if classifier is not None and not Path(classifier).expanduser().is_file():
+        print(f"fitting the reference classifier {classifier} on {ref_name} (fixed recipe)", flush=True)
+        # No test split (e.g. a folder): fit_classifier holds out the last training images instead.
+        net, info = fit_classifier(load_dataset(ref_name, ref_root, size, split="train"),
+                                   load_split(ref_name, ref_root, size, "test", None), dev)
+        info.update(dataset=ref_name, root=str(ref_root))
+        save_classifier(net, info, Path(classifier).expanduser())
+    consistency = base.objective.name == "consistency"
+
+    for text in contenders:
+        contender = parse_contender(text)
+        run = out / "runs" / contender.name
+        for mark in marks:
+            budget = minutes * mark
+            final = mark == marks[-1]
+            if consistency:
+                settings = [("consistency", n) for n in CONSISTENCY_NFES]
+            else:
+                settings = [(sampler, n) for n in (nfes if final else (curve_nfe,))]
+            todo = [(s, n) for s, n in settings if record_key(contender.name, budget, s, n) not in done]
+            if not todo:
+                continue
+            config = load_config(config_path, [
+                *overrides, f"train.minutes={budget}", "train.steps=1000000000", "train.sample_every=0",
+                "train.eval_every=0", "train.ckpt_every=0", "train.keep_checkpoints=0", "train.log_every=100",
+                f"train.device={dev}"])
+            config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options),
+                                       base.model.inpainting)
+            t0 = time.perf_counter()
+            ckpt = train(config, run, resume=True)
+            wall = time.perf_counter() - t0
+            summary = _training_summary(run)
+            for sampler_name, nfe in todo:
+                n = samples if final else curve_samples
+                t0 = time.perf_counter()
+                images, labels = generate(ckpt, n, seed=seed, steps=nfe, sampler=sampler_name, device=dev,
+                                          progress=False)
+                sample_seconds = time.perf_counter() - t0
+                scores = evaluate(images, labels, ref, ref_id, classifier=classifier,
+                                  inception_weights=inception_weights, cache_dir=cache_dir, device=dev)
+                record = {"key": record_key(contender.name, budget, sampler_name, nfe), "name": contender.name,
+                          "backbone": contender.backbone, "preset": contender.preset, "options": contender.options,
+                          "config": str(config_path), "minutes": budget, "sampler": sampler_name, "nfe": nfe,
+                          "cfg": config.sample.cfg, "samples": n, "sample_seconds": sample_seconds,
+                          "segment_wall_s": wall, **summary, **scores, **environment(dev)}
+                append_record(path, record)
+                print(json.dumps(record), flush=True)
+                if final and nfe == max(n for _, n in settings):
+                    grid, nrow = class_rows(images, labels)
+                    save_grid(grid, out / f"samples-{contender.name}.png", nrow=nrow)
+    return read_records(path)

@@ -1,0 +1,119 @@
+"""Markdown tables and plots from `liquidgen bench` records (speed.jsonl, quality.jsonl) in one folder:
+report.md, speed.png, quality_vs_minutes.png, quality_vs_nfe.png. Rerunnable at any time: the
+records are the truth, the report is derived."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..plots import plot_bars, plot_curves
+from .speed import read_records
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def speed_table(records: list[dict]) -> str:
+    head = ("| preset | input | params | mode | batch | train img/s | train GFLOP/img | TFLOP/s | MFU | peak GB "
+            "| sample img x NFE/s | sample MFU | warm-up s |\n" + "|---" * 13 + "|\n")
+    rows = []
+    for r in records:
+        if "error" in r:
+            rows.append(f"| {r['backbone']}:{r['preset']} | | | {'compiled' if r['compile'] else 'eager'} "
+                        f"| {r['batch']} | {r['error']} | | | | | | | |")
+            continue
+        rows.append(
+            f"| {r['backbone']}:{r['preset']} | {r['input']} | {r['params_M']:.1f}M "
+            f"| {'compiled' if r['compile'] else 'eager'} | {r['batch']} | {r['train_img_s']:,.0f} "
+            f"| {r['train_gflops_per_img']:.2f} | {r['train_tflops']:.1f} | {_num(r['mfu'], '.1%')} "
+            f"| {_num(r.get('train_peak_gb'), '.2f')} | {r['sample_img_nfe_s']:,.0f} "
+            f"| {_num(r.get('sample_mfu'), '.1%')} | {r['warmup_s']:.0f} |")
+    first = next((r for r in records if "device" in r), {})
+    return (f"Device: {first.get('device', '?')}, torch {first.get('torch', '?')}, {first.get('date', '?')}. "
+            "MFU: counted FLOPs x throughput / dense bf16 peak.\n\n" + head + "\n".join(rows) + "\n")
+
+
+def _metric(records: list[dict]) -> tuple[str, str]:
+    if any("fid" in r for r in records):
+        return "fid", "FID (Inception)"
+    return "classifier_fd", "classifier FD (reference classifier, not FID)"
+
+
+def _names(records: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["name"] for r in records))
+
+
+def quality_tables(records: list[dict]) -> str:
+    key, label = _metric(records)
+    names = _names(records)
+    budget = {name: max(r["minutes"] for r in records if r["name"] == name) for name in names}
+    final = [r for r in records if r["minutes"] == budget[r["name"]]]
+    nfes = sorted({r["nfe"] for r in final})
+    lines = [f"Cells: {label}, lower is better; in brackets the class accuracy of the samples.\n",
+             "| contender | minutes | steps | train img/s | loss | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+             "|---" * (5 + len(nfes)) + "|"]
+    for name in names:
+        rows = {r["nfe"]: r for r in final if r["name"] == name}
+        any_row = next(iter(rows.values()))
+        cells = []
+        for n in nfes:
+            r = rows.get(n)
+            acc = "" if r is None or "class_accuracy" not in r else f" ({r['class_accuracy']:.3f})"
+            cells.append("-" if r is None else f"{r[key]:.2f}{acc}")
+        lines.append(f"| {name} | {budget[name]:g} | {_num(any_row.get('steps'), ',')} "
+                     f"| {_num(any_row.get('train_img_s'), ',.0f')} | {_num(any_row.get('loss'), '.4f')} | "
+                     + " | ".join(cells) + " |")
+    marks = sorted({r["minutes"] for r in records})
+    curve = _curve_points(records)
+    if len(marks) > 1 and curve:
+        lines += ["", f"{label} against training minutes (NFE {curve[0]}):", "",
+                  "| contender | " + " | ".join(f"{m:g} min" for m in marks) + " |", "|---" * (1 + len(marks)) + "|"]
+        for name in names:
+            got = {r["minutes"]: r[key] for r in records if r["name"] == name and r["nfe"] == curve[0]}
+            lines.append(f"| {name} | " + " | ".join(_num(got.get(m), ".2f") for m in marks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _curve_points(records: list[dict]) -> tuple[int, ...]:
+    """The NFE scored at every mark (the curve's), if there is one."""
+    marks = {r["minutes"] for r in records}
+    common = [n for n in sorted({r["nfe"] for r in records})
+              if {r["minutes"] for r in records if r["nfe"] == n} == marks]
+    return tuple(common[-1:])
+
+
+def write_report(folder: str | Path) -> Path:
+    folder = Path(folder)
+    speed = read_records(folder / "speed.jsonl")
+    quality = read_records(folder / "quality.jsonl")
+    parts = ["# liquidgen bench\n"]
+    if speed:
+        parts += ["## Speed\n", speed_table(speed), "![training images/s](speed.png)\n"]
+        ok = [r for r in speed if "error" not in r]
+        plot_bars(folder / "speed.png", {f"{r['backbone']}:{r['preset']} {'compiled' if r['compile'] else 'eager'}":
+                                         r["train_img_s"] for r in ok},
+                  title="training images/s", xlabel=f"batch {ok[0]['batch']}" if ok else "")
+    if quality:
+        key, label = _metric(quality)
+        parts += ["## Quality per GPU-minute\n", quality_tables(quality)]
+        curve = _curve_points(quality)
+        if curve and len({r["minutes"] for r in quality}) > 1:
+            plot_curves(folder / "quality_vs_minutes.png",
+                        {name: tuple(zip(*sorted((r["minutes"], r[key]) for r in quality
+                                                 if r["name"] == name and r["nfe"] == curve[0])))
+                         for name in _names(quality)},
+                        xlabel="training minutes", ylabel=label.split(" (")[0], markers=True,
+                        title=f"quality vs training time (NFE {curve[0]})")
+            parts.append("![quality vs minutes](quality_vs_minutes.png)\n")
+        series = {}
+        for name in _names(quality):
+            budget = max(r["minutes"] for r in quality if r["name"] == name)
+            points = sorted((r["nfe"], r[key]) for r in quality if r["name"] == name and r["minutes"] == budget)
+            if points:
+                series[name] = tuple(zip(*points))
+        plot_curves(folder / "quality_vs_nfe.png", series, xlabel="function evaluations (NFE)", logx=True,
+                    ylabel=label.split(" (")[0], markers=True, title="quality vs NFE at the full budget")
+        parts.append("![quality vs NFE](quality_vs_nfe.png)\n")
+    path = folder / "report.md"
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,232 @@
+"""`liquidgen bench speed`: training and sampling throughput, peak memory and MFU per backbone preset.
+
+Each case builds a preset at its native input size (`liquidgen models`) and times the real training
+step (`train.train_step`: flow-matching loss, per-sample label dropout, bf16 autocast on CUDA, gradient
+clipping, AdamW, EMA) on a fixed synthetic batch, so data loading is not measured. Then it times the EMA
+model's sampling calls (Euler, no guidance: one network call per step).
+
+MFU = counted FLOPs of a training step per image (forward + backward, `flops.count_flops`) x images/s
+/ the GPU's dense bf16 peak. Counting runs the eager model at batch 2, averaged over a few steps (a
+fixed-point model's training depth is random).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..ema import EMA
+from ..flops import count_flops, forward_flops
+from ..models import BACKBONES, build_model
+from ..objectives import build_objective
+from ..samplers import sample
+from ..train import accumulate_gradients, autocast, make_optimizer, make_scheduler, train_step
+
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s; the first name
+# found in torch.cuda.get_device_name() wins, so the specific variants come before the families.
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
+                    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0),
+                    ("A10", 125.0), ("RTX 4090", 165.2), ("RTX 3090", 71.0))
+CONTEXT_TOKENS = 77  # synthetic text context for text-conditioned presets (CLIP's length)
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+@dataclass(frozen=True)
+class Case:
+    backbone: str
+    preset: str
+    compile: bool
+    batch: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.backbone}:{self.preset}:{'compiled' if self.compile else 'eager'}:b{self.batch}"
+
+
+def parse_presets(names: list[str]) -> list[tuple[str, str]]:
+    """`liquid:S` -> one preset; `liquid` -> its presets except tiny ones; `all` -> every such preset."""
+    out = []
+    for name in names:
+        backbones = list(BACKBONES) if name == "all" else [name.split(":")[0]]
+        for backbone in backbones:
+            if backbone not in BACKBONES:
+                raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+            presets = BACKBONES[backbone].presets
+            if ":" in name:
+                preset = name.split(":", 1)[1]
+                if preset not in presets:
+                    raise ValueError(f"unknown preset {preset!r} for {backbone}; choose from {list(presets)}")
+                out.append((backbone, preset))
+            else:
+                out += [(backbone, p) for p in presets if "tiny" not in p and p != "XS"]
+    return list(dict.fromkeys(out))
+
+
+def synthetic_batches(model, batch: int, device: torch.device):
+    """A `batches(step) -> (x, y, cond)` source returning one fixed random batch at the model's native shape."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, model.in_channels, model.input_size, model.input_size, generator=g).to(device)
+    y = torch.randint(0, max(model.num_classes, 1), (batch,), generator=g).to(device)
+    cond = {}
+    if model.context_dim:
+        cond["context"] = torch.randn(batch, CONTEXT_TOKENS, model.context_dim, generator=g).to(device)
+    return lambda step: (x, y, dict(cond))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, repeats: int, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, sample_batch: int = 256,
+            sample_steps: int = 8, flop_steps: int = 3) -> dict:
+    """Time one case; returns its record (see the module docstring for what each number means)."""
+    channels, size, classes = BACKBONES[case.backbone].native[case.preset]
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    model = build_model(case.backbone, case.preset, channels, size, classes).to(device)
+    config = Config()
+    config.optim.grad_clip = 1.0
+    objective = build_objective("flow")
+    optimizer = make_optimizer(model, config.optim)
+    scheduler = make_scheduler(optimizer, config.optim, 10**9)
+    ema = EMA(model, 0.9999)
+    label_dropout = 0.1 if classes else None
+
+    def amp():
+        return autocast(device, "auto")
+
+    small = synthetic_batches(model, 2, device)
+    flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, objective, small, i, 1, label_dropout,
+                                                                     amp=amp)) for i in range(flop_steps)) / 2
+    optimizer.zero_grad(set_to_none=True)
+    sample_flops = forward_flops(model, channels, size, classes) if not model.context_dim else None
+    if case.compile:
+        model.compile()
+    batches = synthetic_batches(model, case.batch, device)
+    counter = iter(range(10**9))
+
+    def step():
+        train_step(model, objective, batches, next(counter), optimizer, scheduler, ema, config, label_dropout, amp)
+
+    compile_s = _timed(step, warmup, device)
+    train_s = _timed(step, steps, device)
+    peak = peak_tflops(device)
+    train_img_s = steps * case.batch / train_s
+    record = {
+        "key": case.key, **asdict(case), "input": f"{channels}x{size}x{size}", "classes": classes,
+        "params_M": model.num_params() / 1e6, "train_gflops_per_img": flops / 1e9,
+        "train_img_s": train_img_s, "warmup_s": compile_s,
+        "train_tflops": flops * train_img_s / 1e12, "peak_tflops": peak,
+        "mfu": flops * train_img_s / (peak * 1e12) if peak else None,
+    }
+    if device.type == "cuda":
+        record["train_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    del model, optimizer, scheduler, batches
+
+    sampler_model = ema.model
+    if case.compile:
+        sampler_model.compile()
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(sample_batch, channels, size, size, generator=g).to(device)
+    y = torch.randint(0, classes, (sample_batch,), generator=g).to(device) if classes else None
+    context = (torch.randn(sample_batch, CONTEXT_TOKENS, sampler_model.context_dim, generator=g).to(device)
+               if sampler_model.context_dim else None)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+    @torch.no_grad()
+    def draw(n: int):
+        with amp():
+            sample(sampler_model, "v", noise, y, steps=n, cfg=1.0, sampler="euler", context=context)
+
+    draw(2)  # compiles
+    sample_s = _timed(lambda: draw(sample_steps), 1, device)
+    nfe_img_s = sample_batch * sample_steps / sample_s
+    record.update({
+        "sample_batch": sample_batch, "sample_img_nfe_s": nfe_img_s,
+        "sample_gflops_per_nfe": None if sample_flops is None else sample_flops / 1e9,
+        "sample_mfu": sample_flops * nfe_img_s / (peak * 1e12) if peak and sample_flops else None,
+    })
+    if device.type == "cuda":
+        record["sample_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return record
+
+
+def environment(device: torch.device) -> dict:
+    return {"device": device_name(device), "torch": torch.__version__,
+            "date": datetime.date.today().isoformat()}
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a results .jsonl; a last line cut off by a kill is ignored."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def append_record(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tuple[bool, ...] = (False, True),
+              device: str = "cuda", steps: int = 20, warmup: int = 3, sample_batch: int = 256,
+              sample_steps: int = 8) -> list[dict]:
+    """Measure every (preset, compile mode) not yet in `out/speed.jsonl`, appending each record as it
+    finishes, so a command cut short (a time limit, a crash) continues where it stopped when rerun."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "speed.jsonl"
+    done = {r["key"] for r in read_records(path)}
+    dev = torch.device(device)
+    for backbone, preset in parse_presets(presets):
+        for compile_ in modes:
+            case = Case(backbone, preset, compile_, batch)
+            if case.key in done:
+                print(f"{case.key}: done before, skipped", flush=True)
+                continue
+            t0 = time.perf_counter()
+            try:
+                record = measure(case, dev, steps, warmup, sample_batch, sample_steps)
+            except torch.OutOfMemoryError:
+                record = {"key": case.key, **asdict(case), "error": "out of memory"}
+            record.update(environment(dev), wall_s=time.perf_counter() - t0)
+            append_record(path, record)
+            print(json.dumps(record), flush=True)
+            torch._dynamo.reset()  # compiled graphs of this case are not reused; free them
+    return read_records(path)
