@@ -250,7 +250,7 @@ def cmd_bench(args) -> None:
     elif args.bench == "quality":
         from .bench.quality import run_quality
 
-        run_quality(args.config, args.contenders, args.out, args.minutes, tuple(args.marks), tuple(args.nfe),
+        run_quality(args.config, args.contenders, args.out, args.minutes, args.curve_every, tuple(args.nfe),
                     args.curve_nfe, args.samples, args.curve_samples, args.sampler, args.classifier,
                     args.inception_weights, tuple(args.reference) if args.reference else None, tuple(args.set),
                     args.device, args.seed, args.cache)
@@ -396,12 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("contenders", nargs="+", help="backbone:preset[:key=value,...], e.g. liquid:S dit:S unet:28")
     q.add_argument("--out", required=True, help="results folder; run folders go to <out>/runs")
     q.add_argument("--minutes", type=float, required=True, help="training budget per contender, in minutes")
-    q.add_argument("--marks", type=float, nargs="+", default=[0.25, 0.5, 1.0],
-                   help="fractions of the budget where the curve is scored (the last must be 1)")
+    q.add_argument("--curve-every", type=float, default=0.25,
+                   help="checkpoint and score every this fraction of the budget (the quality-vs-minutes curve)")
     q.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 50], help="NFE scored at the full budget")
-    q.add_argument("--curve-nfe", type=int, default=16, help="NFE scored at the other marks")
+    q.add_argument("--curve-nfe", type=int, default=16, help="NFE scored at the curve's checkpoints")
     q.add_argument("--samples", type=int, default=2000, help="samples per score at the full budget")
-    q.add_argument("--curve-samples", type=int, default=1000, help="samples per score at the other marks")
+    q.add_argument("--curve-samples", type=int, default=1000, help="samples per score on the curve")
     q.add_argument("--sampler", choices=sorted(SAMPLERS), default="euler", help="sampler (consistency models use "
                    "the consistency sampler)")
     q.add_argument("--classifier", help="reference classifier .safetensors; fitted there first if missing")

@@ -270,8 +270,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     loss_sum = torch.zeros((), device=device)
     norm_sum = torch.zeros((), device=device)
     logged, bad_run, bad_total = 0, 0, 0
-    t_log = time.perf_counter()
+    window_seconds = 0.0  # time in training steps since the last log line: throughput excludes grids, evals, saves
     out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
+    timed_every = 60 * tc.ckpt_minutes
+    next_timed = (math.floor(train_seconds / timed_every) + 1) * timed_every if timed_every else math.inf
     # disable=None: a bar on a terminal; in a log file (no TTY) one line per log interval instead.
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", dynamic_ncols=True,
                disable=None)
@@ -295,17 +297,18 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
                 raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients at step {step}; "
                                          f"lower optim.lr or check the data")
         done = step + 1
-        if tc.minutes and device.type == "cuda":
+        if (tc.minutes or tc.ckpt_minutes) and device.type == "cuda":
             torch.cuda.synchronize(device)  # the budget is GPU time, not the time to queue kernels
+        step_seconds = time.perf_counter() - t_step
+        window_seconds += step_seconds
         if step > start:  # the first step after a (re)start compiles and warms up: not budgeted
-            train_seconds += time.perf_counter() - t_step
+            train_seconds += step_seconds
         out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
         last = done == tc.steps or out_of_time
         if done % tc.log_every == 0 or last:
-            elapsed = time.perf_counter() - t_log
             n = max(logged, 1)
             record = {"step": done, "loss": (loss_sum / n).item(), "grad_norm": (norm_sum / n).item(),
-                      "lr": scheduler.get_last_lr()[0], "images_per_s": logged * tc.batch_size / elapsed,
+                      "lr": scheduler.get_last_lr()[0], "images_per_s": logged * tc.batch_size / window_seconds,
                       "skipped_steps": bad_total, "train_seconds": train_seconds}
             if device.type == "cuda":
                 record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -316,17 +319,17 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
                 print(f"step {done}/{tc.steps}  loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s",
                       flush=True)
             loss_sum.zero_(), norm_sum.zero_()
-            logged, t_log = 0, time.perf_counter()
+            logged, window_seconds = 0, 0.0
         if tc.sample_every and (done % tc.sample_every == 0 or last):
             save_samples(done)
             plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
-            t_log = time.perf_counter()  # sampling time is not training throughput
         if evaluator is not None and (done % tc.eval_every == 0 or last):
             evaluate(done)
-            t_log = time.perf_counter()  # evaluation time is not training throughput
-        if (tc.ckpt_every and done % tc.ckpt_every == 0) or last:
+        timed = train_seconds >= next_timed
+        if timed:
+            next_timed = (math.floor(train_seconds / timed_every) + 1) * timed_every
+        if (tc.ckpt_every and done % tc.ckpt_every == 0) or last or timed:
             save(done, bad_total)
-            t_log = time.perf_counter()
     bar.close()
     if metrics_path.exists():
         plot_metrics_jsonl(metrics_path, out_dir / "loss.png")

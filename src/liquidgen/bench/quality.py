@@ -1,16 +1,16 @@
 """`liquidgen bench quality`: quality per GPU-minute. Every contender (a backbone preset) trains with one
 config's recipe - data, objective, optimiser, batch - for the same number of minutes of training steps
-(`train.minutes`), then its EMA weights are scored at several numbers of function evaluations (NFE).
+(`train.minutes`; compilation and evaluation are not counted), then its EMA weights are scored at
+several numbers of function evaluations (NFE).
 
-Training stops at fractions of the budget (`marks`) and resumes from there, so one run gives the
-quality-vs-minutes curve (scored at `curve_nfe`) and, at the full budget, the quality-vs-NFE sweep.
-Consistency models are scored with the consistency sampler at NFE 1 and 2.
+Each run also checkpoints every `curve_every` of the budget (`train.ckpt_minutes`); those checkpoints,
+scored at `curve_nfe`, give the quality-vs-minutes curve, and the final one gets the quality-vs-NFE
+sweep. Consistency models are scored with the consistency sampler at NFE 1 and 2.
 
 Scores come from `evaluation.evaluate`: the offline reference classifier's FD and class accuracy (not
 FID; see evaluation/classifier.py), plus FID when Inception weights are given. Every record is appended
-to `out/quality.jsonl` as soon as it exists, and finished records are skipped on a rerun: a command cut
-short by a time limit continues where it stopped (a contender's training restarts from its last mark in
-the same run folder).
+to `out/quality.jsonl` as soon as it exists and finished records are skipped on a rerun, so a command
+cut short by a time limit continues where it stopped (training resumes from its newest checkpoint).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ..data import load_dataset, load_split
 from ..evaluation.classifier import fit_classifier, save_classifier
 from ..evaluation.evaluate import evaluate, generate, load_reference
 from ..plots import save_grid
+from ..checkpoint import list_checkpoints
 from ..train import pick_device, train
 from .speed import append_record, environment, read_records
 
@@ -84,7 +85,7 @@ def class_rows(images: torch.Tensor, labels: torch.Tensor | None, per_row: int =
 
 
 def run_quality(config_path: str | Path, contenders: list[str], out: str | Path, minutes: float,
-                marks: tuple[float, ...] = (0.25, 0.5, 1.0), nfes: tuple[int, ...] = NFES, curve_nfe: int = 16,
+                curve_every: float = 0.25, nfes: tuple[int, ...] = NFES, curve_nfe: int = 16,
                 samples: int = 2000, curve_samples: int = 1000, sampler: str = "euler",
                 classifier: str | Path | None = None, inception_weights: str | None = None,
                 reference: tuple[str, str | None] | None = None, overrides: tuple[str, ...] = (),
@@ -99,7 +100,7 @@ def run_quality(config_path: str | Path, contenders: list[str], out: str | Path,
     base = load_config(config_path, overrides)
     if base.optim.schedule != "constant":
         raise ValueError("bench quality stops runs by time, so optim.schedule must be constant (a cosine "
-                         "schedule needs its length in steps)")
+                         "schedule needs its length in steps): add --set optim.schedule=constant")
     ref_name, ref_root = reference or (base.data.name, base.data.root)
     if ref_name == "precomputed":
         raise ValueError("latent (precomputed) data: name the pixel dataset to score against with --reference")
@@ -113,47 +114,51 @@ def run_quality(config_path: str | Path, contenders: list[str], out: str | Path,
                                    load_split(ref_name, ref_root, size, "test", None), dev)
         info.update(dataset=ref_name, root=str(ref_root))
         save_classifier(net, info, Path(classifier).expanduser())
-    consistency = base.objective.name == "consistency"
+    settings = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
+                else [(sampler, n) for n in nfes])
+    marks = [round(minutes * curve_every * i, 6) for i in range(1, round(1 / curve_every) + 1)]
 
     for text in contenders:
         contender = parse_contender(text)
+        wanted = {m: settings if m == marks[-1] else [(s, n) for s, n in settings if n == curve_nfe] or settings[-1:]
+                  for m in marks}
+        if all(record_key(contender.name, m, s, n) in done for m, todo in wanted.items() for s, n in todo):
+            print(f"{contender.name}: scored before, skipped", flush=True)
+            continue
+        config = load_config(config_path, [
+            *overrides, f"train.minutes={minutes}", f"train.ckpt_minutes={minutes * curve_every}",
+            "train.steps=1000000000", "train.sample_every=0", "train.eval_every=0", "train.ckpt_every=0",
+            "train.keep_checkpoints=0", "train.log_every=100", f"train.device={dev}"])
+        config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options),
+                                   base.model.inpainting)
         run = out / "runs" / contender.name
-        for mark in marks:
-            budget = minutes * mark
-            final = mark == marks[-1]
-            if consistency:
-                settings = [("consistency", n) for n in CONSISTENCY_NFES]
-            else:
-                settings = [(sampler, n) for n in (nfes if final else (curve_nfe,))]
-            todo = [(s, n) for s, n in settings if record_key(contender.name, budget, s, n) not in done]
-            if not todo:
-                continue
-            config = load_config(config_path, [
-                *overrides, f"train.minutes={budget}", "train.steps=1000000000", "train.sample_every=0",
-                "train.eval_every=0", "train.ckpt_every=0", "train.keep_checkpoints=0", "train.log_every=100",
-                f"train.device={dev}"])
-            config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options),
-                                       base.model.inpainting)
-            t0 = time.perf_counter()
-            ckpt = train(config, run, resume=True)
-            wall = time.perf_counter() - t0
-            summary = _training_summary(run)
-            for sampler_name, nfe in todo:
-                n = samples if final else curve_samples
+        t0 = time.perf_counter()
+        train(config, run, resume=True)
+        summary = {**_training_summary(run), "wall_s": time.perf_counter() - t0}
+        # The time checkpoints in order; a run that reached its budget between two marks has one less.
+        ckpts = list_checkpoints(run)[-len(marks):]
+        for mark, ckpt in zip(marks[-len(ckpts):], ckpts):
+            state = json.loads((ckpt / "state.json").read_text())
+            for sampler_name, nfe in wanted[mark]:
+                key = record_key(contender.name, mark, sampler_name, nfe)
+                if key in done:
+                    continue
+                n = samples if mark == marks[-1] else curve_samples
                 t0 = time.perf_counter()
                 images, labels = generate(ckpt, n, seed=seed, steps=nfe, sampler=sampler_name, device=dev,
                                           progress=False)
                 sample_seconds = time.perf_counter() - t0
                 scores = evaluate(images, labels, ref, ref_id, classifier=classifier,
                                   inception_weights=inception_weights, cache_dir=cache_dir, device=dev)
-                record = {"key": record_key(contender.name, budget, sampler_name, nfe), "name": contender.name,
-                          "backbone": contender.backbone, "preset": contender.preset, "options": contender.options,
-                          "config": str(config_path), "minutes": budget, "sampler": sampler_name, "nfe": nfe,
-                          "cfg": config.sample.cfg, "samples": n, "sample_seconds": sample_seconds,
-                          "segment_wall_s": wall, **summary, **scores, **environment(dev)}
+                record = {"key": key, "name": contender.name, "backbone": contender.backbone,
+                          "preset": contender.preset, "options": contender.options, "config": str(config_path),
+                          "minutes": mark, "checkpoint_step": state["step"],
+                          "checkpoint_train_seconds": state.get("train_seconds"), "sampler": sampler_name,
+                          "nfe": nfe, "cfg": config.sample.cfg, "samples": n, "sample_seconds": sample_seconds,
+                          **summary, **scores, **environment(dev)}
                 append_record(path, record)
                 print(json.dumps(record), flush=True)
-                if final and nfe == max(n for _, n in settings):
+                if mark == marks[-1] and nfe == max(n for _, n in settings):
                     grid, nrow = class_rows(images, labels)
                     save_grid(grid, out / f"samples-{contender.name}.png", nrow=nrow)
     return read_records(path)

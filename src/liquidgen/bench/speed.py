@@ -94,7 +94,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, repeats: int, device: torch.device) -> float:
+def timed(fn, repeats: int, device: torch.device) -> float:
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -136,8 +136,8 @@ def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, 
     def step():
         train_step(model, objective, batches, next(counter), optimizer, scheduler, ema, config, label_dropout, amp)
 
-    compile_s = _timed(step, warmup, device)
-    train_s = _timed(step, steps, device)
+    compile_s = timed(step, warmup, device)
+    train_s = timed(step, steps, device)
     peak = peak_tflops(device)
     train_img_s = steps * case.batch / train_s
     record = {
@@ -169,7 +169,7 @@ def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, 
             sample(sampler_model, "v", noise, y, steps=n, cfg=1.0, sampler="euler", context=context)
 
     draw(2)  # compiles
-    sample_s = _timed(lambda: draw(sample_steps), 1, device)
+    sample_s = timed(lambda: draw(sample_steps), 1, device)
     nfe_img_s = sample_batch * sample_steps / sample_s
     record.update({
         "sample_batch": sample_batch, "sample_img_nfe_s": nfe_img_s,

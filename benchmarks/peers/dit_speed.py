@@ -1,0 +1,126 @@
+"""DiT-S/2 training throughput, side by side in one process: liquidgen's DiT against facebookresearch/DiT's
+model code (models.py at commit ed81ce2, fetched into an ignored folder and imported from there; it needs
+timm). Both train at DiT's native setting - SD-VAE latents of 256 px images (4x32x32), 1000 classes - at
+the same batch, through the same harness: flow-matching loss, AdamW, clipping and EMA of liquidgen's
+`train.train_step` on a fixed synthetic batch.
+
+    python benchmarks/peers/dit_speed.py --dit .carry/peers/DiT --batch 128 --out $OUT/dit_speed.json
+
+Variants: facebookresearch/DiT as its train.py runs it (fp32, eager), then with bf16 autocast, then also
+compiled; liquidgen's DiT-S/2 in bf16, eager and compiled. Differences in the models themselves: DiT's
+learns sigma (8 output channels; the loss uses the first 4), and it drops labels inside the model.
+MFU uses the counted FLOPs of each model's own training step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from liquidgen.bench.speed import device_name, peak_tflops, synthetic_batches, timed  # noqa: E402
+from liquidgen.config import Config  # noqa: E402
+from liquidgen.ema import EMA  # noqa: E402
+from liquidgen.flops import count_flops  # noqa: E402
+from liquidgen.models import build_model  # noqa: E402
+from liquidgen.objectives import build_objective  # noqa: E402
+from liquidgen.train import accumulate_gradients, autocast, make_optimizer, make_scheduler, train_step  # noqa: E402
+
+
+class Reference(nn.Module):
+    """facebookresearch/DiT's model behind liquidgen's call signature: t in [0, 1] -> its 0..1000 timesteps,
+    the first 4 of its 8 (learned-sigma) output channels."""
+
+    def __init__(self, dit):
+        super().__init__()
+        self.dit = dit
+        self.in_channels, self.input_size, self.num_classes, self.context_dim = 4, 32, 1000, 0
+
+    def forward(self, x, t, y=None, **_):
+        return self.dit(x, t * 1000, y)[:, :4]
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def measure(name: str, model: nn.Module, batch: int, precision: str, compile_: bool, device, steps: int) -> dict:
+    config = Config()
+    config.optim.grad_clip, config.optim.weight_decay, config.train.precision = 1.0, 0.0, precision
+    objective = build_objective("flow")
+    optimizer = make_optimizer(model, config.optim)
+    scheduler = make_scheduler(optimizer, config.optim, 10**9)
+    ema = EMA(model, 0.9999)
+    dropout = 0.0 if isinstance(model, Reference) else 0.1  # DiT drops labels inside its model
+
+    def amp():
+        return autocast(device, precision)
+
+    small = synthetic_batches(model, 2, device)
+    flops = count_flops(lambda: accumulate_gradients(model, objective, small, 0, 1, dropout, amp=amp)) / 2
+    optimizer.zero_grad(set_to_none=True)
+    if compile_:
+        model.compile()
+    batches = synthetic_batches(model, batch, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step():
+        train_step(model, objective, batches, 0, optimizer, scheduler, ema, config, dropout, amp)
+
+    warmup_s = timed(step, 3, device)
+    seconds = timed(step, steps, device)
+    img_s = steps * batch / seconds
+    peak = peak_tflops(device)
+    return {"variant": name, "batch": batch, "precision": precision, "compile": compile_,
+            "params_M": model.num_params() / 1e6, "train_gflops_per_img": flops / 1e9, "train_img_s": img_s,
+            "mfu": flops * img_s / (peak * 1e12) if peak else None, "warmup_s": warmup_s,
+            "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dit", required=True, help="folder holding facebookresearch/DiT's models.py")
+    parser.add_argument("--batch", type=int, default=128, help="training batch size (both models)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant")
+    parser.add_argument("--out", required=True, help="JSON file for the results")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(args.dit).resolve()))
+    from models import DiT_S_2  # facebookresearch/DiT
+
+    device = torch.device(args.device)
+    rows = []
+    for name, precision, compile_ in (("facebookresearch/DiT (fp32, as its train.py)", "fp32", False),
+                                      ("facebookresearch/DiT, bf16 autocast", "bf16", False),
+                                      ("facebookresearch/DiT, bf16 + torch.compile", "bf16", True),
+                                      ("liquidgen DiT-S/2, bf16", "bf16", False),
+                                      ("liquidgen DiT-S/2, bf16 + torch.compile", "bf16", True)):
+        torch.manual_seed(0)
+        if name.startswith("liquidgen"):
+            model = build_model("dit", "S", 4, 32, 1000).to(device)
+        else:
+            model = Reference(DiT_S_2(input_size=32, num_classes=1000)).to(device)
+        rows.append(measure(name, model, args.batch, precision, compile_, device, args.steps))
+        print(json.dumps(rows[-1]), flush=True)
+        del model
+        torch._dynamo.reset()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    base = rows[0]["train_img_s"]
+    result = {"device": device_name(device), "torch": torch.__version__, "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"\n{'variant':<48} {'img/s':>8} {'x fp32 ref':>10} {'MFU':>6} {'GB':>6}")
+    for r in rows:
+        mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
+        print(f"{r['variant']:<48} {r['train_img_s']:>8.0f} {r['train_img_s'] / base:>10.2f} {mfu:>6} "
+              f"{r['peak_gb']:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""`liquidgen bench`: FLOP counting, time budgets, speed and quality records, resumption, the report."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from liquidgen.bench.quality import parse_contender, record_key
+from liquidgen.bench.report import quality_tables, write_report
+from liquidgen.bench.speed import parse_presets, read_records
+from liquidgen.cli import main
+from liquidgen.config import load_config
+from liquidgen.flops import count_flops, forward_flops
+from liquidgen.models import build_model
+from liquidgen.train import train
+
+
+@pytest.mark.parametrize("groups", [1, 8, 32])
+def test_conv_backward_flops_count_groups(groups):
+    """Input and weight gradients each cost one forward pass, also for grouped / depthwise kernels
+    (PyTorch's own backward formula ignores the groups)."""
+    conv = nn.Conv2d(32, 32, 3, padding=1, groups=groups)
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    fwd = count_flops(lambda: conv(x))
+    assert fwd == 2 * 2 * 64 * 32 * (32 // groups) * 9
+    out = conv(x)
+    assert count_flops(lambda: out.square().sum().backward()) == 2 * fwd
+    frozen = conv(x.detach())  # no input gradient wanted: only the weight's
+    assert count_flops(lambda: frozen.sum().backward()) == fwd
+
+
+@pytest.mark.parametrize("name,preset", [("liquid", "tiny"), ("dit", "tiny"), ("unet", "tiny")])
+def test_training_step_costs_three_forward_passes(name, preset):
+    model = build_model(name, preset, 1, 16, 10)
+    x, t, y = torch.randn(2, 1, 16, 16), torch.rand(2), torch.arange(2)
+    fwd = forward_flops(model, 1, 16, 10, batch=2)
+    step = count_flops(lambda: model(x, t, y).square().mean().backward())
+    # backward = 2 x forward for every counted op, except that the stem's input needs no gradient
+    assert 2.8 * fwd <= step <= 3.0 * fwd
+
+
+def test_parse_presets_and_contenders():
+    assert parse_presets(["dit:S", "unet"]) == [("dit", "S"), ("unet", "28"), ("unet", "32")]
+    every = parse_presets(["all"])
+    assert ("liquid", "B") in every and not any("tiny" in p for _, p in every)
+    with pytest.raises(ValueError, match="unknown preset"):
+        parse_presets(["dit:XL"])
+    with pytest.raises(ValueError, match="unknown backbone"):
+        parse_presets(["mamba"])
+    c = parse_contender("dit:S:patch_size=1,pos_embed=learned")
+    assert (c.backbone, c.preset, c.options) == ("dit", "S", {"patch_size": 1, "pos_embed": "learned"})
+    assert c.name == "dit-S,patch_size=1,pos_embed=learned"
+    with pytest.raises(ValueError, match="backbone:preset"):
+        parse_contender("dit")
+
+
+def test_time_budget_stops_checkpoints_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    overrides = ["train.steps=100000", "train.batch_size=16", "train.log_every=5", "train.sample_every=0",
+                 "train.ckpt_every=0", "train.keep_checkpoints=0", "data.image_size=8", "train.minutes=0.02",
+                 "train.ckpt_minutes=0.01"]
+    train(load_config("configs/digits-liquid-tiny.yaml", overrides), run)
+    ckpts = sorted((run / "checkpoints").iterdir())
+    states = [json.loads((c / "state.json").read_text()) for c in ckpts]
+    assert len(ckpts) == 2 and 0.6 <= states[0]["train_seconds"] < 1.2 <= states[1]["train_seconds"]
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == states[-1]["step"] < 100000 and log[-1]["train_seconds"] == states[-1]["train_seconds"]
+    # A longer budget continues the same run: its time count carries over from the checkpoint.
+    train(load_config("configs/digits-liquid-tiny.yaml", overrides[:-2] + ["train.minutes=0.03"]), run, resume=True)
+    final = json.loads((sorted((run / "checkpoints").iterdir())[-1] / "state.json").read_text())
+    assert final["step"] > states[-1]["step"] and 1.8 <= final["train_seconds"] < 2.5
+
+
+def test_bench_speed_on_cpu_records_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "speed"
+    args = ["bench", "speed", "dit:tiny", "unet:tiny", "--out", str(out), "--batch", "4", "--mode", "eager",
+            "--steps", "1", "--warmup", "1", "--sample-batch", "2", "--sample-steps", "2", "--device", "cpu"]
+    main(args)
+    records = read_records(out / "speed.jsonl")
+    assert [r["key"] for r in records] == ["dit:tiny:eager:b4", "unet:tiny:eager:b4"]
+    for r in records:
+        assert r["train_img_s"] > 0 and r["sample_img_nfe_s"] > 0 and r["mfu"] is None  # no peak on a CPU
+        assert 2.5 < r["train_gflops_per_img"] / r["sample_gflops_per_nfe"] < 3.5
+    report = (out / "report.md").read_text()
+    assert "| dit:tiny | 4x32x32 |" in report and (out / "speed.png").stat().st_size > 1000
+    capsys.readouterr()
+    main(args)  # a rerun measures nothing again
+    assert "done before, skipped" in capsys.readouterr().out
+    assert len(read_records(out / "speed.jsonl")) == 2
+
+
+def test_bench_quality_on_cpu(tmp_path, capsys):
+    out = tmp_path / "quality"
+    args = ["bench", "quality", "configs/digits-liquid-tiny.yaml", "liquid:tiny", "dit:tiny:patch_size=2",
+            "--set", "optim.schedule=constant", "data.image_size=8", "train.batch_size=16",
+            "--out", str(out), "--minutes", "0.02", "--curve-every", "0.5", "--nfe", "1", "2",
+            "--curve-nfe", "2", "--samples", "30", "--curve-samples", "20",
+            "--classifier", str(tmp_path / "clf.safetensors"), "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    main(args)
+    records = read_records(out / "quality.jsonl")
+    keys = {r["key"] for r in records}
+    for name in ("liquid-tiny", "dit-tiny,patch_size=2"):
+        assert {record_key(name, 0.01, "euler", 2), record_key(name, 0.02, "euler", 1),
+                record_key(name, 0.02, "euler", 2)} <= keys
+        assert (out / f"samples-{name}.png").is_file()
+    assert len(records) == 6
+    for r in records:
+        assert r["classifier_fd"] > 0 and 0 <= r["class_accuracy"] <= 1
+        assert r["checkpoint_train_seconds"] >= 60 * r["minutes"]
+    report = (out / "report.md").read_text()
+    assert "| liquid-tiny | 0.02 |" in report and "0.01 min" in report
+    assert (out / "quality_vs_minutes.png").is_file() and (out / "quality_vs_nfe.png").is_file()
+    capsys.readouterr()
+    main(args)
+    assert capsys.readouterr().out.count("scored before, skipped") == 2
+    assert len(read_records(out / "quality.jsonl")) == 6
+
+
+def test_bench_quality_needs_a_constant_schedule_and_pixels(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["bench", "quality", "configs/digits-liquid-tiny.yaml", "liquid:tiny", "--out", str(tmp_path),
+              "--minutes", "1"])
+
+
+def test_quality_tables_from_records(tmp_path):
+    def rec(name, minutes, nfe, fd, acc):
+        return {"key": record_key(name, minutes, "euler", nfe), "name": name, "minutes": minutes, "nfe": nfe,
+                "classifier_fd": fd, "class_accuracy": acc, "steps": 100, "train_img_s": 50.0, "loss": 0.5}
+
+    records = [rec("a", 1, 16, 30.0, 0.9), rec("a", 2, 16, 20.0, 0.95), rec("a", 2, 1, 90.0, 0.5),
+               rec("b", 1, 16, 40.0, 0.8), rec("b", 2, 16, 10.0, 0.99), rec("b", 2, 1, 80.0, 0.6)]
+    text = quality_tables(records)
+    assert "| a | 2 | 100 | 50 | 0.5000 | 90.00 (0.500) | 20.00 (0.950) |" in text
+    assert "| b | 40.00 | 10.00 |" in text  # the curve: FD at 1 and 2 minutes, NFE 16
+    (tmp_path / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"cut')
+    write_report(tmp_path)  # a last line cut off by a kill is ignored
+    assert "90.00 (0.500)" in (tmp_path / "report.md").read_text()
