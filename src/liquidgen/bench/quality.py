@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import list_checkpoints
 from ..config import ModelConfig, load_config
 from ..data import load_dataset, load_split
 from ..evaluation.classifier import fit_classifier, save_classifier
 from ..evaluation.evaluate import evaluate, generate, load_reference
 from ..plots import save_grid
-from ..checkpoint import list_checkpoints
 from ..train import pick_device, train
 from .speed import append_record, environment, read_records
 

@@ -26,7 +26,13 @@ from ..flops import count_flops, forward_flops
 from ..models import BACKBONES, build_model
 from ..objectives import build_objective
 from ..samplers import sample
-from ..train import accumulate_gradients, autocast, make_optimizer, make_scheduler, train_step
+from ..train import (
+    accumulate_gradients,
+    autocast,
+    make_optimizer,
+    make_scheduler,
+    train_step,
+)
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s; the first name
 # found in torch.cuda.get_device_name() wins, so the specific variants come before the families.
@@ -103,9 +109,13 @@ def timed(fn, repeats: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, sample_batch: int = 256,
-            sample_steps: int = 8, flop_steps: int = 3) -> dict:
-    """Time one case; returns its record (see the module docstring for what each number means)."""
+def _amp(device: torch.device):
+    return lambda: autocast(device, "auto")  # bf16 on CUDA, fp32 on a CPU
+
+
+def measure_training(case: Case, device: torch.device, steps: int, warmup: int, flop_steps: int
+                     ) -> tuple[dict, EMA]:
+    """Time `steps` training steps after `warmup` untimed ones; returns the record and the EMA (for sampling)."""
     channels, size, classes = BACKBONES[case.backbone].native[case.preset]
     torch.manual_seed(0)
     if device.type == "cuda":
@@ -119,15 +129,11 @@ def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, 
     scheduler = make_scheduler(optimizer, config.optim, 10**9)
     ema = EMA(model, 0.9999)
     label_dropout = 0.1 if classes else None
-
-    def amp():
-        return autocast(device, "auto")
-
+    amp = _amp(device)
     small = synthetic_batches(model, 2, device)
     flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, objective, small, i, 1, label_dropout,
                                                                      amp=amp)) for i in range(flop_steps)) / 2
     optimizer.zero_grad(set_to_none=True)
-    sample_flops = forward_flops(model, channels, size, classes) if not model.context_dim else None
     if case.compile:
         model.compile()
     batches = synthetic_batches(model, case.batch, device)
@@ -136,49 +142,57 @@ def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, 
     def step():
         train_step(model, objective, batches, next(counter), optimizer, scheduler, ema, config, label_dropout, amp)
 
-    compile_s = timed(step, warmup, device)
-    train_s = timed(step, steps, device)
+    warmup_s = timed(step, warmup, device)
+    img_s = steps * case.batch / timed(step, steps, device)
     peak = peak_tflops(device)
-    train_img_s = steps * case.batch / train_s
     record = {
         "key": case.key, **asdict(case), "input": f"{channels}x{size}x{size}", "classes": classes,
-        "params_M": model.num_params() / 1e6, "train_gflops_per_img": flops / 1e9,
-        "train_img_s": train_img_s, "warmup_s": compile_s,
-        "train_tflops": flops * train_img_s / 1e12, "peak_tflops": peak,
-        "mfu": flops * train_img_s / (peak * 1e12) if peak else None,
+        "params_M": model.num_params() / 1e6, "train_gflops_per_img": flops / 1e9, "train_img_s": img_s,
+        "warmup_s": warmup_s, "train_tflops": flops * img_s / 1e12, "peak_tflops": peak,
+        "mfu": flops * img_s / (peak * 1e12) if peak else None,
     }
     if device.type == "cuda":
         record["train_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-    del model, optimizer, scheduler, batches
+    return record, ema
 
-    sampler_model = ema.model
-    if case.compile:
-        sampler_model.compile()
+
+@torch.no_grad()
+def measure_sampling(model, compile_: bool, device: torch.device, batch: int, steps: int) -> dict:
+    """Network calls per second x batch of Euler sampling without guidance (one call per step)."""
+    channels, size, classes = model.in_channels, model.input_size, model.num_classes
+    flops = forward_flops(model, channels, size, classes) if not model.context_dim else None
+    if compile_:
+        model.compile()
     g = torch.Generator().manual_seed(1)
-    noise = torch.randn(sample_batch, channels, size, size, generator=g).to(device)
-    y = torch.randint(0, classes, (sample_batch,), generator=g).to(device) if classes else None
-    context = (torch.randn(sample_batch, CONTEXT_TOKENS, sampler_model.context_dim, generator=g).to(device)
-               if sampler_model.context_dim else None)
+    noise = torch.randn(batch, channels, size, size, generator=g).to(device)
+    y = torch.randint(0, classes, (batch,), generator=g).to(device) if classes else None
+    context = (torch.randn(batch, CONTEXT_TOKENS, model.context_dim, generator=g).to(device)
+               if model.context_dim else None)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    amp = _amp(device)
 
-    @torch.no_grad()
     def draw(n: int):
         with amp():
-            sample(sampler_model, "v", noise, y, steps=n, cfg=1.0, sampler="euler", context=context)
+            sample(model, "v", noise, y, steps=n, cfg=1.0, sampler="euler", context=context)
 
     draw(2)  # compiles
-    sample_s = timed(lambda: draw(sample_steps), 1, device)
-    nfe_img_s = sample_batch * sample_steps / sample_s
-    record.update({
-        "sample_batch": sample_batch, "sample_img_nfe_s": nfe_img_s,
-        "sample_gflops_per_nfe": None if sample_flops is None else sample_flops / 1e9,
-        "sample_mfu": sample_flops * nfe_img_s / (peak * 1e12) if peak and sample_flops else None,
-    })
+    nfe_img_s = batch * steps / timed(lambda: draw(steps), 1, device)
+    peak = peak_tflops(device)
+    record = {"sample_batch": batch, "sample_img_nfe_s": nfe_img_s,
+              "sample_gflops_per_nfe": None if flops is None else flops / 1e9,
+              "sample_mfu": flops * nfe_img_s / (peak * 1e12) if peak and flops else None}
     if device.type == "cuda":
         record["sample_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     return record
+
+
+def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, sample_batch: int = 256,
+            sample_steps: int = 8, flop_steps: int = 3) -> dict:
+    """Time one case; returns its record (see the module docstring for what each number means)."""
+    record, ema = measure_training(case, device, steps, warmup, flop_steps)
+    return {**record, **measure_sampling(ema.model, case.compile, device, sample_batch, sample_steps)}
 
 
 def environment(device: torch.device) -> dict:
