@@ -24,7 +24,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from liquidgen.bench.speed import device_name, peak_tflops, synthetic_batches, timed  # noqa: E402
+from liquidgen.bench.speed import device_name, peak_tflops, profile_step, synthetic_batches, timed  # noqa: E402
 from liquidgen.config import Config  # noqa: E402
 from liquidgen.ema import EMA  # noqa: E402
 from liquidgen.flops import count_flops  # noqa: E402
@@ -41,6 +41,7 @@ class Reference(nn.Module):
         super().__init__()
         self.dit = dit
         self.in_channels, self.input_size, self.num_classes, self.context_dim = 4, 32, 1000, 0
+        self.null_class = 1000  # unused: DiT drops labels itself
 
     def forward(self, x, t, y=None, **_):
         return self.dit(x, t * 1000, y)[:, :4]
@@ -80,7 +81,8 @@ def measure(name: str, model: nn.Module, batch: int, precision: str, compile_: b
     return {"variant": name, "batch": batch, "precision": precision, "compile": compile_,
             "params_M": model.num_params() / 1e6, "train_gflops_per_img": flops / 1e9, "train_img_s": img_s,
             "mfu": flops * img_s / (peak * 1e12) if peak else None, "warmup_s": warmup_s,
-            "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0}
+            "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0,
+            **(profile_step(step, device) if device.type == "cuda" else {})}
 
 
 def main() -> None:
@@ -95,6 +97,8 @@ def main() -> None:
     from models import DiT_S_2  # facebookresearch/DiT
 
     device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True  # as DiT's train.py sets it (fp32 runs on TF32 cores)
+    torch.backends.cudnn.allow_tf32 = True
     rows = []
     for name, precision, compile_ in (("facebookresearch/DiT (fp32, as its train.py)", "fp32", False),
                                       ("facebookresearch/DiT, bf16 autocast", "bf16", False),
@@ -115,11 +119,11 @@ def main() -> None:
     base = rows[0]["train_img_s"]
     result = {"device": device_name(device), "torch": torch.__version__, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"\n{'variant':<48} {'img/s':>8} {'x fp32 ref':>10} {'MFU':>6} {'GB':>6}")
+    print(f"\n{'variant':<48} {'img/s':>8} {'x fp32 ref':>10} {'MFU':>6} {'GB':>6} {'GPU busy':>8} {'matmul':>7}")
     for r in rows:
         mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
         print(f"{r['variant']:<48} {r['train_img_s']:>8.0f} {r['train_img_s'] / base:>10.2f} {mfu:>6} "
-              f"{r['peak_gb']:>6.2f}")
+              f"{r['peak_gb']:>6.2f} {r.get('gpu_busy', 0):>8.0%} {r.get('matmul_share', 0):>7.0%}")
 
 
 if __name__ == "__main__":

@@ -13,20 +13,29 @@ def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _time_split(r: dict) -> str:
+    """Shares of a training step's wall time: tensor-core matmuls / attention / other kernels / GPU idle."""
+    if "gpu_busy" not in r:
+        return "-"
+    shares = (r["matmul_share"], r["attention_share"], r["other_share"], max(0.0, 1 - r["gpu_busy"]))
+    return " / ".join(f"{v:.0%}" for v in shares)
+
+
 def speed_table(records: list[dict]) -> str:
     head = ("| preset | input | params | mode | batch | train img/s | train GFLOP/img | TFLOP/s | MFU | peak GB "
-            "| sample img x NFE/s | sample MFU | warm-up s |\n" + "|---" * 13 + "|\n")
+            "| step: matmul / attention / other / idle | sample img x NFE/s | sample MFU | warm-up s |\n"
+            + "|---" * 14 + "|\n")
     rows = []
     for r in records:
         if "error" in r:
             rows.append(f"| {r['backbone']}:{r['preset']} | | | {'compiled' if r['compile'] else 'eager'} "
-                        f"| {r['batch']} | {r['error']} | | | | | | | |")
+                        f"| {r['batch']} | {r['error']} | | | | | | | | |")
             continue
         rows.append(
             f"| {r['backbone']}:{r['preset']} | {r['input']} | {r['params_M']:.1f}M "
             f"| {'compiled' if r['compile'] else 'eager'} | {r['batch']} | {r['train_img_s']:,.0f} "
             f"| {r['train_gflops_per_img']:.2f} | {r['train_tflops']:.1f} | {_num(r['mfu'], '.1%')} "
-            f"| {_num(r.get('train_peak_gb'), '.2f')} | {r['sample_img_nfe_s']:,.0f} "
+            f"| {_num(r.get('train_peak_gb'), '.2f')} | {_time_split(r)} | {r['sample_img_nfe_s']:,.0f} "
             f"| {_num(r.get('sample_mfu'), '.1%')} | {r['warmup_s']:.0f} |")
     first = next((r for r in records if "device" in r), {})
     return (f"Device: {first.get('device', '?')}, torch {first.get('torch', '?')}, {first.get('date', '?')}. "

@@ -7,7 +7,8 @@ model's sampling calls (Euler, no guidance: one network call per step).
 
 MFU = counted FLOPs of a training step per image (forward + backward, `flops.count_flops`) x images/s
 / the GPU's dense bf16 peak. Counting runs the eager model at batch 2, averaged over a few steps (a
-fixed-point model's training depth is random).
+fixed-point model's training depth is random). On CUDA a profiled step splits the time into matrix
+multiplies, attention, other kernels and GPU idle time: the reasons behind a low MFU.
 """
 from __future__ import annotations
 
@@ -109,6 +110,33 @@ def timed(fn, repeats: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+# Kernel-name fragments of the tensor-core matrix multiplies (cuBLAS / CUTLASS / Triton mm templates).
+MATMUL_KERNELS = ("gemm", "cutlass", "nvjet", "sm90_xmma", "sm80_xmma", "triton_tem_fused_mm", "mm_template")
+ATTENTION_KERNELS = ("flash", "fmha", "attention", "sdpa")
+
+
+def profile_step(step, device: torch.device, repeats: int = 3) -> dict:
+    """Where the time of a training step goes: GPU busy time split into matrix multiplies, attention and
+    everything else (elementwise, norms, reductions, optimizer), against the wall time of the step.
+    What the busy share leaves is GPU idle time: kernel launches and host work the GPU waits for."""
+    from torch.profiler import ProfilerActivity, profile
+
+    timed(step, 1, device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        wall = timed(step, repeats, device)
+    parts = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        name = event.name.lower()
+        kind = ("matmul" if any(k in name for k in MATMUL_KERNELS)
+                else "attention" if any(k in name for k in ATTENTION_KERNELS) else "other")
+        parts[kind] += event.time_range.elapsed_us() / 1e6
+    busy = sum(parts.values())
+    return {"step_ms": 1e3 * wall / repeats, "gpu_busy": busy / wall,
+            **{f"{k}_share": v / wall for k, v in parts.items()}}
+
+
 def _amp(device: torch.device):
     return lambda: autocast(device, "auto")  # bf16 on CUDA, fp32 on a CPU
 
@@ -153,6 +181,10 @@ def measure_training(case: Case, device: torch.device, steps: int, warmup: int, 
     }
     if device.type == "cuda":
         record["train_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        try:
+            record.update(profile_step(step, device))
+        except RuntimeError as e:  # the profiler is a diagnosis: its failure must not lose the measurement
+            record["profile_error"] = str(e)
     return record, ema
 
 
