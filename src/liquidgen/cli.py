@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import COMPILE_MODES
 from .precompute import SOURCES
 from .samplers import GRIDS, SAMPLERS
 
@@ -244,7 +245,7 @@ def cmd_bench(args) -> None:
     if args.bench == "speed":
         from .bench.speed import run_speed
 
-        modes = {"both": (False, True), "eager": (False,), "compiled": (True,)}[args.mode]
+        modes = tuple(dict.fromkeys("default" if m == "compiled" else m for m in args.mode))
         run_speed(args.presets, args.out, args.batch, modes, args.device, args.steps, args.warmup,
                   args.sample_batch, args.sample_steps)
     elif args.bench == "quality":
@@ -385,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone:preset (e.g. liquid:S), a backbone (its presets but tiny ones), or all")
     q.add_argument("--out", required=True, help="results folder (e.g. benchmarks/results/<date>-bench)")
     q.add_argument("--batch", type=int, default=128, help="training batch size")
-    q.add_argument("--mode", choices=["both", "eager", "compiled"], default="both", help="torch.compile or not")
+    q.add_argument("--mode", nargs="+", choices=["eager", "compiled", *COMPILE_MODES], default=["eager", "compiled"],
+                   help="eager and/or torch.compile modes (compiled = default mode; reduce-overhead uses CUDA graphs)")
     q.add_argument("--steps", type=int, default=20, help="timed training steps")
     q.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, autotuning)")
     q.add_argument("--sample-batch", type=int, default=256, help="images per sampling call")

@@ -68,6 +68,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     compile: bool = False  # torch.compile the training step's model
+    # torch.compile mode: default | reduce-overhead (CUDA graphs: no per-kernel launch cost, for small
+    # models whose steps are launch-bound) | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str = "default"
     log_every: int = 50
     sample_every: int = 1000  # 0 disables grids during training
     ckpt_every: int = 5000  # 0: only the final checkpoint
@@ -107,12 +110,14 @@ class ConfigError(ValueError):
     pass
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Keys with a closed set of values; registries (backbones, datasets, samplers) check their own names.
 CHOICES = {
     "sample.sampler": tuple(SAMPLERS),
     "sample.grid": ("", *GRIDS),
     "optim.schedule": ("constant", "cosine"),
     "train.precision": ("auto", "bf16", "fp32"),
+    "train.compile_mode": COMPILE_MODES,
 }
 POSITIVE = ("train.steps", "train.batch_size", "train.grad_accum", "train.log_every", "sample.steps")
 

@@ -199,7 +199,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, tc.steps)
     if tc.compile:
-        model.compile()  # in place: parameter names, the EMA copy and checkpoints are unaffected
+        model.compile(mode=tc.compile_mode)  # in place: parameter names, the EMA copy and checkpoints are unaffected
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "samples").mkdir(exist_ok=True)

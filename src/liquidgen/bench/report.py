@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_bars, plot_curves
-from .speed import read_records
+from .speed import mode_label, read_records
 
 
 def _num(v, fmt: str) -> str:
@@ -28,12 +28,12 @@ def speed_table(records: list[dict]) -> str:
     rows = []
     for r in records:
         if "error" in r:
-            rows.append(f"| {r['backbone']}:{r['preset']} | | | {'compiled' if r['compile'] else 'eager'} "
+            rows.append(f"| {r['backbone']}:{r['preset']} | | | {mode_label(r['compile'])} "
                         f"| {r['batch']} | {r['error']} | | | | | | | | |")
             continue
         rows.append(
             f"| {r['backbone']}:{r['preset']} | {r['input']} | {r['params_M']:.1f}M "
-            f"| {'compiled' if r['compile'] else 'eager'} | {r['batch']} | {r['train_img_s']:,.0f} "
+            f"| {mode_label(r['compile'])} | {r['batch']} | {r['train_img_s']:,.0f} "
             f"| {r['train_gflops_per_img']:.2f} | {r['train_tflops']:.1f} | {_num(r['mfu'], '.1%')} "
             f"| {_num(r.get('train_peak_gb'), '.2f')} | {_time_split(r)} | {r['sample_img_nfe_s']:,.0f} "
             f"| {_num(r.get('sample_mfu'), '.1%')} | {r['warmup_s']:.0f} |")
@@ -99,7 +99,7 @@ def write_report(folder: str | Path) -> Path:
     if speed:
         parts += ["## Speed\n", speed_table(speed), "![training images/s](speed.png)\n"]
         ok = [r for r in speed if "error" not in r]
-        plot_bars(folder / "speed.png", {f"{r['backbone']}:{r['preset']} {'compiled' if r['compile'] else 'eager'}":
+        plot_bars(folder / "speed.png", {f"{r['backbone']}:{r['preset']} {mode_label(r['compile'])}":
                                          r["train_img_s"] for r in ok},
                   title="training images/s", xlabel=f"batch {ok[0]['batch']}" if ok else "")
     if quality:

@@ -58,12 +58,18 @@ def device_name(device: torch.device) -> str:
 class Case:
     backbone: str
     preset: str
-    compile: bool
+    compile: str  # eager, or a torch.compile mode (config.COMPILE_MODES)
     batch: int
 
     @property
     def key(self) -> str:
-        return f"{self.backbone}:{self.preset}:{'compiled' if self.compile else 'eager'}:b{self.batch}"
+        return f"{self.backbone}:{self.preset}:{mode_label(self.compile)}:b{self.batch}"
+
+
+def mode_label(mode: str | bool) -> str:
+    if isinstance(mode, bool):  # records written before compile modes existed
+        return "compiled" if mode else "eager"
+    return "compiled" if mode == "default" else mode
 
 
 def parse_presets(names: list[str]) -> list[tuple[str, str]]:
@@ -162,8 +168,8 @@ def measure_training(case: Case, device: torch.device, steps: int, warmup: int, 
     flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, objective, small, i, 1, label_dropout,
                                                                      amp=amp)) for i in range(flop_steps)) / 2
     optimizer.zero_grad(set_to_none=True)
-    if case.compile:
-        model.compile()
+    if case.compile != "eager":
+        model.compile(mode=case.compile)
     batches = synthetic_batches(model, case.batch, device)
     counter = iter(range(10**9))
 
@@ -189,12 +195,12 @@ def measure_training(case: Case, device: torch.device, steps: int, warmup: int, 
 
 
 @torch.no_grad()
-def measure_sampling(model, compile_: bool, device: torch.device, batch: int, steps: int) -> dict:
+def measure_sampling(model, mode: str, device: torch.device, batch: int, steps: int) -> dict:
     """Network calls per second x batch of Euler sampling without guidance (one call per step)."""
     channels, size, classes = model.in_channels, model.input_size, model.num_classes
     flops = forward_flops(model, channels, size, classes) if not model.context_dim else None
-    if compile_:
-        model.compile()
+    if mode != "eager":
+        model.compile(mode=mode)
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(batch, channels, size, size, generator=g).to(device)
     y = torch.randint(0, classes, (batch,), generator=g).to(device) if classes else None
@@ -250,7 +256,7 @@ def append_record(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tuple[bool, ...] = (False, True),
+def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tuple[str, ...] = ("eager", "default"),
               device: str = "cuda", steps: int = 20, warmup: int = 3, sample_batch: int = 256,
               sample_steps: int = 8) -> list[dict]:
     """Measure every (preset, compile mode) not yet in `out/speed.jsonl`, appending each record as it
@@ -261,8 +267,8 @@ def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tupl
     done = {r["key"] for r in read_records(path)}
     dev = torch.device(device)
     for backbone, preset in parse_presets(presets):
-        for compile_ in modes:
-            case = Case(backbone, preset, compile_, batch)
+        for mode in modes:
+            case = Case(backbone, preset, mode, batch)
             if case.key in done:
                 print(f"{case.key}: done before, skipped", flush=True)
                 continue
