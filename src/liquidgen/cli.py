@@ -254,7 +254,7 @@ def cmd_bench(args) -> None:
         run_quality(args.config, args.contenders, args.out, args.minutes, args.curve_every, tuple(args.nfe),
                     args.curve_nfe, args.samples, args.curve_samples, args.sampler, args.classifier,
                     args.inception_weights, tuple(args.reference) if args.reference else None, tuple(args.set),
-                    args.device, args.seed, args.cache)
+                    args.device, args.seed, args.cache, args.runs)
     report = write_report(args.out)
     print(f"wrote {report}")
     print(report.read_text())
@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = bench.add_parser("quality", help="train contenders for equal minutes, score at several NFE")
     q.add_argument("config", help="the shared recipe (data, objective, optimiser, batch): a YAML config")
     q.add_argument("contenders", nargs="+", help="backbone:preset[:key=value,...], e.g. liquid:S dit:S unet:28")
-    q.add_argument("--out", required=True, help="results folder; run folders go to <out>/runs")
+    q.add_argument("--out", required=True, help="results folder")
+    q.add_argument("--runs", help="folder for the contenders' run folders (default: <out>/runs)")
     q.add_argument("--minutes", type=float, required=True, help="training budget per contender, in minutes")
     q.add_argument("--curve-every", type=float, default=0.25,
                    help="checkpoint and score every this fraction of the budget (the quality-vs-minutes curve)")

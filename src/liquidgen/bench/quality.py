@@ -89,9 +89,11 @@ def run_quality(config_path: str | Path, contenders: list[str], out: str | Path,
                 samples: int = 2000, curve_samples: int = 1000, sampler: str = "euler",
                 classifier: str | Path | None = None, inception_weights: str | None = None,
                 reference: tuple[str, str | None] | None = None, overrides: tuple[str, ...] = (),
-                device: str = "auto", seed: int = 0, cache_dir: str | Path = "~/.cache/liquidgen/eval") -> list[dict]:
+                device: str = "auto", seed: int = 0, cache_dir: str | Path = "~/.cache/liquidgen/eval",
+                runs: str | Path | None = None) -> list[dict]:
     """Train and score every contender; returns all records of `out/quality.jsonl`. `reference` is the
-    (dataset, root) to score against (default: the config's data; needed for precomputed latents)."""
+    (dataset, root) to score against (default: the config's data; needed for precomputed latents).
+    Run folders go to `runs` (default: out/runs)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "quality.jsonl"
@@ -131,7 +133,7 @@ def run_quality(config_path: str | Path, contenders: list[str], out: str | Path,
             "train.keep_checkpoints=0", "train.log_every=100", f"train.device={dev}"])
         config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options),
                                    base.model.inpainting)
-        run = out / "runs" / contender.name
+        run = Path(runs or out / "runs") / contender.name
         t0 = time.perf_counter()
         train(config, run, resume=True)
         summary = {**_training_summary(run), "wall_s": time.perf_counter() - t0}
