@@ -103,17 +103,20 @@ def test_bench_quality_on_cpu(tmp_path, capsys):
         assert {record_key(name, 0.01, "euler", 2), record_key(name, 0.02, "euler", 1),
                 record_key(name, 0.02, "euler", 2)} <= keys
         assert (out / f"samples-{name}.png").is_file()
+    floors = [r for r in records if r.get("floor")]
+    assert sorted(r["samples"] for r in floors) == [20, 30] and all(r["classifier_fd"] > 0 for r in floors)
+    records = [r for r in records if not r.get("floor")]
     assert len(records) == 6
     for r in records:
         assert r["classifier_fd"] > 0 and 0 <= r["class_accuracy"] <= 1
         assert r["checkpoint_train_seconds"] >= 60 * r["minutes"]
     report = (out / "report.md").read_text()
-    assert "| liquid-tiny | 0.02 |" in report and "0.01 min" in report
+    assert "| liquid-tiny | 0.02 |" in report and "0.01 min" in report and "Real training images score" in report
     assert (out / "quality_vs_minutes.png").is_file() and (out / "quality_vs_nfe.png").is_file()
     capsys.readouterr()
     main(args)
     assert capsys.readouterr().out.count("scored before, skipped") == 2
-    assert len(read_records(out / "quality.jsonl")) == 6
+    assert len(read_records(out / "quality.jsonl")) == 8
 
 
 def test_bench_quality_needs_a_constant_schedule_and_pixels(tmp_path):

@@ -116,6 +116,13 @@ def run_quality(config_path: str | Path, contenders: list[str], out: str | Path,
                                    load_split(ref_name, ref_root, size, "test", None), dev)
         info.update(dataset=ref_name, root=str(ref_root))
         save_classifier(net, info, Path(classifier).expanduser())
+    for n in sorted({samples, curve_samples}):
+        if f"floor|{n}" not in done:  # what n real images score: no model can be told apart below it
+            real = load_dataset(ref_name, ref_root, size, split="train")
+            pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
+            scores = evaluate(real.images[pick], real.labels[pick], ref, ref_id, classifier=classifier,
+                              inception_weights=inception_weights, cache_dir=cache_dir, device=dev)
+            append_record(path, {"key": f"floor|{n}", "floor": True, "samples": n, **scores, **environment(dev)})
     settings = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
                 else [(sampler, n) for n in nfes])
     marks = [round(minutes * curve_every * i, 6) for i in range(1, round(1 / curve_every) + 1)]

@@ -91,10 +91,19 @@ def _curve_points(records: list[dict]) -> tuple[int, ...]:
     return tuple(common[-1:])
 
 
+def floor_line(floors: list[dict], key: str) -> str:
+    """The score of real images against the reference: the noise floor at each sample count."""
+    if not floors:
+        return ""
+    cells = ", ".join(f"{r[key]:.2f} at {r['samples']:,} images" for r in sorted(floors, key=lambda r: r["samples"]))
+    return f"Real training images score {cells}: differences of this size are noise.\n"
+
+
 def write_report(folder: str | Path) -> Path:
     folder = Path(folder)
     speed = read_records(folder / "speed.jsonl")
-    quality = read_records(folder / "quality.jsonl")
+    records = read_records(folder / "quality.jsonl")
+    quality = [r for r in records if not r.get("floor")]
     parts = ["# liquidgen bench\n"]
     if speed:
         parts += ["## Speed\n", speed_table(speed), "![training images/s](speed.png)\n"]
@@ -104,7 +113,8 @@ def write_report(folder: str | Path) -> Path:
                   title="training images/s", xlabel=f"batch {ok[0]['batch']}" if ok else "")
     if quality:
         key, label = _metric(quality)
-        parts += ["## Quality per GPU-minute\n", quality_tables(quality)]
+        parts += ["## Quality per GPU-minute\n", quality_tables(quality),
+                  floor_line([r for r in records if r.get("floor") and key in r], key)]
         curve = _curve_points(quality)
         if curve and len({r["minutes"] for r in quality}) > 1:
             plot_curves(folder / "quality_vs_minutes.png",
