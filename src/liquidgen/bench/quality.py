@@ -15,6 +15,7 @@ cut short by a time limit continues where it stopped (training resumes from its 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -169,5 +170,5 @@ def run_quality(config_path: str | Path, contenders: list[str], out: str | Path,
                 print(json.dumps(record), flush=True)
                 if mark == marks[-1] and nfe == max(n for _, n in settings):
                     grid, nrow = class_rows(images, labels)
-                    save_grid(grid, out / f"samples-{contender.name}.png", nrow=nrow)
+                    save_grid(grid, out / f"samples-{re.sub(r'[^A-Za-z0-9_.-]', '_', contender.name)}.png", nrow=nrow)
     return read_records(path)
