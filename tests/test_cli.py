@@ -78,10 +78,14 @@ def test_every_flag_has_help():
     root = build_parser()
     subparsers = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
     assert set(subparsers.choices) >= {"train", "sample", "models"}
-    for name, sub in subparsers.choices.items():
+    todo = list(subparsers.choices.items())
+    while todo:  # nested commands too (bench speed / quality / report)
+        name, sub = todo.pop()
         for action in sub._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, f"{name} {action.dest} has no help"
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {k}", v) for k, v in action.choices.items()]
 
 
 def test_fixed_point_sampling_flags(tmp_path, capsys, run_dir):

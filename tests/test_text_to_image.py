@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from liquidgen import checkpoint as ckpt_io
-from liquidgen.cli import encode_prompts, main
+from liquidgen.cli import main
+from liquidgen.evaluation.evaluate import generate
+from liquidgen.text import encode_prompts
 from liquidgen.config import load_config
 from liquidgen.inpainting import concat_input, random_masks
 from liquidgen.models import build_model
@@ -59,7 +61,8 @@ def captioned_folder(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_captioned_folder_to_latents_to_text_model_to_prompted_samples(captioned_folder, taef2_weights, tmp_path):
+def test_captioned_folder_to_latents_to_text_model_to_prompted_samples(captioned_folder, taef2_weights, tmp_path,
+                                                                       monkeypatch):
     latents = tmp_path / "latents"
     main(["precompute", "folder", "--root", str(captioned_folder), "--out", str(latents), "--size", "32",
           "--autoencoder", "taesd", "--ae-option", "variant=taef2", f"weights={taef2_weights}",
@@ -82,8 +85,21 @@ def test_captioned_folder_to_latents_to_text_model_to_prompted_samples(captioned
           "--out", str(out)])
     image = Image.open(out)
     assert image.mode == "RGB" and image.size[0] >= 2 * 32 and image.size[1] >= 2 * 32  # 2 rows of 2, decoded
-    with pytest.raises(SystemExit, match="not text-conditioned"):
+    with pytest.raises(ValueError, match="not text-conditioned"):
         encode_prompts(["x"], {"text_encoder": None}, "cpu")
+    # eval's prompted generation: sample i gets prompt i % 2's embedding and that index as its label
+    seen = []
+
+    def spy(model, prediction, noise, y=None, *args, **kwargs):
+        seen.append(kwargs.get("context"))
+        return noise
+
+    monkeypatch.setattr("liquidgen.samplers.sample", spy)
+    prompts = ["a red square", "a blue square"]
+    images, labels = generate(run, 4, steps=2, prompts=prompts, progress=False)
+    assert labels.tolist() == [0, 1, 0, 1] and images.shape[0] == 4
+    expected = encode_prompts(prompts, spec, "cpu")[0]
+    assert torch.equal(seen[0], expected[labels])
 
 
 def test_text_guidance_uses_the_null_context():

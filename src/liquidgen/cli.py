@@ -48,6 +48,7 @@ def cmd_sample(args) -> None:
     from .plots import save_grid
     from .precompute import LatentSpace
     from .samplers import sample
+    from .text import encode_prompts
     from .train import autocast, grid_labels, pick_device
 
     device = pick_device(args.device)
@@ -113,20 +114,6 @@ def cmd_sample(args) -> None:
         print(f"fixed point: {sum(state.used)} iterations over {len(state.used)} calls ({state.used[0]} first, "
               f"{state.used[-1]} last); relative residual ||z_k+1 - z_k|| / ||z_k|| mean {sum(r) / len(r):.2e}, "
               f"max {max(r):.2e}")
-
-
-def encode_prompts(prompts: list[str], spec: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(context, token mask or None) of `prompts` from the text encoder the model was trained with, pooled
-    or as tokens, as it was trained."""
-    from .text import build_text_encoder, fixed_length
-
-    if not spec.get("text_encoder"):
-        raise SystemExit("error: this model is not text-conditioned; --prompt does not apply")
-    embedding = build_text_encoder(**spec["text_encoder"]).encode(prompts)
-    if spec.get("text_tokens"):
-        tokens, mask = fixed_length(embedding, spec["text_tokens"])
-        return tokens.to(device), mask.to(device)
-    return embedding.pooled.to(device), None
 
 
 def inpainting_inputs(model, space, args, n: int, device):
@@ -225,7 +212,7 @@ def cmd_eval(args) -> None:
             images, labels = images[:args.n], None if labels is None else labels[:args.n]
     else:
         images, labels = generate(target, args.n or 10_000, seed=args.seed, steps=args.steps, cfg=args.cfg,
-                                  sampler=args.sampler, device=device)
+                                  sampler=args.sampler, device=device, prompts=args.prompt)
     reference = load_reference(args.data, args.root, args.split, args.size or images.shape[-1], args.reference_limit)
     name = f"{args.data}-{args.split}-{reference.size}px-{len(reference)}"
     result = evaluate(images, labels, reference, name, classifier=args.classifier,
@@ -360,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", action="store_true", help="compute FID / KID with Inception weights found in "
                    "the torch hub cache or $LIQUIDGEN_INCEPTION")
     p.add_argument("--n", type=int, help="number of samples (default: 10,000 generated, or all in the .npz)")
+    p.add_argument("--prompt", nargs="+", help="text models: one prompt per class, in label order (prompt k "
+                   "should show class k); samples cycle through them and class_accuracy scores prompt following")
     p.add_argument("--seed", type=int, default=0, help="noise seed for generated samples")
     p.add_argument("--steps", type=int, help="sampling steps (default: the run's sample.steps)")
     p.add_argument("--cfg", type=float, help="guidance scale (default: the run's sample.cfg)")
@@ -380,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks: speed per backbone preset, quality per GPU-minute; JSON records, "
                        "a markdown report and plots in --out (reruns skip finished records)")
-    bench = p.add_subparsers(dest="bench", required=True)
+    bench = p.add_subparsers(dest="bench", required=True, help="speed, quality or report")
     q = bench.add_parser("speed", help="training / sampling throughput, peak memory and MFU at native sizes")
     q.add_argument("presets", nargs="*", default=["all"],
                    help="backbone:preset (e.g. liquid:S), a backbone (its presets but tiny ones), or all")

@@ -283,3 +283,15 @@ def build_text_encoder(name: str, **options: Any) -> TextEncoder:
 
 __all__ = ["TEXT_ENCODERS", "CLIPEncoder", "OpenCLIPEncoder", "SentenceEncoder", "TextEmbedding", "TextEncoder",
            "build_text_encoder"]
+
+
+def encode_prompts(prompts: list[str], spec: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(context, token mask or None) of `prompts` for a model with checkpoint spec `spec`: its own text
+    encoder, pooled or as tokens, as it was trained."""
+    if not spec.get("text_encoder"):
+        raise ValueError("this model is not text-conditioned, so prompts do not apply")
+    embedding = build_text_encoder(**spec["text_encoder"]).encode(prompts)
+    if spec.get("text_tokens"):
+        tokens, mask = fixed_length(embedding, spec["text_tokens"])
+        return tokens.to(device), mask.to(device)
+    return embedding.pooled.to(device), None

@@ -121,7 +121,7 @@ def write_report(folder: str | Path) -> Path:
                         {name: tuple(zip(*sorted((r["minutes"], r[key]) for r in quality
                                                  if r["name"] == name and r["nfe"] == curve[0])))
                          for name in _names(quality)},
-                        xlabel="training minutes", ylabel=label.split(" (")[0], markers=True,
+                        xlabel="training minutes", ylabel=label.split(" (")[0], markers=True, logy=True,
                         title=f"quality vs training time (NFE {curve[0]})")
             parts.append("![quality vs minutes](quality_vs_minutes.png)\n")
         series = {}
@@ -130,7 +130,7 @@ def write_report(folder: str | Path) -> Path:
             points = sorted((r["nfe"], r[key]) for r in quality if r["name"] == name and r["minutes"] == budget)
             if points:
                 series[name] = tuple(zip(*points))
-        plot_curves(folder / "quality_vs_nfe.png", series, xlabel="function evaluations (NFE)", logx=True,
+        plot_curves(folder / "quality_vs_nfe.png", series, xlabel="function evaluations (NFE)", logx=True, logy=True,
                     ylabel=label.split(" (")[0], markers=True, title="quality vs NFE at the full budget")
         parts.append("![quality vs NFE](quality_vs_nfe.png)\n")
     path = folder / "report.md"

@@ -41,10 +41,13 @@ def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
 @torch.no_grad()
 def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = None, cfg: float | None = None,
              sampler: str | None = None, device: torch.device | str = "cpu", batch_size: int = 500,
-             progress: bool = True, grid: str | None = None) -> tuple[Tensor, Tensor | None]:
+             progress: bool = True, grid: str | None = None, prompts: list[str] | None = None
+             ) -> tuple[Tensor, Tensor | None]:
     """n images (uint8, decoded to pixels) from a checkpoint's EMA weights; labels i % num_classes for a
-    class-conditional model. Noise of sample i depends only on (seed, i), not on the batch size.
-    Steps, guidance, sampler and time grid default to the run's `sample` settings."""
+    class-conditional model. A text model with `prompts` draws sample i from prompt i % len(prompts),
+    and its label is that index: prompt k is meant to show class k, so class accuracy is the share of
+    samples that follow their prompt. Noise of sample i depends only on (seed, i), not on the batch
+    size. Steps, guidance, sampler and time grid default to the run's `sample` settings."""
     from tqdm.auto import tqdm
 
     from ..checkpoint import load_model
@@ -59,6 +62,12 @@ def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = 
     prediction = build_objective(config.objective.name, **config.objective.options).prediction
     space = LatentSpace.from_spec(spec)
     labels = torch.arange(n) % model.num_classes if model.num_classes else None
+    context = mask = None
+    if prompts:
+        from ..text import encode_prompts
+
+        context, mask = encode_prompts(prompts, spec, device)
+        labels = torch.arange(n) % len(prompts)
     shape = (spec["in_channels"], spec["input_size"], spec["input_size"])
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(n, *shape, generator=g)
@@ -66,10 +75,15 @@ def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = 
     for start in tqdm(range(0, n, batch_size), desc="generate", disable=None if progress else True):
         xb = noise[start:start + batch_size].to(device)
         yb = None if labels is None else labels[start:start + batch_size].to(device)
+        cond = {}
+        if context is not None:
+            cond["context"] = context[yb]
+            if mask is not None:
+                cond["context_mask"] = mask[yb]
         with autocast(device, config.train.precision):
-            x = sample(model, prediction, xb, yb, steps or config.sample.steps,
+            x = sample(model, prediction, xb, yb if model.num_classes else None, steps or config.sample.steps,
                        config.sample.cfg if cfg is None else cfg, sampler or config.sample.sampler,
-                       grid=grid or config.sample.grid or None)
+                       grid=grid or config.sample.grid or None, **cond)
         out.append(to_uint8(space.decode(x)).cpu())
     return torch.cat(out), labels
 
