@@ -138,3 +138,13 @@ def test_quality_tables_from_records(tmp_path):
     (tmp_path / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"cut')
     write_report(tmp_path)  # a last line cut off by a kill is ignored
     assert "90.00 (0.500)" in (tmp_path / "report.md").read_text()
+
+
+def test_bench_quality_scores_consistency_models_at_one_and_two_steps(tmp_path):
+    out = tmp_path / "scm"
+    main(["bench", "quality", "configs/digits-liquid-tiny.yaml", "unet:tiny", "--set", "optim.schedule=constant",
+          "data.image_size=8", "train.batch_size=16", "objective.name=consistency", "objective.options={mode: ct}",
+          "sample.cfg=1.0", "--out", str(out), "--minutes", "0.01", "--curve-every", "1", "--samples", "20",
+          "--classifier", str(tmp_path / "clf.safetensors"), "--cache", str(tmp_path / "cache"), "--device", "cpu"])
+    records = [r for r in read_records(out / "quality.jsonl") if not r.get("floor")]
+    assert sorted((r["sampler"], r["nfe"]) for r in records) == [("consistency", 1), ("consistency", 2)]
