@@ -190,3 +190,23 @@ def test_resume_continues_the_same_trajectory(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), name
     losses = lambda run: [json.loads(l)["loss"] for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert losses("straight") == losses("split")
+
+
+def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
+    """A checkpoint cut short (a crash or a full disk mid-write of a file) is named and skipped: the run
+    resumes from the previous good one and still follows the uninterrupted trajectory."""
+    from liquidgen.checkpoint import CorruptCheckpoint, load_model
+
+    base = TINY + ["train.log_every=1", "train.ckpt_every=3", "optim.schedule=constant", "train.keep_checkpoints=0"]
+    train(load_config(None, base + ["train.steps=9"]), tmp_path / "straight")
+    train(load_config(None, base + ["train.steps=6"]), tmp_path / "split")
+    bad = tmp_path / "split" / "checkpoints" / "step-000006" / "ema.safetensors"
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(CorruptCheckpoint, match="step-000006 is unreadable: ema.safetensors"):
+        load_model(tmp_path / "split")
+    train(load_config(None, base + ["train.steps=9"]), tmp_path / "split", resume=True)
+    assert "step-000006 is unreadable" in capsys.readouterr().out
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(tmp_path / "straight" / "checkpoints" / "step-000009" / name)
+        b = load_file(tmp_path / "split" / "checkpoints" / "step-000009" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name

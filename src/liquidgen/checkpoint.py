@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import Config, from_dict
@@ -158,10 +159,11 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
                ) -> tuple[Backbone, Config, dict]:
     """Rebuild a checkpoint's backbone (EMA weights by default) in eval mode: (model, config, spec)."""
     ckpt = resolve(path)
-    config = from_dict(Config, json.loads((ckpt / "config.json").read_text()))
-    spec = json.loads((ckpt / "model.json").read_text())
+    weights = "ema.safetensors" if ema else "model.safetensors"
+    files = read_files(ckpt, ("config.json", "model.json", weights))
+    config, spec = from_dict(Config, files["config.json"]), files["model.json"]
     model = build_from_spec(spec)
-    model.load_state_dict(load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors")))
+    model.load_state_dict(files[weights])
     return model.to(device).eval(), config, spec
 
 
@@ -214,13 +216,32 @@ def state_dict_problems(own: dict, state: dict) -> str:
     return "; ".join(problems[:5]) + more
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file is missing, truncated or not what it should be."""
+
+
+def read_files(ckpt: Path, names: tuple[str, ...]) -> dict:
+    """The named files of a checkpoint (.json parsed, .safetensors as tensor dicts), all read before
+    anything is restored, so that an unreadable checkpoint changes nothing."""
+    out = {}
+    for name in names:
+        path = Path(ckpt) / name
+        try:
+            out[name] = json.loads(path.read_text()) if name.endswith(".json") else load_file(path)
+        except (OSError, ValueError, SafetensorError) as e:
+            raise CorruptCheckpoint(f"checkpoint {ckpt} is unreadable: {name}: {e}") from None
+    return out
+
+
 def load_training_state(ckpt: Path, model, ema, optimizer, scheduler) -> dict:
-    """Restore everything `save_checkpoint` wrote into live objects; returns state.json's content."""
+    """Restore everything `save_checkpoint` wrote into live objects; returns state.json's content.
+    Raises CorruptCheckpoint, with nothing restored, when a file cannot be read."""
     ckpt = Path(ckpt)
-    state = json.loads((ckpt / "state.json").read_text())
-    model.load_state_dict(load_file(ckpt / "model.safetensors"))
-    ema.load_state_dict(load_file(ckpt / "ema.safetensors"))
-    tensors = load_file(ckpt / "optimizer.safetensors")
+    files = read_files(ckpt, ("state.json", "model.safetensors", "ema.safetensors", "optimizer.safetensors"))
+    state = files["state.json"]
+    model.load_state_dict(files["model.safetensors"])
+    ema.load_state_dict(files["ema.safetensors"])
+    tensors = files["optimizer.safetensors"]
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
     opt = {k: v for k, v in tensors.items() if not k.startswith("rng.")}
     optimizer.load_state_dict(_join_optimizer(opt, state["optimizer"]))

@@ -208,12 +208,18 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     start, train_seconds = 0, 0.0
     existing = ckpt_io.list_checkpoints(out_dir) if resume else []
     if existing:
-        newest = existing[-1]
-        state = ckpt_io.load_training_state(newest, model, ema.model, optimizer, scheduler)
+        for ckpt in reversed(existing):  # newest first; an unreadable one falls back to the one before
+            try:
+                state = ckpt_io.load_training_state(ckpt, model, ema.model, optimizer, scheduler)
+                break
+            except ckpt_io.CorruptCheckpoint as e:
+                print(f"warning: {e}; trying the previous checkpoint")
+        else:
+            raise ckpt_io.CorruptCheckpoint(f"none of the {len(existing)} checkpoints in {out_dir} is readable")
         start, ema.updates = state["step"], state["ema_updates"]
         train_seconds = state.get("train_seconds", 0.0)
         _truncate_metrics(metrics_path, start)
-        print(f"resumed from {newest} at step {start}")
+        print(f"resumed from {ckpt} at step {start}")
     elif metrics_path.exists():
         metrics_path.unlink()
 
