@@ -210,3 +210,38 @@ def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
         a = load_file(tmp_path / "straight" / "checkpoints" / "step-000009" / name)
         b = load_file(tmp_path / "split" / "checkpoints" / "step-000009" / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_keep_every_spares_milestones(tmp_path):
+    train(load_config(None, TINY + ["train.steps=8", "train.ckpt_every=2", "train.keep_checkpoints=1",
+                                    "train.keep_every=4"]), tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-000004", "step-000008"]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_resume_continues(tmp_path, sig):
+    """Preemption (SIGTERM) or Ctrl-C (SIGINT) mid-run: the step finishes, a checkpoint is written, the
+    process exits cleanly, and --resume goes on from that step."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "liquidgen.cli", "train", "configs/digits-liquid-tiny.yaml", "--out", str(run),
+           "--set", "train.log_every=1", "train.sample_every=0", "train.ckpt_every=0", "data.image_size=8",
+           "train.batch_size=16"]
+    proc = subprocess.Popen(cmd + ["train.steps=100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and f"stopped by {sig}" in out, out
+    (ckpt,) = (run / "checkpoints").iterdir()
+    step = json.loads((ckpt / "state.json").read_text())["step"]
+    assert 3 <= step < 100000
+    subprocess.run(cmd + [f"train.steps={step + 2}", "--resume"], check=True, capture_output=True)
+    assert json.loads(metrics.read_text().splitlines()[-1])["step"] == step + 2

@@ -106,7 +106,9 @@ def _join_optimizer(tensors: dict, plain: dict) -> dict:
 
 def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model: torch.nn.Module,
                     ema: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-                    extra: dict | None = None, keep: int = 0) -> Path:
+                    extra: dict | None = None, keep: int = 0, keep_every: int = 0) -> Path:
+    """Write checkpoint `step` atomically; then delete all but the newest `keep` (0: keep all), sparing
+    steps that are multiples of `keep_every`."""
     final = step_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -129,7 +131,8 @@ def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model:
     tmp.rename(final)
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old)
+            if not (keep_every and int(STEP_DIR.match(old.name).group(1)) % keep_every == 0):
+                shutil.rmtree(old)
     return final
 
 

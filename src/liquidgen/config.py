@@ -76,6 +76,7 @@ class TrainConfig:
     ckpt_every: int = 5000  # 0: only the final checkpoint
     ckpt_minutes: float = 0.0  # also every N minutes of training steps (0: never), counted as train.minutes
     keep_checkpoints: int = 3  # newest checkpoints kept (0 keeps all)
+    keep_every: int = 0  # also keep every checkpoint whose step is a multiple of this (0: none)
     init_from: str = ""  # start from this checkpoint's EMA weights (fine-tuning, consistency students)
     eval_every: int = 0  # score the EMA weights every N steps (0: never); needs eval_classifier
     eval_classifier: str = ""  # reference classifier .safetensors (`liquidgen eval fit-classifier`)

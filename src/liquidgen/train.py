@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -169,6 +170,29 @@ def grid_conditions(data, num_classes: int, per_class: int, n: int, device
     return y, cond, per_class, list(first)
 
 
+class StopRequest:
+    """SIGTERM (a scheduler's preemption, `kill`) and SIGINT (Ctrl-C) ask the loop to finish its step,
+    save a checkpoint and return, instead of dying mid-step with everything since the last save lost.
+    A second signal of the same kind acts as usual. Only the main thread can install handlers."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook worker): keep the default behaviour
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     """Train per `config`, writing everything into `out_dir`. With `resume`, continue from the newest
     checkpoint in `out_dir`. Returns the final checkpoint folder."""
@@ -267,7 +291,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
         return ckpt_io.save_checkpoint(out_dir, step, config, spec, model, ema.model, optimizer, scheduler,
                                        extra={"ema_updates": ema.updates, "skipped_steps": bad_total,
                                               "train_seconds": train_seconds},
-                                       keep=tc.keep_checkpoints)
+                                       keep=tc.keep_checkpoints, keep_every=tc.keep_every)
 
     kind = "images" if space.pixels else f"{space.spec['name']} latents"
     text = f", text context {context_dim}-d" if context_dim else ""
@@ -280,63 +304,71 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
     timed_every = 60 * tc.ckpt_minutes
     next_timed = (math.floor(train_seconds / timed_every) + 1) * timed_every if timed_every else math.inf
+    stop = StopRequest()
     # disable=None: a bar on a terminal; in a log file (no TTY) one line per log interval instead.
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", dynamic_ncols=True,
                disable=None)
-    for step in bar:
-        if out_of_time:
-            break
-        t_step = time.perf_counter()
-        step_loss, grad_norm, finite = train_step(model, objective, batches, step, optimizer, scheduler, ema,
-                                                  config, tc.label_dropout if class_names else None,
-                                                  lambda: autocast(device, tc.precision))
-        if finite:
-            bad_run = 0
-            loss_sum += step_loss
-            norm_sum += grad_norm.detach()
-            logged += 1
-        else:
-            # A bad batch must not poison the weights or the EMA: skip, count, give up after a streak.
-            bad_run += 1
-            bad_total += 1
-            if bad_run >= MAX_BAD_STEPS:
-                raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients at step {step}; "
-                                         f"lower optim.lr or check the data")
-        done = step + 1
-        if (tc.minutes or tc.ckpt_minutes) and device.type == "cuda":
-            torch.cuda.synchronize(device)  # the budget is GPU time, not the time to queue kernels
-        step_seconds = time.perf_counter() - t_step
-        window_seconds += step_seconds
-        if step > start:  # the first step after a (re)start compiles and warms up: not budgeted
-            train_seconds += step_seconds
-        out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
-        last = done == tc.steps or out_of_time
-        if done % tc.log_every == 0 or last:
-            n = max(logged, 1)
-            record = {"step": done, "loss": (loss_sum / n).item(), "grad_norm": (norm_sum / n).item(),
-                      "lr": scheduler.get_last_lr()[0], "images_per_s": logged * tc.batch_size / window_seconds,
-                      "skipped_steps": bad_total, "train_seconds": train_seconds}
-            if device.type == "cuda":
-                record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
-            if bar.disable:
-                print(f"step {done}/{tc.steps}  loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s",
+    try:
+        for step in bar:
+            if out_of_time:
+                break
+            t_step = time.perf_counter()
+            step_loss, grad_norm, finite = train_step(model, objective, batches, step, optimizer, scheduler, ema,
+                                                      config, tc.label_dropout if class_names else None,
+                                                      lambda: autocast(device, tc.precision))
+            if finite:
+                bad_run = 0
+                loss_sum += step_loss
+                norm_sum += grad_norm.detach()
+                logged += 1
+            else:
+                # A bad batch must not poison the weights or the EMA: skip, count, give up after a streak.
+                bad_run += 1
+                bad_total += 1
+                if bad_run >= MAX_BAD_STEPS:
+                    raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients at step {step}; "
+                                             f"lower optim.lr or check the data")
+            done = step + 1
+            if (tc.minutes or tc.ckpt_minutes) and device.type == "cuda":
+                torch.cuda.synchronize(device)  # the budget is GPU time, not the time to queue kernels
+            step_seconds = time.perf_counter() - t_step
+            window_seconds += step_seconds
+            if step > start:  # the first step after a (re)start compiles and warms up: not budgeted
+                train_seconds += step_seconds
+            out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
+            last = done == tc.steps or out_of_time or stop.signal is not None
+            if done % tc.log_every == 0 or last:
+                n = max(logged, 1)
+                record = {"step": done, "loss": (loss_sum / n).item(), "grad_norm": (norm_sum / n).item(),
+                          "lr": scheduler.get_last_lr()[0], "images_per_s": logged * tc.batch_size / window_seconds,
+                          "skipped_steps": bad_total, "train_seconds": train_seconds}
+                if device.type == "cuda":
+                    record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                if bar.disable:
+                    print(f"step {done}/{tc.steps}  loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s",
+                          flush=True)
+                loss_sum.zero_(), norm_sum.zero_()
+                logged, window_seconds = 0, 0.0
+            if tc.sample_every and (done % tc.sample_every == 0 or last):
+                save_samples(done)
+                plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
+            if evaluator is not None and (done % tc.eval_every == 0 or last):
+                evaluate(done)
+            timed = train_seconds >= next_timed
+            if timed:
+                next_timed = (math.floor(train_seconds / timed_every) + 1) * timed_every
+            if (tc.ckpt_every and done % tc.ckpt_every == 0) or last or timed:
+                save(done, bad_total)
+            if stop.signal is not None:
+                print(f"\nstopped by {stop.signal} at step {done}: checkpoint saved; continue with --resume",
                       flush=True)
-            loss_sum.zero_(), norm_sum.zero_()
-            logged, window_seconds = 0, 0.0
-        if tc.sample_every and (done % tc.sample_every == 0 or last):
-            save_samples(done)
-            plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
-        if evaluator is not None and (done % tc.eval_every == 0 or last):
-            evaluate(done)
-        timed = train_seconds >= next_timed
-        if timed:
-            next_timed = (math.floor(train_seconds / timed_every) + 1) * timed_every
-        if (tc.ckpt_every and done % tc.ckpt_every == 0) or last or timed:
-            save(done, bad_total)
-    bar.close()
+                break
+        bar.close()
+    finally:
+        stop.restore()
     if metrics_path.exists():
         plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
     return ckpt_io.resolve(out_dir)
