@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -245,3 +246,27 @@ def test_a_signal_saves_a_checkpoint_and_resume_continues(tmp_path, sig):
     assert 3 <= step < 100000
     subprocess.run(cmd + [f"train.steps={step + 2}", "--resume"], check=True, capture_output=True)
     assert json.loads(metrics.read_text().splitlines()[-1])["step"] == step + 2
+
+
+def test_a_full_disk_names_the_problem_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    import liquidgen.checkpoint as ckpt_io
+
+    real_save = ckpt_io.save_file
+    calls = []
+
+    def filling_disk(tensors, path, *args, **kwargs):
+        calls.append(path)
+        if "step-000004" in str(path):  # the disk fills up while the second checkpoint is written
+            Path(path).write_bytes(b"\0" * 10)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_io, "save_file", filling_disk)
+    run = tmp_path / "run"
+    with pytest.raises(OSError, match=r"could not write checkpoint step-000004 .*No space left on device.*"
+                                      r"step-000002, is intact"):
+        train(load_config(None, TINY + ["train.steps=4", "train.ckpt_every=2"]), run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002"]  # no half-written folder
+    ckpt_io.load_model(run)  # the last good checkpoint still loads

@@ -112,6 +112,26 @@ def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model:
     final = step_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write(tmp, config, spec, model, ema, optimizer, scheduler, step, extra)
+    except (OSError, SafetensorError) as e:  # a full disk, a quota, a vanished mount
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = list_checkpoints(run_dir)
+        kept = f"the newest complete checkpoint, {previous[-1]}, is intact" if previous else "no earlier checkpoint"
+        raise OSError(getattr(e, "errno", None), f"could not write checkpoint {final.name} in {final.parent} "
+                      f"({getattr(e, 'strerror', None) or e}); {kept}") from e
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    if keep > 0:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            if not (keep_every and int(STEP_DIR.match(old.name).group(1)) % keep_every == 0):
+                shutil.rmtree(old)
+    return final
+
+
+def _write(tmp: Path, config: Config, spec: dict, model, ema, optimizer, scheduler, step: int,
+           extra: dict | None) -> None:
     tmp.mkdir(parents=True)
     (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     (tmp / "model.json").write_text(json.dumps(spec, indent=2))
@@ -126,14 +146,6 @@ def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model:
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     (tmp / "state.json").write_text(json.dumps(state))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    if keep > 0:
-        for old in list_checkpoints(run_dir)[:-keep]:
-            if not (keep_every and int(STEP_DIR.match(old.name).group(1)) % keep_every == 0):
-                shutil.rmtree(old)
-    return final
 
 
 def model_spec(config: Config, in_channels: int, input_size: int, class_names: list[str], context_dim: int = 0,

@@ -423,8 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        # Configuration and input errors are the user's to fix: a message, not a traceback.
+    except (ValueError, OSError) as e:
+        # Configuration, input and disk errors are the user's to fix: a message, not a traceback.
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
