@@ -30,7 +30,7 @@ from ..evaluation.classifier import fit_classifier, save_classifier
 from ..evaluation.evaluate import evaluate, generate, load_reference
 from ..plots import save_grid
 from ..train import pick_device, train
-from .speed import append_record, environment, read_records
+from .records import append_record, environment, read_records
 
 NFES = (1, 2, 4, 8, 16, 50)
 CONSISTENCY_NFES = (1, 2)
@@ -69,8 +69,7 @@ def record_key(name: str, minutes: float, sampler: str, nfe: int) -> str:
 
 
 def _training_summary(run: Path) -> dict:
-    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    log = [r for r in log if "loss" in r]
+    log = [r for r in read_records(run / "metrics.jsonl") if "loss" in r]
     steady = log[2:] or log  # the first windows include compilation and warm-up
     return {"steps": log[-1]["step"], "train_seconds": log[-1].get("train_seconds"),
             "train_img_s": statistics.median(r["images_per_s"] for r in steady), "loss": log[-1]["loss"],

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_bars, plot_curves
-from .speed import mode_label, read_records
+from .records import read_records
+from .speed import mode_label
 
 
 def _num(v, fmt: str) -> str:

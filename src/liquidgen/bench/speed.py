@@ -12,7 +12,6 @@ multiplies, attention, other kernels and GPU idle time: the reasons behind a low
 """
 from __future__ import annotations
 
-import datetime
 import json
 import statistics
 import time
@@ -34,6 +33,7 @@ from ..train import (
     make_scheduler,
     train_step,
 )
+from .records import append_record, environment, read_records
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s; the first name
 # found in torch.cuda.get_device_name() wins, so the specific variants come before the families.
@@ -48,10 +48,6 @@ def peak_tflops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 @dataclass(frozen=True)
@@ -143,48 +139,41 @@ def profile_step(step, device: torch.device, repeats: int = 3) -> dict:
             **{f"{k}_share": v / wall for k, v in parts.items()}}
 
 
-def _amp(device: torch.device):
-    return lambda: autocast(device, "auto")  # bf16 on CUDA, fp32 on a CPU
-
-
-def measure_training(case: Case, device: torch.device, steps: int, warmup: int, flop_steps: int
-                     ) -> tuple[dict, EMA]:
-    """Time `steps` training steps after `warmup` untimed ones; returns the record and the EMA (for sampling)."""
-    channels, size, classes = BACKBONES[case.backbone].native[case.preset]
-    torch.manual_seed(0)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    model = build_model(case.backbone, case.preset, channels, size, classes).to(device)
+def time_training(model, batch: int, device: torch.device, steps: int, warmup: int, flop_steps: int = 3,
+                  compile_mode: str = "eager", precision: str = "auto", label_dropout: float | None = 0.1,
+                  weight_decay: float = 0.01) -> tuple[dict, EMA]:
+    """Time `steps` training steps of `model` (any module with liquidgen's call signature and geometry
+    attributes) after `warmup` untimed ones; returns the timing record and the EMA (for sampling)."""
     config = Config()
-    config.optim.grad_clip = 1.0
+    config.optim.grad_clip, config.optim.weight_decay, config.train.precision = 1.0, weight_decay, precision
     objective = build_objective("flow")
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, 10**9)
     ema = EMA(model, 0.9999)
-    label_dropout = 0.1 if classes else None
-    amp = _amp(device)
+
+    def amp():
+        return autocast(device, precision)
+
     small = synthetic_batches(model, 2, device)
     flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, objective, small, i, 1, label_dropout,
                                                                      amp=amp)) for i in range(flop_steps)) / 2
     optimizer.zero_grad(set_to_none=True)
-    if case.compile != "eager":
-        model.compile(mode=case.compile)
-    batches = synthetic_batches(model, case.batch, device)
+    if compile_mode != "eager":
+        model.compile(mode=compile_mode)
+    batches = synthetic_batches(model, batch, device)
     counter = iter(range(10**9))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     def step():
         train_step(model, objective, batches, next(counter), optimizer, scheduler, ema, config, label_dropout, amp)
 
     warmup_s = timed(step, warmup, device)
-    img_s = steps * case.batch / timed(step, steps, device)
+    img_s = steps * batch / timed(step, steps, device)
     peak = peak_tflops(device)
-    record = {
-        "key": case.key, **asdict(case), "input": f"{channels}x{size}x{size}", "classes": classes,
-        "params_M": model.num_params() / 1e6, "train_gflops_per_img": flops / 1e9, "train_img_s": img_s,
-        "warmup_s": warmup_s, "train_tflops": flops * img_s / 1e12, "peak_tflops": peak,
-        "mfu": flops * img_s / (peak * 1e12) if peak else None,
-    }
+    record = {"params_M": model.num_params() / 1e6, "train_gflops_per_img": flops / 1e9, "train_img_s": img_s,
+              "warmup_s": warmup_s, "train_tflops": flops * img_s / 1e12, "peak_tflops": peak,
+              "mfu": flops * img_s / (peak * 1e12) if peak else None}
     if device.type == "cuda":
         record["train_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         try:
@@ -192,6 +181,20 @@ def measure_training(case: Case, device: torch.device, steps: int, warmup: int, 
         except RuntimeError as e:  # the profiler is a diagnosis: its failure must not lose the measurement
             record["profile_error"] = str(e)
     return record, ema
+
+
+def measure_training(case: Case, device: torch.device, steps: int, warmup: int, flop_steps: int
+                     ) -> tuple[dict, EMA]:
+    """`time_training` of a preset at its native size; returns the record and the EMA (for sampling)."""
+    channels, size, classes = BACKBONES[case.backbone].native[case.preset]
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    model = build_model(case.backbone, case.preset, channels, size, classes).to(device)
+    record, ema = time_training(model, case.batch, device, steps, warmup, flop_steps, case.compile,
+                                label_dropout=0.1 if classes else None)
+    return {"key": case.key, **asdict(case), "input": f"{channels}x{size}x{size}", "classes": classes,
+            **record}, ema
 
 
 @torch.no_grad()
@@ -209,10 +212,8 @@ def measure_sampling(model, mode: str, device: torch.device, batch: int, steps: 
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    amp = _amp(device)
-
     def draw(n: int):
-        with amp():
+        with autocast(device, "auto"):
             sample(model, "v", noise, y, steps=n, cfg=1.0, sampler="euler", context=context)
 
     draw(2)  # compiles
@@ -231,29 +232,6 @@ def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, 
     """Time one case; returns its record (see the module docstring for what each number means)."""
     record, ema = measure_training(case, device, steps, warmup, flop_steps)
     return {**record, **measure_sampling(ema.model, case.compile, device, sample_batch, sample_steps)}
-
-
-def environment(device: torch.device) -> dict:
-    return {"device": device_name(device), "torch": torch.__version__,
-            "date": datetime.date.today().isoformat()}
-
-
-def read_records(path: Path) -> list[dict]:
-    """The records of a results .jsonl; a last line cut off by a kill is ignored."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def append_record(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tuple[str, ...] = ("eager", "default"),
