@@ -197,6 +197,25 @@ def test_folder_with_classes(tmp_path: Path) -> None:
         load_dataset("folder", tmp_path, image_size=8)
 
 
+def test_folder_bad_images_stop_the_load_or_are_skipped_and_counted(tmp_path: Path, capsys) -> None:
+    for k in range(4):
+        _save(tmp_path / "good" / f"{k}.png", np.full((8, 8), 60 * k, np.uint8))
+    png = (tmp_path / "good" / "0.png").read_bytes()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "cut.png").write_bytes(png[: len(png) // 2])  # a truncated download
+    (tmp_path / "bad" / "fake.jpg").write_bytes(b"<html>404</html>")  # not an image at all
+    _save(tmp_path / "bad" / "ok.png", np.full((8, 8), 255, np.uint8))
+    with pytest.raises(ValueError, match="cannot read image .*cut.png"):
+        load_dataset("folder", tmp_path, image_size=8)
+    d = load_dataset("folder", tmp_path, image_size=8, skip_bad_images=True)
+    assert len(d) == 5 and d.labels.tolist() == [0, 1, 1, 1, 1] and d.class_names == ["bad", "good"]
+    assert d.images[:, 0, 0, 0].tolist() == [255, 0, 60, 120, 180]
+    err = capsys.readouterr().err
+    assert "skipped 2 of 7 images" in err and "cut.png" in err and "fake.jpg" in err
+    with pytest.raises(ValueError, match="applies to the folder dataset"):
+        load_dataset("digits", image_size=8, skip_bad_images=True)
+
+
 def test_folder_unlabelled_grayscale(tmp_path: Path) -> None:
     for k in range(3):
         _save(tmp_path / f"{k}.png", np.full((12, 12), 40 * k, np.uint8))
@@ -298,6 +317,21 @@ def test_sampler_exact_epoch_and_errors() -> None:
         BatchSampler(data, batch_size=13)
     with pytest.raises(ValueError, match="step"):
         sampler(-1)
+
+
+def test_sampler_parts_make_up_the_whole_batch() -> None:
+    """Micro-batches and processes take disjoint slices of the same step batch, in part order."""
+    data = _tiny(n=24)
+    sampler = BatchSampler(data, batch_size=8, seed=2, hflip=True)
+    for step in (0, 2, 3):  # 3 is the first step of epoch 1
+        x, y, _ = sampler(step)
+        parts = [sampler(step, part, 4) for part in range(4)]
+        assert all(len(p[0]) == 2 for p in parts)
+        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+    with pytest.raises(ValueError, match="part 0 of 3"):
+        sampler(0, 0, 3)
+    with pytest.raises(ValueError, match="part 4 of 4"):
+        sampler(0, 4, 4)
 
 
 def test_sampler_hflip() -> None:

@@ -152,6 +152,14 @@ def test_clear_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="cannot read image .*im3.png"):
         precompute(Request("folder", str(root), 8), tmp_path / "o1", progress=False)
     assert not (tmp_path / "o1" / "shard-00000.latents.npy").exists()
+    # asked to, precompute leaves it out and counts it; a shard of only bad images is empty but valid
+    (root / "im2.png").write_bytes(b"garbage")
+    (root / "im4.png").write_bytes(b"garbage")
+    precompute(Request("folder", str(root), 8, shard_size=2, skip_bad_images=True), tmp_path / "skip", progress=False)
+    manifest = json.loads((tmp_path / "skip" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["skipped"] == 3 and manifest["count"] == 3
+    assert [sh["count"] for sh in manifest["shards"]] == [2, 0, 1]
+    assert len(load_precomputed(tmp_path / "skip")) == 3
 
     root = _folder(tmp_path / "wide")
     Image.fromarray(np.zeros((8, 8), np.uint16)).save(root / "im2.png")  # a 16-bit PNG

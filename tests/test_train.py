@@ -111,14 +111,14 @@ def test_gradient_accumulation_matches_one_big_batch():
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
 
-    def grads(micro, accum):
+    def grads(batch, accum):
         model.zero_grad()
-        loss = accumulate_gradients(model, FixedTimeObjective(), BatchSampler(data, micro, seed=1), 0, accum,
+        loss = accumulate_gradients(model, FixedTimeObjective(), BatchSampler(data, batch, seed=1), 0, accum,
                                     None)
         return loss, [p.grad.clone() for p in model.parameters()]
 
     loss1, g1 = grads(32, 1)
-    loss2, g2 = grads(16, 2)
+    loss2, g2 = grads(32, 2)
     torch.testing.assert_close(loss1, loss2)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
@@ -246,6 +246,37 @@ def test_a_signal_saves_a_checkpoint_and_resume_continues(tmp_path, sig):
     assert 3 <= step < 100000
     subprocess.run(cmd + [f"train.steps={step + 2}", "--resume"], check=True, capture_output=True)
     assert json.loads(metrics.read_text().splitlines()[-1])["step"] == step + 2
+
+
+def test_sigkill_at_an_arbitrary_step_then_resume_gives_the_uninterrupted_trajectory(tmp_path):
+    """No chance to save: the process dies mid-step (perhaps mid-checkpoint). Resuming from the newest
+    complete checkpoint must replay the lost steps exactly: the same loss at every step, bit for bit."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "liquidgen.cli", "train", "configs/digits-liquid-tiny.yaml", "--set",
+           "train.log_every=1", "train.sample_every=0", "train.ckpt_every=7", "train.keep_checkpoints=2",
+           "data.image_size=8", "train.batch_size=16", "train.steps=160"]
+    subprocess.run(cmd + ["--out", str(tmp_path / "straight")], check=True, capture_output=True)
+    kill_after = random.Random().randrange(10, 140)  # a different step every time the test runs
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= kill_after):
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    logged = len(metrics.read_text().splitlines())
+    assert proc.returncode == -signal.SIGKILL and logged < 160, (kill_after, logged)
+    subprocess.run(cmd + ["--out", str(tmp_path / "killed"), "--resume"], check=True, capture_output=True)
+    losses = lambda run: [json.loads(l)["loss"] for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses("killed")) == 160 and losses("killed") == losses("straight"), (kill_after, logged)
+    assert not list((tmp_path / "killed" / "checkpoints").glob("*.tmp"))  # a half-written one is cleaned up
 
 
 def test_a_full_disk_names_the_problem_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

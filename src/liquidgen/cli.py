@@ -15,12 +15,14 @@ from .samplers import GRIDS, SAMPLERS
 
 def cmd_train(args) -> None:
     from .config import load_config
+    from .distributed import main_process
     from .train import train
 
     config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     final = train(config, out, resume=args.resume)
-    print(f"done: {final}\nsample with: liquidgen sample {out}")
+    if main_process():
+        print(f"done: {final}\nsample with: liquidgen sample {out}")
 
 
 def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] | None:
@@ -44,14 +46,15 @@ def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] 
 
 def cmd_sample(args) -> None:
     from .checkpoint import load_model
+    from .distributed import setup
     from .objectives import build_objective
     from .plots import save_grid
     from .precompute import LatentSpace
     from .samplers import sample
     from .text import encode_prompts
-    from .train import autocast, grid_labels, pick_device
+    from .train import autocast, grid_labels
 
-    device = pick_device(args.device)
+    dist, device = setup(args.device)
     model, config, spec = load_model(args.checkpoint, ema=not args.no_ema, device=device)
     objective = build_objective(config.objective.name, **config.objective.options)
     space = LatentSpace.from_spec(spec)
@@ -91,10 +94,18 @@ def cmd_sample(args) -> None:
     state = fixed_point_state(model, args)
     g = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(n, spec["in_channels"], spec["input_size"], spec["input_size"], generator=g).to(device)
-    with autocast(device, config.train.precision):
-        x = sample(model, objective.prediction, noise, y, steps, cfg, args.sampler or config.sample.sampler,
-                   progress=True, state=state, grid=args.grid or config.sample.grid or None,
-                   cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None, **cond)
+
+    def draw(rows: slice) -> torch.Tensor:  # under a launcher, each process draws a share of the rows
+        with autocast(device, config.train.precision):
+            return sample(model, objective.prediction, noise[rows], None if y is None else y[rows], steps, cfg,
+                          args.sampler or config.sample.sampler, progress=dist.main, state=state,
+                          grid=args.grid or config.sample.grid or None,
+                          cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None,
+                          **{k: v[rows] for k, v in cond.items()})
+
+    x = dist.map_rows(draw, n)
+    if not dist.main:
+        return
     x = space.decode(x)
     if init is not None:  # keep the given pixels exactly where the mask says keep
         x = pixel_mask * x + (1 - pixel_mask) * init
@@ -166,8 +177,8 @@ def parse_options(assignments: list[str], flag: str) -> dict:
 
 
 def cmd_precompute(args) -> None:
+    from .distributed import pick_device
     from .precompute import Request, precompute
-    from .train import pick_device
 
     text = None
     if args.text_encoder:
@@ -178,15 +189,15 @@ def cmd_precompute(args) -> None:
                   autoencoder={"name": args.autoencoder, **parse_options(args.ae_option, "--ae-option")},
                   text_encoder=text, caption_templates=args.caption_template, class_words=args.class_words,
                   resize=not args.no_resize, hf_columns=columns, shard_size=args.shard_size,
-                  text_tokens=args.text_tokens)
+                  text_tokens=args.text_tokens, skip_bad_images=args.skip_bad_images)
     manifest = precompute(req, args.out, device=pick_device(args.device), batch_size=args.batch_size)
     print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
 
 
 def cmd_fit_classifier(args) -> None:
     from .data import load_dataset, load_split
+    from .distributed import pick_device
     from .evaluation.classifier import fit_classifier, save_classifier
-    from .train import pick_device
 
     train_set = load_dataset(args.data, args.root, args.size, split="train")
     # Without a test split, fit_classifier holds out the last images instead.
@@ -201,10 +212,10 @@ def cmd_fit_classifier(args) -> None:
 def cmd_eval(args) -> None:
     import json
 
+    from .distributed import setup
     from .evaluation.evaluate import evaluate, generate, load_reference, load_samples
-    from .train import pick_device
 
-    device = pick_device(args.device)
+    dist, device = setup(args.device)
     target = Path(args.target)
     if target.suffix == ".npz":
         images, labels = load_samples(target)
@@ -212,7 +223,9 @@ def cmd_eval(args) -> None:
             images, labels = images[:args.n], None if labels is None else labels[:args.n]
     else:
         images, labels = generate(target, args.n or 10_000, seed=args.seed, steps=args.steps, cfg=args.cfg,
-                                  sampler=args.sampler, device=device, prompts=args.prompt)
+                                  sampler=args.sampler, device=device, prompts=args.prompt, dist=dist)
+        if not dist.main:
+            return
     reference = load_reference(args.data, args.root, args.split, args.size or images.shape[-1], args.reference_limit)
     name = f"{args.data}-{args.split}-{reference.size}px-{len(reference)}"
     result = evaluate(images, labels, reference, name, classifier=args.classifier,
@@ -279,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate images from a checkpoint")
     p.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step-XXXXXX) or a run folder (newest)")
-    p.add_argument("--n", type=int, help="number of samples (default: 8 per class, or 64)")
+    # --num-samples: under torchrun / accelerate launch, whose parsers take "--n" for an abbreviation of theirs
+    p.add_argument("--n", "--num-samples", type=int, dest="n", help="number of samples (default: 8 per class, or 64)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the config's sample.steps)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (default: config's)")
     p.add_argument("--labels", nargs="*", help="class indices or names to sample (cycled); default: a class grid")
@@ -325,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="dataset split (train | test; hf: any split name)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--no-resize", action="store_true", help="require images of exactly --size instead of resizing")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="folder: leave out image files that cannot be decoded (counted in the manifest, named in a "
+                        "warning) instead of stopping at the first")
     p.add_argument("--image-column", default="image", help="hf: the image column")
     p.add_argument("--label-column", default="", help="hf: the label column (default: unlabelled)")
     p.add_argument("--caption-column", default="", help="hf: the caption column (default: no captions)")
@@ -346,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception)")
     p.add_argument("--inception", action="store_true", help="compute FID / KID with Inception weights found in "
                    "the torch hub cache or $LIQUIDGEN_INCEPTION")
-    p.add_argument("--n", type=int, help="number of samples (default: 10,000 generated, or all in the .npz)")
+    p.add_argument("--n", "--num-samples", type=int, dest="n",
+                   help="number of samples (default: 10,000 generated, or all in the .npz)")
     p.add_argument("--prompt", nargs="+", help="text models: one prompt per class, in label order (prompt k "
                    "should show class k); samples cycle through them and class_accuracy scores prompt following")
     p.add_argument("--seed", type=int, default=0, help="noise seed for generated samples")

@@ -33,6 +33,9 @@ class DataConfig:
     hflip: bool = False  # random horizontal flips (not for digits!)
     limit: int | None = None  # keep only the first N images
     labels: bool = True  # condition on the class labels when the dataset has them (false: text or nothing)
+    # folder datasets: leave out image files that cannot be decoded (counted, named in a warning)
+    # instead of stopping at the first one
+    skip_bad_images: bool = False
 
 
 @dataclass

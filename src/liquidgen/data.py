@@ -22,6 +22,7 @@ __all__ = [
     "DATASETS",
     "BatchSampler",
     "ImageData",
+    "UnreadableImage",
     "load_dataset",
     "read_image",
     "to_float",
@@ -81,11 +82,14 @@ def load_dataset(
     image_size: int | None = None,
     split: str = "train",
     limit: int | None = None,
+    skip_bad_images: bool = False,
 ) -> ImageData:
     """Load dataset `name` (a key of `DATASETS`) into memory.
 
     `image_size` resizes (bicubic, antialiased) to image_size x image_size, center-cropping
     non-square images; None keeps the native size. `limit` keeps the first `limit` images.
+    `skip_bad_images` (folder datasets): leave out image files that cannot be decoded, counted and
+    named in a warning, instead of stopping at the first.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
@@ -96,6 +100,10 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
     path = None if root is None else Path(root).expanduser()
+    if skip_bad_images:
+        if name != "folder":
+            raise ValueError(f"data.skip_bad_images applies to the folder dataset (one file per image), not {name!r}")
+        return _load_folder(path, split, image_size, limit, skip_bad=True)
     return DATASETS[name](path, split, image_size, limit)
 
 
@@ -302,12 +310,13 @@ def _read_cifar_tiles(
 # --- image folder -------------------------------------------------------------------------
 
 
-def _load_folder(root: Path | None, split: str, image_size: int | None, limit: int | None) -> ImageData:
+def _load_folder(root: Path | None, split: str, image_size: int | None, limit: int | None,
+                 skip_bad: bool = False) -> ImageData:
     """Images in one subfolder per class (searched recursively), or directly in `root` (unlabelled).
 
     Class indices follow sorted subfolder names; with subfolders, loose files in `root` are
     ignored. Images are resized on the short side and center-cropped to image_size (required).
-    Grayscale when every image is grayscale, else RGB.
+    Grayscale when every image is grayscale, else RGB. `skip_bad`: see `load_dataset`.
     """
     base = _need_root("folder", root)
     _train_only("folder", split)
@@ -315,7 +324,20 @@ def _load_folder(root: Path | None, split: str, image_size: int | None, limit: i
         raise ValueError("dataset 'folder' needs image_size (its images may differ in size)")
     classes, files = folder_files(base)
     files = files[:limit]
-    arrays = [_read_image(p, image_size) for p, _ in files]
+    arrays, kept, bad = [], [], []
+    for path, label in files:
+        try:
+            arrays.append(read_image(path, image_size))
+            kept.append((path, label))
+        except UnreadableImage as e:
+            if not skip_bad:
+                raise
+            bad.append(e)
+    if bad:
+        warn_skipped(bad, len(files), base)
+    if not arrays:
+        raise ValueError(f"none of the {len(files)} images in {base} could be read")
+    files = kept
     if any(a.ndim == 3 for a in arrays):
         arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
         images = np.stack(arrays).transpose(0, 3, 1, 2)
@@ -347,9 +369,17 @@ def _image_files(paths: Iterable[Path]) -> list[Path]:
     )
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
-    """(size, size) for grayscale files, else (size, size, 3) RGB."""
-    return read_image(path, size)
+class UnreadableImage(ValueError):
+    """An image file that cannot be decoded (truncated, corrupt, not an image)."""
+
+
+def warn_skipped(errors: list[Exception], total: int, where: Path | str) -> None:
+    """The warning for images left out by `skip_bad_images`: how many, and the first few by name."""
+    import sys
+
+    named = "; ".join(str(e) for e in errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+    print(f"warning: skipped {len(errors)} of {total} images in {where} that could not be read: {named}",
+          file=sys.stderr)
 
 
 # Modes PIL can read but that hold more than 8 bits per channel: converting would clip them silently.
@@ -367,7 +397,7 @@ def read_image(path: str | Path, size: int, channels: int | None = None, resize:
         with Image.open(path) as img:
             img.load()  # decode now, so a truncated file fails here, with its name
     except (OSError, ValueError, SyntaxError) as e:  # PIL reports corrupt files with any of these
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise UnreadableImage(f"cannot read image {path}: {e}") from e
     return fit_image(img, size, channels, resize, str(path))
 
 
@@ -471,7 +501,8 @@ class BatchSampler:
 
     The batch for step `i` is a pure function of (seed, i): epoch e = i // steps_per_epoch
     shuffles with torch.randperm seeded by seed * 1_000_003 + e, so resuming at step i needs
-    no loader state. The last incomplete batch of each epoch is dropped.
+    no loader state. The last incomplete batch of each epoch is dropped. A step's batch can be
+    taken in `parts` equal slices (micro-batches, processes): together they are the same batch.
     """
 
     def __init__(
@@ -505,16 +536,21 @@ class BatchSampler:
             self._flip = (torch.rand(n, generator=g) < 0.5).to(self.device)
         self._epoch = epoch
 
-    def __call__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(x float32 in model space (B, C, H, W); labels int64 (B,); the other conditioning inputs:
-        {"context": (B, D) or (B, L, D) float32, + "context_mask": (B, L) bool for tokens} for datasets
-        with text, else {}), all on the device."""
+    def __call__(self, i: int, part: int = 0, parts: int = 1
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Slice `part` of `parts` of step i's batch: (x float32 in model space (B, C, H, W); labels int64
+        (B,); the other conditioning inputs: {"context": (B, D) or (B, L, D) float32, + "context_mask":
+        (B, L) bool for tokens} for datasets with text, else {}), all on the device."""
         if i < 0:
             raise ValueError(f"step must be >= 0, got {i}")
+        if self.batch_size % parts or not 0 <= part < parts:
+            raise ValueError(f"cannot take part {part} of {parts} of a batch of {self.batch_size}")
         epoch, step = divmod(i, self.steps_per_epoch)
         if epoch != self._epoch:
             self._start_epoch(epoch)
-        rows = slice(step * self.batch_size, (step + 1) * self.batch_size)
+        size = self.batch_size // parts
+        start = step * self.batch_size + part * size
+        rows = slice(start, start + size)
         idx = self._perm[rows]
         x = self.images[idx]
         if self.hflip:

@@ -33,7 +33,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import IMAGE_SUFFIXES, chw, fit_image, folder_files, load_dataset, read_image, to_float
+from .data import (
+    IMAGE_SUFFIXES,
+    UnreadableImage,
+    chw,
+    fit_image,
+    folder_files,
+    load_dataset,
+    read_image,
+    to_float,
+    warn_skipped,
+)
 
 FORMAT_VERSION = 1
 CAPTION_KEYS = ("text", "caption", "prompt")  # metadata.jsonl columns read as the caption, in this order
@@ -216,6 +226,7 @@ class Request:
     hf_columns: dict = field(default_factory=dict)  # image_column, label_column, caption_column
     shard_size: int = 4096
     text_tokens: int = 0  # > 0: store per-token text features, truncated or padded to this many tokens
+    skip_bad_images: bool = False  # folder: leave out image files that cannot be decoded, counted in the manifest
 
 
 def open_source(req: Request, channels: int | None) -> Source:
@@ -264,8 +275,9 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
                     pixels=pixels, context_dim=0 if not text else text.token_dim if req.text_tokens else text.dim,
                     text_tokens=req.text_tokens)
     done = {s["name"] for s in manifest["shards"]}
+    skipped: list[Exception] = []
     bar = tqdm(total=len(source), desc="precompute", unit="img", disable=None if progress else True)
-    bar.update(sum(s["count"] for s in manifest["shards"]))
+    bar.update(sum(s["count"] + s.get("skipped", 0) for s in manifest["shards"]))
     for k in range(n_shards):
         name = f"shard-{k:05d}"
         if name in done:
@@ -273,9 +285,18 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
         rows = range(k * req.shard_size, min((k + 1) * req.shard_size, len(source)))
         images, labels, captions = [], [], []
         for i in rows:
-            image, label, caption = source.read(i)
-            images.append(image), labels.append(label), captions.append(caption)
             bar.update(1)
+            try:
+                image, label, caption = source.read(i)
+            except UnreadableImage as e:
+                if not req.skip_bad_images:
+                    raise
+                skipped.append(e)
+                continue
+            images.append(image), labels.append(label), captions.append(caption)
+        if not images:  # every image of this shard was skipped
+            manifest["shards"].append({"name": name, "count": 0, "skipped": len(rows)})
+            continue
         shape = list(ae.latent_shape(req.image_size)) if not pixels else list(images[0].shape)
         if len({im.shape for im in images}) > 1 or manifest.setdefault("latent_shape", shape) != shape:
             raise ValueError(f"{name}: images differ in channels (grayscale and RGB); set the identity "
@@ -299,10 +320,13 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
             else:
                 arrays["context"] = torch.cat([c.pooled for c in chunks]).to(torch.float16).cpu().numpy()
         _write_shard(out, name, arrays, captions if source.has_captions else None)
-        manifest["shards"].append({"name": name, "count": len(rows), **stats})
+        manifest["shards"].append({"name": name, "count": len(images), "skipped": len(rows) - len(images), **stats})
         manifest["count"] = sum(s["count"] for s in manifest["shards"])
         _write_json(out / "manifest.json", manifest)
     bar.close()
+    if skipped:
+        warn_skipped(skipped, len(source), req.root)
+    manifest["skipped"] = sum(s.get("skipped", 0) for s in manifest["shards"])
     manifest["stats"] = None if pixels else _channel_stats(manifest["shards"])
     manifest["complete"] = True
     _write_json(out / "manifest.json", manifest)
@@ -343,6 +367,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _channel_stats(shards: list[dict]) -> dict:
+    shards = [s for s in shards if s["count"]]
     n = sum(s["n"] for s in shards)
     total = np.sum([s["sum"] for s in shards], axis=0)
     total_sq = np.sum([s["sumsq"] for s in shards], axis=0)
@@ -401,6 +426,8 @@ def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedD
     for shard in shards:
         if remaining <= 0:
             break
+        if not shard["count"]:  # every image of it was skipped as unreadable: no files
+            continue
         take = min(shard["count"], remaining)
         for key in arrays:
             file = root / f"{shard['name']}.{key}.npy"

@@ -26,10 +26,11 @@ import torch
 from ..checkpoint import list_checkpoints
 from ..config import ModelConfig, load_config
 from ..data import load_dataset, load_split
+from ..distributed import pick_device
 from ..evaluation.classifier import fit_classifier, save_classifier
 from ..evaluation.evaluate import evaluate, generate, load_reference
 from ..plots import save_grid
-from ..train import pick_device, train
+from ..train import train
 from .records import append_record, environment, read_records
 
 NFES = (1, 2, 4, 8, 16, 50)

@@ -88,14 +88,18 @@ def parse_presets(names: list[str]) -> list[tuple[str, str]]:
 
 
 def synthetic_batches(model, batch: int, device: torch.device):
-    """A `batches(step) -> (x, y, cond)` source returning one fixed random batch at the model's native shape."""
+    """A `BatchSampler`-like source: the same random batch at the model's native shape for every step."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, model.in_channels, model.input_size, model.input_size, generator=g).to(device)
     y = torch.randint(0, max(model.num_classes, 1), (batch,), generator=g).to(device)
     cond = {}
     if model.context_dim:
         cond["context"] = torch.randn(batch, CONTEXT_TOKENS, model.context_dim, generator=g).to(device)
-    return lambda step: (x, y, dict(cond))
+    def batches(step: int, part: int = 0, parts: int = 1):
+        rows = slice(part * batch // parts, (part + 1) * batch // parts)
+        return x[rows], y[rows], {k: v[rows] for k, v in cond.items()}
+
+    return batches
 
 
 def _sync(device: torch.device) -> None:

@@ -20,7 +20,12 @@ from torch import Tensor
 
 from ..data import ImageData, load_dataset, load_split, to_float
 from .classifier import extract, file_id, load_classifier
-from .metrics import frechet_distance, gaussian_stats, kernel_inception_distance, precision_recall
+from .metrics import (
+    frechet_distance,
+    gaussian_stats,
+    kernel_inception_distance,
+    precision_recall,
+)
 
 DEFAULT_CACHE = Path("~/.cache/liquidgen/eval")
 
@@ -41,17 +46,19 @@ def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
 @torch.no_grad()
 def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = None, cfg: float | None = None,
              sampler: str | None = None, device: torch.device | str = "cpu", batch_size: int = 500,
-             progress: bool = True, grid: str | None = None, prompts: list[str] | None = None
+             progress: bool = True, grid: str | None = None, prompts: list[str] | None = None, dist=None
              ) -> tuple[Tensor, Tensor | None]:
     """n images (uint8, decoded to pixels) from a checkpoint's EMA weights; labels i % num_classes for a
     class-conditional model. A text model with `prompts` draws sample i from prompt i % len(prompts),
     and its label is that index: prompt k is meant to show class k, so class accuracy is the share of
     samples that follow their prompt. Noise of sample i depends only on (seed, i), not on the batch
-    size. Steps, guidance, sampler and time grid default to the run's `sample` settings."""
+    size. Steps, guidance, sampler and time grid default to the run's `sample` settings. With a
+    `distributed.Dist` of several processes, each generates a share and all get every image."""
     from tqdm.auto import tqdm
 
     from ..checkpoint import load_model
     from ..data import to_uint8
+    from ..distributed import Dist
     from ..objectives import build_objective
     from ..precompute import LatentSpace
     from ..samplers import sample
@@ -71,21 +78,28 @@ def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = 
     shape = (spec["in_channels"], spec["input_size"], spec["input_size"])
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(n, *shape, generator=g)
-    out = []
-    for start in tqdm(range(0, n, batch_size), desc="generate", disable=None if progress else True):
-        xb = noise[start:start + batch_size].to(device)
-        yb = None if labels is None else labels[start:start + batch_size].to(device)
-        cond = {}
-        if context is not None:
-            cond["context"] = context[yb]
-            if mask is not None:
-                cond["context_mask"] = mask[yb]
-        with autocast(device, config.train.precision):
-            x = sample(model, prediction, xb, yb if model.num_classes else None, steps or config.sample.steps,
-                       config.sample.cfg if cfg is None else cfg, sampler or config.sample.sampler,
-                       grid=grid or config.sample.grid or None, **cond)
-        out.append(to_uint8(space.decode(x)).cpu())
-    return torch.cat(out), labels
+    dist = dist or Dist()
+
+    def draw(rows: slice) -> Tensor:
+        out = []
+        starts = range(rows.start, rows.stop, batch_size)
+        for start in tqdm(starts, desc="generate", disable=None if progress and dist.main else True):
+            end = min(start + batch_size, rows.stop)
+            xb = noise[start:end].to(device)
+            yb = None if labels is None else labels[start:end].to(device)
+            cond = {}
+            if context is not None:
+                cond["context"] = context[yb]
+                if mask is not None:
+                    cond["context_mask"] = mask[yb]
+            with autocast(device, config.train.precision):
+                x = sample(model, prediction, xb, yb if model.num_classes else None, steps or config.sample.steps,
+                           config.sample.cfg if cfg is None else cfg, sampler or config.sample.sampler,
+                           grid=grid or config.sample.grid or None, **cond)
+            out.append(to_uint8(space.decode(x)).cpu())
+        return torch.cat(out)
+
+    return dist.map_rows(draw, n), labels
 
 
 def reference_features(name: str, feature_id: str, featurize, data: ImageData, cache_dir: Path) -> Tensor:
