@@ -11,7 +11,7 @@ the log windows after the first two (compilation, warm-up).
 accumulation, which are the same batches and the same noise as the G processes take: the loss curves
 compare at equal global batch. --resume: the largest run is continued from its final checkpoint for
 half as many steps again, to show that its loss curve goes on.
-Writes scaling.jsonl (a record per run, appended as each ends), scaling.md, scaling.png (img/s vs GPUs)
+Writes scaling.jsonl (a record per run, appended as each ends), scaling.md, scaling.png (img/s per GPU count)
 and loss-<backbone>.png.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from liquidgen.bench.records import append_record, read_records  # noqa: E402
-from liquidgen.plots import plot_curves  # noqa: E402
+from liquidgen.plots import plot_bars, plot_curves  # noqa: E402
 
 CONFIGS = {"dit": "configs/cifar10-dit-S-fm.yaml", "liquid": "configs/cifar10-liquid-S.yaml"}
 EMA_LINE = "EMA weights bit-identical on all"
@@ -74,9 +74,9 @@ def report(out_dir: Path) -> None:
             "EMA identical | peak GB |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     series, losses = {}, {}
     for model in dict.fromkeys(r["model"] for r in records):
-        mine = [r for r in records if r["model"] == model and r["kind"] == "scaling"]
+        mine = sorted((r for r in records if r["model"] == model and r["kind"] == "scaling"), key=lambda r: r["gpus"])
         base = next((r["img_s"] for r in mine if r["gpus"] == 1), None)
-        for r in sorted(mine, key=lambda r: r["gpus"]):
+        for r in mine:
             gpus = r["gpus"]
             up, eff = ("-", "-") if not base else (f"{r['img_s'] / base:.2f}x", f"{r['img_s'] / base / gpus:.0%}")
             same = "yes" if r["ema_identical"] else "-" if gpus == 1 else "NO"
@@ -106,8 +106,8 @@ def report(out_dir: Path) -> None:
         text.append(f"- {r['label']} ({r['model']}): `{r['command']}`")
     (out_dir / "scaling.md").write_text("\n".join(text) + "\n")
     if series:
-        plot_curves(out_dir / "scaling.png", series, title="training throughput vs GPUs", xlabel="GPUs",
-                    ylabel="images / s", markers=True)
+        bars = {f"{model}, {g} GPU{'s' if g > 1 else ''}": v for model, (gs, vs) in series.items() for g, v in zip(gs, vs)}
+        plot_bars(out_dir / "scaling.png", bars, title="training images / s vs GPUs", xlabel="images / s")
     for model, curves in losses.items():
         plot_curves(out_dir / f"loss-{model.replace(':', '-')}.png", curves, title=f"{model}: training loss",
                     ylabel="loss", smooth=0.0)
