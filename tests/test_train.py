@@ -279,6 +279,80 @@ def test_sigkill_at_an_arbitrary_step_then_resume_gives_the_uninterrupted_trajec
     assert not list((tmp_path / "killed" / "checkpoints").glob("*.tmp"))  # a half-written one is cleaned up
 
 
+class PoisonedFlow:
+    """Flow matching whose loss is NaN at the steps in `bad` (a corrupt batch, an overflow)."""
+
+    def __init__(self, bad):
+        self.inner, self.bad, self.step = build_objective("flow"), set(bad), 0
+        self.prediction = self.inner.prediction
+
+    def set_step(self, step):
+        self.step = step
+
+    def loss(self, model, x0, y=None, **cond):
+        loss = self.inner.loss(model, x0, y, **cond)
+        return loss * float("nan") if self.step in self.bad else loss
+
+
+def test_a_non_finite_step_changes_nothing_and_is_counted(tmp_path, monkeypatch):
+    import liquidgen.train as train_module
+    from liquidgen.train import make_optimizer, make_scheduler, train_step
+
+    config = load_config(None, TINY)
+    data = load_dataset("digits", image_size=8)
+    model = ckpt_io.build_from_spec(ckpt_io.model_spec(config, 1, 8, data.class_names))
+    optimizer, ema = make_optimizer(model, config.optim), EMA(model, 0.9)
+    scheduler = make_scheduler(optimizer, config.optim, 100)
+    batches = BatchSampler(data, 32)
+    train_step(model, PoisonedFlow([]), batches, 0, optimizer, scheduler, ema, config, 0.1)
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (model, ema.model)]
+    moments = [s["exp_avg"].clone() for s in optimizer.state.values()]
+    lr, updates = scheduler.get_last_lr(), ema.updates
+    _, norm, finite = train_step(model, PoisonedFlow([1]), batches, 1, optimizer, scheduler, ema, config, 0.1)
+    assert not finite and not torch.isfinite(norm)
+    for m, saved in zip((model, ema.model), before):
+        assert all(torch.equal(v, saved[k]) for k, v in m.state_dict().items())
+    assert all(torch.equal(s["exp_avg"], m) for s, m in zip(optimizer.state.values(), moments))
+    assert scheduler.get_last_lr() == lr and ema.updates == updates
+
+    # In a run: two bad steps are skipped and counted, the weights stay finite and training goes on ...
+    monkeypatch.setattr(train_module, "build_objective", lambda name, **kw: PoisonedFlow([3, 4]))
+    final = train(load_config(None, TINY + ["train.steps=10", "train.log_every=5"]), tmp_path / "ok")
+    assert [json.loads(l)["skipped_steps"] for l in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()] \
+        == [2, 2]
+    assert all(torch.isfinite(w).all() for w in load_file(final / "ema.safetensors").values())
+    # ... but a streak of train.max_bad_steps stops the run, saying why
+    monkeypatch.setattr(train_module, "build_objective", lambda name, **kw: PoisonedFlow(range(2, 100)))
+    with pytest.raises(FloatingPointError, match="3 consecutive steps with non-finite gradients .* up to step 5"):
+        train(load_config(None, TINY + ["train.steps=10", "train.max_bad_steps=3"]), tmp_path / "bad")
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_path, monkeypatch):
+    """A kill mid-write (here: an interrupt inside the second checkpoint's weight file) leaves only a
+    .tmp folder, which nothing reads; the previous checkpoint loads and --resume goes on from it."""
+    import liquidgen.checkpoint as ckpt_io
+
+    real_save = ckpt_io.save_file
+
+    def killed_midway(tensors, path, *args, **kwargs):
+        if "step-000004" in str(path) and "ema" in str(path):
+            Path(path).write_bytes(b"\0" * 10)
+            raise KeyboardInterrupt
+        return real_save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_io, "save_file", killed_midway)
+    run = tmp_path / "run"
+    config = load_config(None, TINY + ["train.steps=6", "train.ckpt_every=2", "train.log_every=1"])
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004.tmp"]
+    assert ckpt_io.resolve(run).name == "step-000002"
+    ckpt_io.load_model(run)
+    monkeypatch.setattr(ckpt_io, "save_file", real_save)
+    train(config, run, resume=True)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004", "step-000006"]
+
+
 def test_a_full_disk_names_the_problem_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     import errno
 

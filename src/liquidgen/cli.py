@@ -441,8 +441,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError) as e:
-        # Configuration, input and disk errors are the user's to fix: a message, not a traceback.
+    except (ValueError, OSError, FloatingPointError) as e:
+        # Configuration, input, disk and divergence errors are the user's to fix: a message, not a traceback.
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

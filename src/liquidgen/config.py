@@ -63,6 +63,7 @@ class TrainConfig:
     minutes: float = 0.0
     batch_size: int = 64  # per optimizer step, split into grad_accum micro-batches
     grad_accum: int = 1
+    max_bad_steps: int = 20  # consecutive steps with a non-finite gradient (each skipped) before the run stops
     ema_decay: float = 0.9999
     ema_warmup: bool = True  # effective decay min(decay, (1 + step) / (10 + step))
     label_dropout: float = 0.1  # per-sample probability of the null class (for CFG)
@@ -123,7 +124,8 @@ CHOICES = {
     "train.precision": ("auto", "bf16", "fp32"),
     "train.compile_mode": COMPILE_MODES,
 }
-POSITIVE = ("train.steps", "train.batch_size", "train.grad_accum", "train.log_every", "sample.steps")
+POSITIVE = ("train.steps", "train.batch_size", "train.grad_accum", "train.log_every", "train.max_bad_steps",
+            "sample.steps")
 
 
 def _plain(value):

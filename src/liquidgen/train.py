@@ -33,9 +33,6 @@ from .plots import plot_metrics_jsonl, save_grid
 from .precompute import LatentSpace
 from .samplers import sample
 
-MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run gives up
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -362,9 +359,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
                 # A bad batch must not poison the weights or the EMA: skip, count, give up after a streak.
                 bad_run += 1
                 bad_total += 1
-                if bad_run >= MAX_BAD_STEPS:
-                    raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients at step {step}; "
-                                             f"lower optim.lr or check the data")
+                if bad_run >= tc.max_bad_steps:
+                    raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients (all skipped), up "
+                                             f"to step {step + 1}; lower optim.lr or check the data, then --resume "
+                                             f"from the newest checkpoint")
             done = step + 1
             if (tc.minutes or tc.ckpt_minutes) and device.type == "cuda":
                 torch.cuda.synchronize(device)  # the budget is GPU time, not the time to queue kernels
