@@ -104,16 +104,18 @@ def _join_optimizer(tensors: dict, plain: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model: torch.nn.Module,
+def save_checkpoint(run_dir: Path, step: int, config, spec: dict, model: torch.nn.Module,
                     ema: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler=None,
-                    extra: dict | None = None, keep: int = 0, keep_every: int = 0) -> Path:
+                    extra: dict | None = None, keep: int = 0, keep_every: int = 0,
+                    more: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write checkpoint `step` atomically; then delete all but the newest `keep` (0: keep all), sparing
-    steps that are multiples of `keep_every`."""
+    steps that are multiples of `keep_every`. `config` is anything with `to_dict()`; `more` holds further
+    tensor files ({name: tensors} -> name.safetensors), e.g. a discriminator."""
     final = step_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write(tmp, config, spec, model, ema, optimizer, scheduler, step, extra)
+        _write(tmp, config, spec, model, ema, optimizer, scheduler, step, extra, more or {})
     except (OSError, SafetensorError) as e:  # a full disk, a quota, a vanished mount
         shutil.rmtree(tmp, ignore_errors=True)
         previous = list_checkpoints(run_dir)
@@ -130,9 +132,11 @@ def save_checkpoint(run_dir: Path, step: int, config: Config, spec: dict, model:
     return final
 
 
-def _write(tmp: Path, config: Config, spec: dict, model, ema, optimizer, scheduler, step: int,
-           extra: dict | None) -> None:
+def _write(tmp: Path, config, spec: dict, model, ema, optimizer, scheduler, step: int,
+           extra: dict | None, more: dict[str, dict[str, torch.Tensor]]) -> None:
     tmp.mkdir(parents=True)
+    for name, tensors in more.items():
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / f"{name}.safetensors")
     (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     (tmp / "model.json").write_text(json.dumps(spec, indent=2))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
@@ -229,6 +233,36 @@ def state_dict_problems(own: dict, state: dict) -> str:
                  for k, v in own.items() if k in state and state[k].shape != v.shape]
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     return "; ".join(problems[:5]) + more
+
+
+def module_and_optimizer_files(name: str, module: nn.Module, optimizer: torch.optim.Optimizer
+                                ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """A second trained module (a GAN's discriminator) for `save_checkpoint`: (`more` tensor files: its
+    weights and its optimizer's tensors, the optimizer's JSON-able rest for state.json)."""
+    tensors, plain = _split_optimizer(optimizer.state_dict())
+    return {name: module.state_dict(), f"{name}-optimizer": tensors}, plain
+
+
+def load_module_and_optimizer(ckpt: Path, name: str, module: nn.Module, optimizer: torch.optim.Optimizer,
+                              plain: dict) -> None:
+    """Restore what `module_and_optimizer_files` saved; `plain` is its entry in state.json."""
+    files = read_files(ckpt, (f"{name}.safetensors", f"{name}-optimizer.safetensors"))
+    module.load_state_dict(files[f"{name}.safetensors"])
+    optimizer.load_state_dict(_join_optimizer(files[f"{name}-optimizer.safetensors"], plain))
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint being resumed, so the curve has no repeats."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            break
+    path.write_text("".join(l + "\n" for l in keep))
 
 
 class CorruptCheckpoint(ValueError):

@@ -25,6 +25,17 @@ def cmd_train(args) -> None:
         print(f"done: {final}\nsample with: liquidgen sample {out}")
 
 
+def cmd_train_autoencoder(args) -> None:
+    from .config import load_config
+    from .train_autoencoder import AutoencoderConfig, train_autoencoder
+
+    config = load_config(args.config, args.set, cls=AutoencoderConfig)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    final = train_autoencoder(config, out, resume=args.resume)
+    print(f"done: {final}\nencode a dataset with it: liquidgen precompute SOURCE --autoencoder own "
+          f"--ae-option path={final} --size {config.data.image_size or 'SIZE'} --out DIR")
+
+
 def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] | None:
     """Labels given as indices or class names."""
     if not values:
@@ -289,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override config keys, e.g. --set train.steps=500 optim.lr=3e-4")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-autoencoder", help="train your own KL-VAE or VQ-VAE (for latent generators)")
+    p.add_argument("config", help="YAML config, e.g. configs/mnist-vq-vae.yaml")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set model.kind=vq train.steps=2000")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    p.set_defaults(func=cmd_train_autoencoder)
 
     p = sub.add_parser("sample", help="generate images from a checkpoint")
     p.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step-XXXXXX) or a run folder (newest)")

@@ -149,6 +149,10 @@ def _check(value, hint, key: str):
             except ConfigError:
                 pass
         raise ConfigError(f"{key}: expected {hint}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{key}: expected a non-empty list, got {value!r}")
+        return [_check(v, typing.get_args(hint)[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -212,7 +216,9 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (), cls: type = Config):
+    """A `cls` (Config, or another top-level config such as train-autoencoder's) from a YAML file and
+    `section.key=value` overrides."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -221,4 +227,4 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         data = yaml.safe_load(path.read_text()) or {}
     for assignment in overrides:
         apply_override(data, assignment)
-    return from_dict(Config, data)
+    return from_dict(cls, data)

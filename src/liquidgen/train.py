@@ -244,7 +244,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
         start, ema.updates = state["step"], state["ema_updates"]
         train_seconds = state.get("train_seconds", 0.0)
         if dist.main:
-            _truncate_metrics(metrics_path, start)
+            ckpt_io.truncate_metrics(metrics_path, start)
             print(f"resumed from {ckpt} at step {start}")
             if state.get("processes", 1) != dist.world:
                 print(f"note: saved by {state.get('processes', 1)} processes, resumed by {dist.world}: the same "
@@ -419,16 +419,3 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     dist.barrier()  # the final checkpoint is complete before any process returns it
     return ckpt_io.resolve(out_dir)
 
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after the checkpoint being resumed, so the curve has no repeats."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError):
-            break
-    path.write_text("".join(l + "\n" for l in keep))

@@ -104,9 +104,11 @@ def parse_dtype(dtype: str, owner: str) -> torch.dtype:
 # The subclasses import `Autoencoder` from this (partially initialised) package, so they come after it.
 from .diffusers_vae import DiffusersVAE  # noqa: E402
 from .identity import Identity  # noqa: E402
+from .own import OwnAutoencoder  # noqa: E402
 from .taesd import TAESD  # noqa: E402
 
-AUTOENCODERS: dict[str, type[Autoencoder]] = {"identity": Identity, "taesd": TAESD, "diffusers": DiffusersVAE}
+AUTOENCODERS: dict[str, type[Autoencoder]] = {"identity": Identity, "taesd": TAESD, "diffusers": DiffusersVAE,
+                                              "own": OwnAutoencoder}
 
 
 def build_autoencoder(name: str, **options: Any) -> Autoencoder:
@@ -127,4 +129,4 @@ def build_autoencoder(name: str, **options: Any) -> Autoencoder:
     return autoencoder
 
 
-__all__ = ["AUTOENCODERS", "Autoencoder", "DiffusersVAE", "Identity", "TAESD", "build_autoencoder"]
+__all__ = ["AUTOENCODERS", "Autoencoder", "DiffusersVAE", "Identity", "OwnAutoencoder", "TAESD", "build_autoencoder"]

@@ -1,0 +1,283 @@
+"""`liquidgen train-autoencoder`: train your own KL-VAE or VQ-VAE on your images, for latent generators.
+
+Per step: reconstruction loss (L1 or L2) + the bottleneck's loss (weighted KL, or VQ commitment), and
+after `loss.gan_start` steps an adversarial term from a patch discriminator (`discriminator.py`); bf16
+autocast on CUDA, gradient clipping, AdamW, EMA, non-finite steps skipped. The run folder is laid out as
+`liquidgen train`'s: config.yaml, metrics.jsonl (loss, reconstruction PSNR, KL or codebook perplexity and
+usage), loss.png, samples/step-XXXXXX.png (held-out originals, each row above its EMA reconstruction),
+checkpoints/step-XXXXXX/ (+ the discriminator), and --resume. The result is an autoencoder by path:
+`liquidgen precompute ... --autoencoder own --ae-option path=RUN`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt_io
+from .autoencoders.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
+from .autoencoders.own import ConvAutoencoder, psnr
+from .config import DataConfig, OptimConfig, _plain
+from .data import BatchSampler, ImageData, load_dataset, load_split
+from .distributed import launched_world, part_seed, pick_device
+from .ema import EMA
+from .train import make_optimizer, make_scheduler
+from .plots import plot_metrics_jsonl, save_grid
+from .train import StopRequest, autocast, seed_everything
+
+
+@dataclass
+class AutoencoderModelConfig:
+    kind: str = "kl"  # kl (KL-VAE) | vq (VQ-VAE)
+    channels: int = 64  # width of the first level
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])  # widths per level; downscale 2^(levels-1)
+    blocks: int = 1  # residual blocks per level
+    latent_channels: int = 4  # channels of the latents (vq: the code dimension)
+    kl_weight: float = 1e-6  # kl: weight of KL(q(z|x) || N(0, I)), in Stable Diffusion's units
+    codebook_size: int = 512  # vq: number of codes
+    codebook_decay: float = 0.99  # vq: EMA decay of the codebook statistics
+    commitment: float = 0.25  # vq: beta of the commitment loss
+    restart_threshold: float = 1.0  # vq: codes whose EMA count falls below this restart on batch vectors
+
+
+@dataclass
+class AutoencoderLossConfig:
+    reconstruction: str = "l1"  # l1 | l2
+    gan_weight: float = 0.0  # adversarial loss weight (x taming's adaptive weight); 0 switches it off
+    gan_start: int = 2000  # steps of reconstruction-only training before the discriminator joins
+    disc_channels: int = 64  # width of the patch discriminator's first layer
+    disc_lr: float = 0.0  # the discriminator's learning rate (0: optim.lr)
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    steps: int = 20_000
+    batch_size: int = 64
+    ema_decay: float = 0.999
+    ema_warmup: bool = True
+    precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    sample_every: int = 1000  # 0: only at the end
+    ckpt_every: int = 5000  # 0: only the final checkpoint
+    keep_checkpoints: int = 3
+    keep_every: int = 0
+    holdout: int = 500  # images kept out of training to measure reconstruction (when there is no test split)
+    max_bad_steps: int = 20  # consecutive non-finite steps before the run stops
+
+
+@dataclass
+class AutoencoderConfig:
+    model: AutoencoderModelConfig = field(default_factory=AutoencoderModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    train: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+RECONSTRUCTION = {"l1": F.l1_loss, "l2": F.mse_loss}
+GRID_COLUMNS, GRID_PAIRS = 8, 4  # sample grids: 4 rows of originals, each above its reconstructions
+
+
+def split_data(config: AutoencoderConfig) -> tuple[ImageData, ImageData]:
+    """(training images, held-out images): the test split where the dataset has one, else the last
+    `train.holdout` images, which training then never sees."""
+    d = config.data
+    train = load_dataset(d.name, d.root, d.image_size, limit=d.limit, skip_bad_images=d.skip_bad_images)
+    test = load_split(d.name, d.root, d.image_size, "test", config.train.holdout)
+    if test is not None:
+        return train, test
+    keep = len(train) - config.train.holdout
+    if keep < config.train.batch_size:
+        raise ValueError(f"{len(train)} images leave {keep} for training after the {config.train.holdout} held out "
+                         f"(train.holdout); that is less than a batch of {config.train.batch_size}")
+    part = lambda rows: ImageData(train.images[rows], train.labels[rows], train.num_classes, train.class_names)
+    return part(slice(0, keep)), part(slice(keep, None))
+
+
+@torch.no_grad()
+def measure(net: ConvAutoencoder, images: ImageData, device: torch.device, batch: int = 256) -> dict:
+    """Reconstruction PSNR (mean over images, dB) of `images`; for a VQ-VAE also the share of codes used
+    and the code perplexity over all of them."""
+    values, counts = [], None
+    for i in range(0, len(images), batch):
+        x = images.to_model(images.images[i:i + batch].to(device))
+        z = net.encode(x)
+        values.append(psnr(net.decode(z), x).cpu())
+        if net.quantizer is not None:
+            idx = net.quantizer.nearest(z.movedim(1, -1).reshape(-1, net.latent_channels))
+            c = torch.bincount(idx, minlength=net.quantizer.codes).cpu()
+            counts = c if counts is None else counts + c
+    out = {"psnr": float(torch.cat(values).mean())}
+    if counts is not None:
+        p = counts.double() / counts.sum()
+        out["codebook_usage"] = float((counts > 0).double().mean())
+        out["codebook_perplexity"] = float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
+    return out
+
+
+def train_autoencoder(config: AutoencoderConfig, out_dir: str | Path, resume: bool = False) -> Path:
+    """Train per `config` into `out_dir` (continuing from its newest checkpoint with `resume`); returns
+    the final checkpoint folder."""
+    if launched_world() > 1:
+        raise ValueError("train-autoencoder runs in one process; start it without accelerate launch / torchrun")
+    tc, lc = config.train, config.loss
+    if lc.reconstruction not in RECONSTRUCTION:
+        raise ValueError(f"loss.reconstruction must be one of {', '.join(RECONSTRUCTION)}, got {lc.reconstruction!r}")
+    out_dir = Path(out_dir)
+    device = pick_device(tc.device)
+    seed_everything(tc.seed)
+    data, held_out = split_data(config)
+    options = {**dataclasses.asdict(config.model), "image_channels": data.channels}
+    net = ConvAutoencoder(**options).to(device)
+    if data.size % net.downscale:
+        raise ValueError(f"image size {data.size} is not divisible by the downscale factor {net.downscale} "
+                         f"(2^(len(model.channel_mult) - 1)); set data.image_size")
+    spec = {"name": "autoencoder", "options": options, "image_size": data.size, "dataset": config.data.name}
+    ema = EMA(net, tc.ema_decay, tc.ema_warmup)
+    optimizer = make_optimizer(net, config.optim)
+    scheduler = make_scheduler(optimizer, config.optim, tc.steps)
+    disc = disc_opt = None
+    if lc.gan_weight > 0:
+        # pix2pix's 3 strided layers judge 70 px patches of 256 px images; small images get fewer layers
+        layers = max(1, min(3, data.size.bit_length() - 4))
+        disc = PatchDiscriminator(data.channels, lc.disc_channels, layers).to(device)
+        # betas (0.5, 0.9): the usual GAN setting (taming), a short momentum for a moving target
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=lc.disc_lr or config.optim.lr, betas=(0.5, 0.9),
+                                     weight_decay=0.0)
+    batches = BatchSampler(data, tc.batch_size, seed=tc.seed, device=device, hflip=config.data.hflip)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "samples").mkdir(exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    metrics_path = out_dir / "metrics.jsonl"
+    start = 0
+    existing = ckpt_io.list_checkpoints(out_dir) if resume else []
+    for ckpt in reversed(existing):  # newest first; an unreadable one falls back to the one before
+        try:
+            state = ckpt_io.load_training_state(ckpt, net, ema.model, optimizer, scheduler)
+            if disc is not None and state.get("discriminator"):
+                ckpt_io.load_module_and_optimizer(ckpt, "discriminator", disc, disc_opt, state["discriminator"])
+            start, ema.updates = state["step"], state["ema_updates"]
+            ckpt_io.truncate_metrics(metrics_path, start)
+            print(f"resumed from {ckpt} at step {start}")
+            break
+        except ckpt_io.CorruptCheckpoint as e:
+            print(f"warning: {e}; trying the previous checkpoint")
+    else:
+        if existing:
+            raise ckpt_io.CorruptCheckpoint(f"none of the {len(existing)} checkpoints in {out_dir} is readable")
+        metrics_path.unlink(missing_ok=True)
+
+    grid_x = held_out.to_model(held_out.images[:GRID_COLUMNS * GRID_PAIRS].to(device))
+    reconstruction = RECONSTRUCTION[lc.reconstruction]
+
+    def save_samples(step: int) -> None:
+        with torch.no_grad(), autocast(device, tc.precision):
+            recon = ema.model.decode(ema.model.encode(grid_x)).float().clamp(-1, 1)
+        rows = [r for k in range(len(grid_x) // GRID_COLUMNS)
+                for r in (grid_x[k * GRID_COLUMNS:(k + 1) * GRID_COLUMNS], recon[k * GRID_COLUMNS:(k + 1) * GRID_COLUMNS])]
+        save_grid(torch.cat(rows), out_dir / "samples" / f"step-{step:06d}.png", nrow=GRID_COLUMNS)
+
+    def save(step: int, bad_total: int, extra: dict | None = None) -> Path:
+        more, state = {}, {"ema_updates": ema.updates, "skipped_steps": bad_total, **(extra or {})}
+        if disc is not None:
+            more, state["discriminator"] = ckpt_io.module_and_optimizer_files("discriminator", disc, disc_opt)
+        return ckpt_io.save_checkpoint(out_dir, step, config, spec, net, ema.model, optimizer, scheduler, extra=state,
+                                       keep=tc.keep_checkpoints, keep_every=tc.keep_every, more=more)
+
+    print(f"{config.model.kind}-autoencoder: {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, "
+          f"{len(data)} images {data.channels}x{data.size}x{data.size} -> latents "
+          f"{net.latent_channels}x{data.size // net.downscale}x{data.size // net.downscale}, "
+          f"{len(held_out)} held out, on {device}")
+    sums: dict[str, float] = {}
+    logged, bad_run, bad_total, window = 0, 0, 0, 0.0
+    stop = StopRequest()
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train-autoencoder", disable=None)
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            torch.manual_seed(part_seed(tc.seed, step, 0))  # as in train.py: noise depends on (seed, step) alone
+            x, _, _ = batches(step)
+            net.train()
+            with autocast(device, tc.precision):
+                recon, bottleneck, stats = net(x)
+            rec = reconstruction(recon.float(), x)
+            loss = rec + bottleneck
+            gan = lc.gan_weight > 0 and step >= lc.gan_start
+            if gan:
+                with autocast(device, tc.precision):
+                    g_loss = generator_loss(disc(recon).float())
+                weight = lc.gan_weight * adaptive_weight(rec, g_loss, net.decoder.out.weight)
+                loss = loss + weight * g_loss
+                stats.update(gan_g=g_loss.detach(), gan_weight=weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip = config.optim.grad_clip
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip if clip > 0 else float("inf"))
+            if not torch.isfinite(grad_norm):
+                bad_run, bad_total = bad_run + 1, bad_total + 1
+                if bad_run >= tc.max_bad_steps:
+                    raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients (all skipped), "
+                                             f"up to step {step + 1}; lower optim.lr or check the data")
+                continue
+            bad_run = 0
+            optimizer.step()
+            scheduler.step()
+            ema.update(net)
+            if gan:
+                with autocast(device, tc.precision):
+                    d_loss = discriminator_loss(disc(x).float(), disc(recon.detach()).float())
+                disc_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                disc_opt.step()
+                stats["gan_d"] = d_loss.detach()
+            window += time.perf_counter() - t0
+            record = {"loss": loss.detach(), "reconstruction": rec.detach(), "psnr": psnr(recon.detach(), x).mean(),
+                      "grad_norm": grad_norm, **{k: v for k, v in stats.items() if v.ndim == 0}}
+            for k, v in record.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            logged += 1
+            done = step + 1
+            last = done == tc.steps or stop.signal is not None
+            if done % tc.log_every == 0 or last:
+                line = {"step": done, **{k: v / logged for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
+                        "images_per_s": logged * tc.batch_size / window, "skipped_steps": bad_total}
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+                bar.set_postfix(loss=f"{line['loss']:.4f}", psnr=f"{line['psnr']:.1f}")
+                if bar.disable:
+                    print(f"step {done}/{tc.steps}  loss {line['loss']:.4f}  psnr {line['psnr']:.2f} dB  "
+                          f"{line['images_per_s']:.0f} img/s", flush=True)
+                sums, logged, window = {}, 0, 0.0
+            if (tc.sample_every and done % tc.sample_every == 0) or last:
+                save_samples(done)
+                plot_metrics_jsonl(metrics_path, out_dir / "loss.png", keys=("loss", "psnr"))
+            if last:
+                held = measure(ema.model, held_out, device)
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"step": done, **{f"heldout_{k}": v for k, v in held.items()}}) + "\n")
+                summary = ", ".join(f"{k} {v:.4g}" for k, v in held.items())
+                print(f"held-out reconstruction ({len(held_out)} images, EMA weights): {summary}")
+                save(done, bad_total, {"heldout": held})
+            elif tc.ckpt_every and done % tc.ckpt_every == 0:
+                save(done, bad_total)
+            if stop.signal is not None:
+                print(f"\nstopped by {stop.signal} at step {done}: checkpoint saved; continue with --resume", flush=True)
+                break
+        bar.close()
+    finally:
+        stop.restore()
+    return ckpt_io.resolve(out_dir)
+
