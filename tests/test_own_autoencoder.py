@@ -63,6 +63,14 @@ def test_commitment_pulls_the_encoder_towards_its_code():
     torch.testing.assert_close(z.grad, 0.25 * 2 * (z.detach() - code) / 2)  # d/dz beta * mean((z - e)^2)
 
 
+def test_the_quantizer_stays_in_float32_under_bf16_autocast():
+    vq = VectorQuantizer(16, 3).train()
+    z = torch.randn(2, 3, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, commitment, _ = vq(z.bfloat16())
+    assert q.dtype == torch.float32 and commitment.dtype == torch.float32 and vq.embed.dtype == torch.float32
+
+
 def test_one_ema_codebook_update_follows_the_formulas():
     vq = VectorQuantizer(2, 1, decay=0.9, restart_threshold=0.0, eps=0.0)
     vq.embed.copy_(torch.tensor([[0.0], [10.0]]))

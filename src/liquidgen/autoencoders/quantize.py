@@ -40,8 +40,12 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """z (B, dim, h, w) -> (quantised z with straight-through gradient, commitment loss, stats:
-        `indices` (B, h, w), `perplexity` and `usage` (share of codes used in this batch))."""
-        z = z.float()
+        `indices` (B, h, w), `perplexity` and `usage` (share of codes used in this batch)). Always in
+        float32, also under bf16 autocast: bf16 distances would pick wrong codes, and the EMA sums drift."""
+        with torch.autocast(z.device.type, enabled=False):
+            return self._forward(z.float())
+
+    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         flat = z.movedim(1, -1).reshape(-1, self.dim)
         idx = self.nearest(flat)
         quantized = self.embed[idx].view(*z.shape[:1], *z.shape[2:], self.dim).movedim(-1, 1)
@@ -58,8 +62,9 @@ class VectorQuantizer(nn.Module):
 
     def quantize(self, z: Tensor) -> Tensor:
         """The nearest codes of z (B, dim, h, w), no gradient, no codebook update."""
-        flat = z.float().movedim(1, -1).reshape(-1, self.dim)
-        return self.embed[self.nearest(flat)].view(*z.shape[:1], *z.shape[2:], self.dim).movedim(-1, 1)
+        with torch.autocast(z.device.type, enabled=False):
+            flat = z.float().movedim(1, -1).reshape(-1, self.dim)
+            return self.embed[self.nearest(flat)].view(*z.shape[:1], *z.shape[2:], self.dim).movedim(-1, 1)
 
     @torch.no_grad()
     def _update(self, flat: Tensor, idx: Tensor) -> None:
