@@ -1,4 +1,4 @@
-"""The `liquidgen` command: train, sample, precompute, eval, bench, models."""
+"""The `liquidgen` command: train, train-autoencoder, sample, precompute, eval, bench, models."""
 from __future__ import annotations
 
 import argparse
