@@ -42,7 +42,7 @@ def write_taesd(folder: Path, variant: str, fmt: str = "pth", seed: int = 0) -> 
 
 
 def test_registry_errors_name_the_allowed_choices():
-    assert set(AUTOENCODERS) == {"identity", "taesd", "diffusers"}
+    assert set(AUTOENCODERS) == {"identity", "taesd", "diffusers", "own"}
     with pytest.raises(ValueError, match=r"unknown autoencoder 'vqgan'.*diffusers.*identity.*taesd"):
         build_autoencoder("vqgan")
     with pytest.raises(ValueError, match=r"unknown option 'size' for autoencoder 'identity'; allowed: channels"):

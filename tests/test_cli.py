@@ -117,9 +117,11 @@ def test_sample_with_any_sampler_grid_and_guidance_interval(run_dir, tmp_path, s
 def test_every_preset_loads():
     from pathlib import Path
 
-    from liquidgen.config import load_config
+    from liquidgen.config import Config, load_config
+    from liquidgen.train_autoencoder import AutoencoderConfig
 
     presets = sorted(Path("configs").glob("*.yaml"))
-    assert len(presets) >= 14
+    assert len(presets) >= 18
     for path in presets:
-        load_config(path)  # unknown keys, bad types and bad choices would raise, naming the key
+        # unknown keys, bad types and bad choices would raise, naming the key
+        load_config(path, cls=AutoencoderConfig if path.stem.endswith("-vae") else Config)
