@@ -296,7 +296,8 @@ class PoisonedFlow:
 
 def test_a_non_finite_step_changes_nothing_and_is_counted(tmp_path, monkeypatch):
     import liquidgen.train as train_module
-    from liquidgen.train import make_optimizer, make_scheduler, train_step
+    from liquidgen.optim import make_optimizer, make_scheduler
+    from liquidgen.train import train_step
 
     config = load_config(None, TINY)
     data = load_dataset("digits", image_size=8)

@@ -46,12 +46,14 @@ class ObjectiveConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "adamw"  # adamw | muon (Muon for linear layers' weights, AdamW for the rest; see optim.py)
     lr: float = 1e-4
     weight_decay: float = 0.01  # applied to weight matrices and kernels only (ndim >= 2)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 2.0  # max global grad norm; 0 disables
     warmup_steps: int = 0  # linear learning-rate warm-up
     schedule: str = "constant"  # constant | cosine (decays to 0 at train.steps)
+    muon_momentum: float = 0.95  # Muon's (Nesterov) momentum
 
 
 @dataclass
@@ -121,6 +123,7 @@ CHOICES = {
     "sample.sampler": tuple(SAMPLERS),
     "sample.grid": ("", *GRIDS),
     "optim.schedule": ("constant", "cosine"),
+    "optim.name": ("adamw", "muon"),
     "train.precision": ("auto", "bf16", "fp32"),
     "train.compile_mode": COMPILE_MODES,
 }

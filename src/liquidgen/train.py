@@ -29,6 +29,7 @@ from .ema import EMA
 from .inpainting import concat_input, random_masks
 from .models.base import null_token_mask
 from .objectives import build_objective
+from .optim import make_optimizer, make_scheduler
 from .plots import plot_metrics_jsonl, save_grid
 from .precompute import LatentSpace
 from .samplers import sample
@@ -116,25 +117,6 @@ def train_step(model, objective, batches, step: int, optimizer, scheduler, ema: 
         scheduler.step()
         ema.update(model)
     return loss, grad_norm, finite
-
-
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    # No decay on biases, norm scales, liquid retentions (rho) and other 1-D parameters: decaying
-    # rho would pull every channel's retention towards exp(-log 2) = 0.5.
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-
-
-def make_scheduler(optimizer, cfg, total_steps: int):
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-        if cfg.schedule == "cosine":
-            return warm * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-        return warm
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def grid_labels(num_classes: int, per_class: int, n: int, device) -> tuple[torch.Tensor | None, int]:

@@ -28,7 +28,7 @@ from .config import DataConfig, OptimConfig, _plain
 from .data import BatchSampler, ImageData, load_dataset, load_split
 from .distributed import launched_world, part_seed, pick_device
 from .ema import EMA
-from .train import make_optimizer, make_scheduler
+from .optim import make_optimizer, make_scheduler
 from .plots import plot_metrics_jsonl, save_grid
 from .train import StopRequest, autocast, seed_everything
 

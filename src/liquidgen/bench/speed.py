@@ -25,12 +25,11 @@ from ..ema import EMA
 from ..flops import count_flops, forward_flops
 from ..models import BACKBONES, build_model
 from ..objectives import build_objective
+from ..optim import make_optimizer, make_scheduler
 from ..samplers import sample
 from ..train import (
     accumulate_gradients,
     autocast,
-    make_optimizer,
-    make_scheduler,
     train_step,
 )
 from .records import append_record, environment, read_records
