@@ -1,4 +1,4 @@
-"""The `liquidgen` command: train, train-autoencoder, sample, precompute, eval, bench, models."""
+"""The `liquidgen` command: train, train-autoencoder, sample, interpolate, precompute, eval, bench, models."""
 from __future__ import annotations
 
 import argparse
@@ -59,7 +59,7 @@ def cmd_sample(args) -> None:
     from .checkpoint import load_model
     from .distributed import setup
     from .objectives import build_objective
-    from .plots import save_grid
+    from .plots import save_gif, save_grid
     from .precompute import LatentSpace
     from .samplers import sample
     from .text import encode_prompts
@@ -106,17 +106,26 @@ def cmd_sample(args) -> None:
     g = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(n, spec["in_channels"], spec["input_size"], spec["input_size"], generator=g).to(device)
 
+    if args.trajectory and dist.world > 1:
+        raise ValueError("--trajectory runs in one process; start sample without a launcher")
+    estimates: list[torch.Tensor] = []
+
     def draw(rows: slice) -> torch.Tensor:  # under a launcher, each process draws a share of the rows
         with autocast(device, config.train.precision):
             return sample(model, objective.prediction, noise[rows], None if y is None else y[rows], steps, cfg,
                           args.sampler or config.sample.sampler, progress=dist.main, state=state,
                           grid=args.grid or config.sample.grid or None,
                           cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None,
+                          callback=(lambda t, x0: estimates.append(x0.float())) if args.trajectory else None,
                           **{k: v[rows] for k, v in cond.items()})
 
     x = dist.map_rows(draw, n)
     if not dist.main:
         return
+    if args.trajectory:
+        frames = [space.decode(e).clamp(-1, 1) for e in estimates] + [space.decode(x)]
+        save_gif(frames, args.trajectory, nrow=nrow, duration_ms=max(40, 3000 // len(frames)))
+        print(f"wrote the trajectory ({len(frames)} frames) to {args.trajectory}")
     x = space.decode(x)
     if init is not None:  # keep the given pixels exactly where the mask says keep
         x = pixel_mask * x + (1 - pixel_mask) * init
@@ -136,6 +145,62 @@ def cmd_sample(args) -> None:
         print(f"fixed point: {sum(state.used)} iterations over {len(state.used)} calls ({state.used[0]} first, "
               f"{state.used[-1]} last); relative residual ||z_k+1 - z_k|| / ||z_k|| mean {sum(r) / len(r):.2e}, "
               f"max {max(r):.2e}")
+
+
+def cmd_interpolate(args) -> None:
+    from . import interpolate as interp
+    from .checkpoint import load_model
+    from .distributed import pick_device
+    from .objectives import build_objective
+    from .plots import save_gif, save_grid
+    from .precompute import LatentSpace
+    from .samplers import sample
+    from .text import encode_prompts
+    from .train import autocast
+
+    device = pick_device(args.device)
+    model, config, spec = load_model(args.checkpoint, device=device)
+    sampler = args.sampler or config.sample.sampler
+    steps = args.steps or config.sample.steps
+    if sampler == "consistency" and steps > 1:
+        print("note: multi-step consistency sampling draws fresh noise at every step, so neighbouring frames "
+              "differ by more than the interpolation")
+    w = interp.weights(args.frames)
+    shape = (spec["in_channels"], spec["input_size"], spec["input_size"])
+    noise_of = lambda seed: torch.randn(shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    names = spec["class_names"]
+    y = context = mask = None
+    if args.seeds:
+        if args.seeds[0] == args.seeds[1]:
+            raise ValueError("--seeds: give two different seeds")
+        noise = interp.slerp(noise_of(args.seeds[0]), noise_of(args.seeds[1]), w)
+        if args.label is not None:
+            y = torch.tensor(parse_labels([args.label], names) * args.frames)
+        if args.prompt is not None:
+            context, mask = encode_prompts([args.prompt] * args.frames, spec, device)
+    else:
+        noise = noise_of(args.seed).expand(args.frames, *shape)
+        if args.labels:
+            if not names:
+                raise ValueError("--labels: this model is unconditional (no classes)")
+            a, b = parse_labels(args.labels, names)
+            y = interp.class_weights(a, b, w, len(names))
+        else:
+            pair, pair_mask = encode_prompts(args.prompts, spec, device)
+            context = interp.lerp(pair[0], pair[1], w.to(device))
+            # token contexts: a token is real where either prompt has one (the padding's features are zeros)
+            mask = None if pair_mask is None else (pair_mask[0] | pair_mask[1]).expand(args.frames, -1)
+    cond = {k: v for k, v in (("context", context), ("context_mask", mask)) if v is not None}
+    with autocast(device, config.train.precision):
+        x = sample(model, build_objective(config.objective.name, **config.objective.options).prediction,
+                   noise.to(device), None if y is None else y.to(device), steps,
+                   config.sample.cfg if args.cfg is None else args.cfg, sampler, progress=True, **cond)
+    images = LatentSpace.from_spec(spec).decode(x)
+    out = Path(args.out)
+    save_grid(images, out, nrow=args.frames)
+    gif = save_gif([im[None] for im in images], out.with_suffix(".gif"), nrow=1, duration_ms=args.duration,
+                   pingpong=True)
+    print(f"wrote {args.frames} frames to {out} and {gif}")
 
 
 def inpainting_inputs(model, space, args, n: int, device):
@@ -327,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="output .png grid, or .npz of uint8 images + labels")
     p.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--trajectory", metavar="GIF",
+                   help="also write the denoising trajectory as an animated GIF: the estimate of the clean grid "
+                        "at every model evaluation, then the result")
     p.add_argument("--iters", type=int, help="fixed-point models: iterations per step (default: the model's)")
     p.add_argument("--budget", type=int, help="fixed-point models: total iterations spread over the steps")
     p.add_argument("--schedule", choices=["constant", "increasing", "decreasing"],
@@ -334,6 +402,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reuse", action="store_true",
                    help="fixed-point models: start every step from scratch, not from the last solution")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("interpolate", help="a strip and a GIF between two noise seeds, two classes or two prompts")
+    p.add_argument("checkpoint", help="a checkpoint folder or a run folder (newest)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--seeds", nargs=2, type=int, metavar=("A", "B"),
+                      help="walk the great circle between the noises of two seeds (at --label / --prompt)")
+    mode.add_argument("--labels", nargs=2, metavar=("A", "B"),
+                      help="blend two class embeddings (indices or names) at the noise of --seed")
+    mode.add_argument("--prompts", nargs=2, metavar=("P0", "P1"),
+                      help="text models: blend the embeddings of two prompts at the noise of --seed")
+    p.add_argument("--label", help="with --seeds: the class (index or name) of every frame (default: none)")
+    p.add_argument("--prompt", help="with --seeds, text models: the prompt of every frame (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed for --labels / --prompts")
+    p.add_argument("--frames", type=int, default=9, help="frames, endpoints included")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the config's sample.steps)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the config's)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the config's; a deterministic one)")
+    p.add_argument("--duration", type=int, default=120, help="milliseconds per GIF frame")
+    p.add_argument("--out", default="interpolation.png", help="the PNG strip; the GIF goes beside it (.gif)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("precompute", help="encode a dataset into latent shards (+ labels, + text embeddings)")
     p.add_argument("source", choices=SOURCES, help="folder (class subfolders or flat; captions from .txt files or "

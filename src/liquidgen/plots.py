@@ -95,6 +95,25 @@ def save_grid(
     return path
 
 
+def save_gif(frames: Sequence[Any], path: str | Path, nrow: int | None = None, duration_ms: int = 80,
+             pingpong: bool = False, scale: int | None = None) -> Path:
+    """An animated GIF, one `image_grid` per frame (each a batch in [-1, 1] or uint8), looping forever;
+    `pingpong` plays forward then back. Palette per frame, without dithering (which would flicker)."""
+    if not frames:
+        raise ValueError("no frames for the GIF")
+    cell = int(frames[0].shape[-2])
+    scale = scale or max(1, math.ceil(64 / cell))
+    images = [image_grid(f, nrow, scale=scale).convert("RGB") for f in frames]
+    if pingpong and len(images) > 2:
+        images = images + images[-2:0:-1]
+    images = [im.quantize(256, dither=Image.Dither.NONE) for im in images]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0,
+                   disposal=1)
+    return path
+
+
 def _label_rows(grid: Image.Image, labels: Sequence[str], cell: int, padding: int) -> Image.Image:
     font = _font(min(20, max(10, cell // 4)))
     gap = 6

@@ -246,14 +246,17 @@ SAMPLERS: dict[str, Sampler] = {
 def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = None, steps: int = 50,
            cfg: float = 1.0, sampler: str = "euler", progress: bool = False, state=None, grid: str | None = None,
            cfg_interval: tuple[float, float] | None = None, context: Tensor | None = None,
-           concat: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+           concat: Tensor | None = None, context_mask: Tensor | None = None,
+           callback: Callable[[Tensor, Tensor], None] | None = None) -> Tensor:
     """Generate from `noise` (standard normal): returns x0 in the model's data space. `y`, `context` and
     `concat` (and `context_mask` for token contexts) condition the model (see `denoiser`).
 
     The run starts at the grid's first time t0 from t0 * noise (exact at t0 = 1; grids that start
     lower, like karras or consistency, drop the (1 - t0) x0 part, as EDM and sCM do).
     Models with per-batch sampling state (fixed-point models: `model.sampling_state()`) get a fresh
-    one per call, or `state` when given (to read its residuals afterwards); it is reset here."""
+    one per call, or `state` when given (to read its residuals afterwards); it is reset here.
+    `callback(t, x0_hat)` sees every model evaluation's estimate of the clean sample, x0 = x_t - t v
+    (a denoising trajectory), without changing the result."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
     grid = grid or SAMPLERS[sampler].grid
@@ -265,4 +268,15 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
     if state is not None:
         state.start(ts)
     fn = denoiser(model, prediction, y, cfg, state, cfg_interval, context, concat, context_mask)
+    if callback is not None:
+        fn = _observed(fn, callback)
     return SAMPLERS[sampler].run(fn, ts[0] * noise.float(), ts, progress=progress)
+
+
+def _observed(fn: VelocityFn, callback: Callable[[Tensor, Tensor], None]) -> VelocityFn:
+    def observed(x: Tensor, t: Tensor) -> Tensor:
+        v = fn(x, t)
+        callback(t[0], x - paths.expand(t, x) * v)
+        return v
+
+    return observed

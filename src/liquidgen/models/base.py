@@ -119,7 +119,11 @@ class Backbone(nn.Module):
         the null class and the null context, shaped like the given ones. Token contexts get L copies of
         the null token, to be paired with `null_token_mask` (only the first one real), so that they act
         exactly as the single null token while batching with the conditional half."""
-        null_y = None if y is None else torch.full_like(y, self.null_class)
+        if y is not None and y.is_floating_point():  # class weights (see `condition`): the null class's row
+            null_y = torch.zeros_like(y)
+            null_y[:, self.null_class] = 1
+        else:
+            null_y = None if y is None else torch.full_like(y, self.null_class)
         null_context = None if context is None else self.null_context.to(context.dtype).expand_as(context)
         return null_y, null_context
 
@@ -139,7 +143,10 @@ class Backbone(nn.Module):
         if self.class_embed is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.null_class, device=t.device, dtype=torch.long)
-            c = c + self.class_embed(y)
+            # Integer labels pick a row of the table; float class weights (B, num_classes + 1) mix rows,
+            # (1 - w) E[a] + w E[b] for a class interpolation (`interpolate.py`): one-hot rows are labels.
+            c = c + (y.to(c.dtype) @ self.class_embed.weight.to(c.dtype) if y.is_floating_point()
+                     else self.class_embed(y))
         if self.context_dim > 0 or context is not None:
             tokens = self.context_tokens(context, t.shape[0])
             if context_mask is not None and context is not None and context.ndim == 3:
