@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from liquidgen.config import load_config
 from liquidgen.models import build_model
@@ -79,15 +78,7 @@ def test_the_combined_optimizer_round_trips_its_state():
                    for k, v in s.items())
 
 
-def test_muon_training_learns_and_resumes_exactly(tmp_path):
-    base = TINY + ["train.log_every=1", "train.ckpt_every=3", "optim.schedule=constant", "optim.warmup_steps=2"]
-    train(load_config(None, base + ["train.steps=6"]), tmp_path / "straight")
-    train(load_config(None, base + ["train.steps=3"]), tmp_path / "split")
-    train(load_config(None, base + ["train.steps=6"]), tmp_path / "split", resume=True)
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(tmp_path / "straight" / "checkpoints" / "step-000006" / name)
-        b = load_file(tmp_path / "split" / "checkpoints" / "step-000006" / name)
-        assert all(torch.equal(a[k], b[k]) for k in a), name
+def test_muon_training_learns(tmp_path):  # resuming Muon runs exactly: test_train's resume test
     train(load_config(None, TINY + ["train.steps=60", "train.log_every=10"]), tmp_path / "long")
     losses = [json.loads(l)["loss"] for l in (tmp_path / "long" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.8 * losses[0], losses

@@ -179,9 +179,11 @@ def test_config_coerces_ints_to_floats_and_loads_presets():
     assert config.model.preset == "tiny" and config.data.name == "digits"
 
 
-def test_resume_continues_the_same_trajectory(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_the_same_trajectory(tmp_path, optimizer):
     """Stopping at a checkpoint and resuming gives bit-identical weights to an uninterrupted run."""
-    base = TINY + ["train.log_every=1", "train.ckpt_every=3", "optim.schedule=constant"]
+    base = TINY + ["train.log_every=1", "train.ckpt_every=3", "optim.schedule=constant", "optim.warmup_steps=2",
+                   f"optim.name={optimizer}"]
     train(load_config(None, base + ["train.steps=6"]), tmp_path / "straight")
     train(load_config(None, base + ["train.steps=3"]), tmp_path / "split")
     train(load_config(None, base + ["train.steps=6"]), tmp_path / "split", resume=True)
