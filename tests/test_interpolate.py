@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from liquidgen.cli import main
-from liquidgen.interpolate import class_weights, lerp, slerp, weights
+from liquidgen.interpolate import blend_contexts, class_weights, lerp, slerp, weights
 from liquidgen.models import build_model
 from liquidgen.plots import save_gif
 
@@ -46,6 +46,27 @@ def test_one_hot_class_weights_are_the_label(name, preset):
     torch.testing.assert_close(model(x, t, model.unconditional(soft, None)[0]), model(x, t, None))
     half = model(x, t, class_weights(1, 4, torch.tensor([0.5, 0.5, 0.5]), 10))
     assert not torch.allclose(half, model(x, t, y))
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+def test_prompt_blend_ends_are_the_prompts(tokens):
+    torch.manual_seed(0)
+    model = build_model("dit", "tiny", 1, 8, 0, context_dim=6, cross_attention=True).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    if tokens:  # a 3-token and a 5-token prompt, zero-padded to 5 as `text.fixed_length` does
+        mask = torch.tensor([[True] * 3 + [False] * 2, [True] * 5])
+        pair = torch.randn(2, 5, 6) * mask[..., None]
+    else:
+        pair, mask = torch.randn(2, 6), None
+    context, blended_mask = blend_contexts(pair, mask, weights(3))
+    x, t = torch.randn(1, 1, 8, 8).expand(3, -1, -1, -1), torch.full((3,), 0.5)
+    out = model(x, t, None, context, context_mask=blended_mask)
+    for k in (0, 1):
+        alone = model(x[:1], t[:1], None, pair[k:k + 1], context_mask=None if mask is None else mask[k:k + 1])
+        torch.testing.assert_close(out[2 * k: 2 * k + 1], alone)
+    if tokens:
+        assert blended_mask.tolist()[1] == [True] * 5  # in between, every token either prompt has
 
 
 def test_gif_frames_and_pingpong(tmp_path):
@@ -112,6 +133,11 @@ def test_interpolate_errors(run, tmp_path):
         main(["interpolate", str(run), "--seeds", "1", "1", "--out", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit):
         main(["interpolate", str(run), "--prompts", "a", "b", "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit):  # --label fixes the class of a seed walk, not of a class blend
+        main(["interpolate", str(run), "--labels", "1", "2", "--label", "3", "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit):
+        main(["interpolate", str(run), "--labels", "1", "2", "--frames", "1", "--out", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_sample_trajectory_gif(run, tmp_path):

@@ -122,13 +122,13 @@ def cmd_sample(args) -> None:
     x = dist.map_rows(draw, n)
     if not dist.main:
         return
-    if args.trajectory:
-        frames = [space.decode(e).clamp(-1, 1) for e in estimates] + [space.decode(x)]
-        save_gif(frames, args.trajectory, nrow=nrow, duration_ms=max(40, 3000 // len(frames)))
-        print(f"wrote the trajectory ({len(frames)} frames) to {args.trajectory}")
     x = space.decode(x)
     if init is not None:  # keep the given pixels exactly where the mask says keep
         x = pixel_mask * x + (1 - pixel_mask) * init
+    if args.trajectory:
+        frames = [space.decode(e).clamp(-1, 1) for e in estimates] + [x]
+        save_gif(frames, args.trajectory, nrow=nrow, duration_ms=max(40, 3000 // len(frames)))
+        print(f"wrote the trajectory ({len(frames)} frames) to {args.trajectory}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -169,6 +169,11 @@ def cmd_interpolate(args) -> None:
     shape = (spec["in_channels"], spec["input_size"], spec["input_size"])
     noise_of = lambda seed: torch.randn(shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
     names = spec["class_names"]
+    if (args.labels or args.label is not None) and not names:
+        raise ValueError("--labels / --label: this model has no classes; interpolate it with --seeds or --prompts")
+    if not args.seeds and (args.label is not None or args.prompt is not None):
+        raise ValueError("--label and --prompt fix the condition of a --seeds interpolation; they do not apply "
+                         "to --labels or --prompts")
     y = context = mask = None
     if args.seeds:
         if args.seeds[0] == args.seeds[1]:
@@ -181,20 +186,16 @@ def cmd_interpolate(args) -> None:
     else:
         noise = noise_of(args.seed).expand(args.frames, *shape)
         if args.labels:
-            if not names:
-                raise ValueError("--labels: this model is unconditional (no classes)")
             a, b = parse_labels(args.labels, names)
             y = interp.class_weights(a, b, w, len(names))
         else:
-            pair, pair_mask = encode_prompts(args.prompts, spec, device)
-            context = interp.lerp(pair[0], pair[1], w.to(device))
-            # token contexts: a token is real where either prompt has one (the padding's features are zeros)
-            mask = None if pair_mask is None else (pair_mask[0] | pair_mask[1]).expand(args.frames, -1)
+            context, mask = interp.blend_contexts(*encode_prompts(args.prompts, spec, device), w)
     cond = {k: v for k, v in (("context", context), ("context_mask", mask)) if v is not None}
     with autocast(device, config.train.precision):
         x = sample(model, build_objective(config.objective.name, **config.objective.options).prediction,
                    noise.to(device), None if y is None else y.to(device), steps,
-                   config.sample.cfg if args.cfg is None else args.cfg, sampler, progress=True, **cond)
+                   config.sample.cfg if args.cfg is None else args.cfg, sampler, progress=True,
+                   grid=args.grid or config.sample.grid or None, **cond)
     images = LatentSpace.from_spec(spec).decode(x)
     out = Path(args.out)
     save_grid(images, out, nrow=args.frames)
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="sampling steps (default: the config's sample.steps)")
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the config's)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the config's; a deterministic one)")
+    p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the config's, else the sampler's)")
     p.add_argument("--duration", type=int, default=120, help="milliseconds per GIF frame")
     p.add_argument("--out", default="interpolation.png", help="the PNG strip; the GIF goes beside it (.gif)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -549,6 +551,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        from .distributed import shutdown
+
+        shutdown()
     except (ValueError, OSError, FloatingPointError) as e:
         # Configuration, input, disk and divergence errors are the user's to fix: a message, not a traceback.
         print(f"error: {e}", file=sys.stderr)

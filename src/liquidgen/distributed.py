@@ -158,6 +158,15 @@ def fingerprint(module: nn.Module) -> torch.Tensor:
     return torch.stack(out).cpu()
 
 
+def shutdown() -> None:
+    """End this process's part in a launched run: wait for the others, then close the process group.
+    A process that exits while another still talks to it (process 0 writing the results) can abort in
+    gloo's or NCCL's teardown, failing a command whose work is done."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def setup(device: str = "auto") -> tuple[Dist, torch.device]:
     """This process's `Dist` and device. Under a launcher, accelerate starts the process group (NCCL on
     GPUs, gloo with train.device cpu) and picks this process's GPU (LOCAL_RANK)."""

@@ -12,7 +12,7 @@ from torch import Tensor
 def weights(frames: int) -> Tensor:
     """`frames` evenly spaced interpolation weights from 0 to 1, both included."""
     if frames < 2:
-        raise ValueError(f"an interpolation needs at least 2 frames, got {frames}")
+        raise ValueError(f"an interpolation needs at least 2 frames (--frames), got {frames}")
     return torch.linspace(0.0, 1.0, frames)
 
 
@@ -50,3 +50,20 @@ def class_weights(a: int, b: int, w: Tensor, num_classes: int) -> Tensor:
             raise ValueError(f"label {label} out of range: this model has {num_classes} classes")
     eye = torch.eye(num_classes + 1)
     return lerp(eye[a], eye[b], w)
+
+
+def blend_contexts(context: Tensor, mask: Tensor | None, w: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Two prompts' text contexts, pooled (2, dim) or tokens (2, L, token_dim) with their mask (2, L), blended
+    linearly at each weight of `w` (F,): the contexts (F, ...) and masks (F, L) or None.
+
+    Pooled vectors are mixed as they are: the conditioning vector reads them through one linear map
+    (`Backbone.condition`), so there the blend is exactly the blend of what the model sees. Token features
+    are mixed position by position, as prompt interpolation does with the fixed-length CLIP features of
+    Stable Diffusion; but here padding is zeros that the mask hides, so a
+    position real in one prompt only is real in between (its features fading in from zero) and keeps the
+    mask of the frame's own prompt at the ends: the first and last frames are exactly the two prompts'."""
+    blend = lerp(context[0], context[1], w.to(context.device))
+    if mask is None:
+        return blend, None
+    w = w.to(mask.device)[:, None]
+    return blend, (mask[0] & (w < 1)) | (mask[1] & (w > 0))
