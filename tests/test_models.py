@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from liquidgen.models import build_model
-from liquidgen.models.liquid import LiquidTimeConstant, zigzag_order
+from liquidgen.models.liquid import LiquidTimeConstant, ZigzagScan1D, snake
 
 SEED_SETTING = dict(in_channels=16, input_size=32, num_classes=27)
 
@@ -24,6 +24,13 @@ def test_small_presets_forward_shapes(preset, channels, size, classes):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+def zigzag_order(h: int, w: int, transpose: bool) -> list[int]:
+    """The scan as an index list (flat row-major indices): the reference the flip-based scan must match."""
+    if transpose:
+        return [r * w + c for c in range(w) for r in (range(h) if c % 2 == 0 else reversed(range(h)))]
+    return [r * w + c for r in range(h) for c in (range(w) if r % 2 == 0 else reversed(range(w)))]
+
+
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 7), (4, 4), (14, 14), (5, 9)])
 @pytest.mark.parametrize("transpose", [False, True])
 def test_zigzag_is_a_bijection_of_adjacent_steps(h, w, transpose):
@@ -32,6 +39,20 @@ def test_zigzag_is_a_bijection_of_adjacent_steps(h, w, transpose):
     for a, b in zip(order, order[1:]):
         (ra, ca), (rb, cb) = divmod(a, w), divmod(b, w)
         assert abs(ra - rb) + abs(ca - cb) == 1
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 7), (4, 4), (5, 9)])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_the_scan_convolves_along_the_zigzag(h, w, transpose):
+    """ZigzagScan1D = gather along the zigzag, 1-D conv, scatter back: against that written with index lists."""
+    torch.manual_seed(0)
+    scan = ZigzagScan1D(3, 5, transpose)
+    x = torch.randn(2, 3, h, w)
+    order = torch.tensor(zigzag_order(h, w, transpose))
+    seq = scan.conv(x.flatten(2)[:, :, order])
+    expected = scan.project(torch.nn.functional.gelu(seq[:, :, torch.argsort(order)].reshape(x.shape)))
+    torch.testing.assert_close(scan(x), expected)
+    torch.testing.assert_close(snake(snake(x)), x)
 
 
 def test_liquid_blend_is_convex_with_learned_retention():
