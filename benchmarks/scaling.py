@@ -11,8 +11,8 @@ the log windows after the first two (compilation, warm-up).
 accumulation, which are the same batches and the same noise as the G processes take: the loss curves
 compare at equal global batch. --resume: the largest run is continued from its final checkpoint for
 half as many steps again, to show that its loss curve goes on.
-Writes scaling.jsonl (a record per run, appended as each ends), scaling.md, scaling.png (img/s per GPU count)
-and loss-<backbone>.png.
+Writes scaling.jsonl (a record per run, appended as each ends), scaling.md, scaling.png (img/s against GPUs,
+beside linear scaling from 1 GPU) and loss-<backbone>.png.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from liquidgen.bench.records import append_record, read_records  # noqa: E402
-from liquidgen.plots import plot_bars, plot_curves  # noqa: E402
+from liquidgen.plots import plot_curves  # noqa: E402
 
 CONFIGS = {"dit": "configs/cifar10-dit-S-fm.yaml", "liquid": "configs/cifar10-liquid-S.yaml"}
 EMA_LINE = "EMA weights bit-identical on all"
@@ -105,9 +105,14 @@ def report(out_dir: Path) -> None:
     for r in records:
         text.append(f"- {r['label']} ({r['model']}): `{r['command']}`")
     (out_dir / "scaling.md").write_text("\n".join(text) + "\n")
-    if series:
-        bars = {f"{model}, {g} GPU{'s' if g > 1 else ''}": v for model, (gs, vs) in series.items() for g, v in zip(gs, vs)}
-        plot_bars(out_dir / "scaling.png", bars, title="training images / s vs GPUs", xlabel="images / s")
+    if series:  # each backbone's measured line beside the linear one through its 1-GPU point
+        lines = {}
+        for model, (gs, vs) in series.items():
+            lines[model] = (gs, vs)
+            if 1 in gs:
+                lines[f"{model}, linear"] = (gs, [vs[gs.index(1)] * g for g in gs])
+        plot_curves(out_dir / "scaling.png", lines, title="training images / s vs GPUs", xlabel="GPUs",
+                    ylabel="images / s", markers=True)
     for model, curves in losses.items():
         plot_curves(out_dir / f"loss-{model.replace(':', '-')}.png", curves, title=f"{model}: training loss",
                     ylabel="loss", smooth=0.0)

@@ -91,6 +91,17 @@ def test_accumulation_within_processes(tmp_path):
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-6)
 
 
+def test_four_processes_follow_one_process_at_equal_global_batch(tmp_path):
+    """The 4-GPU scaling run's loss-curve check, on CPU: 4 processes = 1 process accumulating 4 parts."""
+    quick = [*SETTINGS, "train.steps=3", "train.sample_every=0", "train.ckpt_every=0"]
+    liquidgen("train", CONFIG, "--out", str(tmp_path / "four"), "--set", *quick, processes=4)
+    liquidgen("train", CONFIG, "--out", str(tmp_path / "one"), "--set", *quick, "train.grad_accum=4")
+    a, b = weights(tmp_path / "four", 3, "model.safetensors"), weights(tmp_path / "one", 3, "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses(tmp_path / "four"), losses(tmp_path / "one"), rtol=1e-6)
+
+
 def test_only_process_zero_prints_and_writes(runs):
     two, _, out = runs
     assert out.count("step 6/6") == 1 and out.count("done:") == 2 and "on 2 processes (cpu)" in out
