@@ -42,11 +42,20 @@ def test_sample_png_grid_and_npz(run_dir, tmp_path):
     assert np.array_equal(np.load(again)["images"], data["images"])  # same seed, same images
 
 
-def test_sample_rejects_bad_labels(run_dir, tmp_path):
-    with pytest.raises(SystemExit, match="out of range"):
-        main(["sample", str(run_dir), "--labels", "12", "--out", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="neither an index nor one of"):
-        main(["sample", str(run_dir), "--labels", "cat", "--out", str(tmp_path / "x.png")])
+def fails(argv: list[str], capsys) -> str:
+    """What a command that must stop with a message (rc 2, no traceback) says on stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_sample_rejects_bad_labels(run_dir, tmp_path, capsys):
+    assert "out of range" in fails(["sample", str(run_dir), "--labels", "12", "--out", str(tmp_path / "x.png")], capsys)
+    assert "neither an index nor one of" in fails(
+        ["sample", str(run_dir), "--labels", "cat", "--out", str(tmp_path / "x.png")], capsys)
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_bad_config_key_is_a_clear_error(tmp_path, capsys):
@@ -98,8 +107,8 @@ def test_fixed_point_sampling_flags(tmp_path, capsys, run_dir):
     report = capsys.readouterr().out
     assert "fixed point: 12 iterations over 4 calls (2 first, 4 last)" in report
     assert "relative residual" in report
-    with pytest.raises(SystemExit, match="--iters applies to fixed-point models only"):
-        main(["sample", str(run_dir), "--iters", "3", "--out", str(tmp_path / "x.png")])
+    assert "--iters applies to fixed-point models only" in fails(
+        ["sample", str(run_dir), "--iters", "3", "--out", str(tmp_path / "x.png")], capsys)
 
 
 @pytest.mark.parametrize("sampler,grid", [("heun", "uniform"), ("dpmpp_2m", "karras"), ("consistency", "consistency"),

@@ -16,9 +16,8 @@ from liquidgen.data import (
     BatchSampler,
     ImageData,
     load_dataset,
-    to_float,
-    to_uint8,
 )
+from liquidgen.latent_space import to_float, to_uint8
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data folder {SHARED} is missing")

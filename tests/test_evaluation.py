@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from liquidgen.cli import main
-from liquidgen.data import ImageData, load_dataset, to_float
+from liquidgen.data import ImageData, load_dataset
+from liquidgen.latent_space import to_float
 from liquidgen.evaluation.classifier import Recipe, extract, fit_classifier, load_classifier, save_classifier
 from liquidgen.evaluation.evaluate import evaluate, load_samples
 

@@ -154,11 +154,15 @@ def test_consistency_training_and_distillation_run_and_start_from_a_teacher(mode
 
 
 def test_distillation_teacher_velocity_is_the_converted_teacher(teacher):
-    from liquidgen.checkpoint import load_model
+    from liquidgen.generate import Pipeline
 
     objective = build_objective("consistency", mode="cd", teacher=str(teacher))
-    model, _, _ = load_model(teacher)
     x, t, y = torch.randn(4, 1, 8, 8), torch.tensor([0.2, 0.4, 0.6, 0.8]), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="bind_teacher"):
+        objective.teacher_velocity(x, t, y)
+    pipe = Pipeline.load(teacher, device="cpu")
+    objective.bind_teacher(pipe.model, pipe.prediction)
+    model = pipe.model
     with torch.no_grad():
         expected = paths.convert(model(x, t, y), "v", "trigflow", x, t)
         torch.testing.assert_close(objective.teacher_velocity(x, t, y), expected)

@@ -2,40 +2,37 @@ from __future__ import annotations
 
 import json
 import math
-import random
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_hex
 from PIL import Image
 
 from liquidgen import plots
-from liquidgen.plots import PALETTE, image_grid, nice_ticks, plot_curves, plot_metrics_jsonl, save_grid
-
-
-def _rgb(hex_color: str) -> tuple[int, int, int]:
-    return tuple(int(hex_color[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+from liquidgen.plots import (bars_figure, curves_figure, image_grid, plot_bars, plot_curves, plot_metrics_jsonl,
+                             save_grid)
 
 
 def _pixels(path, color: str) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of the pixels exactly of `color`."""
+    """(rows, cols) of the pixels exactly of `color` (the core of a line, inside its antialiased edge)."""
     a = np.asarray(Image.open(path).convert("RGB"))
-    return np.nonzero(np.all(a == _rgb(color), axis=-1))
-
-
-def _frame(path) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of the plot area: the long runs of the frame colour."""
-    rows, cols = _pixels(path, plots._FRAME)
-    xs, cx = np.unique(cols, return_counts=True)
-    ys, cy = np.unique(rows, return_counts=True)
-    xs, ys = xs[cx > cx.max() // 2], ys[cy > cy.max() // 2]
-    return xs.min(), ys.min(), xs.max(), ys.max()
+    rgb = tuple(int(to_hex(color)[i : i + 2], 16) for i in (1, 3, 5))
+    return np.nonzero(np.all(a == rgb, axis=-1))
 
 
 def _mean_row(rows: np.ndarray, cols: np.ndarray, lo: float, hi: float) -> float:
     sel = (cols >= lo) & (cols <= hi)
     assert sel.any()
     return rows[sel].mean()
+
+
+def _drawn(fig) -> list:
+    """The labelled lines of the only axes: one per series (the raw curves under an EMA carry no label)."""
+    return [line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
 
 
 # --------------------------------------------------------------------------- grids
@@ -112,53 +109,30 @@ def test_row_labels_add_a_white_margin_with_text(tmp_path):
         save_grid(images, tmp_path / "bad.png", nrow=3, row_labels=["only one"])
 
 
-# --------------------------------------------------------------------------- ticks
-
-
-def test_nice_ticks_are_1_2_5_multiples_covering_the_range():
-    rng = random.Random(0)
-    cases = [(0, 1), (5, 5), (0, 0), (-3, 1234), (0.3, 0.9), (1e-7, 3e-7)]
-    cases += [(a, a + rng.random() * 10 ** rng.uniform(-5, 5)) for a in (rng.uniform(-1e3, 1e3) for _ in range(2000))]
-    for lo, hi in cases:
-        ticks = nice_ticks(lo, hi)
-        assert 4 <= len(ticks) <= 6
-        exponent = math.floor(math.log10(ticks[1] - ticks[0]))
-        mantissa = round((ticks[1] - ticks[0]) / 10**exponent)
-        assert mantissa in (1, 2, 5, 10)
-        step = mantissa * 10.0**exponent
-        assert np.allclose(np.diff(ticks), step, rtol=1e-6, atol=0)
-        assert all(abs(t / step - round(t / step)) < 1e-6 for t in ticks)
-        tol = 1e-9 * step
-        assert ticks[0] <= min(lo, hi) + tol and ticks[-1] >= max(lo, hi) - tol
-    assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1]
-
-
-def test_log_axis_ticks():
-    ticks, lo, hi = plots._axis(1e-3, 2.0, log=True)
-    assert ticks == [1e-3, 1e-2, 1e-1, 1, 10] and (lo, hi) == (1e-3, 10)
-    ticks, lo, hi = plots._axis(0.05, 0.4, log=True)  # under a decade: nice linear values
-    assert ticks == [0.1, 0.2, 0.3, 0.4] and 0 < lo <= 0.05 and hi >= 0.4
-    ticks, _, _ = plots._axis(1e-30, 1e30, log=True)
-    assert len(ticks) <= 6 and all(math.log10(t) == round(math.log10(t)) for t in ticks)
-
-
 # --------------------------------------------------------------------------- curves
 
 
-def test_plot_curves_draws_a_decreasing_line_inside_the_axes(tmp_path):
+def test_plot_curves_writes_a_png_of_the_asked_size_with_the_line_falling(tmp_path):
     x = np.arange(100)
-    path = plot_curves(tmp_path / "p" / "loss.png", {"loss": (x, 100.0 - x)}, title="t", ylabel="loss", size=(600, 400))
+    path = plot_curves(tmp_path / "p" / "loss.png", {"loss": (x, 100.0 - x)}, title="t", ylabel="loss",
+                       size=(600, 400))
+    assert path == tmp_path / "p" / "loss.png"
     with Image.open(path) as img:
         assert img.format == "PNG" and img.size == (600, 400)
-    rows, cols = _pixels(path, PALETTE[0])
-    x0, y0, x1, y1 = _frame(path)
-    assert rows.size > 200
-    assert cols.min() >= x0 - 2 and cols.max() <= x1 + 2 and rows.min() >= y0 - 2 and rows.max() <= y1 + 2
-    assert cols.max() - cols.min() > 0.9 * (x1 - x0)  # spans the x range
+    rows, cols = _pixels(path, "C0")
+    assert rows.size > 200 and cols.max() - cols.min() > 0.6 * 600  # a line across most of the width
     span = cols.max() - cols.min()
     left = _mean_row(rows, cols, cols.min(), cols.min() + 0.1 * span)
     right = _mean_row(rows, cols, cols.max() - 0.1 * span, cols.max())
-    assert left < right - 0.5 * (y1 - y0)  # starts high, ends low
+    assert left < right - 0.5 * 400 * 0.6  # starts high, ends low (image rows grow downwards)
+    ax = curves_figure({"loss": (x, 100.0 - x)}, title="t", ylabel="loss").axes[0]
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("t", "step", "loss")
+
+
+@pytest.mark.parametrize(("logx", "logy"), [(False, False), (False, True), (True, True)])
+def test_log_axes_when_asked(logx, logy):
+    ax = curves_figure({"a": ([1, 10, 100], [1e-3, 1e-2, 1.0])}, logx=logx, logy=logy).axes[0]
+    assert ax.get_xscale() == ("log" if logx else "linear") and ax.get_yscale() == ("log" if logy else "linear")
 
 
 def test_log_scale_makes_an_exponential_straight(tmp_path):
@@ -167,7 +141,7 @@ def test_log_scale_makes_an_exponential_straight(tmp_path):
 
     def bend(logy: bool) -> float:
         path = plot_curves(tmp_path / f"log{logy}.png", series, logy=logy)
-        rows, cols = _pixels(path, PALETTE[0])
+        rows, cols = _pixels(path, "C0")
         a, b = cols.min(), cols.max()
         ends = (_mean_row(rows, cols, a, a + 3) + _mean_row(rows, cols, b - 3, b)) / 2
         return abs(_mean_row(rows, cols, (a + b) / 2 - 1, (a + b) / 2 + 1) - ends)
@@ -176,68 +150,133 @@ def test_log_scale_makes_an_exponential_straight(tmp_path):
     assert bend(logy=False) > 50
 
 
-def test_smoothing_draws_a_steadier_line(tmp_path):
-    y = 0.5 + 0.5 * (-1.0) ** np.arange(300)  # alternates 0, 1
+def test_log_tick_labels_are_plain_numbers(tmp_path):
+    fig = curves_figure({"a": ([0, 1], [1e-3, 2.0])}, logy=True)
+    fig.canvas.draw()  # tick labels are only formatted at draw time
+    labels = {t.get_text() for t in fig.axes[0].get_yticklabels()}
+    assert {"0.001", "0.01", "0.1", "1"} <= labels
 
-    def spread(smooth: float) -> float:
-        path = plot_curves(tmp_path / f"s{smooth}.png", {"loss": (np.arange(300), y)}, smooth=smooth)
-        rows, cols = _pixels(path, PALETTE[0])
-        right = cols > (cols.min() + cols.max()) / 2
-        return rows[right].max() - rows[right].min()
 
-    assert spread(0.95) < 0.2 * spread(0.0)
+def test_smoothing_draws_the_ema_over_the_light_raw_curve():
+    y = 0.5 + 0.5 * (-1.0) ** np.arange(300)  # alternates 1, 0
+    fig = curves_figure({"loss": (np.arange(300), y)}, smooth=0.95)
+    raw, ema = fig.axes[0].get_lines()
+    assert np.array_equal(raw.get_ydata(), y) and raw.get_alpha() < 1 and raw.get_zorder() < ema.get_zorder()
+    assert ema.get_label() == "loss" and ema.get_color() == raw.get_color()
+    assert ema.get_linewidth() > raw.get_linewidth()
+    assert np.ptp(ema.get_ydata()[150:]) < 0.2 and abs(ema.get_ydata()[-1] - 0.5) < 0.1
+    assert len(fig.axes[0].get_lines()) == 1 + len(_drawn(curves_figure({"loss": (np.arange(300), y)})))
 
 
 def test_several_series_get_distinct_colours_and_a_legend(tmp_path):
     x = np.arange(10)
+    fig = curves_figure({"train": (x, x), "val": (x, 2 * x)}, smooth=0.5)
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["train", "val"]  # no entries for the raw curves
+    assert len({line.get_color() for line in _drawn(fig)}) == 2
+    assert curves_figure({"train": (x, x)}).axes[0].get_legend() is None  # one series needs no legend
     path = plot_curves(tmp_path / "two.png", {"train": (x, x), "val": (x, 2 * x)})
-    x1 = _frame(path)[2]
-    for color in PALETTE[:2]:
-        rows, cols = _pixels(path, color)
-        assert (cols < x1).sum() > 10  # the curve
-        assert (cols > x1 + 2).sum() > 10  # its legend swatch, right of the axes
+    assert all(_pixels(path, c)[0].size > 50 for c in ("C0", "C1"))
 
 
 @pytest.mark.parametrize(
-    ("series", "logy", "drawn"),
+    ("series", "logy", "kept"),
     [
-        ({"a": ([3], [1.5])}, False, True),  # single point
-        ({"a": ([3], [1.5])}, True, True),
-        ({"a": ([0, 1, 2], [2.0, 2.0, 2.0])}, False, True),  # constant
-        ({"a": ([0, 1, 2], [0.0, 0.0, 0.0])}, False, True),
-        ({"a": ([5, 5, 5], [1.0, 2.0, 3.0])}, False, True),  # constant x
-        ({"a": ([0, 1, 2, 3], [1.0, math.nan, math.inf, 0.5])}, False, True),
-        ({"a": ([0, math.nan, 2], [1.0, 2.0, 3.0])}, False, True),
-        ({"a": ([0, 1, 2, 3], [-1.0, 0.0, 0.1, 1.0])}, True, True),  # non-positive on log
-        ({"a": ([0, 1], [-1.0, 0.0])}, True, False),
-        ({"a": ([0, 1], [math.nan, math.nan])}, False, False),
-        ({"a": ([], [])}, False, False),
-        ({"a": ([], []), "b": ([], [])}, True, False),
-        ({}, False, False),
+        ({"a": ([3], [1.5])}, False, [3]),  # single point
+        ({"a": ([3], [1.5])}, True, [3]),
+        ({"a": ([0, 1, 2], [2.0, 2.0, 2.0])}, False, [0, 1, 2]),  # constant
+        ({"a": ([0, 1, 2], [0.0, 0.0, 0.0])}, False, [0, 1, 2]),
+        ({"a": ([5, 5, 5], [1.0, 2.0, 3.0])}, False, [5, 5, 5]),  # constant x
+        ({"a": ([0, 1, 2, 3], [1.0, math.nan, math.inf, 0.5])}, False, [0, 3]),
+        ({"a": ([0, math.nan, 2], [1.0, 2.0, 3.0])}, False, [0, 2]),
+        ({"a": ([0, 1, 2, 3], [-1.0, 0.0, 0.1, 1.0])}, True, [2, 3]),  # non-positive on log
+        ({"a": ([0, 1], [-1.0, 0.0])}, True, []),
+        ({"a": ([0, 1], [math.nan, math.nan])}, False, []),
+        ({"a": ([], [])}, False, []),
+        ({"a": ([], []), "b": ([], [])}, True, []),
+        ({}, False, None),
     ],
 )
 @pytest.mark.parametrize("smooth", [0.0, 0.9])
-def test_plot_curves_degenerate_inputs(tmp_path, series, logy, drawn, smooth):
-    path = plot_curves(tmp_path / "d.png", series, logy=logy, smooth=smooth, size=(400, 300))
+def test_plot_curves_skips_undrawable_points(tmp_path, series, logy, kept, smooth):
+    fig = curves_figure(series, logy=logy, smooth=smooth)
+    lines = _drawn(fig)
+    assert [line.get_xdata().tolist() for line in lines[:1]] == ([kept] if series else [])
+    if kept and len(kept) == 1:
+        assert lines[0].get_marker() == "o"  # a lone point has no segment to show it
+    no_data = [t for t in fig.axes[0].texts if t.get_text() == "no data"]
+    assert bool(no_data) == (not kept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no "non-positive limits" complaint from an empty log axis
+        path = plot_curves(tmp_path / "d.png", series, logy=logy, smooth=smooth, size=(400, 300))
     with Image.open(path) as img:
         assert img.size == (400, 300)
-    _, cols = _pixels(path, PALETTE[0])
-    assert ((cols < _frame(path)[2]).sum() > 0) == drawn  # left of the legend
+    if len(series) == 1:  # (with two, the legend shows C0 whatever was drawn)
+        assert (_pixels(path, "C0")[0].size > 0) == bool(kept)
+
+
+def test_markers_mark_every_point():
+    lines = _drawn(curves_figure({"a": ([1, 2, 4], [3.0, 2.0, 1.0])}, markers=True))
+    assert lines[0].get_marker() == "o"
+    assert _drawn(curves_figure({"a": ([1, 2, 4], [3.0, 2.0, 1.0])}))[0].get_marker() in (None, "None", "")
 
 
 def test_plot_curves_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'a': 2 x values but 1 y values"):
         plot_curves(tmp_path / "x.png", {"a": ([0, 1], [1.0])})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="smooth"):
         plot_curves(tmp_path / "x.png", {"a": ([0, 1], [1.0, 2.0])}, smooth=1.0)
+    assert not (tmp_path / "x.png").exists()
 
 
-def test_plot_metrics_jsonl_skips_missing_keys_and_a_truncated_last_line(tmp_path):
+def test_plot_metrics_jsonl_skips_missing_keys_and_bad_lines(tmp_path, monkeypatch):
     metrics = tmp_path / "metrics.jsonl"
     lines = [json.dumps({"step": s, "loss": 1 / (s + 1), **({"lr": 1e-3} if s % 2 else {})}) for s in range(50)]
-    metrics.write_text("\n".join(lines) + '\n\n{"step": 50, "loss": 0.0')
-    out = plot_metrics_jsonl(metrics, tmp_path / "plots" / "loss.png", keys=("loss", "lr"))
+    lines += ["[1, 2]", json.dumps({"loss": 5.0}), json.dumps({"step": True, "loss": 5.0})]  # no numeric step
+    metrics.write_bytes(("\n".join(lines) + '\n\n{"step": 50, "lo').encode() + b"\xe2\x82")  # cut mid-write
+    out = plot_metrics_jsonl(metrics, tmp_path / "plots" / "loss.png", keys=("loss", "lr", "absent"))
     with Image.open(out) as img:
         assert img.format == "PNG"
-    for color in PALETTE[:2]:
-        assert _pixels(out, color)[0].size > 0
+    assert all(_pixels(out, c)[0].size > 0 for c in ("C0", "C1"))
+
+    calls = []
+    monkeypatch.setattr(plots, "plot_curves", lambda path, series, **kw: calls.append((series, kw)))
+    plot_metrics_jsonl(metrics, tmp_path / "loss.png", keys=("loss", "lr", "absent"))
+    series, kw = calls[0]
+    assert series["loss"] == (list(range(50)), [1 / (s + 1) for s in range(50)])
+    assert series["lr"][0] == list(range(1, 50, 2)) and series["absent"] == ([], [])
+    assert kw["logy"] and kw["ylabel"] == ""
+    assert kw["smooth"] == pytest.approx(0.6)  # 50 points: the EMA window is kept to ~5% of the curve
+    plot_metrics_jsonl(metrics, tmp_path / "loss.png")
+    assert calls[1][1]["ylabel"] == "loss"
+
+
+# --------------------------------------------------------------------------- bars
+
+
+def test_plot_bars_draws_one_bar_per_item_in_order(tmp_path):
+    bars = {"dit:tiny eager": 1234.4, "dit:tiny compiled": 2345.6, "broken": math.nan}
+    ax = bars_figure(bars, title="training images/s", xlabel="batch 8").axes[0]
+    assert [p.get_width() for p in ax.patches] == [1234.4, 2345.6, 0.0]  # NaN drawn as 0
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(bars)
+    assert ax.patches[0].get_y() < ax.patches[1].get_y() and ax.yaxis_inverted()  # the first item on top
+    assert [t.get_text() for t in ax.texts] == ["1,234", "2,346", "0"]
+    assert (ax.get_title(), ax.get_xlabel()) == ("training images/s", "batch 8")
+    path = plot_bars(tmp_path / "b" / "speed.png", bars, width=640)
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width == 640
+        short = img.height
+    with Image.open(plot_bars(tmp_path / "many.png", {str(i): i for i in range(20)}, width=640)) as img:
+        assert img.height > short  # more bars, a taller image
+    assert _pixels(path, "C1")[0].size > 100
+    with Image.open(plot_bars(tmp_path / "none.png", {})) as img:
+        assert img.width == 800
+
+
+def test_charts_leave_pyplot_alone(tmp_path):
+    """No pyplot means no global figure registry to leak into and no interactive backend to pick."""
+    code = ("import sys; from liquidgen.plots import plot_bars, plot_curves; "
+            "plot_curves(sys.argv[1] + '/a.png', {'a': ([0, 1], [1, 2])}); "
+            "plot_bars(sys.argv[1] + '/b.png', {'a': 1}); "
+            "assert 'matplotlib.pyplot' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)

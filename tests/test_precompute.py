@@ -8,8 +8,9 @@ from PIL import Image
 
 from liquidgen import precompute as pc
 from liquidgen.autoencoders import AUTOENCODERS, Identity
-from liquidgen.data import BatchSampler, load_dataset, to_float
-from liquidgen.precompute import Request, load_precomputed, precompute
+from liquidgen.data import BatchSampler, load_dataset, load_precomputed
+from liquidgen.latent_space import to_float
+from liquidgen.precompute import Request, precompute
 
 
 def _digits(**kw) -> Request:

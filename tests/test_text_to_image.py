@@ -10,7 +10,8 @@ from PIL import Image
 
 from liquidgen import checkpoint as ckpt_io
 from liquidgen.cli import main
-from liquidgen.evaluation.evaluate import generate
+from liquidgen.generate import Pipeline
+from liquidgen.spec import ModelSpec, init_weights
 from liquidgen.text import encode_prompts
 from liquidgen.config import load_config
 from liquidgen.inpainting import concat_input, random_masks
@@ -86,7 +87,7 @@ def test_captioned_folder_to_latents_to_text_model_to_prompted_samples(captioned
     image = Image.open(out)
     assert image.mode == "RGB" and image.size[0] >= 2 * 32 and image.size[1] >= 2 * 32  # 2 rows of 2, decoded
     with pytest.raises(ValueError, match="not text-conditioned"):
-        encode_prompts(["x"], {"text_encoder": None}, "cpu")
+        encode_prompts(["x"], None, 0, "cpu")
     # eval's prompted generation: sample i gets prompt i % 2's embedding and that index as its label
     seen = []
 
@@ -94,11 +95,12 @@ def test_captioned_folder_to_latents_to_text_model_to_prompted_samples(captioned
         seen.append(kwargs.get("context"))
         return noise
 
-    monkeypatch.setattr("liquidgen.samplers.sample", spy)
+    monkeypatch.setattr("liquidgen.generate.sample", spy)
     prompts = ["a red square", "a blue square"]
-    images, labels = generate(run, 4, steps=2, prompts=prompts, progress=False)
+    pipe = Pipeline.load(run, device="cpu")
+    images, labels = pipe.generate(4, prompts=prompts, settings=pipe.settings.with_(steps=2), progress=False)
     assert labels.tolist() == [0, 1, 0, 1] and images.shape[0] == 4
-    expected = encode_prompts(prompts, spec, "cpu")[0]
+    expected = encode_prompts(prompts, spec["text_encoder"], spec["text_tokens"], "cpu")[0]
     assert torch.equal(seen[0], expected[labels])
 
 
@@ -151,15 +153,15 @@ def test_random_masks_cover_every_kind():
                                          ("fixed_point", "dit-tiny")])
 def test_an_inpainting_model_starts_as_the_plain_model(name, preset, tmp_path):
     config = load_config(None, [f"model.name={name}", f"model.preset={preset}"])
-    plain = ckpt_io.build_from_spec(ckpt_io.model_spec(config, 1, 8, ["a", "b"]))
+    plain = ModelSpec.for_run(config, 1, 8, ["a", "b"]).build()
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    ckpt_io.save_checkpoint(tmp_path, 1, config, ckpt_io.model_spec(config, 1, 8, ["a", "b"]), plain, plain)
+    ckpt_io.save_checkpoint(tmp_path, 1, config, ModelSpec.for_run(config, 1, 8, ["a", "b"]).to_json(), plain, plain)
     config.model.inpainting = True
-    spec = ckpt_io.model_spec(config, 1, 8, ["a", "b"])
-    assert spec["options"]["concat_channels"] == 2
-    model = ckpt_io.build_from_spec(spec)
-    ckpt_io.init_weights(model, tmp_path)
+    spec = ModelSpec.for_run(config, 1, 8, ["a", "b"])
+    assert spec.options["concat_channels"] == 2
+    model = spec.build()
+    init_weights(model, tmp_path)
     x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([0.3, 0.7]), torch.tensor([0, 1])
     concat = concat_input(torch.randn(2, 1, 8, 8), random_masks(2, 8, 8))
     with torch.no_grad():
@@ -172,7 +174,7 @@ def test_an_inpainting_model_starts_as_the_plain_model(name, preset, tmp_path):
 
 
 @pytest.mark.slow
-def test_inpainting_training_and_sampling_keep_the_known_pixels(tmp_path):
+def test_inpainting_training_and_sampling_keep_the_known_pixels(tmp_path, capsys):
     run = tmp_path / "run"
     main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "model.inpainting=true",
           "train.steps=4", "train.batch_size=16", "train.log_every=2", "train.sample_every=4", "train.ckpt_every=0",
@@ -190,8 +192,9 @@ def test_inpainting_training_and_sampling_keep_the_known_pixels(tmp_path):
     keep = hole == 0
     assert images.shape == (2, 8, 8) and (images[:, keep] == pixels[keep]).all()
     plain = _plain_run(tmp_path)
-    with pytest.raises(SystemExit, match="need an inpainting model"):
+    with pytest.raises(SystemExit) as exc:
         main(["sample", str(plain), "--init", str(init), "--mask", str(mask)])
+    assert exc.value.code == 2 and "need an inpainting model" in capsys.readouterr().err
 
 
 def _plain_run(tmp_path: Path) -> Path:

@@ -10,6 +10,7 @@ from liquidgen.config import ConfigError, load_config
 from liquidgen.data import BatchSampler, load_dataset
 from liquidgen.ema import EMA
 from liquidgen.objectives import build_objective
+from liquidgen.spec import ModelSpec, load_model
 from liquidgen.train import accumulate_gradients, drop_labels, train
 
 TINY = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.batch_size=32",
@@ -29,8 +30,8 @@ def losses_before_and_after(final):
     """fixed_loss of a run's freshly initialised backbone and of its final (live) weights."""
     data = load_dataset("digits", image_size=8)
     objective = build_objective("flow")
-    untrained = ckpt_io.build_from_spec(json.loads((final / "model.json").read_text()))
-    trained, _, _ = ckpt_io.load_model(final, ema=False)
+    untrained = ModelSpec.from_json(json.loads((final / "model.json").read_text())).build()
+    trained, _, _ = load_model(final, ema=False)
     return fixed_loss(untrained, objective, data), fixed_loss(trained, objective, data)
 
 
@@ -73,14 +74,14 @@ def test_run_folder_layout(short_run):
 def test_save_load_gives_bit_identical_outputs(short_run, tmp_path):
     _, final, _ = short_run
     for use_ema in (True, False):
-        model, _, spec = ckpt_io.load_model(final, ema=use_ema)
+        model, _, spec = load_model(final, ema=use_ema)
         weights = load_file(final / ("ema.safetensors" if use_ema else "model.safetensors"))
         assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
         x, t, y = torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 4, 10])
-        again, _, _ = ckpt_io.load_model(final, ema=use_ema)
+        again, _, _ = load_model(final, ema=use_ema)
         assert torch.equal(model(x, t, y), again(x, t, y))
-    live, _, _ = ckpt_io.load_model(final, ema=False)
-    ema, _, _ = ckpt_io.load_model(final, ema=True)
+    live, _, _ = load_model(final, ema=False)
+    ema, _, _ = load_model(final, ema=True)
     assert not torch.equal(live.unpatchify.weight, ema.unpatchify.weight)
 
 
@@ -107,7 +108,7 @@ class FixedTimeObjective:
 
 def test_gradient_accumulation_matches_one_big_batch():
     data = load_dataset("digits", image_size=8)
-    model = ckpt_io.build_from_spec(ckpt_io.model_spec(load_config(None, TINY), 1, 8, data.class_names))
+    model = ModelSpec.for_run(load_config(None, TINY), 1, 8, data.class_names).build()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
 
@@ -198,7 +199,7 @@ def test_resume_continues_the_same_trajectory(tmp_path, optimizer):
 def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
     """A checkpoint cut short (a crash or a full disk mid-write of a file) is named and skipped: the run
     resumes from the previous good one and still follows the uninterrupted trajectory."""
-    from liquidgen.checkpoint import CorruptCheckpoint, load_model
+    from liquidgen.checkpoint import CorruptCheckpoint
 
     base = TINY + ["train.log_every=1", "train.ckpt_every=3", "optim.schedule=constant", "train.keep_checkpoints=0"]
     train(load_config(None, base + ["train.steps=9"]), tmp_path / "straight")
@@ -303,7 +304,7 @@ def test_a_non_finite_step_changes_nothing_and_is_counted(tmp_path, monkeypatch)
 
     config = load_config(None, TINY)
     data = load_dataset("digits", image_size=8)
-    model = ckpt_io.build_from_spec(ckpt_io.model_spec(config, 1, 8, data.class_names))
+    model = ModelSpec.for_run(config, 1, 8, data.class_names).build()
     optimizer, ema = make_optimizer(model, config.optim), EMA(model, 0.9)
     scheduler = make_scheduler(optimizer, config.optim, 100)
     batches = BatchSampler(data, 32)
@@ -319,13 +320,13 @@ def test_a_non_finite_step_changes_nothing_and_is_counted(tmp_path, monkeypatch)
     assert scheduler.get_last_lr() == lr and ema.updates == updates
 
     # In a run: two bad steps are skipped and counted, the weights stay finite and training goes on ...
-    monkeypatch.setattr(train_module, "build_objective", lambda name, **kw: PoisonedFlow([3, 4]))
+    monkeypatch.setattr(train_module, "objective_from", lambda config: PoisonedFlow([3, 4]))
     final = train(load_config(None, TINY + ["train.steps=10", "train.log_every=5"]), tmp_path / "ok")
     assert [json.loads(l)["skipped_steps"] for l in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()] \
         == [2, 2]
     assert all(torch.isfinite(w).all() for w in load_file(final / "ema.safetensors").values())
     # ... but a streak of train.max_bad_steps stops the run, saying why
-    monkeypatch.setattr(train_module, "build_objective", lambda name, **kw: PoisonedFlow(range(2, 100)))
+    monkeypatch.setattr(train_module, "objective_from", lambda config: PoisonedFlow(range(2, 100)))
     with pytest.raises(FloatingPointError, match="3 consecutive steps with non-finite gradients .* up to step 5"):
         train(load_config(None, TINY + ["train.steps=10", "train.max_bad_steps=3"]), tmp_path / "bad")
 
@@ -350,7 +351,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_
         train(config, run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004.tmp"]
     assert ckpt_io.resolve(run).name == "step-000002"
-    ckpt_io.load_model(run)
+    load_model(run)
     monkeypatch.setattr(ckpt_io, "save_file", real_save)
     train(config, run, resume=True)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004", "step-000006"]
@@ -377,4 +378,4 @@ def test_a_full_disk_names_the_problem_and_keeps_the_last_checkpoint(tmp_path, m
                                       r"step-000002, is intact"):
         train(load_config(None, TINY + ["train.steps=4", "train.ckpt_every=2"]), run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002"]  # no half-written folder
-    ckpt_io.load_model(run)  # the last good checkpoint still loads
+    load_model(run)  # the last good checkpoint still loads

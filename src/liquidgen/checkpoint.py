@@ -25,8 +25,6 @@ from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import Config, from_dict
-from .models import Backbone, build_model
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -152,59 +150,6 @@ def _write(tmp: Path, config, spec: dict, model, ema, optimizer, scheduler, step
     (tmp / "state.json").write_text(json.dumps(state))
 
 
-def model_spec(config: Config, in_channels: int, input_size: int, class_names: list[str], context_dim: int = 0,
-               space: dict | None = None, text_encoder: dict | None = None, text_tokens: int = 0) -> dict:
-    """Everything (besides weights) that rebuilds a run's backbone and maps its samples to images:
-    `space` is the data's `LatentSpace.state()` (None: pixels), `text_encoder` the spec of the encoder
-    whose embeddings (`context_dim` features) the model is conditioned on (None: no text): pooled, or
-    `text_tokens` token features per caption."""
-    options = dict(config.model.options)
-    if context_dim:
-        options["context_dim"] = context_dim
-    if config.model.inpainting:
-        options["concat_channels"] = in_channels + 1  # the known image and the mask
-    return {"name": config.model.name, "preset": config.model.preset, "options": options,
-            "in_channels": in_channels, "input_size": input_size, "num_classes": len(class_names),
-            "class_names": list(class_names), "space": space, "text_encoder": text_encoder,
-            "text_tokens": text_tokens}
-
-
-def build_from_spec(spec: dict) -> Backbone:
-    return build_model(spec["name"], spec["preset"], in_channels=spec["in_channels"],
-                       input_size=spec["input_size"], num_classes=spec["num_classes"], **spec["options"])
-
-
-def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"
-               ) -> tuple[Backbone, Config, dict]:
-    """Rebuild a checkpoint's backbone (EMA weights by default) in eval mode: (model, config, spec)."""
-    ckpt = resolve(path)
-    weights = "ema.safetensors" if ema else "model.safetensors"
-    files = read_files(ckpt, ("config.json", "model.json", weights))
-    config, spec = from_dict(Config, files["config.json"]), files["model.json"]
-    model = build_from_spec(spec)
-    model.load_state_dict(files[weights])
-    return model.to(device).eval(), config, spec
-
-
-def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
-    """Start `model` from another run's weights (fine-tuning; a consistency student from its
-    teacher). The architectures must match exactly, except that a model with extra concat input
-    channels (inpainting) may start from one without: those channels keep their zero weights."""
-    ckpt = resolve(path)
-    weights = load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors"))
-    own = model.state_dict()
-    extra = getattr(model, "concat_channels", 0)
-    for name, w in weights.items():
-        target = own.get(name)
-        if extra and target is not None and w.ndim == 4 and target.shape[1] == w.shape[1] + extra \
-                and target.shape[0] == w.shape[0] and target.shape[2:] == w.shape[2:]:
-            weights[name] = torch.cat([w.to(target.dtype), target[:, w.shape[1]:]], dim=1)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:  # PyTorch's message names the missing, unexpected and mis-shaped tensors
-        raise ValueError(f"train.init_from {ckpt}: architectures differ: {str(e).splitlines()[1:4]}") from None
-
-
 def read_weight_file(path: Path, hint: str) -> dict[str, torch.Tensor]:
     """A flat {name: tensor} dict from a user-given .safetensors or .pth file (published weights: TAESD,
     Inception). .pth files go through torch.load(weights_only=True), which refuses arbitrary objects.
@@ -249,20 +194,6 @@ def load_module_and_optimizer(ckpt: Path, name: str, module: nn.Module, optimize
     files = read_files(ckpt, (f"{name}.safetensors", f"{name}-optimizer.safetensors"))
     module.load_state_dict(files[f"{name}.safetensors"])
     optimizer.load_state_dict(_join_optimizer(files[f"{name}-optimizer.safetensors"], plain))
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after the checkpoint being resumed, so the curve has no repeats."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError):
-            break
-    path.write_text("".join(l + "\n" for l in keep))
 
 
 class CorruptCheckpoint(ValueError):

@@ -1,39 +1,56 @@
-"""The `liquidgen` command: train, train-autoencoder, sample, interpolate, precompute, eval, bench, models."""
+"""The `liquidgen` command: train, train-autoencoder, sample, interpolate, precompute, eval, bench, models.
+
+Each command is a pair of functions here, `add_<command>` (its arguments) and `cmd_<command>` (what it
+does, through the library's own functions). Sampling settings default to the run's config (`sample:`):
+a flag left out keeps the config's value.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import COMPILE_MODES
+from .config import COMPILE_MODES, SampleConfig, load_config, parse_options
+from .distributed import main_process, pick_device, setup, shutdown
+from .plots import save_gif, save_grid
 from .precompute import SOURCES
 from .samplers import GRIDS, SAMPLERS
 
-
-def cmd_train(args) -> None:
-    from .config import load_config
-    from .distributed import main_process
-    from .train import train
-
-    config = load_config(args.config, args.set)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    final = train(config, out, resume=args.resume)
-    if main_process():
-        print(f"done: {final}\nsample with: liquidgen sample {out}")
+# --- arguments shared by several commands ---------------------------------------------------------
 
 
-def cmd_train_autoencoder(args) -> None:
-    from .config import load_config
-    from .train_autoencoder import AutoencoderConfig, train_autoencoder
+def add_run_args(p: argparse.ArgumentParser, example: str, set_example: str) -> None:
+    """A training command: a config, a run folder, overrides, resume."""
+    p.add_argument("config", help=f"YAML config, e.g. {example}")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help=f"override config keys, e.g. --set {set_example}")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
 
-    config = load_config(args.config, args.set, cls=AutoencoderConfig)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    final = train_autoencoder(config, out, resume=args.resume)
-    print(f"done: {final}\nencode a dataset with it: liquidgen precompute SOURCE --autoencoder own "
-          f"--ae-option path={final} --size {config.data.image_size or 'SIZE'} --out DIR")
+
+def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto | cpu | cuda | cuda:N")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (same seed, same images)") -> None:
+    """The settings of `sample:` in a run's config, each overriding it when given."""
+    p.add_argument("--steps", type=int, help="sampling steps (default: the run's sample.steps)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (default: the run's sample.cfg)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the run's sample.sampler)")
+    p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the run's, else the sampler's)")
+    p.add_argument("--cfg-interval", nargs=2, type=float, metavar=("T_LOW", "T_HIGH"),
+                   help="apply guidance only for flow times t in [T_LOW, T_HIGH] (t = 1 is noise)")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    add_device_arg(p)
+
+
+def sampling_settings(args, base: SampleConfig) -> SampleConfig:
+    return base.with_(steps=args.steps, cfg=args.cfg, sampler=args.sampler, grid=args.grid,
+                      cfg_interval=args.cfg_interval)
 
 
 def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] | None:
@@ -47,352 +64,61 @@ def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] 
         elif v in class_names:
             labels.append(class_names.index(v))
         else:
-            raise SystemExit(f"error: label {v!r} is neither an index nor one of {class_names}")
-    bad = [l for l in labels if not 0 <= l < len(class_names)]
+            raise ValueError(f"label {v!r} is neither an index nor one of {class_names}")
+    bad = [label for label in labels if not 0 <= label < len(class_names)]
     if bad:
-        raise SystemExit(f"error: label {bad[0]} out of range: this model has {len(class_names)} classes "
+        raise ValueError(f"label {bad[0]} out of range: this model has {len(class_names)} classes "
                          f"(0..{len(class_names) - 1})")
     return labels
 
 
-def cmd_sample(args) -> None:
-    from .checkpoint import load_model
-    from .distributed import setup
-    from .objectives import build_objective
-    from .plots import save_gif, save_grid
-    from .precompute import LatentSpace
-    from .samplers import sample
-    from .text import encode_prompts
-    from .train import autocast, grid_labels
-
-    dist, device = setup(args.device)
-    model, config, spec = load_model(args.checkpoint, ema=not args.no_ema, device=device)
-    objective = build_objective(config.objective.name, **config.objective.options)
-    space = LatentSpace.from_spec(spec)
-    steps = args.steps or config.sample.steps
-    cfg = config.sample.cfg if args.cfg is None else args.cfg
-    names = spec["class_names"]
-    labels = parse_labels(args.labels, names)
-    cond = {}
-    if args.prompt:
-        context, mask = encode_prompts(args.prompt, spec, device)
-        per_prompt = max(1, (args.n or 8 * len(args.prompt)) // len(args.prompt))
-        rows = torch.arange(len(args.prompt), device=device).repeat_interleave(per_prompt)
-        cond["context"], n, nrow = context[rows], len(rows), per_prompt
-        if mask is not None:
-            cond["context_mask"] = mask[rows]
-        y = None
-        if labels:
-            y = torch.tensor(labels, device=device).repeat(n // len(labels) + 1)[:n]
-    elif model.num_classes == 0:
-        if labels:
-            raise SystemExit("error: this model is unconditional; --labels does not apply")
-        n = args.n or 64
-        y, nrow = grid_labels(0, 0, n, device)
-    elif labels is None:  # a class grid: one row per class
-        per_class = max(1, (args.n or 8 * len(names)) // len(names))
-        y, nrow = grid_labels(len(names), per_class, 0, device)
-        n = len(y)
-    else:
-        n = args.n or 8 * len(labels)
-        y = torch.tensor(labels, device=device).repeat(n // len(labels) + 1)[:n]
-        nrow = None
-    if spec.get("text_encoder") and not args.prompt:
-        print("note: a text-conditioned model sampled without --prompt generates from the null (empty) context")
-    init = None
-    if args.init or args.mask:
-        init, pixel_mask, cond["concat"] = inpainting_inputs(model, space, args, n, device)
-    state = fixed_point_state(model, args)
-    g = torch.Generator().manual_seed(args.seed)
-    noise = torch.randn(n, spec["in_channels"], spec["input_size"], spec["input_size"], generator=g).to(device)
-
-    if args.trajectory and dist.world > 1:
-        raise ValueError("--trajectory runs in one process; start sample without a launcher")
-    estimates: list[torch.Tensor] = []
-
-    def draw(rows: slice) -> torch.Tensor:  # under a launcher, each process draws a share of the rows
-        with autocast(device, config.train.precision):
-            return sample(model, objective.prediction, noise[rows], None if y is None else y[rows], steps, cfg,
-                          args.sampler or config.sample.sampler, progress=dist.main, state=state,
-                          grid=args.grid or config.sample.grid or None,
-                          cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None,
-                          callback=(lambda t, x0: estimates.append(x0.float())) if args.trajectory else None,
-                          **{k: v[rows] for k, v in cond.items()})
-
-    x = dist.map_rows(draw, n)
-    if not dist.main:
-        return
-    x = space.decode(x)
-    if init is not None:  # keep the given pixels exactly where the mask says keep
-        x = pixel_mask * x + (1 - pixel_mask) * init
-    if args.trajectory:
-        frames = [space.decode(e).clamp(-1, 1) for e in estimates] + [x]
-        save_gif(frames, args.trajectory, nrow=nrow, duration_ms=max(40, 3000 // len(frames)))
-        print(f"wrote the trajectory ({len(frames)} frames) to {args.trajectory}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        from .data import to_uint8
-
-        images = to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
-        labels_out = (y.cpu().numpy() if y is not None else np.zeros(n)).astype(np.int64)
-        np.savez(out, images=images, labels=labels_out, class_names=np.array(names, dtype=str))
-    else:
-        save_grid(x, out, nrow=nrow)
-    print(f"wrote {n} samples ({steps} steps, cfg {cfg}) to {out}")
-    if state is not None:
-        r = state.residuals
-        print(f"fixed point: {sum(state.used)} iterations over {len(state.used)} calls ({state.used[0]} first, "
-              f"{state.used[-1]} last); relative residual ||z_k+1 - z_k|| / ||z_k|| mean {sum(r) / len(r):.2e}, "
-              f"max {max(r):.2e}")
+def run_folder(args) -> Path:
+    return Path(args.out) if args.out else Path("runs") / Path(args.config).stem
 
 
-def cmd_interpolate(args) -> None:
-    from . import interpolate as interp
-    from .checkpoint import load_model
-    from .distributed import pick_device
-    from .objectives import build_objective
-    from .plots import save_gif, save_grid
-    from .precompute import LatentSpace
-    from .samplers import sample
-    from .text import encode_prompts
-    from .train import autocast
-
-    device = pick_device(args.device)
-    model, config, spec = load_model(args.checkpoint, device=device)
-    sampler = args.sampler or config.sample.sampler
-    steps = args.steps or config.sample.steps
-    if sampler == "consistency" and steps > 1:
-        print("note: multi-step consistency sampling draws fresh noise at every step, so neighbouring frames "
-              "differ by more than the interpolation")
-    w = interp.weights(args.frames)
-    shape = (spec["in_channels"], spec["input_size"], spec["input_size"])
-    noise_of = lambda seed: torch.randn(shape, generator=torch.Generator().manual_seed(seed))  # noqa: E731
-    names = spec["class_names"]
-    if (args.labels or args.label is not None) and not names:
-        raise ValueError("--labels / --label: this model has no classes; interpolate it with --seeds or --prompts")
-    if not args.seeds and (args.label is not None or args.prompt is not None):
-        raise ValueError("--label and --prompt fix the condition of a --seeds interpolation; they do not apply "
-                         "to --labels or --prompts")
-    y = context = mask = None
-    if args.seeds:
-        if args.seeds[0] == args.seeds[1]:
-            raise ValueError("--seeds: give two different seeds")
-        noise = interp.slerp(noise_of(args.seeds[0]), noise_of(args.seeds[1]), w)
-        if args.label is not None:
-            y = torch.tensor(parse_labels([args.label], names) * args.frames)
-        if args.prompt is not None:
-            context, mask = encode_prompts([args.prompt] * args.frames, spec, device)
-    else:
-        noise = noise_of(args.seed).expand(args.frames, *shape)
-        if args.labels:
-            a, b = parse_labels(args.labels, names)
-            y = interp.class_weights(a, b, w, len(names))
-        else:
-            context, mask = interp.blend_contexts(*encode_prompts(args.prompts, spec, device), w)
-    cond = {k: v for k, v in (("context", context), ("context_mask", mask)) if v is not None}
-    with autocast(device, config.train.precision):
-        x = sample(model, build_objective(config.objective.name, **config.objective.options).prediction,
-                   noise.to(device), None if y is None else y.to(device), steps,
-                   config.sample.cfg if args.cfg is None else args.cfg, sampler, progress=True,
-                   grid=args.grid or config.sample.grid or None, **cond)
-    images = LatentSpace.from_spec(spec).decode(x)
-    out = Path(args.out)
-    save_grid(images, out, nrow=args.frames)
-    gif = save_gif([im[None] for im in images], out.with_suffix(".gif"), nrow=1, duration_ms=args.duration,
-                   pingpong=True)
-    print(f"wrote {args.frames} frames to {out} and {gif}")
+# --- train, train-autoencoder ---------------------------------------------------------------------
 
 
-def inpainting_inputs(model, space, args, n: int, device):
-    """(init image in [-1, 1], pixel mask, concat channels) for `sample --init IMAGE --mask MASK`."""
-    from .data import chw, read_image, to_float
-    from .inpainting import concat_input, load_mask, to_latent_grid
-
-    if not getattr(model, "concat_channels", 0):
-        raise SystemExit("error: --init/--mask need an inpainting model (trained with model.inpainting: true)")
-    if not (args.init and args.mask):
-        raise SystemExit("error: inpainting needs both --init IMAGE and --mask MASK")
-    size = space.image_size
-    channels = 1 if space.pixels and model.in_channels == 1 else 3
-    image = torch.from_numpy(chw(read_image(args.init, size, channels)).copy())[None]
-    init = to_float(image).to(device)
-    pixel_mask = load_mask(args.mask, size).to(device)
-    known = space.encode(init)
-    mask = to_latent_grid(pixel_mask, known.shape[-1])
-    return init, pixel_mask, concat_input(known, mask).expand(n, -1, -1, -1)
+def add_train(p: argparse.ArgumentParser) -> None:
+    add_run_args(p, "configs/digits-liquid-tiny.yaml", "train.steps=500 optim.lr=3e-4")
 
 
-def fixed_point_state(model, args):
-    """The per-batch solver state of a fixed-point model, with the command line's overrides."""
-    flags = {"--iters": args.iters, "--budget": args.budget, "--schedule": args.schedule,
-             "--no-reuse": args.no_reuse or None}
-    if not hasattr(model, "sampling_state"):
-        given = [k for k, v in flags.items() if v is not None]
-        if given:
-            raise SystemExit(f"error: {given[0]} applies to fixed-point models only")
-        return None
-    state = model.sampling_state()
-    state.iters = args.iters or state.iters
-    state.budget = args.budget or state.budget
-    state.schedule = args.schedule or state.schedule
-    state.reuse = state.reuse and not args.no_reuse
-    return state
+def cmd_train(args) -> None:
+    from .train import train
+
+    out = run_folder(args)
+    final = train(load_config(args.config, args.set), out, resume=args.resume)
+    if main_process():
+        print(f"done: {final}\nsample with: liquidgen sample {out}")
 
 
-def parse_options(assignments: list[str], flag: str) -> dict:
-    """KEY=VALUE strings -> a dict, values parsed as YAML (numbers, booleans, strings)."""
-    import yaml
-
-    options = {}
-    for item in assignments:
-        if "=" not in item:
-            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        options[key] = yaml.safe_load(value)
-    return options
+def add_train_autoencoder(p: argparse.ArgumentParser) -> None:
+    add_run_args(p, "configs/mnist-vq-vae.yaml", "model.kind=vq train.steps=2000")
 
 
-def cmd_precompute(args) -> None:
-    from .distributed import pick_device
-    from .precompute import Request, precompute
+def cmd_train_autoencoder(args) -> None:
+    from .train_autoencoder import AutoencoderConfig, train_autoencoder
 
-    text = None
-    if args.text_encoder:
-        text = {"name": args.text_encoder, **parse_options(args.text_option, "--text-option")}
-    columns = {"image_column": args.image_column, "label_column": args.label_column,
-               "caption_column": args.caption_column} if args.source == "hf" else {}
-    req = Request(source=args.source, root=args.root, image_size=args.size, split=args.split, limit=args.limit,
-                  autoencoder={"name": args.autoencoder, **parse_options(args.ae_option, "--ae-option")},
-                  text_encoder=text, caption_templates=args.caption_template, class_words=args.class_words,
-                  resize=not args.no_resize, hf_columns=columns, shard_size=args.shard_size,
-                  text_tokens=args.text_tokens, skip_bad_images=args.skip_bad_images)
-    manifest = precompute(req, args.out, device=pick_device(args.device), batch_size=args.batch_size)
-    print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
+    config = load_config(args.config, args.set, cls=AutoencoderConfig)
+    final = train_autoencoder(config, run_folder(args), resume=args.resume)
+    print(f"done: {final}\nencode a dataset with it: liquidgen precompute SOURCE --autoencoder own "
+          f"--ae-option path={final} --size {config.data.image_size or 'SIZE'} --out DIR")
 
 
-def cmd_fit_classifier(args) -> None:
-    from .data import load_dataset, load_split
-    from .distributed import pick_device
-    from .evaluation.classifier import fit_classifier, save_classifier
-
-    train_set = load_dataset(args.data, args.root, args.size, split="train")
-    # Without a test split, fit_classifier holds out the last images instead.
-    test_set = load_split(args.data, args.root, args.size, split="test")
-    model, info = fit_classifier(train_set, test_set, pick_device(args.device))
-    info.update(dataset=args.data, root=str(args.root))
-    out = Path(args.out or f"classifiers/{args.data}-{train_set.size}.safetensors")
-    save_classifier(model, info, out)
-    print(f"wrote {out}: test accuracy {info['test_accuracy']:.4f} on {info['test_images']} images")
+# --- sample, interpolate ----------------------------------------------------------------------------
 
 
-def cmd_eval(args) -> None:
-    import json
-
-    from .distributed import setup
-    from .evaluation.evaluate import evaluate, generate, load_reference, load_samples
-
-    dist, device = setup(args.device)
-    target = Path(args.target)
-    if target.suffix == ".npz":
-        images, labels = load_samples(target)
-        if args.n:
-            images, labels = images[:args.n], None if labels is None else labels[:args.n]
-    else:
-        images, labels = generate(target, args.n or 10_000, seed=args.seed, steps=args.steps, cfg=args.cfg,
-                                  sampler=args.sampler, device=device, prompts=args.prompt, dist=dist)
-        if not dist.main:
-            return
-    reference = load_reference(args.data, args.root, args.split, args.size or images.shape[-1], args.reference_limit)
-    name = f"{args.data}-{args.split}-{reference.size}px-{len(reference)}"
-    result = evaluate(images, labels, reference, name, classifier=args.classifier,
-                      inception_weights=args.inception_weights, use_inception=args.inception,
-                      cache_dir=args.cache, device=device)
-    result.update(target=str(target), seed=args.seed, dataset=args.data, split=args.split)
-    if args.classifier:
-        result["note"] = "classifier_* and class_accuracy use liquidgen's reference classifier (offline; not FID)"
-    print(json.dumps(result, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
-
-
-def cmd_bench(args) -> None:
-    from .bench.report import write_report
-
-    if args.bench == "speed":
-        from .bench.speed import run_speed
-
-        modes = tuple(dict.fromkeys("default" if m == "compiled" else m for m in args.mode))
-        run_speed(args.presets, args.out, args.batch, modes, args.device, args.steps, args.warmup,
-                  args.sample_batch, args.sample_steps)
-    elif args.bench == "quality":
-        from .bench.quality import run_quality
-
-        run_quality(args.config, args.contenders, args.out, args.minutes, args.curve_every, tuple(args.nfe),
-                    args.curve_nfe, args.samples, args.curve_samples, args.sampler, args.classifier,
-                    args.inception_weights, tuple(args.reference) if args.reference else None, tuple(args.set),
-                    args.device, args.seed, args.cache, args.runs)
-    report = write_report(args.out)
-    print(f"wrote {report}")
-    print(report.read_text())
-
-
-def cmd_models(args) -> None:
-    from .flops import forward_flops
-    from .models import BACKBONES, build_model
-
-    print(f"{'backbone':<12} {'preset':<12} {'input':<9} {'classes':>7} {'params':>9} {'GFLOPs':>8}")
-    for name, (_, presets, native) in BACKBONES.items():
-        for preset in presets:
-            channels, size, classes = native[preset]
-            channels, size = args.channels or channels, args.size or size
-            classes = classes if args.classes is None else args.classes
-            with torch.device("meta"):  # count parameters and FLOPs without allocating anything
-                model = build_model(name, preset, channels, size, classes)
-                flops = forward_flops(model, channels, size, classes)
-            print(f"{name:<12} {preset:<12} {f'{channels}x{size}x{size}':<9} {classes:>7} "
-                  f"{model.num_params() / 1e6:>8.2f}M {flops / 1e9:>8.2f}")
-    print("GFLOPs: one forward pass per image (matmuls, convolutions, attention; 2 per multiply-add)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liquidgen", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("config", help="YAML config, e.g. configs/digits-liquid-tiny.yaml")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set train.steps=500 optim.lr=3e-4")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("train-autoencoder", help="train your own KL-VAE or VQ-VAE (for latent generators)")
-    p.add_argument("config", help="YAML config, e.g. configs/mnist-vq-vae.yaml")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set model.kind=vq train.steps=2000")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    p.set_defaults(func=cmd_train_autoencoder)
-
-    p = sub.add_parser("sample", help="generate images from a checkpoint")
+def add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step-XXXXXX) or a run folder (newest)")
     # --num-samples: under torchrun / accelerate launch, whose parsers take "--n" for an abbreviation of theirs
     p.add_argument("--n", "--num-samples", type=int, dest="n", help="number of samples (default: 8 per class, or 64)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the config's sample.steps)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (default: config's)")
     p.add_argument("--labels", nargs="*", help="class indices or names to sample (cycled); default: a class grid")
     p.add_argument("--prompt", nargs="+", help="text-conditioned models: one or more prompts, a row of samples each")
     p.add_argument("--init", help="inpainting models: the image to complete (resized and center-cropped)")
     p.add_argument("--mask", help="inpainting models: mask image, white = generate, black = keep from --init")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the config's sample.sampler)")
-    p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the config's, else the sampler's)")
-    p.add_argument("--cfg-interval", nargs=2, type=float, metavar=("T_LOW", "T_HIGH"),
-                   help="apply guidance only for flow times t in [T_LOW, T_HIGH] (t = 1 is noise)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same images)")
+    add_sampling_args(p)
     p.add_argument("--out", default="samples.png", help="output .png grid, or .npz of uint8 images + labels")
     p.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA weights")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--trajectory", metavar="GIF",
                    help="also write the denoising trajectory as an animated GIF: the estimate of the clean grid "
                         "at every model evaluation, then the result")
@@ -402,9 +128,73 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed-point models: how --budget is spread over the steps (default: constant)")
     p.add_argument("--no-reuse", action="store_true",
                    help="fixed-point models: start every step from scratch, not from the last solution")
-    p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("interpolate", help="a strip and a GIF between two noise seeds, two classes or two prompts")
+
+def fixed_point_state(model, args):
+    """The per-batch solver state of a fixed-point model, with the command line's overrides."""
+    flags = {"--iters": args.iters, "--budget": args.budget, "--schedule": args.schedule,
+             "--no-reuse": args.no_reuse or None}
+    if not hasattr(model, "sampling_state"):
+        given = [k for k, v in flags.items() if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} applies to fixed-point models only")
+        return None
+    state = model.sampling_state()
+    state.iters = args.iters or state.iters
+    state.budget = args.budget or state.budget
+    state.schedule = args.schedule or state.schedule
+    state.reuse = state.reuse and not args.no_reuse
+    return state
+
+
+def cmd_sample(args) -> None:
+    from .generate import Pipeline
+    from .latent_space import to_uint8
+
+    dist, device = setup(args.device)
+    pipe = Pipeline.load(args.checkpoint, ema=not args.no_ema, device=device, dist=dist)
+    settings = sampling_settings(args, pipe.settings)
+    names = pipe.spec.class_names
+    y, cond, n, nrow = pipe.conditions(args.n, parse_labels(args.labels, names), args.prompt)
+    if pipe.spec.text_encoder and not args.prompt:
+        print("note: a text-conditioned model sampled without --prompt generates from the null (empty) context")
+    init = None
+    if args.init or args.mask:
+        if not (args.init and args.mask):
+            raise ValueError("inpainting needs both --init IMAGE and --mask MASK")
+        init, pixel_mask, cond["concat"] = pipe.inpainting(args.init, args.mask, n)
+    if args.trajectory and dist.world > 1:
+        raise ValueError("--trajectory runs in one process; start sample without a launcher")
+    state = fixed_point_state(pipe.model, args)
+    estimates: list[torch.Tensor] = []
+    x = pipe.sample(pipe.noise(n, args.seed), y, settings, state=state, progress=True,
+                    callback=(lambda t, x0: estimates.append(x0.float())) if args.trajectory else None, **cond)
+    if not dist.main:
+        return
+    x = pipe.decode(x)
+    if init is not None:  # keep the given pixels exactly where the mask says keep
+        x = pixel_mask * x + (1 - pixel_mask) * init
+    if args.trajectory:
+        frames = [pipe.decode(e).clamp(-1, 1) for e in estimates] + [x]
+        save_gif(frames, args.trajectory, nrow=nrow, duration_ms=max(40, 3000 // len(frames)))
+        print(f"wrote the trajectory ({len(frames)} frames) to {args.trajectory}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        labels = (y.numpy() if y is not None else np.zeros(n)).astype(np.int64)
+        np.savez(out, images=to_uint8(x).permute(0, 2, 3, 1).cpu().numpy(), labels=labels,
+                 class_names=np.array(names, dtype=str))
+    else:
+        save_grid(x, out, nrow=nrow)
+    print(f"wrote {n} samples ({settings.steps} steps, cfg {settings.cfg}) to {out}")
+    if state is not None:
+        r = state.residuals
+        print(f"fixed point: {sum(state.used)} iterations over {len(state.used)} calls ({state.used[0]} first, "
+              f"{state.used[-1]} last); relative residual ||z_k+1 - z_k|| / ||z_k|| mean {sum(r) / len(r):.2e}, "
+              f"max {max(r):.2e}")
+
+
+def add_interpolate(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder or a run folder (newest)")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--seeds", nargs=2, type=int, metavar=("A", "B"),
@@ -415,25 +205,64 @@ def build_parser() -> argparse.ArgumentParser:
                       help="text models: blend the embeddings of two prompts at the noise of --seed")
     p.add_argument("--label", help="with --seeds: the class (index or name) of every frame (default: none)")
     p.add_argument("--prompt", help="with --seeds, text models: the prompt of every frame (default: none)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed for --labels / --prompts")
     p.add_argument("--frames", type=int, default=9, help="frames, endpoints included")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the config's sample.steps)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the config's)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the config's; a deterministic one)")
-    p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the config's, else the sampler's)")
+    add_sampling_args(p, seed_help="noise seed for --labels / --prompts")
     p.add_argument("--duration", type=int, default=120, help="milliseconds per GIF frame")
     p.add_argument("--out", default="interpolation.png", help="the PNG strip; the GIF goes beside it (.gif)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.set_defaults(func=cmd_interpolate)
 
-    p = sub.add_parser("precompute", help="encode a dataset into latent shards (+ labels, + text embeddings)")
+
+def cmd_interpolate(args) -> None:
+    from . import interpolate as interp
+    from .generate import Pipeline
+
+    pipe = Pipeline.load(args.checkpoint, device=pick_device(args.device))
+    settings = sampling_settings(args, pipe.settings)
+    if settings.sampler == "consistency" and settings.steps > 1:
+        print("note: multi-step consistency sampling draws fresh noise at every step, so neighbouring frames "
+              "differ by more than the interpolation")
+    w = interp.weights(args.frames)
+    names = pipe.spec.class_names
+    if (args.labels or args.label is not None) and not names:
+        raise ValueError("--labels / --label: this model has no classes; interpolate it with --seeds or --prompts")
+    if not args.seeds and (args.label is not None or args.prompt is not None):
+        raise ValueError("--label and --prompt fix the condition of a --seeds interpolation; they do not apply "
+                         "to --labels or --prompts")
+    y, cond = None, {}
+    if args.seeds:
+        if args.seeds[0] == args.seeds[1]:
+            raise ValueError("--seeds: give two different seeds")
+        a, b = pipe.noise(1, args.seeds[0])[0], pipe.noise(1, args.seeds[1])[0]
+        noise = interp.slerp(a, b, w)
+        if args.label is not None:
+            y = torch.tensor(parse_labels([args.label], names) * args.frames)
+        if args.prompt is not None:
+            cond = dict(zip(("context", "context_mask"), pipe.encode_prompts([args.prompt] * args.frames)))
+    else:
+        noise = pipe.noise(1, args.seed).expand(args.frames, *pipe.spec.shape)
+        if args.labels:
+            y = interp.class_weights(*parse_labels(args.labels, names), w, len(names))
+        else:
+            cond = dict(zip(("context", "context_mask"), interp.blend_contexts(*pipe.encode_prompts(args.prompts), w)))
+    cond = {k: v for k, v in cond.items() if v is not None}
+    images = pipe.decode(pipe.sample(noise, y, settings, progress=True, **cond))
+    out = Path(args.out)
+    save_grid(images, out, nrow=args.frames)
+    gif = save_gif([im[None] for im in images], out.with_suffix(".gif"), nrow=1, duration_ms=args.duration,
+                   pingpong=True)
+    print(f"wrote {args.frames} frames to {out} and {gif}")
+
+
+# --- precompute -------------------------------------------------------------------------------------
+
+
+def add_precompute(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=SOURCES, help="folder (class subfolders or flat; captions from .txt files or "
                    "metadata.jsonl), digits, mnist, cifar10, npz, or hf (a Hugging Face datasets folder or hub name)")
     p.add_argument("--root", help="the source's folder or file (or hub name for hf)")
     p.add_argument("--out", required=True, help="output folder; rerunning the same command resumes it")
     p.add_argument("--size", type=int, required=True, help="image side in pixels before encoding")
     p.add_argument("--autoencoder", default="identity",
-                   help="identity (pixels), taesd or diffusers; see --ae-option for their settings")
+                   help="identity (pixels), taesd, diffusers or own; see --ae-option for their settings")
     p.add_argument("--ae-option", nargs="*", default=[], metavar="KEY=VALUE",
                    help="autoencoder options, e.g. variant=taef2 weights=/path/to/taesd, or model=<folder|hub id>")
     p.add_argument("--text-encoder", default="", help="minilm, clip or open_clip: embed captions (default: none)")
@@ -457,12 +286,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption-column", default="", help="hf: the caption column (default: no captions)")
     p.add_argument("--shard-size", type=int, default=4096, help="items per shard")
     p.add_argument("--batch-size", type=int, default=64, help="images per autoencoder call")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (the autoencoder's device)")
-    p.set_defaults(func=cmd_precompute)
+    add_device_arg(p)
 
-    p = sub.add_parser("eval", help="score samples (.npz) or a checkpoint against a dataset: classifier FD and "
-                       "accuracy, FID / KID with Inception weights, precision / recall; "
-                       "`liquidgen eval fit-classifier` trains a reference classifier")
+
+def cmd_precompute(args) -> None:
+    from .precompute import Request, precompute
+
+    text = {"name": args.text_encoder, **parse_options(args.text_option, "--text-option")} \
+        if args.text_encoder else None
+    columns = {"image_column": args.image_column, "label_column": args.label_column,
+               "caption_column": args.caption_column} if args.source == "hf" else {}
+    req = Request(source=args.source, root=args.root, image_size=args.size, split=args.split, limit=args.limit,
+                  autoencoder={"name": args.autoencoder, **parse_options(args.ae_option, "--ae-option")},
+                  text_encoder=text, caption_templates=args.caption_template, class_words=args.class_words,
+                  resize=not args.no_resize, hf_columns=columns, shard_size=args.shard_size,
+                  text_tokens=args.text_tokens, skip_bad_images=args.skip_bad_images)
+    manifest = precompute(req, args.out, device=pick_device(args.device), batch_size=args.batch_size)
+    print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
+
+
+# --- eval, fit-classifier -----------------------------------------------------------------------------
+
+
+def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="a samples .npz (uint8 NHWC images + labels) or a checkpoint / run folder")
     p.add_argument("--data", required=True, help="reference dataset name (mnist, cifar10, folder, npz, digits)")
     p.add_argument("--root", help="reference dataset folder or file")
@@ -477,26 +323,66 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of samples (default: 10,000 generated, or all in the .npz)")
     p.add_argument("--prompt", nargs="+", help="text models: one prompt per class, in label order (prompt k "
                    "should show class k); samples cycle through them and class_accuracy scores prompt following")
-    p.add_argument("--seed", type=int, default=0, help="noise seed for generated samples")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the run's sample.steps)")
-    p.add_argument("--cfg", type=float, help="guidance scale (default: the run's sample.cfg)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the run's)")
+    add_sampling_args(p, seed_help="noise seed for generated samples")
     p.add_argument("--cache", default="~/.cache/liquidgen/eval", help="folder for cached reference features")
     p.add_argument("--out", help="also write the metrics to this JSON file")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("fit-classifier", prog="liquidgen eval fit-classifier",
-                       help="(as `liquidgen eval fit-classifier`) train a dataset's reference classifier")
+
+def cmd_eval(args) -> None:
+    from .evaluation.evaluate import evaluate, load_reference, load_samples
+    from .generate import Pipeline
+
+    dist, device = setup(args.device)
+    target = Path(args.target)
+    if target.suffix == ".npz":
+        images, labels = load_samples(target)
+        if args.n:
+            images, labels = images[:args.n], None if labels is None else labels[:args.n]
+    else:
+        pipe = Pipeline.load(target, device=device, dist=dist)
+        images, labels = pipe.generate(args.n or 10_000, seed=args.seed, prompts=args.prompt,
+                                       settings=sampling_settings(args, pipe.settings))
+        if not dist.main:
+            return
+    reference = load_reference(args.data, args.root, args.split, args.size or images.shape[-1], args.reference_limit)
+    name = f"{args.data}-{args.split}-{reference.size}px-{len(reference)}"
+    result = evaluate(images, labels, reference, name, classifier=args.classifier,
+                      inception_weights=args.inception_weights, use_inception=args.inception,
+                      cache_dir=args.cache, device=device)
+    result.update(target=str(target), seed=args.seed, dataset=args.data, split=args.split)
+    if args.classifier:
+        result["note"] = "classifier_* and class_accuracy use liquidgen's reference classifier (offline; not FID)"
+    print(json.dumps(result, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+def add_fit_classifier(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="labelled dataset name (mnist, cifar10, folder, npz, digits)")
     p.add_argument("--root", help="dataset folder or file")
     p.add_argument("--size", type=int, help="image size (default: the dataset's own)")
     p.add_argument("--out", help="output .safetensors (default: classifiers/<data>-<size>.safetensors)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.set_defaults(func=cmd_fit_classifier)
+    add_device_arg(p)
 
-    p = sub.add_parser("bench", help="benchmarks: speed per backbone preset, quality per GPU-minute; JSON records, "
-                       "a markdown report and plots in --out (reruns skip finished records)")
+
+def cmd_fit_classifier(args) -> None:
+    from .data import load_dataset, load_split
+    from .evaluation.classifier import fit_classifier, save_classifier
+
+    train_set = load_dataset(args.data, args.root, args.size, split="train")
+    # Without a test split, fit_classifier holds out the last images instead.
+    test_set = load_split(args.data, args.root, args.size, split="test")
+    model, info = fit_classifier(train_set, test_set, pick_device(args.device))
+    info.update(dataset=args.data, root=str(args.root))
+    out = Path(args.out or f"classifiers/{args.data}-{train_set.size}.safetensors")
+    save_classifier(model, info, out)
+    print(f"wrote {out}: test accuracy {info['test_accuracy']:.4f} on {info['test_images']} images")
+
+
+# --- bench, models -------------------------------------------------------------------------------------
+
+
+def add_bench(p: argparse.ArgumentParser) -> None:
     bench = p.add_subparsers(dest="bench", required=True, help="speed, quality or report")
     q = bench.add_parser("speed", help="training / sampling throughput, peak memory and MFU at native sizes")
     q.add_argument("presets", nargs="*", default=["all"],
@@ -509,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, autotuning)")
     q.add_argument("--sample-batch", type=int, default=256, help="images per sampling call")
     q.add_argument("--sample-steps", type=int, default=8, help="timed sampling steps (network calls)")
-    q.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu (smoke tests)")
+    add_device_arg(q, default="cuda")
     q = bench.add_parser("quality", help="train contenders for equal minutes, score at several NFE")
     q.add_argument("config", help="the shared recipe (data, objective, optimiser, batch): a YAML config")
     q.add_argument("contenders", nargs="+", help="backbone:preset[:key=value,...], e.g. liquid:S dit:S unet:28")
@@ -531,16 +417,87 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every contender")
     q.add_argument("--seed", type=int, default=0, help="noise seed of the scored samples")
     q.add_argument("--cache", default="~/.cache/liquidgen/eval", help="folder for cached reference features")
-    q.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_device_arg(q)
     q = bench.add_parser("report", help="rewrite report.md and the plots from the records in --out")
     q.add_argument("--out", required=True, help="results folder holding speed.jsonl / quality.jsonl")
-    p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("models", help="list backbone presets with parameters and forward GFLOPs per image")
+
+def cmd_bench(args) -> None:
+    from .bench.report import write_report
+
+    if args.bench == "speed":
+        from .bench.speed import run_speed
+
+        modes = tuple(dict.fromkeys("default" if m == "compiled" else m for m in args.mode))
+        run_speed(args.presets, args.out, args.batch, modes, args.device, args.steps, args.warmup,
+                  args.sample_batch, args.sample_steps)
+    elif args.bench == "quality":
+        from .bench.quality import QualityStudy, run_quality
+
+        run_quality(QualityStudy(
+            config=args.config, contenders=args.contenders, out=args.out, minutes=args.minutes,
+            curve_every=args.curve_every, nfes=tuple(args.nfe), curve_nfe=args.curve_nfe, samples=args.samples,
+            curve_samples=args.curve_samples, sampler=args.sampler, classifier=args.classifier,
+            inception_weights=args.inception_weights, reference=tuple(args.reference) if args.reference else None,
+            overrides=tuple(args.set), device=args.device, seed=args.seed, cache_dir=args.cache, runs=args.runs))
+    report = write_report(args.out)
+    print(f"wrote {report}")
+    print(report.read_text())
+
+
+def add_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, help="input channels (default: each preset's native setting)")
     p.add_argument("--size", type=int, help="input size (default: each preset's native setting)")
     p.add_argument("--classes", type=int, help="number of classes (default: each preset's native setting)")
-    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args) -> None:
+    from .flops import forward_flops
+    from .models import BACKBONES, build_model
+
+    print(f"{'backbone':<12} {'preset':<12} {'input':<9} {'classes':>7} {'params':>9} {'GFLOPs':>8}")
+    for name, (_, presets, native) in BACKBONES.items():
+        for preset in presets:
+            channels, size, classes = native[preset]
+            channels, size = args.channels or channels, args.size or size
+            classes = classes if args.classes is None else args.classes
+            with torch.device("meta"):  # count parameters and FLOPs without allocating anything
+                model = build_model(name, preset, channels, size, classes)
+                flops = forward_flops(model, channels, size, classes)
+            print(f"{name:<12} {preset:<12} {f'{channels}x{size}x{size}':<9} {classes:>7} "
+                  f"{model.num_params() / 1e6:>8.2f}M {flops / 1e9:>8.2f}")
+    print("GFLOPs: one forward pass per image (matmuls, convolutions, attention; 2 per multiply-add)")
+
+
+# name, help, arguments, action (`liquidgen eval fit-classifier` is parsed as the command fit-classifier)
+COMMANDS = [
+    ("train", "train a model from a YAML config", add_train, cmd_train),
+    ("train-autoencoder", "train your own KL-VAE or VQ-VAE (for latent generators)", add_train_autoencoder,
+     cmd_train_autoencoder),
+    ("sample", "generate images from a checkpoint", add_sample, cmd_sample),
+    ("interpolate", "a strip and a GIF between two noise seeds, two classes or two prompts", add_interpolate,
+     cmd_interpolate),
+    ("precompute", "encode a dataset into latent shards (+ labels, + text embeddings)", add_precompute,
+     cmd_precompute),
+    ("eval", "score samples (.npz) or a checkpoint against a dataset: classifier FD and accuracy, FID / KID with "
+     "Inception weights, precision / recall; `liquidgen eval fit-classifier` trains a reference classifier",
+     add_eval, cmd_eval),
+    ("fit-classifier", "(as `liquidgen eval fit-classifier`) train a dataset's reference classifier",
+     add_fit_classifier, cmd_fit_classifier),
+    ("bench", "benchmarks: speed per backbone preset, quality per GPU-minute; JSON records, a markdown report "
+     "and plots in --out (reruns skip finished records)", add_bench, cmd_bench),
+    ("models", "list backbone presets with parameters and forward GFLOPs per image", add_models, cmd_models),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liquidgen", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text, add, run in COMMANDS:
+        prog = "liquidgen eval fit-classifier" if name == "fit-classifier" else None
+        p = sub.add_parser(name, help=text, **({"prog": prog} if prog else {}))
+        add(p)
+        p.set_defaults(func=run)
     return parser
 
 
@@ -551,8 +508,6 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-        from .distributed import shutdown
-
         shutdown()
     except (ValueError, OSError, FloatingPointError) as e:
         # Configuration, input, disk and divergence errors are the user's to fix: a message, not a traceback.

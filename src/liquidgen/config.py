@@ -92,12 +92,26 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
+    """How a run's samples are drawn: training grids, `sample`, `interpolate`, `eval` and `bench` all
+    start from these and override single fields (`with_`)."""
+
     sampler: str = "euler"
     grid: str = ""  # time grid; empty: the sampler's default (see liquidgen.samplers.GRIDS)
     steps: int = 50
     cfg: float = 3.0  # classifier-free guidance scale (1 = off)
+    # guidance only for flow times t in [low, high] (t = 1 is noise); None: at every step
+    cfg_interval: tuple[float, float] | None = None
     per_class: int = 8  # grid: samples per class row (class-conditional models)
     n: int = 64  # grid: samples (unconditional models)
+
+    def __post_init__(self):
+        if self.cfg_interval is not None and not 0 <= self.cfg_interval[0] < self.cfg_interval[1] <= 1:
+            raise ConfigError(f"sample.cfg_interval: expected 0 <= low < high <= 1, got {list(self.cfg_interval)}")
+
+    def with_(self, **overrides) -> SampleConfig:
+        """A copy with the fields given (None: keep this one's), checked like a config file's."""
+        data = {**_plain(dataclasses.asdict(self)), **{k: v for k, v in overrides.items() if v is not None}}
+        return from_dict(SampleConfig, data, "sample")
 
 
 @dataclass
@@ -205,18 +219,33 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
     return cls(**kwargs)
 
 
+def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
+    """`KEY=VALUE` -> (key, value read as YAML: numbers, booleans, lists, strings); `flag` names where it
+    came from in the error (--set, --ae-option, a bench contender)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{flag} expects KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{flag} {text!r}: the value is not valid YAML ({e.problem})") from None
+
+
+def parse_options(items: typing.Iterable[str], flag: str) -> dict[str, Any]:
+    """KEY=VALUE strings -> a dict."""
+    return dict(parse_assignment(item, flag) for item in items)
+
+
 def apply_override(data: dict, assignment: str) -> None:
-    """Apply `a.b.c=value` (value parsed as YAML) to a nested dict in place."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set expects key=value, got {assignment!r}")
-    key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
+    """Apply `a.b.c=value` to a nested dict in place."""
+    key, value = parse_assignment(assignment, "--set")
+    parts = key.split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = value
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (), cls: type = Config):

@@ -1,13 +1,14 @@
 """In-memory image datasets and a deterministic, resumable batch sampler.
 
-Every dataset loads into one tensor (N, C, H, W): uint8 images here, or float16 latents of a
-precomputed dataset (`liquidgen.precompute`, loaded through the name "precomputed");
+Every dataset loads into one tensor (N, C, H, W): uint8 images, or float16 latents of a precomputed
+dataset (the folder `liquidgen precompute` writes, read here through the name "precomputed");
 `BatchSampler` moves it to the training device once, so a step costs an index and a conversion there.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from PIL import Image, ImageOps
+
+from .latent_space import LatentSpace, to_float
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -23,10 +27,10 @@ __all__ = [
     "BatchSampler",
     "ImageData",
     "UnreadableImage",
+    "PrecomputedData",
     "load_dataset",
+    "load_precomputed",
     "read_image",
-    "to_float",
-    "to_uint8",
 ]
 
 CIFAR10_CLASSES = [
@@ -53,7 +57,13 @@ class ImageData:
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
-    context = context_mask = None  # per-image text embeddings: only precomputed datasets have them
+    # Text (per-image embeddings, captions, the encoder that made them): only precomputed datasets have it.
+    context = context_mask = captions = text_encoder = None
+    text_tokens = 0
+
+    @property
+    def space(self) -> LatentSpace:
+        return LatentSpace(None, self.size)
 
     @property
     def channels(self) -> int:
@@ -460,10 +470,89 @@ def _load_npz(root: Path | None, split: str, image_size: int | None, limit: int 
     return _pack(x, y, class_names, image_size, limit)
 
 
+# --- precomputed (the folder `liquidgen precompute` writes) --------------------------------
+
+
+@dataclass
+class PrecomputedData:
+    """A precomputed dataset in memory, shaped for `BatchSampler` like `liquidgen.data.ImageData`."""
+
+    images: Tensor  # (N, c, h, w): float16 latents, or uint8 images (identity autoencoder)
+    labels: Tensor  # int64 (N,)
+    num_classes: int
+    class_names: list[str]
+    context: Tensor | None  # float16 (N, D) pooled text embeddings, or (N, L, D) tokens
+    context_mask: Tensor | None  # bool (N, L) for tokens: False at padding
+    captions: list[str] | None
+    space: LatentSpace
+    text_encoder: dict | None  # spec of the encoder that made `context`
+    text_tokens: int  # 0: pooled context; L: token context of L positions
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[2]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to_model(self, x: Tensor) -> Tensor:
+        return self.space.normalize(x)
+
+
+def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedData:
+    """Read a complete precomputed dataset (memory-mapped shards, copied once into one tensor)."""
+    root = Path(root).expanduser()
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {root} the output folder of `liquidgen precompute`?")
+    manifest = json.loads(path.read_text())
+    if not manifest.get("complete"):
+        raise ValueError(f"{root} is incomplete ({manifest.get('count', 0)} of {manifest.get('total', '?')} items): "
+                         f"precompute was interrupted; rerun the same command to finish it")
+    shards = manifest["shards"]
+    arrays: dict[str, list] = {"latents": [], "labels": [], "context": [], "context_mask": []}
+    captions: list[str] = []
+    remaining = limit if limit is not None else manifest["count"]
+    for shard in shards:
+        if remaining <= 0:
+            break
+        if not shard["count"]:  # every image of it was skipped as unreadable: no files
+            continue
+        take = min(shard["count"], remaining)
+        for key in arrays:
+            file = root / f"{shard['name']}.{key}.npy"
+            if (key == "context" and not manifest["context_dim"]) or (key == "context_mask"
+                                                                    and not manifest.get("text_tokens")):
+                continue
+            if not file.is_file():
+                raise FileNotFoundError(f"{file} is missing, but {path} lists it")
+            a = np.load(file, mmap_mode="r", allow_pickle=False)
+            if len(a) != shard["count"]:
+                raise ValueError(f"{file} holds {len(a)} rows, the manifest says {shard['count']}")
+            arrays[key].append(np.array(a[:take]))
+        file = root / f"{shard['name']}.captions.json"
+        if file.is_file():
+            captions += json.loads(file.read_text())[:take]
+        remaining -= take
+    stats = manifest["stats"]
+    space = LatentSpace(manifest["request"]["autoencoder"], manifest["request"]["image_size"],
+                        None if stats is None else stats["mean"], None if stats is None else stats["std"])
+    return PrecomputedData(
+        images=torch.from_numpy(np.concatenate(arrays["latents"])),
+        labels=torch.from_numpy(np.concatenate(arrays["labels"])),
+        num_classes=manifest["num_classes"], class_names=manifest["class_names"],
+        context=torch.from_numpy(np.concatenate(arrays["context"])) if arrays["context"] else None,
+        context_mask=torch.from_numpy(np.concatenate(arrays["context_mask"])) if arrays["context_mask"] else None,
+        captions=captions or None, space=space, text_encoder=manifest["request"]["text_encoder"],
+        text_tokens=manifest.get("text_tokens", 0))
+
+
 def _load_precomputed(root: Path | None, split: str, image_size: int | None, limit: int | None):
     """The output folder of `liquidgen precompute` (latents or pixels, labels, text embeddings)."""
-    from .precompute import load_precomputed  # it builds on this module
-
     _train_only("precomputed", split)
     if image_size is not None:
         raise ValueError("a precomputed dataset has its size fixed at precompute time; leave data.image_size unset")
@@ -481,16 +570,6 @@ DATASETS: dict[str, Loader] = {
 
 
 # --- batches ------------------------------------------------------------------------------
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [-1, 1]."""
-    return x.float() / 127.5 - 1
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 (rounded, clamped); the inverse of `to_float`."""
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 class BatchSampler:

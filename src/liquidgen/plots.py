@@ -1,9 +1,7 @@
-"""Image grids and line plots, drawn with Pillow alone (no matplotlib dependency)."""
+"""Image grids and GIFs drawn with Pillow; line and bar charts drawn with matplotlib (Agg, no pyplot)."""
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -11,20 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["image_grid", "save_grid", "plot_curves", "plot_metrics_jsonl", "nice_ticks"]
+__all__ = ["image_grid", "save_grid", "save_gif", "plot_curves", "curves_figure", "plot_metrics_jsonl",
+           "plot_bars", "bars_figure"]
 
-# matplotlib's "tab10": distinct hues that stay readable on white.
-PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-)
-_INK = "#222222"
-_FRAME = "#444444"
-_GRID = "#e6e6e6"
-
-Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
+Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]  # {name: (x, y)}
+_DPI = 100  # charts are sized in pixels: figsize = pixels / _DPI
 
 
 # --------------------------------------------------------------------------- grids
@@ -115,123 +108,43 @@ def save_gif(frames: Sequence[Any], path: str | Path, nrow: int | None = None, d
 
 
 def _label_rows(grid: Image.Image, labels: Sequence[str], cell: int, padding: int) -> Image.Image:
-    font = _font(min(20, max(10, cell // 4)))
+    try:  # Pillow's built-in font at a size, or its fixed-size bitmap font before Pillow 10.1
+        font = ImageFont.load_default(size=min(20, max(10, cell // 4)))
+    except TypeError:
+        font = ImageFont.load_default()
     gap = 6
-    margin = max(_text_wh(s, font)[0] for s in labels) + 2 * gap
+    _, top, _, bottom = font.getbbox("Ag")  # one reference height, so that all labels share a baseline
+    rights = [font.getbbox(s)[2] for s in labels]
+    margin = max(right - font.getbbox(s)[0] for s, right in zip(labels, rights)) + 2 * gap
     out = Image.new(grid.mode, (grid.width + margin, grid.height), "white")
     out.paste(grid, (margin, 0))
     draw = ImageDraw.Draw(out)
-    for r, label in enumerate(labels):
-        _put_text(draw, margin - gap, padding + r * (cell + padding) + cell / 2, label, font, "r", "m")
+    for r, (label, right) in enumerate(zip(labels, rights)):
+        # Right-aligned and centred on the row by hand, because bitmap fonts reject Pillow's `anchor`.
+        y = padding + r * (cell + padding) + cell / 2 - top - (bottom - top) / 2
+        draw.text((round(margin - gap - right), round(y)), label, font=font, fill="#222222")
     return out
 
 
-# --------------------------------------------------------------------------- text
+# --------------------------------------------------------------------------- charts
 
 
-@functools.cache
-def _font(size: int) -> Font:
-    """Pillow's built-in font at `size` px, or its fixed-size bitmap font before Pillow 10.1."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:
-        return ImageFont.load_default()
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG. A Figure made without pyplot is in no global registry (freed with its last
+    reference), and savefig picks the Agg canvas for PNG itself, so no backend is ever switched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=_DPI, facecolor="white")
+    return path
 
 
-def _text_wh(text: str, font: Font) -> tuple[int, int]:
-    # Height comes from a reference string so that all labels share one baseline.
-    left, _, right, _ = font.getbbox(text)
-    _, top, _, bottom = font.getbbox("Ag")
-    return right - left, bottom - top
-
-
-def _put_text(
-    draw: ImageDraw.ImageDraw, x: float, y: float, text: str, font: Font,
-    ha: str = "l", va: str = "t", fill: str = _INK,
-) -> None:
-    """Draw `text` with its box aligned to (x, y): `ha` in l/m/r, `va` in t/m/b.
-    Done by hand because bitmap fonts reject Pillow's `anchor`."""
-    left, _, right, _ = font.getbbox(text)
-    _, top, _, bottom = font.getbbox("Ag")
-    x -= left + {"l": 0, "m": (right - left) / 2, "r": right - left}[ha]
-    y -= top + {"t": 0, "m": (bottom - top) / 2, "b": bottom - top}[va]
-    draw.text((round(x), round(y)), text, font=font, fill=fill)
-
-
-def _put_vertical_text(img: Image.Image, cx: float, cy: float, text: str, font: Font) -> None:
-    """Draw `text` rotated 90 degrees (reading bottom-up), centred on (cx, cy)."""
-    left, top, right, bottom = font.getbbox(text)
-    mask = Image.new("L", (right - left, bottom - top))
-    ImageDraw.Draw(mask).text((-left, -top), text, font=font, fill=255)
-    mask = mask.rotate(90, expand=True)
-    img.paste(_INK, (round(cx - mask.width / 2), round(cy - mask.height / 2)), mask)
-
-
-# --------------------------------------------------------------------------- ticks
-
-
-def nice_ticks(lo: float, hi: float) -> list[float]:
-    """4-6 evenly spaced ticks covering [lo, hi], with a step of 1, 2 or 5 x 10^k: the smallest
-    such step giving at most 6 ticks. A zero-width range is widened by 20% (or 1) each way."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"non-finite range [{lo}, {hi}]")
-    lo, hi = min(lo, hi), max(lo, hi)
-    if lo == hi:
-        half = abs(lo) * 0.2 or 1.0
-        lo, hi = lo - half, hi + half
-    k0 = math.floor(math.log10((hi - lo) / 6))  # a step of 10^k0 gives more than 6 ticks
-    for j in itertools.count():
-        k, m = k0 + j // 3, (1, 2, 5)[j % 3]
-        step = m * 10.0**k
-        # The tolerance keeps float noise (0.3 / 0.1 = 2.999...) from adding a tick.
-        i0, i1 = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
-        if i1 - i0 <= 5:
-            break
-    if i1 - i0 < 3:  # only 3 ticks, yet the next smaller step gives 7+: add one on the tighter side
-        if lo - i0 * step < i1 * step - hi:
-            i0 -= 1
-        else:
-            i1 += 1
-    # Dividing by 10^-k (exact) rather than multiplying by 10^k gives 0.3, not 0.30000000000000004.
-    return [i * m * 10**k if k >= 0 else i * m / 10**-k for i in range(i0, i1 + 1)]
-
-
-def _axis(lo: float, hi: float, log: bool) -> tuple[list[float], float, float]:
-    """Ticks and axis limits for data in [lo, hi] (both > 0 when `log`)."""
-    if not log:
-        ticks = nice_ticks(lo, hi)
-        return ticks, ticks[0], ticks[-1]
-    if math.log10(hi / lo) < 1:  # under a decade there are too few powers of ten to label
-        ticks = nice_ticks(lo, hi)
-        positive = [t for t in ticks if t > 0]
-        return positive, (ticks[0] if ticks[0] > 0 else lo), ticks[-1]
-    e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    stride = 1
-    while -(-e1 // stride) - e0 // stride > 5:  # at most 6 labelled decades
-        stride += 1
-    e0, e1 = e0 // stride * stride, -(-e1 // stride) * stride
-    ticks = [10.0**e for e in range(e0, e1 + 1, stride)]
-    return ticks, ticks[0], ticks[-1]
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.12g}"  # ticks are exact decimals, so this prints "0.3", "1e-05", "2000"
-
-
-# --------------------------------------------------------------------------- curves
-
-
-def _clean(name: str, x: Sequence[float], y: Sequence[float], logy: bool, logx: bool = False
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Drop points that cannot be drawn: non-finite, or non-positive on a log axis."""
+def _clean(name: str, x: Sequence[float], y: Sequence[float], logy: bool, logx: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Drop points that cannot be drawn: non-finite, or non-positive on a log axis. Dropped rather than
+    left as NaN gaps, so that the line stays joined and the EMA stays finite."""
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     if x.shape != y.shape:
         raise ValueError(f"series {name!r}: {x.size} x values but {y.size} y values")
-    keep = np.isfinite(x) & np.isfinite(y)
-    if logy:
-        keep &= y > 0
-    if logx:
-        keep &= x > 0
+    keep = np.isfinite(x) & np.isfinite(y) & ((y > 0) | (not logy)) & ((x > 0) | (not logx))
     return x[keep], y[keep]
 
 
@@ -243,130 +156,62 @@ def _ema(y: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
-def _tint(color: str, amount: float) -> tuple[int, int, int]:
-    """`color` mixed with white; `amount` is the share of the colour."""
-    rgb = (int(color[i : i + 2], 16) for i in (1, 3, 5))
-    return tuple(round(255 - amount * (255 - c)) for c in rgb)  # type: ignore[return-value]
+class _LogLabels(LogFormatter):
+    """matplotlib's choice of which log ticks to label (minor ones only on short ranges), printed as plain
+    numbers ("60", "0.001", "1e-06"): easier to read off than its default "6x10^1" and "10^-3"."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:.6g}" if super().__call__(x, pos) else ""
 
 
-def _draw_series(draw: ImageDraw.ImageDraw, px: np.ndarray, py: np.ndarray, color: Any, width: int) -> None:
-    if px.size == 1:  # a lone point has no segment to draw: mark it with a dot
-        r = width + 1
-        draw.ellipse([px[0] - r, py[0] - r, px[0] + r, py[0] + r], fill=color)
-    elif px.size:
-        draw.line(list(zip(px.tolist(), py.tolist())), fill=color, width=width, joint="curve")
+def curves_figure(series: Series, title: str = "", xlabel: str = "step", ylabel: str = "", logy: bool = False,
+                  smooth: float = 0.0, size: tuple[int, int] = (800, 500), logx: bool = False,
+                  markers: bool = False) -> Figure:
+    """The Figure that `plot_curves` saves (see there)."""
+    if not 0 <= smooth < 1:
+        raise ValueError(f"smooth must be in [0, 1), got {smooth}")
+    curves = [(name, *_clean(name, x, y, logy, logx)) for name, (x, y) in series.items()]
+    fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if logx else "linear",
+           yscale="log" if logy else "linear")
+    for axis, log in ((ax.xaxis, logx), (ax.yaxis, logy)):
+        if log:
+            axis.set_major_formatter(_LogLabels())
+            axis.set_minor_formatter(_LogLabels(labelOnlyBase=False))
+    ax.grid(True, color="#e6e6e6")
+    ax.set_axisbelow(True)
+    for i, (name, x, y) in enumerate(curves):
+        if smooth and y.size:
+            # Raw curves lie under every EMA (zorder), so that no light raw line hides another series' EMA.
+            ax.plot(x, y, color=f"C{i}", alpha=0.35, linewidth=1, zorder=1.5)
+            y = _ema(y, smooth)
+        ax.plot(x, y, color=f"C{i}", label=name, linewidth=2.5 if smooth else 2, zorder=2, markersize=4,
+                marker="o" if markers or x.size == 1 else None)  # a lone point has no segment: mark it
+    if not any(x.size for _, x, _ in curves):
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#888888")
+    if len(curves) > 1:
+        ax.legend()
+    return fig
 
 
-def plot_curves(
-    path: str | Path,
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    title: str = "",
-    xlabel: str = "step",
-    ylabel: str = "",
-    logy: bool = False,
-    smooth: float = 0.0,
-    size: tuple[int, int] = (800, 500),
-    logx: bool = False,
-    markers: bool = False,
-) -> Path:
-    """Draw `series` ({name: (x, y)}) as a line plot PNG at `path`.
+def plot_curves(path: str | Path, series: Series, title: str = "", xlabel: str = "step", ylabel: str = "",
+                logy: bool = False, smooth: float = 0.0, size: tuple[int, int] = (800, 500), logx: bool = False,
+                markers: bool = False) -> Path:
+    """Draw `series` ({name: (x, y)}) as a line plot PNG of `size` pixels at `path`.
 
     `smooth` in [0, 1) is an EMA factor: the EMA is drawn thick over the raw curve drawn thin
     and light. NaN/inf points, and non-positive ones on a log axis, are skipped; with nothing
     left the empty axes say "no data". `markers` draws a dot at every point (sparse series)."""
-    if not 0 <= smooth < 1:
-        raise ValueError(f"smooth must be in [0, 1), got {smooth}")
-    width, height = size
-    curves = [(name, *_clean(name, x, y, logy, logx)) for name, (x, y) in series.items()]
-    xs = np.concatenate([x for _, x, _ in curves] + [np.empty(0)])
-    ys = np.concatenate([y for _, _, y in curves] + [np.empty(0)])
-    has_data = xs.size > 0
-    xticks, xlo, xhi = _axis(xs.min(), xs.max(), logx) if has_data else _axis(0.1, 1, logx)
-    yticks, ylo, yhi = _axis(ys.min(), ys.max(), logy) if has_data else _axis(0.1, 1, logy)
-
-    # Layout: margins sized from the text that goes in them.
-    fs = max(10, min(width, height) // 36)
-    font, title_font = _font(fs), _font(round(fs * 1.3))
-    pad, gap, tick = fs, 4, 5
-    lh = _text_wh("Ag", font)[1]
-    ylabels, xlabels = [_fmt(v) for v in yticks], [_fmt(v) for v in xticks]
-    legend = len(curves) > 1
-    swatch = 2 * fs
-    legend_w = swatch + gap + max(_text_wh(name, font)[0] for name, *_ in curves) if legend else 0
-    left = pad + (lh + 2 * gap if ylabel else 0) + max(_text_wh(s, font)[0] for s in ylabels) + gap + tick
-    right = max(pad + _text_wh(xlabels[-1], font)[0] // 2, legend_w + 2 * pad if legend else 0)
-    top = pad + (_text_wh(title, title_font)[1] + 2 * gap if title else 0)
-    bottom = pad + (lh + 2 * gap if xlabel else 0) + lh + gap + tick
-    x0, y0, x1, y1 = left, top, width - right, height - bottom
-    if x1 - x0 < 20 or y1 - y0 < 20:
-        raise ValueError(f"size {size} is too small for the labels")
-
-    ty = np.log10 if logy else np.asarray
-    tx = np.log10 if logx else np.asarray
-
-    def to_px(x: np.ndarray) -> np.ndarray:
-        return x0 + (tx(x) - tx(xlo)) / (tx(xhi) - tx(xlo)) * (x1 - x0)
-
-    def to_py(y: np.ndarray) -> np.ndarray:
-        return y1 - (ty(y) - ty(ylo)) / (ty(yhi) - ty(ylo)) * (y1 - y0)
-
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    for v, s in zip(xticks, xlabels):
-        x = round(float(to_px(v)))
-        draw.line([(x, y0), (x, y1)], fill=_GRID)
-        draw.line([(x, y1), (x, y1 + tick)], fill=_FRAME)
-        _put_text(draw, x, y1 + tick + gap, s, font, "m", "t")
-    for v, s in zip(yticks, ylabels):
-        y = round(float(to_py(v)))
-        draw.line([(x0, y), (x1, y)], fill=_GRID)
-        draw.line([(x0 - tick, y), (x0, y)], fill=_FRAME)
-        _put_text(draw, x0 - tick - gap, y, s, font, "r", "m")
-    draw.rectangle([x0, y0, x1, y1], outline=_FRAME)
-
-    colors = [PALETTE[i % len(PALETTE)] for i in range(len(curves))]
-    if smooth:  # raw curves first, so that no light raw line covers another series' EMA
-        for (_, x, y), color in zip(curves, colors):
-            _draw_series(draw, to_px(x), to_py(y), _tint(color, 0.35), 1)
-    for (_, x, y), color in zip(curves, colors):
-        if smooth and y.size:
-            y = _ema(y, smooth)
-        _draw_series(draw, to_px(x), to_py(y), color, 3 if smooth else 2)
-        if markers:
-            for px, py in zip(to_px(x).tolist(), to_py(y).tolist()):
-                draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=color)
-    if not has_data:
-        _put_text(draw, (x0 + x1) / 2, (y0 + y1) / 2, "no data", title_font, "m", "m", fill="#888888")
-
-    if title:
-        _put_text(draw, width / 2, pad, title, title_font, "m", "t")
-    if xlabel:
-        _put_text(draw, (x0 + x1) / 2, height - pad, xlabel, font, "m", "b")
-    if ylabel:
-        _put_vertical_text(img, pad + lh / 2, (y0 + y1) / 2, ylabel, font)
-    if legend:
-        for i, ((name, *_), color) in enumerate(zip(curves, colors)):
-            y = y0 + gap + lh / 2 + i * (lh + 2 * gap)
-            draw.line([(x1 + pad, y), (x1 + pad + swatch, y)], fill=color, width=3)
-            _put_text(draw, x1 + pad + swatch + gap, y, name, font, "l", "m")
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG")
-    return path
+    return _save(curves_figure(series, title, xlabel, ylabel, logy, smooth, size, logx, markers), path)
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def plot_metrics_jsonl(
-    metrics_path: str | Path,
-    out_path: str | Path,
-    keys: Sequence[str] = ("loss",),
-    logy: bool = True,
-    smooth: float = 0.9,
-) -> Path:
+def plot_metrics_jsonl(metrics_path: str | Path, out_path: str | Path, keys: Sequence[str] = ("loss",),
+                       logy: bool = True, smooth: float = 0.9) -> Path:
     """Plot `keys` against "step" from a JSON-lines log, one series per key. Lines that are not
     complete JSON objects (e.g. a last line cut off mid-write) and missing keys are skipped."""
     points: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in keys}
@@ -391,39 +236,24 @@ def plot_metrics_jsonl(
     return plot_curves(out_path, points, ylabel=ylabel, logy=logy, smooth=smooth)
 
 
-def plot_bars(
-    path: str | Path,
-    bars: Mapping[str, float],
-    title: str = "",
-    xlabel: str = "",
-    width: int = 800,
-) -> Path:
-    """Horizontal bars, one per `bars` item ({label: value >= 0}), with the value printed at the bar's end."""
-    fs = max(10, width // 60)
-    font, title_font = _font(fs), _font(round(fs * 1.3))
-    pad, gap, bar_h = fs, 4, round(fs * 1.6)
+def bars_figure(bars: Mapping[str, float], title: str = "", xlabel: str = "", width: int = 800) -> Figure:
+    """The Figure that `plot_bars` saves (see there)."""
     labels = list(bars)
-    values = [float(bars[k]) if math.isfinite(float(bars[k])) else 0.0 for k in labels]
-    label_w = max((_text_wh(s, font)[0] for s in labels), default=0)
-    value_w = max((_text_wh(f"{v:,.0f}", font)[0] for v in values), default=0)
-    top = pad + (_text_wh(title, title_font)[1] + 2 * gap if title else 0)
-    height = top + len(labels) * (bar_h + gap) + pad + (_text_wh(xlabel, font)[1] + gap if xlabel else 0)
-    x0, x1 = pad + label_w + gap, width - pad - value_w - gap
-    if x1 - x0 < 20:
-        raise ValueError(f"width {width} is too small for the labels")
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    scale = (x1 - x0) / max(max(values, default=0.0), 1e-12)
-    for i, (label, v) in enumerate(zip(labels, values)):
-        y = top + i * (bar_h + gap)
-        draw.rectangle([x0, y, x0 + max(1, round(v * scale)), y + bar_h], fill=PALETTE[i % len(PALETTE)])
-        _put_text(draw, x0 - gap, y + bar_h / 2, label, font, "r", "m")
-        _put_text(draw, x0 + v * scale + gap, y + bar_h / 2, f"{v:,.0f}", font, "l", "m")
-    if title:
-        _put_text(draw, width / 2, pad, title, title_font, "m", "t")
-    if xlabel:
-        _put_text(draw, (x0 + x1) / 2, height - pad, xlabel, font, "m", "b")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG")
-    return path
+    values = [v if math.isfinite(v := float(bars[k])) else 0.0 for k in labels]
+    height = 1.0 + 0.35 * max(len(labels), 1) + 0.3 * bool(title) + 0.3 * bool(xlabel)  # inches, grows with bars
+    fig = Figure(figsize=(width / _DPI, height), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel)
+    ax.spines[["top", "right"]].set_visible(False)
+    bar = ax.barh(range(len(labels)), values, color=[f"C{i % 10}" for i in range(len(labels))], tick_label=labels)
+    ax.bar_label(bar, fmt="{:,.0f}", padding=3)
+    ax.invert_yaxis()  # first item on top, as in the table beside it
+    ax.margins(x=0.15)  # room for the value printed past the longest bar
+    return fig
+
+
+def plot_bars(path: str | Path, bars: Mapping[str, float], title: str = "", xlabel: str = "",
+              width: int = 800) -> Path:
+    """Horizontal bars, one per `bars` item ({label: value >= 0}), with the value printed at the bar's end,
+    in a PNG `width` pixels wide. A non-finite value is drawn as 0."""
+    return _save(bars_figure(bars, title, xlabel, width), path)

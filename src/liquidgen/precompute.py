@@ -1,5 +1,5 @@
 """Precomputed datasets: images -> autoencoder latents (+ labels, + text embeddings) in shards on disk,
-and the reader that training uses instead of images (`data.name: precomputed`).
+which training reads instead of images (`data.name: precomputed`, `data.load_precomputed`).
 
 An output folder:
     manifest.json               what made it (source, autoencoder, text encoder, size), the shards done
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
+from .autoencoders import build_autoencoder
 from .data import (
     IMAGE_SUFFIXES,
     UnreadableImage,
@@ -41,9 +41,10 @@ from .data import (
     folder_files,
     load_dataset,
     read_image,
-    to_float,
     warn_skipped,
 )
+from .latent_space import to_float
+from .text import build_text_encoder, fixed_length
 
 FORMAT_VERSION = 1
 CAPTION_KEYS = ("text", "caption", "prompt")  # metadata.jsonl columns read as the caption, in this order
@@ -246,8 +247,6 @@ def open_source(req: Request, channels: int | None) -> Source:
 def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu", batch_size: int = 64,
                progress: bool = True) -> Path:
     """Write (or finish) the precomputed dataset `req` into `out`; returns the manifest's path."""
-    from .autoencoders import build_autoencoder
-
     out = Path(out)
     if req.shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {req.shard_size}")
@@ -265,8 +264,6 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
                          f"(.txt files or metadata.jsonl beside the images, a caption column, or caption templates)")
     text = None
     if req.text_encoder is not None:
-        from .text import build_text_encoder, fixed_length
-
         text = build_text_encoder(**req.text_encoder)
     elif req.text_tokens:
         raise ValueError("text_tokens needs a text encoder")
@@ -301,24 +298,10 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
         if len({im.shape for im in images}) > 1 or manifest.setdefault("latent_shape", shape) != shape:
             raise ValueError(f"{name}: images differ in channels (grayscale and RGB); set the identity "
                              f"autoencoder's channels option (1 or 3) to read them all alike")
-        x = torch.from_numpy(np.stack(images))
-        arrays = {"labels": np.asarray(labels, dtype=np.int64)}
-        stats = {}
-        if pixels:
-            arrays["latents"] = x.numpy()
-        else:
-            z = torch.cat([ae.encode(to_float(b.to(device))).float().cpu() for b in x.split(batch_size)])
-            arrays["latents"] = z.to(torch.float16).numpy()
-            z64 = z.double().transpose(0, 1).flatten(1)  # (c, n h w)
-            stats = {"sum": z64.sum(1).tolist(), "sumsq": z64.square().sum(1).tolist(), "n": z64.shape[1]}
+        arrays, stats = _encode(images, ae, None if pixels else device, batch_size)
         if text is not None:
-            chunks = [text.encode(captions[j:j + 256]) for j in range(0, len(captions), 256)]
-            if req.text_tokens:
-                tokens, masks = zip(*(fixed_length(c, req.text_tokens) for c in chunks))
-                arrays["context"] = torch.cat(tokens).to(torch.float16).cpu().numpy()
-                arrays["context_mask"] = torch.cat(masks).cpu().numpy()
-            else:
-                arrays["context"] = torch.cat([c.pooled for c in chunks]).to(torch.float16).cpu().numpy()
+            arrays.update(_embed(captions, text, req.text_tokens))
+        arrays["labels"] = np.asarray(labels, dtype=np.int64)
         _write_shard(out, name, arrays, captions if source.has_captions else None)
         manifest["shards"].append({"name": name, "count": len(images), "skipped": len(rows) - len(images), **stats})
         manifest["count"] = sum(s["count"] for s in manifest["shards"])
@@ -331,6 +314,28 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
     manifest["complete"] = True
     _write_json(out / "manifest.json", manifest)
     return out / "manifest.json"
+
+
+def _encode(images: list[np.ndarray], ae, device: torch.device | None, batch_size: int) -> tuple[dict, dict]:
+    """A shard's stored values ({"latents": ...}) and its per-channel sums for the statistics; device None:
+    the identity, whose uint8 pixels are stored as they are."""
+    x = torch.from_numpy(np.stack(images))
+    if device is None:
+        return {"latents": x.numpy()}, {}
+    z = torch.cat([ae.encode(to_float(b.to(device))).float().cpu() for b in x.split(batch_size)])
+    z64 = z.double().transpose(0, 1).flatten(1)  # (c, n h w)
+    stats = {"sum": z64.sum(1).tolist(), "sumsq": z64.square().sum(1).tolist(), "n": z64.shape[1]}
+    return {"latents": z.to(torch.float16).numpy()}, stats
+
+
+def _embed(captions: list[str], text, tokens: int) -> dict[str, np.ndarray]:
+    """A shard's text features: pooled (n, D), or `tokens` token features (n, L, D) with their mask."""
+    chunks = [text.encode(captions[j:j + 256]) for j in range(0, len(captions), 256)]
+    if not tokens:
+        return {"context": torch.cat([c.pooled for c in chunks]).to(torch.float16).cpu().numpy()}
+    features, masks = zip(*(fixed_length(c, tokens) for c in chunks))
+    return {"context": torch.cat(features).to(torch.float16).cpu().numpy(),
+            "context_mask": torch.cat(masks).cpu().numpy()}
 
 
 def _start_manifest(out: Path, req: Request) -> dict:
@@ -374,146 +379,3 @@ def _channel_stats(shards: list[dict]) -> dict:
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean**2, 0))
     return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()}
-
-
-# --- reading ----------------------------------------------------------------------------------
-
-
-@dataclass
-class PrecomputedData:
-    """A precomputed dataset in memory, shaped for `BatchSampler` like `liquidgen.data.ImageData`."""
-
-    images: Tensor  # (N, c, h, w): float16 latents, or uint8 images (identity autoencoder)
-    labels: Tensor  # int64 (N,)
-    num_classes: int
-    class_names: list[str]
-    context: Tensor | None  # float16 (N, D) pooled text embeddings, or (N, L, D) tokens
-    context_mask: Tensor | None  # bool (N, L) for tokens: False at padding
-    captions: list[str] | None
-    space: LatentSpace
-    text_encoder: dict | None  # spec of the encoder that made `context`
-    text_tokens: int  # 0: pooled context; L: token context of L positions
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def size(self) -> int:
-        return self.images.shape[2]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def to_model(self, x: Tensor) -> Tensor:
-        return self.space.normalize(x)
-
-
-def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedData:
-    """Read a complete precomputed dataset (memory-mapped shards, copied once into one tensor)."""
-    root = Path(root).expanduser()
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {root} the output folder of `liquidgen precompute`?")
-    manifest = json.loads(path.read_text())
-    if not manifest.get("complete"):
-        raise ValueError(f"{root} is incomplete ({manifest.get('count', 0)} of {manifest.get('total', '?')} items): "
-                         f"precompute was interrupted; rerun the same command to finish it")
-    shards = manifest["shards"]
-    arrays: dict[str, list] = {"latents": [], "labels": [], "context": [], "context_mask": []}
-    captions: list[str] = []
-    remaining = limit if limit is not None else manifest["count"]
-    for shard in shards:
-        if remaining <= 0:
-            break
-        if not shard["count"]:  # every image of it was skipped as unreadable: no files
-            continue
-        take = min(shard["count"], remaining)
-        for key in arrays:
-            file = root / f"{shard['name']}.{key}.npy"
-            if (key == "context" and not manifest["context_dim"]) or (key == "context_mask"
-                                                                    and not manifest.get("text_tokens")):
-                continue
-            if not file.is_file():
-                raise FileNotFoundError(f"{file} is missing, but {path} lists it")
-            a = np.load(file, mmap_mode="r", allow_pickle=False)
-            if len(a) != shard["count"]:
-                raise ValueError(f"{file} holds {len(a)} rows, the manifest says {shard['count']}")
-            arrays[key].append(np.array(a[:take]))
-        file = root / f"{shard['name']}.captions.json"
-        if file.is_file():
-            captions += json.loads(file.read_text())[:take]
-        remaining -= take
-    stats = manifest["stats"]
-    space = LatentSpace(manifest["request"]["autoencoder"], manifest["request"]["image_size"],
-                        None if stats is None else stats["mean"], None if stats is None else stats["std"])
-    return PrecomputedData(
-        images=torch.from_numpy(np.concatenate(arrays["latents"])),
-        labels=torch.from_numpy(np.concatenate(arrays["labels"])),
-        num_classes=manifest["num_classes"], class_names=manifest["class_names"],
-        context=torch.from_numpy(np.concatenate(arrays["context"])) if arrays["context"] else None,
-        context_mask=torch.from_numpy(np.concatenate(arrays["context_mask"])) if arrays["context_mask"] else None,
-        captions=captions or None, space=space, text_encoder=manifest["request"]["text_encoder"],
-        text_tokens=manifest.get("text_tokens", 0))
-
-
-class LatentSpace:
-    """The map between images and a model's data space: the identity's [-1, 1] pixels, or latents
-    normalised per channel, z_model = (z - mean) / std. The autoencoder is built on first use."""
-
-    def __init__(self, autoencoder: dict | None, image_size: int, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None):
-        self.spec = autoencoder or {"name": "identity"}
-        self.image_size = image_size
-        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32)
-        self.std = None if std is None else torch.tensor(std, dtype=torch.float32)
-        self._ae = None
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> LatentSpace:
-        """A checkpoint's space (its model.json); pixels for checkpoints that record none."""
-        return cls(**spec["space"]) if spec.get("space") else cls(None, spec["input_size"])
-
-    @property
-    def pixels(self) -> bool:
-        return self.spec["name"] == "identity"
-
-    def state(self) -> dict:
-        """JSON-able; `LatentSpace(**state)` rebuilds it (stored in checkpoints' model.json)."""
-        return {"autoencoder": self.spec, "image_size": self.image_size,
-                "mean": None if self.mean is None else self.mean.tolist(),
-                "std": None if self.std is None else self.std.tolist()}
-
-    def _view(self, v: Tensor, like: Tensor) -> Tensor:
-        return v.to(like.device).view(1, -1, 1, 1)
-
-    def normalize(self, z: Tensor) -> Tensor:
-        """Stored values (uint8 pixels or float16 raw latents) -> model space."""
-        if z.dtype == torch.uint8:
-            return to_float(z)
-        z = z.float()
-        return z if self.mean is None else (z - self._view(self.mean, z)) / self._view(self.std, z)
-
-    def autoencoder(self, device: torch.device | str):
-        from .autoencoders import build_autoencoder
-
-        if self._ae is None:
-            self._ae = build_autoencoder(**self.spec)
-        return self._ae.to(device)
-
-    @torch.no_grad()
-    def encode(self, images: Tensor) -> Tensor:
-        """Images in [-1, 1] -> model space."""
-        if self.pixels:
-            return images.float()
-        return self.normalize(self.autoencoder(images.device).encode(images))
-
-    @torch.no_grad()
-    def decode(self, x: Tensor, batch_size: int = 64) -> Tensor:
-        """Model space -> images in [-1, 1]."""
-        if self.pixels:
-            return x.float()
-        z = x.float() * self._view(self.std, x) + self._view(self.mean, x)
-        ae = self.autoencoder(x.device)
-        return torch.cat([ae.decode(b) for b in z.split(batch_size)])
-

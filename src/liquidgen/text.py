@@ -285,13 +285,14 @@ __all__ = ["TEXT_ENCODERS", "CLIPEncoder", "OpenCLIPEncoder", "SentenceEncoder",
            "build_text_encoder"]
 
 
-def encode_prompts(prompts: list[str], spec: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(context, token mask or None) of `prompts` for a model with checkpoint spec `spec`: its own text
-    encoder, pooled or as tokens, as it was trained."""
-    if not spec.get("text_encoder"):
+def encode_prompts(prompts: list[str], text_encoder: dict | None, text_tokens: int, device
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(context, token mask or None) of `prompts` for a model conditioned on `text_encoder`'s embeddings
+    (its spec), pooled or as `text_tokens` token features, as it was trained."""
+    if not text_encoder:
         raise ValueError("this model is not text-conditioned, so prompts do not apply")
-    embedding = build_text_encoder(**spec["text_encoder"]).encode(prompts)
-    if spec.get("text_tokens"):
-        tokens, mask = fixed_length(embedding, spec["text_tokens"])
+    embedding = build_text_encoder(**text_encoder).encode(prompts)
+    if text_tokens:
+        tokens, mask = fixed_length(embedding, text_tokens)
         return tokens.to(device), mask.to(device)
     return embedding.pooled.to(device), None

@@ -1,7 +1,7 @@
-"""The training loop: one function, `train(config, out_dir)`.
+"""The training loop: `train(config, out_dir)`.
 
 Per optimizer step: `grad_accum` micro-batches (labels dropped per sample to the null class for
-CFG), bf16 autocast on CUDA, global gradient clipping, AdamW, EMA. Steps whose gradient is not
+CFG), bf16 autocast on CUDA, global gradient clipping, the optimizer, EMA. Steps whose gradient is not
 finite are skipped and counted. Writes into `out_dir`:
     config.yaml, metrics.jsonl, loss.png, samples/step-XXXXXX.png, checkpoints/step-XXXXXX/
 Under `accelerate launch` / `torchrun` the same function runs once per GPU (see `distributed.py`).
@@ -9,43 +9,30 @@ Under `accelerate launch` / `torchrun` the same function runs once per GPU (see 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import random
-import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
 from .config import Config
-from .data import BatchSampler, load_dataset
+from .data import BatchSampler, ImageData, PrecomputedData, load_dataset
 from .distributed import Dist, part_seed, setup
 from .ema import EMA
+from .evaluation.during_training import TrainingEval
+from .generate import Pipeline, grid_labels
 from .inpainting import concat_input, random_masks
+from .models import Backbone
 from .models.base import null_token_mask
-from .objectives import build_objective
+from .objectives import Objective, objective_from
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_metrics_jsonl, save_grid
-from .precompute import LatentSpace
-from .samplers import sample
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast where asked for (`auto`: on CUDA only, where it is fast and stable)."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, resume_newest, seed_everything
+from .spec import ModelSpec, init_weights
 
 
 def drop_labels(y: torch.Tensor, p: float, null_class: int) -> torch.Tensor:
@@ -119,208 +106,230 @@ def train_step(model, objective, batches, step: int, optimizer, scheduler, ema: 
     return loss, grad_norm, finite
 
 
-def grid_labels(num_classes: int, per_class: int, n: int, device) -> tuple[torch.Tensor | None, int]:
-    """Labels for a class grid (one row per class) and the row length."""
-    if num_classes == 0:
-        return None, int(math.ceil(math.sqrt(n)))
-    return torch.arange(num_classes, device=device).repeat_interleave(per_class), per_class
+@dataclass
+class Run:
+    """Everything a training run holds, built once by `start_run`."""
+
+    config: Config
+    out: Path
+    dist: Dist
+    device: torch.device
+    data: ImageData | PrecomputedData
+    spec: ModelSpec
+    model: Backbone
+    objective: Objective
+    batches: BatchSampler
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    pipe: Pipeline  # samples from the EMA weights: grids and evaluation
+    metrics: MetricsLog
+    evaluator: TrainingEval | None = None
+    ema_checks: list[int] = field(default_factory=list)
+
+    @property
+    def label_dropout(self) -> float | None:
+        """None: an unconditional model, which gets no labels at all."""
+        return self.config.train.label_dropout if self.spec.num_classes else None
+
+    def amp(self):
+        return autocast(self.device, self.config.train.precision)
+
+    def say(self, text: str) -> None:
+        if self.dist.main:
+            print(text, flush=True)
+
+
+def start_run(config: Config, out: Path) -> Run:
+    """Data, model, objective, optimizer and EMA of a fresh run (weights from the seed, or `train.init_from`)."""
+    tc = config.train
+    dist, device = setup(tc.device)
+    seed_everything(tc.seed)  # the same initial weights in every process
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # max_memory_gb is this run's, not the process's
+    d = config.data
+    data = load_dataset(d.name, d.root, d.image_size, limit=d.limit, skip_bad_images=d.skip_bad_images)
+    if tc.batch_size % (tc.grad_accum * dist.world):
+        raise ValueError(f"train.batch_size {tc.batch_size} (the global batch) must be divisible by train.grad_accum "
+                         f"{tc.grad_accum} x {dist.world} processes")
+    spec = ModelSpec.for_run(config, data.channels, data.size, data.class_names if d.labels else [],
+                             0 if data.context is None else data.context.shape[-1], data.space, data.text_encoder,
+                             data.text_tokens)
+    model = spec.build().to(device)
+    if tc.init_from:
+        init_weights(model, tc.init_from)
+    objective = objective_from(config.objective)
+    if getattr(objective, "teacher", ""):  # distillation: any checkpoint teaches, through the converters
+        teacher = Pipeline.load(objective.teacher, ema=objective.teacher_ema, device=device)
+        objective.bind_teacher(teacher.model, teacher.prediction)
+    ema = EMA(model, tc.ema_decay, tc.ema_warmup)
+    optimizer = make_optimizer(model, config.optim)
+    if tc.compile:
+        model.compile(mode=tc.compile_mode)  # in place: parameter names, the EMA copy and checkpoints are unaffected
+    evaluator = None
+    if tc.eval_every:
+        if not tc.eval_classifier:
+            raise ValueError("train.eval_every needs train.eval_classifier (make one with "
+                             "`liquidgen eval fit-classifier`)")
+        evaluator = TrainingEval(tc.eval_classifier, data, tc.eval_samples, tc.seed, device)
+    return Run(config, out, dist, device, data, spec, model, objective,
+               BatchSampler(data, tc.batch_size, seed=tc.seed, device=device, hflip=d.hflip), ema, optimizer,
+               make_scheduler(optimizer, config.optim, tc.steps),
+               Pipeline(ema.model, spec, objective.prediction, config.sample, tc.precision, dist),
+               MetricsLog(out / "metrics.jsonl"), evaluator)
+
+
+def restore(run: Run, resume: bool) -> dict:
+    """Continue from the newest readable checkpoint (with `resume`), or start afresh; writes config.yaml.
+    Returns the state to go on from: step, train_seconds, skipped_steps."""
+    state = {"step": 0, "train_seconds": 0.0, "skipped_steps": 0}
+    found = resume_newest(run.out, lambda ckpt: ckpt_io.load_training_state(
+        ckpt, run.model, run.ema.model, run.optimizer, run.scheduler), run.say) if resume else None
+    if found is not None:
+        ckpt, saved = found
+        state.update({k: saved[k] for k in state if k in saved})
+        run.ema.updates = saved["ema_updates"]
+        run.say(f"resumed from {ckpt} at step {state['step']}")
+        if saved.get("processes", 1) != run.dist.world:
+            run.say(f"note: saved by {saved.get('processes', 1)} processes, resumed by {run.dist.world}: the same "
+                    f"batches follow, but the noise drawn for them differs from an uninterrupted run")
+    if run.dist.main:
+        (run.out / "samples").mkdir(parents=True, exist_ok=True)
+        (run.out / "config.yaml").write_text(yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+        run.metrics.restart(state["step"])
+    return state
 
 
 GRID_PROMPTS = 8  # rows of a text model's training grids
 
 
-def grid_conditions(data, num_classes: int, per_class: int, n: int, device
-                    ) -> tuple[torch.Tensor | None, dict, int, list[str]]:
-    """What training grids are conditioned on: (labels, {"context": ...} or {}, row length, row captions).
-    Text datasets: one row per distinct caption among the first ones (with their labels, if any), using
+@dataclass
+class Grid:
+    """The inputs of the training grids, fixed so that successive grids show the same samples improving."""
+
+    noise: torch.Tensor
+    labels: torch.Tensor | None
+    cond: dict[str, torch.Tensor]
+    row: int  # samples per row
+
+
+def training_grid(run: Run) -> Grid:
+    """Text datasets: one row per distinct caption among the first ones (with their labels, if any), using
     the stored embeddings, so no text encoder is needed while training. Otherwise a class grid."""
+    data, sc = run.data, run.config.sample
     if data.context is None:
-        y, nrow = grid_labels(num_classes, per_class, n, device)
-        return y, {}, nrow, []
-    first: dict[str, int] = {}
-    for i, caption in enumerate(data.captions or []):
-        if len(first) == GRID_PROMPTS:
-            break
-        first.setdefault(caption, i)
-    rows = torch.tensor(list(first.values()) or [0]).repeat_interleave(per_class)
-    y = data.labels[rows].to(device) if num_classes else None
-    cond = {"context": data.context[rows].float().to(device)}
-    if data.context_mask is not None:
-        cond["context_mask"] = data.context_mask[rows].to(device)
-    return y, cond, per_class, list(first)
+        labels, row = grid_labels(run.spec.num_classes, sc.per_class, sc.n)
+        cond: dict[str, torch.Tensor] = {}
+        n = sc.n if labels is None else len(labels)
+    else:
+        first: dict[str, int] = {}
+        for i, caption in enumerate(data.captions or []):
+            if len(first) == GRID_PROMPTS:
+                break
+            first.setdefault(caption, i)
+        rows = torch.tensor(list(first.values()) or [0]).repeat_interleave(sc.per_class)
+        labels, row, n = data.labels[rows] if run.spec.num_classes else None, sc.per_class, len(rows)
+        cond = {"context": data.context[rows].float()}
+        if data.context_mask is not None:
+            cond["context_mask"] = data.context_mask[rows]
+        if run.dist.main:
+            (run.out / "samples" / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(first)))
+    g = torch.Generator().manual_seed(run.config.train.seed + 1)
+    return Grid(torch.randn(n, *run.spec.shape, generator=g), labels, cond, row)
 
 
-class StopRequest:
-    """SIGTERM (a scheduler's preemption, `kill`) and SIGINT (Ctrl-C) ask the loop to finish its step,
-    save a checkpoint and return, instead of dying mid-step with everything since the last save lost.
-    A second signal of the same kind acts as usual. Only the main thread can install handlers."""
+def save_samples(run: Run, grid: Grid, step: int) -> None:
+    x = run.pipe.sample(grid.noise, grid.labels, **grid.cond)
+    if run.dist.main:
+        save_grid(run.pipe.decode(x), run.out / "samples" / f"step-{step:06d}.png", nrow=grid.row)
+        plot_metrics_jsonl(run.metrics.path, run.out / "loss.png")
 
-    def __init__(self):
-        self.signal: str | None = None
-        self._old = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. a notebook worker): keep the default behaviour
-                pass
 
-    def _handle(self, signum, frame) -> None:
-        self.signal = signal.Signals(signum).name
-        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+def evaluate(run: Run, step: int, quiet: bool) -> None:
+    settings = run.config.sample.with_(steps=run.config.train.eval_steps or None)  # 0: the grids' steps
+    record = {"step": step, **run.evaluator(run.pipe, settings)}
+    if not run.dist.main:
+        return
+    run.metrics.append(record)
+    plot_metrics_jsonl(run.metrics.path, run.out / "eval.png", keys=("eval_fd",), logy=False, smooth=0.0)
+    if quiet:
+        print(f"step {step}: eval FD {record['eval_fd']:.2f}"
+              + (f", acc {record['eval_acc']:.3f}" if "eval_acc" in record else "")
+              + f" ({record['eval_seconds']:.1f} s)", flush=True)
 
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+
+def save(run: Run, step: int, state: dict) -> None:
+    # Every process takes the same steps, so its EMA must be bit-identical to process 0's, which is saved.
+    if not run.dist.identical(run.ema.model, run.device):
+        raise RuntimeError(f"step {step}: the EMA weights differ between processes; the run is not "
+                           f"data-parallel any more (a bug: please report it)")
+    run.ema_checks.append(step)
+    if run.dist.main:
+        tc = run.config.train
+        ckpt_io.save_checkpoint(run.out, step, run.config, run.spec.to_json(), run.model, run.ema.model,
+                                run.optimizer, run.scheduler,
+                                extra={"ema_updates": run.ema.updates, "skipped_steps": state["skipped_steps"],
+                                       "train_seconds": state["train_seconds"], "processes": run.dist.world},
+                                keep=tc.keep_checkpoints, keep_every=tc.keep_every)
+
+
+class Window:
+    """Loss and gradient norm summed on the device between two log lines (no sync per step), and the
+    time spent in training steps, so throughput excludes grids, evaluation and checkpoints."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = torch.zeros((), device=self.device)
+        self.norm = torch.zeros((), device=self.device)
+        self.steps, self.seconds = 0, 0.0
+
+    def add(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
+        self.loss += loss
+        self.norm += norm.detach()
+        self.steps += 1
+
+    def record(self, run: Run, step: int, state: dict) -> dict:
+        n = max(self.steps, 1)
+        record = {"step": step, "loss": run.dist.mean(self.loss / n).item(), "grad_norm": (self.norm / n).item(),
+                  "lr": run.scheduler.get_last_lr()[0],
+                  "images_per_s": self.steps * run.config.train.batch_size / max(self.seconds, 1e-9),
+                  "skipped_steps": state["skipped_steps"], "train_seconds": state["train_seconds"]}
+        if run.device.type == "cuda":
+            record["max_memory_gb"] = torch.cuda.max_memory_allocated(run.device) / 2**30
+        self.reset()
+        return record
+
+
+def announce(run: Run) -> None:
+    tc, data, space = run.config.train, run.data, run.pipe.space
+    text = f", text context {data.context.shape[-1]}-d" if data.context is not None else ""
+    where = f"on {run.dist.world} processes ({run.device.type}), {tc.batch_size // run.dist.world} images each " \
+            f"per step" if run.dist.world > 1 else f"on {run.device}"
+    run.say(f"{run.config.model.name}-{run.config.model.preset}: {run.model.num_params() / 1e6:.2f}M parameters, "
+            f"{len(data)} {space.describe()} {data.channels}x{data.size}x{data.size}, {run.spec.num_classes} "
+            f"classes{text}, {where}")
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
     """Train per `config`, writing everything into `out_dir`. With `resume`, continue from the newest
     checkpoint in `out_dir`. Returns the final checkpoint folder."""
     tc = config.train
-    out_dir = Path(out_dir)
-    dist, device = setup(tc.device)
-    seed_everything(tc.seed)  # the same initial weights in every process
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)  # max_memory_gb is this run's, not the process's
-
-    data = load_dataset(config.data.name, config.data.root, config.data.image_size, limit=config.data.limit,
-                        skip_bad_images=config.data.skip_bad_images)
-    space = getattr(data, "space", None) or LatentSpace(None, data.size)
-    context_dim = 0 if data.context is None else data.context.shape[-1]
-    class_names = data.class_names if config.data.labels else []
-    spec = ckpt_io.model_spec(config, data.channels, data.size, class_names, context_dim=context_dim,
-                              space=None if space.pixels else space.state(),
-                              text_encoder=getattr(data, "text_encoder", None),
-                              text_tokens=getattr(data, "text_tokens", 0))
-    model = ckpt_io.build_from_spec(spec).to(device)
-    if tc.init_from:
-        ckpt_io.init_weights(model, tc.init_from)
-    objective = build_objective(config.objective.name, **config.objective.options)
-    if tc.batch_size % (tc.grad_accum * dist.world):
-        raise ValueError(f"train.batch_size {tc.batch_size} (the global batch) must be divisible by train.grad_accum "
-                         f"{tc.grad_accum} x {dist.world} processes")
-    batches = BatchSampler(data, tc.batch_size, seed=tc.seed, device=device, hflip=config.data.hflip)
-    ema = EMA(model, tc.ema_decay, tc.ema_warmup)
-    optimizer = make_optimizer(model, config.optim)
-    scheduler = make_scheduler(optimizer, config.optim, tc.steps)
-    if tc.compile:
-        model.compile(mode=tc.compile_mode)  # in place: parameter names, the EMA copy and checkpoints are unaffected
-
-    metrics_path = out_dir / "metrics.jsonl"
-    if dist.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "samples").mkdir(exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    start, train_seconds = 0, 0.0
-    existing = ckpt_io.list_checkpoints(out_dir) if resume else []
-    if existing:
-        for ckpt in reversed(existing):  # newest first; an unreadable one falls back to the one before
-            try:
-                state = ckpt_io.load_training_state(ckpt, model, ema.model, optimizer, scheduler)
-                break
-            except ckpt_io.CorruptCheckpoint as e:
-                if dist.main:
-                    print(f"warning: {e}; trying the previous checkpoint")
-        else:
-            raise ckpt_io.CorruptCheckpoint(f"none of the {len(existing)} checkpoints in {out_dir} is readable")
-        start, ema.updates = state["step"], state["ema_updates"]
-        train_seconds = state.get("train_seconds", 0.0)
-        if dist.main:
-            ckpt_io.truncate_metrics(metrics_path, start)
-            print(f"resumed from {ckpt} at step {start}")
-            if state.get("processes", 1) != dist.world:
-                print(f"note: saved by {state.get('processes', 1)} processes, resumed by {dist.world}: the same "
-                      f"batches follow, but the noise drawn for them differs from an uninterrupted run")
-    elif metrics_path.exists() and dist.main:
-        metrics_path.unlink()
-    label_dropout = tc.label_dropout if class_names else None
-
-    def amp():
-        return autocast(device, tc.precision)
-
+    run = start_run(config, Path(out_dir))
+    state = restore(run, resume)
+    start, dist = state["step"], run.dist
     # What the training step calls: DDP with several processes, after a probe step on the bare model.
-    net = dist.wrap(model, lambda bare: accumulate_gradients(bare, objective, batches, start, tc.grad_accum,
-                                                              label_dropout, tc.caption_dropout, amp, dist, tc.seed))
-
-    # Fixed noise and conditions, so successive grids show the same samples improving.
-    g = torch.Generator().manual_seed(tc.seed + 1)
-    grid_y, grid_cond, grid_row, prompts = grid_conditions(data, len(class_names), config.sample.per_class,
-                                                              config.sample.n, device)
-    n_grid = len(grid_y) if grid_y is not None else len(grid_cond.get("context", [None] * config.sample.n))
-    grid_noise = torch.randn(n_grid, data.channels, data.size, data.size, generator=g).to(device)
-    if prompts and dist.main:
-        (out_dir / "samples" / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(prompts)))
-
-    def save_samples(step: int) -> None:
-        def draw(rows: slice) -> torch.Tensor:
-            with autocast(device, tc.precision):
-                return sample(ema.model, objective.prediction, grid_noise[rows],
-                              None if grid_y is None else grid_y[rows], config.sample.steps, config.sample.cfg,
-                              config.sample.sampler, grid=config.sample.grid or None,
-                              **{k: v[rows] for k, v in grid_cond.items()})
-
-        x = dist.map_rows(draw, len(grid_noise))
-        if dist.main:
-            save_grid(space.decode(x), out_dir / "samples" / f"step-{step:06d}.png", nrow=grid_row)
-
-    evaluator = None
-    if tc.eval_every:
-        if not tc.eval_classifier:
-            raise ValueError("train.eval_every needs train.eval_classifier (make one with "
-                             "`liquidgen eval fit-classifier`)")
-        from .evaluation.during_training import TrainingEval
-
-        evaluator = TrainingEval(tc.eval_classifier, data, space, tc.eval_samples, tc.seed, device)
-
-    def evaluate(step: int) -> None:
-        def generate(noise, labels):
-            def draw(rows: slice) -> torch.Tensor:
-                with autocast(device, tc.precision):
-                    return sample(ema.model, objective.prediction, noise[rows],
-                                  labels[rows] if class_names else None, tc.eval_steps or config.sample.steps,
-                                  config.sample.cfg, config.sample.sampler, grid=config.sample.grid or None)
-
-            return dist.map_rows(draw, len(noise))
-
-        record = {"step": step, **evaluator(generate)}
-        if not dist.main:
-            return
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        plot_metrics_jsonl(metrics_path, out_dir / "eval.png", keys=("eval_fd",), logy=False, smooth=0.0)
-        if bar.disable:
-            print(f"step {step}: eval FD {record['eval_fd']:.2f}"
-                  + (f", acc {record['eval_acc']:.3f}" if "eval_acc" in record else "")
-                  + f" ({record['eval_seconds']:.1f} s)", flush=True)
-
-    ema_checks = []
-
-    def save(step: int, bad_total: int) -> None:
-        # Every process takes the same steps, so its EMA must be bit-identical to process 0's, which is saved.
-        if not dist.identical(ema.model, device):
-            raise RuntimeError(f"step {step}: the EMA weights differ between processes; the run is not "
-                               f"data-parallel any more (a bug: please report it)")
-        ema_checks.append(step)
-        if dist.main:
-            ckpt_io.save_checkpoint(out_dir, step, config, spec, model, ema.model, optimizer, scheduler,
-                                    extra={"ema_updates": ema.updates, "skipped_steps": bad_total,
-                                           "train_seconds": train_seconds, "processes": dist.world},
-                                    keep=tc.keep_checkpoints, keep_every=tc.keep_every)
-
-    kind = "images" if space.pixels else f"{space.spec['name']} latents"
-    text = f", text context {context_dim}-d" if context_dim else ""
-    where = f"on {dist.world} processes ({device.type}), {tc.batch_size // dist.world} images each per step" \
-        if dist.world > 1 else f"on {device}"
-    if dist.main:
-        print(f"{config.model.name}-{config.model.preset}: {model.num_params() / 1e6:.2f}M parameters, "
-              f"{len(data)} {kind} {data.channels}x{data.size}x{data.size}, {len(class_names)} classes{text}, {where}")
-    loss_sum = torch.zeros((), device=device)
-    norm_sum = torch.zeros((), device=device)
-    logged, bad_run, bad_total = 0, 0, 0
-    window_seconds = 0.0  # time in training steps since the last log line: throughput excludes grids, evals, saves
-    out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
-    timed_every = 60 * tc.ckpt_minutes
-    next_timed = (math.floor(train_seconds / timed_every) + 1) * timed_every if timed_every else math.inf
+    net = dist.wrap(run.model, lambda bare: accumulate_gradients(
+        bare, run.objective, run.batches, start, tc.grad_accum, run.label_dropout, tc.caption_dropout, run.amp,
+        dist, tc.seed))
+    grid = training_grid(run)
+    announce(run)
+    guard, window = NonFiniteGuard(tc.max_bad_steps, state["skipped_steps"]), Window(run.device)
+    budget, every = 60 * tc.minutes, 60 * tc.ckpt_minutes
+    next_timed = (math.floor(state["train_seconds"] / every) + 1) * every if every else math.inf
+    out_of_time = budget > 0 and state["train_seconds"] >= budget
     stop = StopRequest()
     # disable=None: a bar on a terminal; in a log file (no TTY) one line per log interval instead.
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", dynamic_ncols=True,
@@ -330,74 +339,50 @@ def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
             if out_of_time:
                 break
             t_step = time.perf_counter()
-            step_loss, grad_norm, finite = train_step(net, objective, batches, step, optimizer, scheduler, ema,
-                                                      config, label_dropout, amp, dist)
-            if finite:
-                bad_run = 0
-                loss_sum += step_loss
-                norm_sum += grad_norm.detach()
-                logged += 1
-            else:
-                # A bad batch must not poison the weights or the EMA: skip, count, give up after a streak.
-                bad_run += 1
-                bad_total += 1
-                if bad_run >= tc.max_bad_steps:
-                    raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients (all skipped), up "
-                                             f"to step {step + 1}; lower optim.lr or check the data, then --resume "
-                                             f"from the newest checkpoint")
+            loss, grad_norm, finite = train_step(net, run.objective, run.batches, step, run.optimizer,
+                                                 run.scheduler, run.ema, config, run.label_dropout, run.amp, dist)
+            if guard(finite, step):
+                window.add(loss, grad_norm)
+            state["skipped_steps"] = guard.total
             done = step + 1
-            if (tc.minutes or tc.ckpt_minutes) and device.type == "cuda":
-                torch.cuda.synchronize(device)  # the budget is GPU time, not the time to queue kernels
-            step_seconds = time.perf_counter() - t_step
-            window_seconds += step_seconds
+            if (tc.minutes or tc.ckpt_minutes) and run.device.type == "cuda":
+                torch.cuda.synchronize(run.device)  # the budget is GPU time, not the time to queue kernels
+            seconds = time.perf_counter() - t_step
+            window.seconds += seconds
             if step > start:  # the first step after a (re)start compiles and warms up: not budgeted
-                train_seconds += step_seconds
-            out_of_time = tc.minutes > 0 and train_seconds >= 60 * tc.minutes
-            timed = train_seconds >= next_timed
+                state["train_seconds"] += seconds
             # All processes must stop and save at the same step: a signal may reach only some of them,
             # and the clocks are process 0's.
-            stopping, out_of_time, timed = dist.any(stop.signal is not None, out_of_time and dist.main,
-                                                    timed and dist.main, device=device)
+            stopping, out_of_time, timed = dist.any(
+                stop.signal is not None, dist.main and budget > 0 and state["train_seconds"] >= budget,
+                dist.main and state["train_seconds"] >= next_timed, device=run.device)
             last = done == tc.steps or out_of_time or stopping
             if done % tc.log_every == 0 or last:
-                n = max(logged, 1)
-                record = {"step": done, "loss": dist.mean(loss_sum / n).item(), "grad_norm": (norm_sum / n).item(),
-                          "lr": scheduler.get_last_lr()[0], "images_per_s": logged * tc.batch_size / window_seconds,
-                          "skipped_steps": bad_total, "train_seconds": train_seconds}
-                if device.type == "cuda":
-                    record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                record = window.record(run, done, state)
                 if dist.main:
-                    with metrics_path.open("a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    run.metrics.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
-                if bar.disable and dist.main:
-                    print(f"step {done}/{tc.steps}  loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s",
-                          flush=True)
-                loss_sum.zero_(), norm_sum.zero_()
-                logged, window_seconds = 0, 0.0
+                if bar.disable:
+                    run.say(f"step {done}/{tc.steps}  loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s")
             if tc.sample_every and (done % tc.sample_every == 0 or last):
-                save_samples(done)
-                if dist.main:
-                    plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
-            if evaluator is not None and (done % tc.eval_every == 0 or last):
-                evaluate(done)
+                save_samples(run, grid, done)
+            if run.evaluator is not None and (done % tc.eval_every == 0 or last):
+                evaluate(run, done, quiet=bar.disable)
             if timed:
-                next_timed = (math.floor(train_seconds / timed_every) + 1) * timed_every
+                next_timed = (math.floor(state["train_seconds"] / every) + 1) * every
             if (tc.ckpt_every and done % tc.ckpt_every == 0) or last or timed:
-                save(done, bad_total)
+                save(run, done, state)
             if stopping:
-                if dist.main:
-                    print(f"\nstopped by {stop.signal or 'a signal to another process'} at step {done}: "
-                          f"checkpoint saved; continue with --resume", flush=True)
+                run.say(f"\nstopped by {stop.signal or 'a signal to another process'} at step {done}: "
+                        f"checkpoint saved; continue with --resume")
                 break
         bar.close()
     finally:
         stop.restore()
-    if dist.main and metrics_path.exists():
-        plot_metrics_jsonl(metrics_path, out_dir / "loss.png")
-    if dist.main and dist.world > 1 and ema_checks:
-        print(f"EMA weights bit-identical on all {dist.world} processes at each checkpoint (steps "
-              f"{', '.join(map(str, ema_checks))})")
+    if dist.main and run.metrics.path.exists():
+        plot_metrics_jsonl(run.metrics.path, run.out / "loss.png")
+    if dist.world > 1 and run.ema_checks:
+        run.say(f"EMA weights bit-identical on all {dist.world} processes at each checkpoint (steps "
+                f"{', '.join(map(str, run.ema_checks))})")
     dist.barrier()  # the final checkpoint is complete before any process returns it
     return ckpt_io.resolve(out_dir)
-

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from . import Autoencoder, parse_dtype
+from .base import Autoencoder, parse_dtype
 
 
 def looks_like_path(model: str) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from . import Autoencoder
+from .base import Autoencoder
 
 
 class Identity(Autoencoder):

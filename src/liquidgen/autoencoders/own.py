@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import Autoencoder
+from ..checkpoint import read_files, resolve
+from .base import Autoencoder
 from .quantize import VectorQuantizer
 
 KINDS = ("kl", "vq")
@@ -129,8 +130,6 @@ class ConvAutoencoder(nn.Module):
 
 def load_trained(path: str | Path, ema: bool = True) -> tuple[ConvAutoencoder, dict]:
     """A `train-autoencoder` run or checkpoint folder -> (network in eval mode, its spec)."""
-    from ..checkpoint import read_files, resolve
-
     ckpt = resolve(path)
     weights = "ema.safetensors" if ema else "model.safetensors"
     files = read_files(ckpt, ("model.json", weights))
@@ -149,8 +148,6 @@ class OwnAutoencoder(Autoencoder):
 
     def __init__(self, path: str):
         super().__init__()
-        from ..checkpoint import resolve
-
         # The spec names the checkpoint itself (absolute), not the run: latents encoded with step N must be
         # decoded with step N, whatever the run's newest checkpoint becomes.
         self.path = str(resolve(path).resolve())

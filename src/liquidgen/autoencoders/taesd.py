@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import read_weight_file, state_dict_problems
-from . import Autoencoder, parse_dtype
+from .base import Autoencoder, parse_dtype
 
 # variant -> latent channels of the VAE it mimics (taesd: SD1/2, taesdxl: SDXL, taesd3: SD3,
 # taef1: FLUX.1, taef2: FLUX.2).

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import list_checkpoints
-from ..config import ModelConfig, load_config
-from ..data import load_dataset, load_split
+from ..config import Config, ModelConfig, load_config, parse_options
+from ..data import ImageData, load_dataset, load_split
 from ..distributed import pick_device
 from ..evaluation.classifier import fit_classifier, save_classifier
-from ..evaluation.evaluate import evaluate, generate, load_reference
+from ..evaluation.evaluate import evaluate, load_reference
+from ..generate import Pipeline
 from ..plots import save_grid
 from ..train import train
 from .records import append_record, environment, read_records
@@ -51,18 +52,11 @@ class Contender:
 
 def parse_contender(text: str) -> Contender:
     """`backbone:preset[:key=value,key=value]`, e.g. `unet:28` or `dit:S:patch_size=1` (values read as YAML)."""
-    import yaml
-
     parts = text.split(":", 2)
     if len(parts) < 2 or not all(parts[:2]):
         raise ValueError(f"contender {text!r}: expected backbone:preset[:key=value,...]")
-    options = {}
-    for item in filter(None, (parts[2] if len(parts) == 3 else "").split(",")):
-        if "=" not in item:
-            raise ValueError(f"contender {text!r}: option {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        options[key] = yaml.safe_load(value)
-    return Contender(parts[0], parts[1], options)
+    items = filter(None, (parts[2] if len(parts) == 3 else "").split(","))
+    return Contender(parts[0], parts[1], parse_options(items, f"contender {text!r}:"))
 
 
 def record_key(name: str, minutes: float, sampler: str, nfe: int) -> str:
@@ -85,90 +79,139 @@ def class_rows(images: torch.Tensor, labels: torch.Tensor | None, per_row: int =
     return images[torch.cat(picks)], per_row
 
 
-def run_quality(config_path: str | Path, contenders: list[str], out: str | Path, minutes: float,
-                curve_every: float = 0.25, nfes: tuple[int, ...] = NFES, curve_nfe: int = 16,
-                samples: int = 2000, curve_samples: int = 1000, sampler: str = "euler",
-                classifier: str | Path | None = None, inception_weights: str | None = None,
-                reference: tuple[str, str | None] | None = None, overrides: tuple[str, ...] = (),
-                device: str = "auto", seed: int = 0, cache_dir: str | Path = "~/.cache/liquidgen/eval",
-                runs: str | Path | None = None) -> list[dict]:
-    """Train and score every contender; returns all records of `out/quality.jsonl`. `reference` is the
-    (dataset, root) to score against (default: the config's data; needed for precomputed latents).
-    Run folders go to `runs` (default: out/runs)."""
-    out = Path(out)
+@dataclass
+class QualityStudy:
+    """One `bench quality` study: contenders trained on one recipe for equal minutes, then scored."""
+
+    config: str | Path  # the shared recipe: data, objective, optimiser, batch
+    contenders: list[str]  # backbone:preset[:key=value,...]
+    out: str | Path  # results folder: quality.jsonl, grids, report
+    minutes: float  # training budget per contender
+    curve_every: float = 0.25  # checkpoint and score every this fraction of the budget
+    nfes: tuple[int, ...] = NFES  # scored at the full budget
+    curve_nfe: int = 16  # scored at the curve's checkpoints
+    samples: int = 2000  # per score at the full budget
+    curve_samples: int = 1000  # per score on the curve
+    sampler: str = "euler"
+    classifier: str | Path | None = None  # reference classifier, fitted first if the file is missing
+    inception_weights: str | None = None
+    reference: tuple[str, str | None] | None = None  # (dataset, root) to score against; default: the config's
+    overrides: tuple[str, ...] = ()  # --set for every contender
+    device: str = "auto"
+    seed: int = 0  # noise seed of the scored samples
+    cache_dir: str | Path = "~/.cache/liquidgen/eval"
+    runs: str | Path | None = None  # the contenders' run folders (default: out/runs)
+
+    def score(self, images: torch.Tensor, labels: torch.Tensor | None, ref: Reference) -> dict:
+        return evaluate(images, labels, ref.data, ref.name, classifier=self.classifier,
+                        inception_weights=self.inception_weights, cache_dir=self.cache_dir, device=ref.device)
+
+
+@dataclass
+class Reference:
+    """The pixel dataset scored against, its cache name, and where scoring runs."""
+
+    name: str
+    root: str | None
+    size: int | None  # the size models are trained at (None: the dataset's own)
+    data: ImageData
+    device: torch.device
+
+
+def prepare_reference(study: QualityStudy, base: Config, device: torch.device) -> Reference:
+    """The reference dataset, its classifier (fitted if missing) and the real-image floor at each sample
+    count: what n real images score, below which no model can be told apart."""
+    name, root = study.reference or (base.data.name, base.data.root)
+    if name == "precomputed":
+        raise ValueError("latent (precomputed) data: name the pixel dataset to score against with --reference")
+    size = None if study.reference else base.data.image_size
+    data = load_reference(name, root, "test", size, None)
+    ref = Reference(f"{name}-{data.size}px-{len(data)}", root, size, data, device)
+    if study.classifier is not None and not Path(study.classifier).expanduser().is_file():
+        print(f"fitting the reference classifier {study.classifier} on {name} (fixed recipe)", flush=True)
+        # No test split (e.g. a folder): fit_classifier holds out the last training images instead.
+        net, info = fit_classifier(load_dataset(name, root, size, split="train"),
+                                   load_split(name, root, size, "test", None), device)
+        info.update(dataset=name, root=str(root))
+        save_classifier(net, info, Path(study.classifier).expanduser())
+    path = Path(study.out) / "quality.jsonl"
+    done = {r["key"] for r in read_records(path)}
+    for n in sorted({study.samples, study.curve_samples}):
+        if f"floor|{n}" not in done:
+            real = load_dataset(name, root, size, split="train")
+            pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(study.seed))[:n]
+            scores = study.score(real.images[pick], real.labels[pick], ref)
+            append_record(path, {"key": f"floor|{n}", "floor": True, "samples": n, **scores, **environment(device)})
+    return ref
+
+
+def train_contender(study: QualityStudy, contender: Contender, base: Config, device: torch.device
+                    ) -> tuple[Config, Path, dict]:
+    """Train (or resume) one contender to the budget; (its config, run folder, training summary)."""
+    config = load_config(study.config, [
+        *study.overrides, f"train.minutes={study.minutes}", f"train.ckpt_minutes={study.minutes * study.curve_every}",
+        "train.steps=1000000000", "train.sample_every=0", "train.eval_every=0", "train.ckpt_every=0",
+        "train.keep_checkpoints=0", "train.log_every=100", f"train.device={device}"])
+    config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options), base.model.inpainting)
+    run = Path(study.runs or Path(study.out) / "runs") / contender.name
+    t0 = time.perf_counter()
+    train(config, run, resume=True)
+    return config, run, {**_training_summary(run), "wall_s": time.perf_counter() - t0}
+
+
+def run_quality(study: QualityStudy) -> list[dict]:
+    """Train and score every contender; returns all records of `out/quality.jsonl`."""
+    out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "quality.jsonl"
-    done = {r["key"] for r in read_records(path)}
-    dev = pick_device(device)
-    base = load_config(config_path, overrides)
+    device = pick_device(study.device)
+    base = load_config(study.config, study.overrides)
     if base.optim.schedule != "constant":
         raise ValueError("bench quality stops runs by time, so optim.schedule must be constant (a cosine "
                          "schedule needs its length in steps): add --set optim.schedule=constant")
-    ref_name, ref_root = reference or (base.data.name, base.data.root)
-    if ref_name == "precomputed":
-        raise ValueError("latent (precomputed) data: name the pixel dataset to score against with --reference")
-    size = None if reference else base.data.image_size  # the size the model is trained at
-    ref = load_reference(ref_name, ref_root, "test", size, None)
-    ref_id = f"{ref_name}-{ref.size}px-{len(ref)}"
-    if classifier is not None and not Path(classifier).expanduser().is_file():
-        print(f"fitting the reference classifier {classifier} on {ref_name} (fixed recipe)", flush=True)
-        # No test split (e.g. a folder): fit_classifier holds out the last training images instead.
-        net, info = fit_classifier(load_dataset(ref_name, ref_root, size, split="train"),
-                                   load_split(ref_name, ref_root, size, "test", None), dev)
-        info.update(dataset=ref_name, root=str(ref_root))
-        save_classifier(net, info, Path(classifier).expanduser())
-    for n in sorted({samples, curve_samples}):
-        if f"floor|{n}" not in done:  # what n real images score: no model can be told apart below it
-            real = load_dataset(ref_name, ref_root, size, split="train")
-            pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
-            scores = evaluate(real.images[pick], real.labels[pick], ref, ref_id, classifier=classifier,
-                              inception_weights=inception_weights, cache_dir=cache_dir, device=dev)
-            append_record(path, {"key": f"floor|{n}", "floor": True, "samples": n, **scores, **environment(dev)})
+    ref = prepare_reference(study, base, device)
+    done = {r["key"] for r in read_records(path)}
     settings = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
-                else [(sampler, n) for n in nfes])
-    marks = [round(minutes * curve_every * i, 6) for i in range(1, round(1 / curve_every) + 1)]
-
-    for text in contenders:
+                else [(study.sampler, n) for n in study.nfes])
+    marks = [round(study.minutes * study.curve_every * i, 6) for i in range(1, round(1 / study.curve_every) + 1)]
+    for text in study.contenders:
         contender = parse_contender(text)
-        wanted = {m: settings if m == marks[-1] else [(s, n) for s, n in settings if n == curve_nfe] or settings[-1:]
-                  for m in marks}
+        wanted = {m: settings if m == marks[-1] else [(s, n) for s, n in settings if n == study.curve_nfe]
+                  or settings[-1:] for m in marks}
         if all(record_key(contender.name, m, s, n) in done for m, todo in wanted.items() for s, n in todo):
             print(f"{contender.name}: scored before, skipped", flush=True)
             continue
-        config = load_config(config_path, [
-            *overrides, f"train.minutes={minutes}", f"train.ckpt_minutes={minutes * curve_every}",
-            "train.steps=1000000000", "train.sample_every=0", "train.eval_every=0", "train.ckpt_every=0",
-            "train.keep_checkpoints=0", "train.log_every=100", f"train.device={dev}"])
-        config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options),
-                                   base.model.inpainting)
-        run = Path(runs or out / "runs") / contender.name
-        t0 = time.perf_counter()
-        train(config, run, resume=True)
-        summary = {**_training_summary(run), "wall_s": time.perf_counter() - t0}
+        config, run, summary = train_contender(study, contender, base, device)
         # The time checkpoints in order; a run that reached its budget between two marks has one less.
         ckpts = list_checkpoints(run)[-len(marks):]
         for mark, ckpt in zip(marks[-len(ckpts):], ckpts):
-            state = json.loads((ckpt / "state.json").read_text())
-            for sampler_name, nfe in wanted[mark]:
-                key = record_key(contender.name, mark, sampler_name, nfe)
-                if key in done:
-                    continue
-                n = samples if mark == marks[-1] else curve_samples
-                t0 = time.perf_counter()
-                images, labels = generate(ckpt, n, seed=seed, steps=nfe, sampler=sampler_name, device=dev,
-                                          progress=False)
-                sample_seconds = time.perf_counter() - t0
-                scores = evaluate(images, labels, ref, ref_id, classifier=classifier,
-                                  inception_weights=inception_weights, cache_dir=cache_dir, device=dev)
-                record = {"key": key, "name": contender.name, "backbone": contender.backbone,
-                          "preset": contender.preset, "options": contender.options, "config": str(config_path),
-                          "minutes": mark, "checkpoint_step": state["step"],
-                          "checkpoint_train_seconds": state.get("train_seconds"), "sampler": sampler_name,
-                          "nfe": nfe, "cfg": config.sample.cfg, "samples": n, "sample_seconds": sample_seconds,
-                          **summary, **scores, **environment(dev)}
-                append_record(path, record)
-                print(json.dumps(record), flush=True)
-                if mark == marks[-1] and nfe == max(n for _, n in settings):
-                    grid, nrow = class_rows(images, labels)
-                    save_grid(grid, out / f"samples-{re.sub(r'[^A-Za-z0-9_.-]', '_', contender.name)}.png", nrow=nrow)
+            todo = [(s, n) for s, n in wanted[mark] if record_key(contender.name, mark, s, n) not in done]
+            if todo:
+                score_checkpoint(study, ref, contender, ckpt, mark, mark == marks[-1], todo, summary,
+                                 max(n for _, n in settings))
     return read_records(path)
+
+
+def score_checkpoint(study: QualityStudy, ref: Reference, contender: Contender, ckpt: Path, mark: float,
+                     final: bool, todo: list[tuple[str, int]], summary: dict, grid_nfe: int) -> None:
+    """Score one checkpoint at each (sampler, NFE) of `todo`; records are appended as they are made."""
+    pipe = Pipeline.load(ckpt, device=ref.device)
+    state = json.loads((ckpt / "state.json").read_text())
+    for sampler, nfe in todo:
+        n = study.samples if final else study.curve_samples
+        t0 = time.perf_counter()
+        images, labels = pipe.generate(n, seed=study.seed, settings=pipe.settings.with_(steps=nfe, sampler=sampler),
+                                       progress=False)
+        sample_seconds = time.perf_counter() - t0
+        record = {"key": record_key(contender.name, mark, sampler, nfe), "name": contender.name,
+                  "backbone": contender.backbone, "preset": contender.preset, "options": contender.options,
+                  "config": str(study.config), "minutes": mark, "checkpoint_step": state["step"],
+                  "checkpoint_train_seconds": state.get("train_seconds"), "sampler": sampler, "nfe": nfe,
+                  "cfg": pipe.settings.cfg, "samples": n, "sample_seconds": sample_seconds, **summary,
+                  **study.score(images, labels, ref), **environment(ref.device)}
+        append_record(Path(study.out) / "quality.jsonl", record)
+        print(json.dumps(record), flush=True)
+        if final and nfe == grid_nfe:
+            grid, nrow = class_rows(images, labels)
+            save_grid(grid, Path(study.out) / f"samples-{re.sub(r'[^A-Za-z0-9_.-]', '_', contender.name)}.png",
+                      nrow=nrow)

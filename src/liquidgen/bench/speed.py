@@ -20,18 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
+from ..config import Config, SampleConfig
 from ..ema import EMA
 from ..flops import count_flops, forward_flops
 from ..models import BACKBONES, build_model
 from ..objectives import build_objective
 from ..optim import make_optimizer, make_scheduler
-from ..samplers import sample
-from ..train import (
-    accumulate_gradients,
-    autocast,
-    train_step,
-)
+from ..generate import Pipeline
+from ..runtime import autocast
+from ..spec import ModelSpec
+from ..train import accumulate_gradients, train_step
 from .records import append_record, environment, read_records
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s; the first name
@@ -201,12 +199,14 @@ def measure_training(case: Case, device: torch.device, steps: int, warmup: int, 
 
 
 @torch.no_grad()
-def measure_sampling(model, mode: str, device: torch.device, batch: int, steps: int) -> dict:
+def measure_sampling(case: Case, model, device: torch.device, batch: int, steps: int) -> dict:
     """Network calls per second x batch of Euler sampling without guidance (one call per step)."""
     channels, size, classes = model.in_channels, model.input_size, model.num_classes
+    spec = ModelSpec(case.backbone, case.preset, {}, channels, size, [str(k) for k in range(classes)])
+    pipe = Pipeline(model, spec, "v", SampleConfig(sampler="euler", cfg=1.0), precision="auto")
     flops = forward_flops(model, channels, size, classes) if not model.context_dim else None
-    if mode != "eager":
-        model.compile(mode=mode)
+    if case.compile != "eager":
+        model.compile(mode=case.compile)
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(batch, channels, size, size, generator=g).to(device)
     y = torch.randint(0, classes, (batch,), generator=g).to(device) if classes else None
@@ -216,8 +216,7 @@ def measure_sampling(model, mode: str, device: torch.device, batch: int, steps: 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     def draw(n: int):
-        with autocast(device, "auto"):
-            sample(model, "v", noise, y, steps=n, cfg=1.0, sampler="euler", context=context)
+        pipe.sample(noise, y, pipe.settings.with_(steps=n), **({} if context is None else {"context": context}))
 
     draw(2)  # compiles
     nfe_img_s = batch * steps / timed(lambda: draw(steps), 1, device)
@@ -234,7 +233,7 @@ def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, 
             sample_steps: int = 8, flop_steps: int = 3) -> dict:
     """Time one case; returns its record (see the module docstring for what each number means)."""
     record, ema = measure_training(case, device, steps, warmup, flop_steps)
-    return {**record, **measure_sampling(ema.model, case.compile, device, sample_batch, sample_steps)}
+    return {**record, **measure_sampling(case, ema.model, device, sample_batch, sample_steps)}
 
 
 def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tuple[str, ...] = ("eager", "default"),

@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data import ImageData, to_float
+from ..data import ImageData
+from ..latent_space import to_float
 
 FEATURES = 128
 

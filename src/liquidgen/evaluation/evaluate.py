@@ -1,7 +1,8 @@
 """`liquidgen eval`: score generated images against a dataset.
 
 Samples come from an `.npz` (what `sample --out x.npz` writes) or are generated from a checkpoint with a
-fixed seed and a class-balanced label list, so the same command gives the same number. Feature networks:
+fixed seed and a class-balanced label list (`generate.Pipeline.generate`), so the same command gives the
+same number. Feature networks:
 - a reference classifier (`classifier.py`): classifier FD, precision/recall in its features, and the class
   accuracy of labelled samples - the metric that works offline;
 - the FID Inception-v3 (`inception.py`), when its weights are available: FID, KID, precision/recall.
@@ -18,7 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..data import ImageData, load_dataset, load_split, to_float
+from ..data import ImageData, load_dataset, load_split
+from ..latent_space import to_float
 from .classifier import extract, file_id, load_classifier
 from .metrics import (
     frechet_distance,
@@ -41,65 +43,6 @@ def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
         raise ValueError(f"{path}: 'images' must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), \
         None if labels is None else torch.from_numpy(labels.astype(np.int64))
-
-
-@torch.no_grad()
-def generate(checkpoint: str | Path, n: int, seed: int = 0, steps: int | None = None, cfg: float | None = None,
-             sampler: str | None = None, device: torch.device | str = "cpu", batch_size: int = 500,
-             progress: bool = True, grid: str | None = None, prompts: list[str] | None = None, dist=None
-             ) -> tuple[Tensor, Tensor | None]:
-    """n images (uint8, decoded to pixels) from a checkpoint's EMA weights; labels i % num_classes for a
-    class-conditional model. A text model with `prompts` draws sample i from prompt i % len(prompts),
-    and its label is that index: prompt k is meant to show class k, so class accuracy is the share of
-    samples that follow their prompt. Noise of sample i depends only on (seed, i), not on the batch
-    size. Steps, guidance, sampler and time grid default to the run's `sample` settings. With a
-    `distributed.Dist` of several processes, each generates a share and all get every image."""
-    from tqdm.auto import tqdm
-
-    from ..checkpoint import load_model
-    from ..data import to_uint8
-    from ..distributed import Dist
-    from ..objectives import build_objective
-    from ..precompute import LatentSpace
-    from ..samplers import sample
-    from ..train import autocast
-
-    device = torch.device(device)
-    model, config, spec = load_model(checkpoint, device=device)
-    prediction = build_objective(config.objective.name, **config.objective.options).prediction
-    space = LatentSpace.from_spec(spec)
-    labels = torch.arange(n) % model.num_classes if model.num_classes else None
-    context = mask = None
-    if prompts:
-        from ..text import encode_prompts
-
-        context, mask = encode_prompts(prompts, spec, device)
-        labels = torch.arange(n) % len(prompts)
-    shape = (spec["in_channels"], spec["input_size"], spec["input_size"])
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(n, *shape, generator=g)
-    dist = dist or Dist()
-
-    def draw(rows: slice) -> Tensor:
-        out = []
-        starts = range(rows.start, rows.stop, batch_size)
-        for start in tqdm(starts, desc="generate", disable=None if progress and dist.main else True):
-            end = min(start + batch_size, rows.stop)
-            xb = noise[start:end].to(device)
-            yb = None if labels is None else labels[start:end].to(device)
-            cond = {}
-            if context is not None:
-                cond["context"] = context[yb]
-                if mask is not None:
-                    cond["context_mask"] = mask[yb]
-            with autocast(device, config.train.precision):
-                x = sample(model, prediction, xb, yb if model.num_classes else None, steps or config.sample.steps,
-                           config.sample.cfg if cfg is None else cfg, sampler or config.sample.sampler,
-                           grid=grid or config.sample.grid or None, **cond)
-            out.append(to_uint8(space.decode(x)).cpu())
-        return torch.cat(out)
-
-    return dist.map_rows(draw, n), labels
 
 
 def reference_features(name: str, feature_id: str, featurize, data: ImageData, cache_dir: Path) -> Tensor:

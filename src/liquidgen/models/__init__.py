@@ -1,13 +1,12 @@
 """Backbone registry: `build_model(name, preset, ...)`. Adding a backbone = one file + one line below."""
 from __future__ import annotations
 
-import inspect
 from typing import NamedTuple
 
 from torch import nn
 
 from . import dit, fixed_point, liquid, unet
-from .base import Backbone, BlockStack
+from .base import Backbone, BlockStack, build_preset
 
 
 class Registered(NamedTuple):
@@ -30,15 +29,7 @@ def build_model(name: str, preset: str, in_channels: int, input_size: int, num_c
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
     cls, presets, _ = BACKBONES[name]
-    if preset not in presets:
-        raise ValueError(f"unknown preset {preset!r} for backbone {name!r}; choose from {list(presets)}")
-    allowed = [p for p in inspect.signature(cls).parameters
-               if p not in ("in_channels", "input_size", "num_classes")]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for backbone {name!r}; allowed: {', '.join(allowed)}")
-    return cls(in_channels=in_channels, input_size=input_size, num_classes=num_classes,
-               **{**presets[preset], **options})
+    return build_preset(cls, presets, name, preset, in_channels, input_size, num_classes, **options)
 
 
 __all__ = ["BACKBONES", "Backbone", "BlockStack", "Registered", "build_model"]

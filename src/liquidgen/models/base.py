@@ -17,6 +17,7 @@ wrapper (`fixed_point.py`) makes the middle of any such stack implicit.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..inpainting import concat_input
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
@@ -104,8 +107,6 @@ class Backbone(nn.Module):
                 raise ValueError(f"{type(self).__name__} was built without concat channels; concat must be None")
             return x
         if concat is None and self.concat_channels == x.shape[1] + 1:
-            from ..inpainting import concat_input  # the layout of the inpainting channels lives there
-
             concat = concat_input(torch.zeros_like(x), torch.ones_like(x[:, :1]))
         if concat is None or concat.shape[1] != self.concat_channels or concat.shape[-2:] != x.shape[-2:]:
             got = None if concat is None else tuple(concat.shape)
@@ -236,3 +237,17 @@ class BlockStack(Backbone):
         h = run_stack(h, cond, self.blocks[:half], run_middle, self.blocks[len(self.blocks) - half:],
                       self.long_skips)
         return self.head(h, cond, x)
+
+
+def build_preset(cls: type[nn.Module], presets: dict[str, dict], name: str, preset: str, in_channels: int,
+                 input_size: int, num_classes: int, **options) -> nn.Module:
+    """`cls` at `preset` (one of `presets`), with `options` overriding the preset's architecture keys;
+    `name` is the backbone's registry name, for the errors."""
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r} for backbone {name!r}; choose from {list(presets)}")
+    allowed = [p for p in inspect.signature(cls).parameters if p not in ("in_channels", "input_size", "num_classes")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for backbone {name!r}; allowed: {', '.join(allowed)}")
+    return cls(in_channels=in_channels, input_size=input_size, num_classes=num_classes,
+               **{**presets[preset], **options})

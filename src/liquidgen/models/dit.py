@@ -1,4 +1,5 @@
-"""DiT: a transformer over image patches (Peebles & Xie 2023), and TLD's text denoiser (seed 001).
+"""DiT: a transformer over image patches (Peebles & Xie 2023), and TLD's text denoiser (Transformer Latent Diffusion,
+github.com/apapiu/transformer_latent_diffusion).
 
     x -> Conv2d patchify (p x p, stride p) -> tokens + 2-D position embedding (sin-cos or learned)
       -> DiTBlock x depth -> final norm -> Linear to p*p*C -> unpatchify

@@ -1,4 +1,4 @@
-"""Fixed-point denoisers (FPDM, Bai & Melas-Kyriazi 2024, seed 002): the middle of any block stack made implicit.
+"""Fixed-point denoisers (FPDM, Bai & Melas-Kyriazi, CVPR 2024): the middle of any block stack made implicit.
 
     stem -> pre blocks -> x_inj = Linear(h)
          -> z* = f(z*),  f(z) = Block(Inject(z, x_inj), cond),  Inject(z, x) = fc2(GELU(fc1([z, x])))
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import dit, liquid
-from .base import BlockStack, run_stack
+from .base import BlockStack, build_preset, run_stack
 
 # Each preset wraps a backbone preset with 1 pre + 1 tied + 1 post block (FPDM's default split).
 PRESETS: dict[str, dict] = {
@@ -32,6 +32,10 @@ PRESETS: dict[str, dict] = {
     "liquid-tiny": dict(backbone="liquid", backbone_preset="tiny"),
     "liquid-S": dict(backbone="liquid", backbone_preset="S"),
 }
+# The block stacks a fixed point can wrap, with their presets (the registry in __init__ builds on this
+# module, so the table is its own).
+STACKS: dict[str, tuple[type[BlockStack], dict[str, dict]]] = {"dit": (dit.DiT, dit.PRESETS),
+                                                                "liquid": (liquid.LiquidGen, liquid.PRESETS)}
 _INNER_NATIVE = {"dit": dit.NATIVE, "liquid": liquid.NATIVE}
 NATIVE = {name: _INNER_NATIVE[p["backbone"]][p["backbone_preset"]] for name, p in PRESETS.items()}
 SCHEDULES = ("constant", "increasing", "decreasing")
@@ -110,8 +114,6 @@ class FixedPoint(nn.Module):
                  sample_budget: int | None = None, sample_schedule: str = "constant", reuse: bool = True,
                  options: dict | None = None, context_dim: int = 0, concat_channels: int = 0):
         super().__init__()
-        from . import BACKBONES, build_model  # the registry imports this module
-
         if "depth" in (options or {}):
             raise ValueError("a fixed-point model sets its backbone's depth itself (pre + 1 + post); "
                              "choose pre and post instead")
@@ -122,16 +124,16 @@ class FixedPoint(nn.Module):
             raise ValueError("train_iters_grad must start at 1 or more: some iterations need a gradient")
         if sample_schedule not in SCHEDULES:
             raise ValueError(f"sample_schedule must be one of {SCHEDULES}, got {sample_schedule!r}")
-        stacks = sorted(name for name, entry in BACKBONES.items() if issubclass(entry.cls, BlockStack))
-        if backbone not in stacks:
-            raise ValueError(f"backbone {backbone!r} is not a block stack; choose from {stacks}")
+        if backbone not in STACKS:
+            raise ValueError(f"backbone {backbone!r} is not a block stack; choose from {sorted(STACKS)}")
         # Text and inpainting inputs are the wrapped stack's (its stem and conditioning take them).
         data_options = {k: v for k, v in (("context_dim", context_dim), ("concat_channels", concat_channels)) if v}
-        self.inner: BlockStack = build_model(backbone, backbone_preset, in_channels, input_size, num_classes,
-                                             depth=pre + 1 + post, **{**(options or {}), **data_options})
+        cls, presets = STACKS[backbone]
+        self.inner: BlockStack = build_preset(cls, presets, backbone, backbone_preset, in_channels, input_size,
+                                              num_classes, depth=pre + 1 + post, **{**(options or {}), **data_options})
         if self.inner.long_skips and pre != post:
             raise ValueError(f"{backbone} pairs blocks with long skips: pre ({pre}) must equal post ({post})")
-        explicit_depth = BACKBONES[backbone].presets[backbone_preset].get("depth", pre + 1 + post)
+        explicit_depth = presets[backbone_preset].get("depth", pre + 1 + post)
         self.pre, self.post = pre, post
         self.train_iters_nograd, self.train_iters_grad = tuple(train_iters_nograd), tuple(train_iters_grad)
         self.sample_iters = sample_iters or max(1, explicit_depth - pre - post)

@@ -1,4 +1,6 @@
-"""LiquidGen: an attention-free denoiser built from liquid time-constant blocks (seed 000).
+"""LiquidGen: an attention-free denoiser built from liquid time-constant blocks (the Hugging Face
+repository asdf98/LiquidGen; liquid time-constant networks, Hasani et al., AAAI 2021, in the closed form
+of CfC, Hasani et al., Nature Machine Intelligence 2022).
 
     x -> patch embed (Conv2d, stride p) + learned position embedding -> DW-conv + PW-conv + GELU
       -> LiquidBlock x depth//2  (each output saved as a long skip)

@@ -1,4 +1,5 @@
-"""A small UNet in the style of sCM-mnist (seed 004) and DDPM++ (Song et al. 2021).
+"""A small UNet in the style of sCM-mnist (the MNIST implementation of sCM, Lu & Song, ICLR 2025) and
+DDPM++ (Song et al. 2021).
 
     x -> Conv3x3 -> [ResBlock (+ self-attention) x blocks, Downsample] per level
       -> ResBlock, self-attention, ResBlock

@@ -10,6 +10,8 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
+from ..config import ObjectiveConfig
+
 from .consistency import Consistency
 from .diffusion import Diffusion
 from .flow import FlowMatching
@@ -42,4 +44,9 @@ def build_objective(name: str, **options) -> Objective:
     return OBJECTIVES[name](**options)
 
 
-__all__ = ["OBJECTIVES", "Objective", "build_objective"]
+def objective_from(config: ObjectiveConfig) -> Objective:
+    """A run's objective, from its config section."""
+    return build_objective(config.name, **config.options)
+
+
+__all__ = ["OBJECTIVES", "Objective", "build_objective", "objective_from"]

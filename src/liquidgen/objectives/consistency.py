@@ -1,4 +1,5 @@
-"""Continuous-time consistency training (sCT) and distillation (sCD): sCM, Lu & Song 2024 (seed 004).
+"""Continuous-time consistency training (sCT) and distillation (sCD): sCM (Lu & Song, "Simplifying,
+Stabilizing and Scaling Continuous-Time Consistency Models", ICLR 2025), as sCM-mnist runs it on MNIST.
 
 The consistency function of a TrigFlow model F is f(x, th) = cos(th) x - sin(th) sigma_d F(x, th)
 (paths: the x0 of a "trigflow" prediction). sCM trains F so that f is constant along the
@@ -9,7 +10,8 @@ probability-flow ODE, using the tangent of the continuous-time limit (sCM eq. 8 
 
 - dx/dth: sCT uses the path's own derivative cos(th) z - sin(th) x0; sCD a teacher's,
   sigma_d F_teacher(x, th). The teacher is any liquidgen checkpoint of any objective, converted
-  to the TrigFlow velocity exactly (`paths.convert`), with optional guidance.
+  to the TrigFlow velocity exactly (`paths.convert`), with optional guidance. The training loop loads
+  it (`objective.teacher` names it) and hands it over with `bind_teacher`.
 - dF-/dth is the total derivative along the trajectory: one `torch.func.jvp` of F with tangents
   (dx/dth, 1) - every liquidgen backbone supports it (attention falls back to its math path).
 - r ramps from 0 to 1 over `tangent_warmup` steps (tangent warm-up); g is normalised per sample
@@ -27,7 +29,6 @@ from torch import Tensor, nn
 from torch.func import jvp
 
 from .. import paths
-from ..checkpoint import load_model
 from ..samplers import denoiser
 from .trigflow import adaptive_loss, lognormal_times
 
@@ -50,7 +51,7 @@ class Consistency:
     teacher: str = ""  # checkpoint (folder) of the teacher, for mode: cd
     teacher_cfg: float = 1.0
     teacher_ema: bool = True
-    p_mean: float = -2.0  # seed 004's values for sCT / sCD
+    p_mean: float = -2.0  # sCM's values for sCT / sCD
     p_std: float = 1.6
     tangent_warmup: int = 1000
     tangent_norm: str = "normalize"
@@ -67,23 +68,20 @@ class Consistency:
         if self.mode == "cd" and not self.teacher:
             raise ValueError("objective.mode: cd needs objective.teacher, a checkpoint folder of a trained model")
         self.step = 0
-        self._teacher = None
+        self._teacher: tuple[nn.Module, str] | None = None
 
     def set_step(self, step: int) -> None:
         self.step = step
 
-    def load_teacher(self, device: torch.device) -> tuple[nn.Module, str]:
-        if self._teacher is None:
-            from . import build_objective  # the registry imports this module
-
-            model, config, _ = load_model(self.teacher, ema=self.teacher_ema, device=device)
-            model.requires_grad_(False)
-            self._teacher = model, build_objective(config.objective.name, **config.objective.options).prediction
-        return self._teacher
+    def bind_teacher(self, model: nn.Module, prediction: str) -> None:
+        """The teacher of distillation: a frozen model and what it predicts."""
+        self._teacher = model.requires_grad_(False), prediction
 
     def teacher_velocity(self, x_t: Tensor, t: Tensor, y: Tensor | None, **cond: Tensor) -> Tensor:
         """The teacher's TrigFlow F at (x_t, t), whatever it predicts, guided if teacher_cfg != 1."""
-        teacher, kind = self.load_teacher(x_t.device)
+        if self._teacher is None:
+            raise ValueError("distillation needs its teacher: bind_teacher(model, prediction) first")
+        teacher, kind = self._teacher
         if y is not None and getattr(teacher, "num_classes", 0) == 0:
             y = None
         v = denoiser(teacher, kind, y, self.teacher_cfg, **cond)(x_t, t)

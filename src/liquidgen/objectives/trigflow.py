@@ -1,4 +1,4 @@
-"""TrigFlow diffusion pre-training (sCM, Lu & Song 2024, sec. 2; seed 004).
+"""TrigFlow diffusion pre-training (sCM, Lu & Song, ICLR 2025, sec. 2).
 
     x = cos(th) x0 + sin(th) z,  z ~ N(0, sigma_d^2),  th = arctan(sigma / sigma_d),  log sigma ~ N(p_mean, p_std^2)
     the backbone predicts F with sigma_d F = dx/dth;  loss = exp(-u(t)) ||F - F*||^2 / D + u(t)
@@ -32,7 +32,7 @@ def adaptive_loss(model: nn.Module, per_sample: Tensor, t: Tensor) -> Tensor:
 
 @dataclass
 class TrigFlow:
-    p_mean: float = -1.73  # seed 004's values
+    p_mean: float = -1.73  # sCM's values
     p_std: float = 1.4
     adaptive_weighting: bool = True
 

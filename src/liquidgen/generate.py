@@ -1,0 +1,174 @@
+"""The one way from a trained model to images.
+
+A `Pipeline` holds what turns noise into pictures: the backbone, what it predicts (for the samplers'
+converters), the run's sampling settings, its data space (pixels, or latents and their autoencoder), its
+text encoder and precision. Everything that draws samples goes through it: `liquidgen sample`,
+`interpolate` and `eval`, `bench quality`, the training grids and in-training evaluation, and the
+benchmark scripts.
+
+    pipe = Pipeline.load("runs/mnist", device="cuda")
+    x = pipe.sample(pipe.noise(16, seed=0), labels=torch.tensor([3] * 16))   # model space
+    images, labels = pipe.generate(10_000, seed=0)                           # uint8, class-balanced
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .config import SampleConfig
+from .distributed import Dist, pick_device
+from .data import chw, read_image
+from .inpainting import concat_input, load_mask, to_latent_grid
+from .latent_space import LatentSpace, to_float, to_uint8
+from .models import Backbone
+from .objectives import objective_from
+from .runtime import autocast
+from .samplers import sample
+from .spec import ModelSpec, load_model
+from .text import encode_prompts
+
+
+@dataclass
+class Pipeline:
+    model: Backbone
+    spec: ModelSpec
+    prediction: str  # what the model outputs: x0, eps, v, v_vp or trigflow (`paths.PREDICTIONS`)
+    settings: SampleConfig = field(default_factory=SampleConfig)  # defaults of every call
+    precision: str = "auto"  # train.precision: bf16 autocast on CUDA unless fp32
+    dist: Dist = field(default_factory=Dist)  # under a launcher, rows are split over the processes
+
+    def __post_init__(self):
+        self.space: LatentSpace = self.spec.latent_space()
+
+    @classmethod
+    def load(cls, path: str | Path, ema: bool = True, device: str | torch.device = "auto",
+             dist: Dist | None = None) -> Pipeline:
+        """A checkpoint folder, or a run folder (its newest checkpoint); EMA weights unless `ema` is False."""
+        model, config, spec = load_model(path, ema=ema, device=pick_device(str(device)))
+        return cls(model, spec, objective_from(config.objective).prediction, config.sample,
+                   config.train.precision, dist or Dist())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def noise(self, n: int, seed: int = 0) -> Tensor:
+        """n standard-normal inputs on the CPU: sample i's noise depends on (seed, i) alone, whatever the
+        batch size or the number of processes."""
+        return torch.randn(n, *self.spec.shape, generator=torch.Generator().manual_seed(seed))
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor | None]:
+        """(context, token mask or None) of `prompts` through the model's own text encoder."""
+        return encode_prompts(prompts, self.spec.text_encoder, self.spec.text_tokens, self.device)
+
+    @torch.no_grad()
+    def sample(self, noise: Tensor, labels: Tensor | None = None, settings: SampleConfig | None = None, *,
+               batch_size: int | None = None, state=None, callback: Callable[[Tensor, Tensor], None] | None = None,
+               progress: bool = False, **cond: Tensor) -> Tensor:
+        """Model-space samples from `noise`, row i conditioned on labels[i] (class indices, or class weights
+        (B, classes + 1) to blend embeddings) and on row i of each `cond` tensor (context, context_mask,
+        concat). `batch_size` None draws each process's rows in one call (a fixed-point `state` and a
+        trajectory `callback` then see them all); otherwise a progress bar counts batches."""
+        s = settings or self.settings
+        if labels is not None and self.model.num_classes == 0:
+            raise ValueError("this model is unconditional; labels do not apply")
+
+        def draw(rows: slice) -> Tensor:
+            step = batch_size or max(rows.stop - rows.start, 1)
+            starts = range(rows.start, rows.stop, step)
+            bar = progress and batch_size is not None and self.dist.main
+            out = []
+            for start in tqdm(starts, desc="generate", disable=None if bar else True):
+                b = slice(start, min(start + step, rows.stop))
+                with autocast(self.device, self.precision):
+                    out.append(sample(self.model, self.prediction, noise[b].to(self.device),
+                                      None if labels is None else labels[b].to(self.device), s.steps, s.cfg,
+                                      s.sampler, progress=progress and not bar and self.dist.main, state=state,
+                                      grid=s.grid or None, cfg_interval=s.cfg_interval, callback=callback,
+                                      **{k: v[b].to(self.device) for k, v in cond.items()}).float())
+            return torch.cat(out) if out else noise[:0].to(self.device)
+
+        return self.dist.map_rows(draw, len(noise))
+
+    def conditions(self, n: int | None = None, labels: list[int] | None = None, prompts: list[str] | None = None
+                   ) -> tuple[Tensor | None, dict[str, Tensor], int, int | None]:
+        """What a picture of samples is conditioned on: (labels, {context, context_mask} or {}, number of
+        samples, samples per row or None). With `prompts`, a row per prompt (labels, if given, cycled over the
+        samples); with `labels`, n samples (default 8 per label) cycling through them; otherwise a class
+        grid of about n samples, a row per class, or n samples (default 64) of an unconditional model."""
+        classes = self.model.num_classes
+        if labels and not classes:
+            raise ValueError("this model is unconditional; labels do not apply")
+        if n is not None and n < 1:
+            raise ValueError(f"the number of samples must be >= 1, got {n}")
+        cycled = lambda k: None if not labels else torch.tensor(labels)[torch.arange(k) % len(labels)]  # noqa: E731
+        if prompts:
+            per_prompt = max(1, (n or 8 * len(prompts)) // len(prompts))
+            context, mask = self.encode_prompts(prompts)
+            rows = torch.arange(len(prompts)).repeat_interleave(per_prompt)
+            cond = {"context": context.cpu()[rows]}
+            if mask is not None:
+                cond["context_mask"] = mask.cpu()[rows]
+            return cycled(len(rows)), cond, len(rows), per_prompt
+        if labels:
+            return cycled(n or 8 * len(labels)), {}, n or 8 * len(labels), None
+        if not classes:
+            n = n or 64
+            return None, {}, n, grid_labels(0, 0, n)[1]
+        y, per_class = grid_labels(classes, max(1, (n or 8 * classes) // classes), 0)
+        return y, {}, len(y), per_class
+
+    def inpainting(self, init: str | Path, mask: str | Path, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """For an inpainting model: (the image to complete in [-1, 1], its pixel mask with 1 = generate,
+        the model's concat input for n samples), read from an image file and a mask image file."""
+        if not self.model.concat_channels:
+            raise ValueError("--init/--mask need an inpainting model (trained with model.inpainting: true)")
+        size = self.space.image_size
+        channels = 1 if self.space.pixels and self.model.in_channels == 1 else 3
+        image = to_float(torch.from_numpy(chw(read_image(init, size, channels)).copy())[None]).to(self.device)
+        pixel_mask = load_mask(mask, size).to(self.device)
+        known = self.space.encode(image)
+        concat = concat_input(known, to_latent_grid(pixel_mask, known.shape[-1]))
+        return image, pixel_mask, concat.expand(n, -1, -1, -1)
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Model space -> images in [-1, 1]."""
+        return self.space.decode(x)
+
+    def generate(self, n: int, seed: int = 0, labels: list[int] | None = None, prompts: list[str] | None = None,
+                 settings: SampleConfig | None = None, batch_size: int = 500, progress: bool = True
+                 ) -> tuple[Tensor, Tensor | None]:
+        """n decoded uint8 images (N, C, H, W) and their labels, reproducible from `seed`. Class-conditional
+        models draw labels cyclically from `labels` (default: every class, so the set is class-balanced).
+        A text model with `prompts` draws sample i from prompt i % len(prompts), whose index is its label:
+        prompt k is meant to show class k, so class accuracy measures prompt following."""
+        if n < 1:
+            raise ValueError(f"the number of samples must be >= 1, got {n}")
+        y = cond_rows = None
+        cond: dict[str, Tensor] = {}
+        if prompts:
+            context, mask = self.encode_prompts(prompts)
+            cond_rows = torch.arange(n) % len(prompts)
+            cond["context"] = context.cpu()[cond_rows]
+            if mask is not None:
+                cond["context_mask"] = mask.cpu()[cond_rows]
+        if self.model.num_classes:
+            pool = torch.tensor(labels if labels else range(self.model.num_classes))
+            y = pool[torch.arange(n) % len(pool)]
+        x = self.sample(self.noise(n, seed), y, settings, batch_size=batch_size, progress=progress, **cond)
+        images = torch.cat([to_uint8(self.decode(b)).cpu() for b in x.split(batch_size)])
+        return images, cond_rows if prompts else y
+
+
+def grid_labels(num_classes: int, per_class: int, n: int) -> tuple[Tensor | None, int]:
+    """Labels of a class grid, one row of `per_class` per class, and the row length; an unconditional
+    model's grid is n samples in a square."""
+    if num_classes == 0:
+        return None, int(math.ceil(math.sqrt(n)))
+    return torch.arange(num_classes).repeat_interleave(per_class), per_class

@@ -1,0 +1,113 @@
+"""What every training loop needs around its steps: seeding, precision, stop requests, resuming from the
+newest readable checkpoint, a guard against non-finite steps, and the metrics log. Used by `train.py` and
+`train_autoencoder.py`."""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CorruptCheckpoint, list_checkpoints
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast where asked for (`auto`: on CUDA only, where it is fast and stable)."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class StopRequest:
+    """SIGTERM (a scheduler's preemption, `kill`) and SIGINT (Ctrl-C) ask the loop to finish its step,
+    save a checkpoint and return, instead of dying mid-step with everything since the last save lost.
+    A second signal of the same kind acts as usual. Only the main thread can install handlers."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook worker): keep the default behaviour
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def resume_newest(run_dir: Path, restore: Callable[[Path], dict], say: Callable[[str], None] = print
+                  ) -> tuple[Path, dict] | None:
+    """`restore(checkpoint)` from the newest checkpoint of `run_dir` that reads, falling back one at a time
+    past unreadable ones (a truncated file): (checkpoint, what `restore` returned), or None when the run has
+    no checkpoint. `restore` must change nothing when it raises CorruptCheckpoint."""
+    existing = list_checkpoints(run_dir)
+    for ckpt in reversed(existing):
+        try:
+            return ckpt, restore(ckpt)
+        except CorruptCheckpoint as e:
+            say(f"warning: {e}; trying the previous checkpoint")
+    if existing:
+        raise CorruptCheckpoint(f"none of the {len(existing)} checkpoints in {run_dir} is readable")
+    return None
+
+
+class NonFiniteGuard:
+    """Counts steps skipped for a non-finite gradient; a streak of `limit` of them stops the run, since
+    a diverged run only wastes the GPU. A bad batch must never reach the weights or the EMA."""
+
+    def __init__(self, limit: int, total: int = 0):
+        self.limit, self.total, self.streak = limit, total, 0
+
+    def __call__(self, finite: bool, step: int) -> bool:
+        """Record step `step` (0-based); returns `finite`, raising FloatingPointError at the limit."""
+        if finite:
+            self.streak = 0
+            return True
+        self.streak += 1
+        self.total += 1
+        if self.streak >= self.limit:
+            raise FloatingPointError(f"{self.streak} consecutive steps with non-finite gradients (all skipped), up "
+                                     f"to step {step + 1}; lower optim.lr or check the data, then --resume from "
+                                     f"the newest checkpoint")
+        return False
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line, each with its `step`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def restart(self, step: int) -> None:
+        """Keep what was logged up to `step` (the checkpoint a run resumes from; 0: nothing), so the curves
+        have no repeats. A line cut off by a kill ends what is kept."""
+        keep = []
+        if step and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= step:
+                        keep.append(line)
+                except (ValueError, KeyError):
+                    break
+        self.path.write_text("".join(line + "\n" for line in keep))

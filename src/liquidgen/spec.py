@@ -1,0 +1,103 @@
+"""What rebuilds a trained backbone besides its weights (a checkpoint's model.json, as a typed record),
+and the backbone rebuilt from a checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .checkpoint import read_files, resolve
+from .config import Config, from_dict
+from .latent_space import LatentSpace
+from .models import Backbone, build_model
+
+
+@dataclass
+class ModelSpec:
+    name: str  # backbone (models.BACKBONES)
+    preset: str
+    options: dict[str, Any]  # architecture keys over the preset, text and inpainting inputs included
+    in_channels: int  # of the data space: pixels or latents
+    input_size: int
+    class_names: list[str] = field(default_factory=list)  # [] for an unconditional or text-only model
+    space: dict | None = None  # `LatentSpace.state()` of the data; None: pixels
+    text_encoder: dict | None = None  # spec of the encoder whose embeddings condition the model
+    text_tokens: int = 0  # 0: one pooled embedding per caption; L: L token features
+
+    @classmethod
+    def for_run(cls, config: Config, in_channels: int, input_size: int, class_names: list[str],
+                context_dim: int = 0, space: LatentSpace | None = None, text_encoder: dict | None = None,
+                text_tokens: int = 0) -> ModelSpec:
+        """The spec of a run's model: the config's backbone at the data's geometry, with a text input of
+        `context_dim` features and the inpainting channels (the known image and the mask) where asked."""
+        options = dict(config.model.options)
+        if context_dim:
+            options["context_dim"] = context_dim
+        if config.model.inpainting:
+            options["concat_channels"] = in_channels + 1
+        return cls(config.model.name, config.model.preset, options, in_channels, input_size, list(class_names),
+                   None if space is None else space.state(), text_encoder, text_tokens)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One sample in the model's data space (C, H, W)."""
+        return self.in_channels, self.input_size, self.input_size
+
+    def build(self) -> Backbone:
+        return build_model(self.name, self.preset, in_channels=self.in_channels, input_size=self.input_size,
+                           num_classes=self.num_classes, **self.options)
+
+    def latent_space(self) -> LatentSpace:
+        return LatentSpace.from_state(self.space, self.input_size)
+
+    def to_json(self) -> dict:
+        # num_classes is redundant with class_names but kept: model.json is read by people and other tools.
+        return {**dataclasses.asdict(self), "num_classes": self.num_classes}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        spec = cls(**{k: v for k, v in data.items() if k in known})
+        if data.get("num_classes", spec.num_classes) != spec.num_classes:
+            raise ValueError(f"model.json: num_classes {data['num_classes']} but {spec.num_classes} class names")
+        return spec
+
+
+def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"
+               ) -> tuple[Backbone, Config, ModelSpec]:
+    """Rebuild a checkpoint's backbone (EMA weights by default) in eval mode: (model, config, spec)."""
+    ckpt = resolve(path)
+    weights = "ema.safetensors" if ema else "model.safetensors"
+    files = read_files(ckpt, ("config.json", "model.json", weights))
+    config, spec = from_dict(Config, files["config.json"]), ModelSpec.from_json(files["model.json"])
+    model = spec.build()
+    model.load_state_dict(files[weights])
+    return model.to(device).eval(), config, spec
+
+
+def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
+    """Start `model` from another run's weights (fine-tuning; a consistency student from its
+    teacher). The architectures must match exactly, except that a model with extra concat input
+    channels (inpainting) may start from one without: those channels keep their zero weights."""
+    ckpt = resolve(path)
+    weights = load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors"))
+    own = model.state_dict()
+    extra = getattr(model, "concat_channels", 0)
+    for name, w in weights.items():
+        target = own.get(name)
+        if extra and target is not None and w.ndim == 4 and target.shape[1] == w.shape[1] + extra \
+                and target.shape[0] == w.shape[0] and target.shape[2:] == w.shape[2:]:
+            weights[name] = torch.cat([w.to(target.dtype), target[:, w.shape[1]:]], dim=1)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # PyTorch's message names the missing, unexpected and mis-shaped tensors
+        raise ValueError(f"train.init_from {ckpt}: architectures differ: {str(e).splitlines()[1:4]}") from None

@@ -1,0 +1,100 @@
+"""The one generation path: `Pipeline` from a checkpoint to samples."""
+import json
+
+import pytest
+import torch
+
+from liquidgen import checkpoint as ckpt_io
+from liquidgen.config import ConfigError, SampleConfig, load_config
+from liquidgen.generate import Pipeline
+from liquidgen.samplers import sample
+from liquidgen.spec import ModelSpec
+
+SMALL = {"width": 16, "depth": 2, "groups": 4}
+CLASSES = ["zero", "one", "two"]
+
+
+def write_checkpoint(root, class_names, overrides=()):
+    """A checkpoint of an untrained small LiquidGen whose model.json is written as liquidgen wrote it before
+    ModelSpec existed (a plain dict, num_classes included), so old checkpoints keep loading."""
+    config = load_config(None, ["model.preset=tiny", "sample.steps=3", "sample.cfg=1.5", *overrides])
+    config.model.options = dict(SMALL)
+    old_style = {"name": "liquid", "preset": "tiny", "options": dict(SMALL), "in_channels": 1, "input_size": 8,
+                 "num_classes": len(class_names), "class_names": class_names, "space": None,
+                 "text_encoder": None, "text_tokens": 0}
+    model = ModelSpec.from_json(old_style).build()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)  # zero-initialised heads would make every sample equal
+    return ckpt_io.save_checkpoint(root, 1, config, old_style, model, model)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return Pipeline.load(write_checkpoint(tmp_path_factory.mktemp("ckpt"), CLASSES), device="cpu")
+
+
+def test_an_old_checkpoint_loads_with_its_run_settings(pipe, tmp_path):
+    assert pipe.spec.num_classes == 3 and pipe.spec.shape == (1, 8, 8) and pipe.prediction == "v"
+    assert pipe.settings.steps == 3 and pipe.settings.cfg == 1.5 and pipe.settings.cfg_interval is None
+    old = json.loads((write_checkpoint(tmp_path, CLASSES) / "model.json").read_text())
+    assert pipe.spec.to_json() == old  # what is written now reads the same as before
+    with pytest.raises(ValueError, match="num_classes"):
+        ModelSpec.from_json({**old, "num_classes": 5})
+
+
+def test_the_pipeline_draws_what_the_sampler_draws(pipe):
+    noise, y = pipe.noise(4, seed=3), torch.tensor([0, 1, 2, 0])
+    expected = sample(pipe.model, "v", noise, y, steps=3, cfg=1.5, sampler="euler")
+    assert torch.equal(pipe.sample(noise, y), expected)
+    other = pipe.settings.with_(steps=2, sampler="heun")
+    assert torch.equal(pipe.sample(noise, y, other), sample(pipe.model, "v", noise, y, steps=2, cfg=1.5,
+                                                            sampler="heun"))
+
+
+def test_generate_is_class_balanced_and_independent_of_the_batch_size(pipe):
+    images, labels = pipe.generate(7, seed=1, batch_size=7, progress=False)
+    assert images.dtype == torch.uint8 and images.shape == (7, 1, 8, 8)
+    assert labels.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    again, _ = pipe.generate(7, seed=1, batch_size=2, progress=False)
+    assert torch.allclose(images.float(), again.float(), atol=1)  # batches may round differently, never differ
+    other, _ = pipe.generate(7, seed=2, progress=False)
+    assert not torch.equal(images, other)
+    _, sevens = pipe.generate(4, labels=[2], progress=False)
+    assert sevens.tolist() == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match=">= 1"):
+        pipe.generate(0)
+
+
+def test_conditions_of_a_picture(pipe):
+    y, cond, n, row = pipe.conditions()
+    assert cond == {} and n == 24 and row == 8 and y.tolist() == [0] * 8 + [1] * 8 + [2] * 8  # a class grid
+    y, _, n, row = pipe.conditions(n=5, labels=[1, 2])
+    assert y.tolist() == [1, 2, 1, 2, 1] and n == 5 and row is None
+    with pytest.raises(ValueError, match=">= 1"):
+        pipe.conditions(n=0)
+    with pytest.raises(ValueError, match="not text-conditioned"):
+        pipe.conditions(prompts=["a cat"])
+
+
+def test_an_unconditional_model_takes_no_labels(tmp_path):
+    pipe = Pipeline.load(write_checkpoint(tmp_path, []), device="cpu")
+    y, cond, n, row = pipe.conditions()
+    assert y is None and n == 64 and row == 8
+    with pytest.raises(ValueError, match="unconditional"):
+        pipe.conditions(labels=[1])
+    with pytest.raises(ValueError, match="unconditional"):
+        pipe.sample(pipe.noise(2), torch.tensor([0, 1]))
+    images, labels = pipe.generate(3, progress=False)
+    assert labels is None and images.shape == (3, 1, 8, 8)
+
+
+def test_sampling_settings_override_one_field_and_are_checked():
+    base = SampleConfig(steps=30, cfg=2.0)
+    assert base.with_(steps=None, cfg=1.0) == SampleConfig(steps=30, cfg=1.0)
+    assert base.with_(cfg_interval=[0.1, 0.9]).cfg_interval == (0.1, 0.9)
+    with pytest.raises(ConfigError, match="sample.cfg_interval"):
+        base.with_(cfg_interval=[0.9, 0.1])
+    with pytest.raises(ConfigError, match="sample.steps"):
+        base.with_(steps=0)
+    with pytest.raises(ConfigError, match="sample.sampler"):
+        base.with_(sampler="dopri5")
