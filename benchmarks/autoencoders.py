@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from liquidgen.autoencoders import build_autoencoder
+from liquidgen.data import load_dataset
+from liquidgen.latent_space import to_float
 
-from liquidgen.autoencoders import build_autoencoder  # noqa: E402
-from liquidgen.data import load_dataset, to_float  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CASES = (("mnist", 32), ("mnist", 64), ("cifar10", 32), ("cifar10", 64))
 

@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from liquidgen.config import load_config
+from liquidgen.data import load_dataset
+from liquidgen.evaluation.classifier import fit_classifier, save_classifier
+from liquidgen.evaluation.evaluate import evaluate
+from liquidgen.generate import Pipeline
+from liquidgen.evaluation.inception import FIDInception, features
+from liquidgen.train import train
 
-from liquidgen.config import load_config  # noqa: E402
-from liquidgen.data import load_dataset  # noqa: E402
-from liquidgen.evaluation.classifier import fit_classifier, save_classifier  # noqa: E402
-from liquidgen.evaluation.evaluate import evaluate, generate  # noqa: E402
-from liquidgen.evaluation.inception import FIDInception, features  # noqa: E402
-from liquidgen.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sync() -> None:
@@ -79,7 +78,8 @@ def main() -> None:
 
     sync()
     t0 = time.perf_counter()
-    images, labels = generate(final, args.n, seed=0, steps=50, cfg=2.0, device=device, progress=False)
+    pipe = Pipeline.load(final, device=device)
+    images, labels = pipe.generate(args.n, seed=0, settings=pipe.settings.with_(steps=50, cfg=2.0), progress=False)
     sync()
     rows[f"generate {args.n} samples (50 steps, CFG 2)"] = f"{time.perf_counter() - t0:.1f} s"
     t0 = time.perf_counter()

@@ -9,8 +9,10 @@
 
 `mnist-text` needs the precomputed MNIST captions (`liquidgen precompute mnist ... --text-encoder minilm`,
 see configs/mnist-text-liquid-S.yaml) and the prompts' MiniLM embeddings, both made where MiniLM is
-installed, so the GPU machine needs neither. Prompt-following is judged by benchmarks/zoo.py's probe
-MNIST classifier (offline; not an Inception metric): the fraction of samples for "... seven" it reads as 7.
+installed, so the GPU machine needs neither. Prompt-following is judged by liquidgen's reference MNIST
+classifier (--classifier, fitted there if missing; offline, not an Inception metric): `class_accuracy` is the
+fraction of samples for "... seven" it reads as 7. Before 2026-12-02 a private probe classifier judged
+(`acc` / `fd`), so older records are not comparable.
 Each command prints a table last and writes JSON and grids into --out.
 """
 from __future__ import annotations
@@ -18,23 +20,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from liquidgen.config import load_config
+from liquidgen.evaluation.evaluate import Scorer
+from liquidgen.generate import Pipeline
+from liquidgen.latent_space import to_uint8
+from liquidgen.plots import save_grid
+from liquidgen.precompute import Request, precompute
+from liquidgen.train import train
 
-from liquidgen import checkpoint as ckpt_io  # noqa: E402
-from liquidgen.config import load_config  # noqa: E402
-from liquidgen.plots import save_grid  # noqa: E402
-from liquidgen.precompute import LatentSpace, Request, precompute  # noqa: E402
-from liquidgen.samplers import sample  # noqa: E402
-from liquidgen.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TRAIN_TEMPLATES = ["a handwritten {}", "the digit {}", "a picture of the number {}"]
@@ -83,20 +83,17 @@ def cmd_cifar(args) -> None:
             ("taef2 latents 64px", "cifar10-liquid-S-latent.yaml", [f"data.root={latents}"])):
         run = Path(args.runs) / name.split()[0]
         result, final = train_and_measure(ROOT / "configs" / config, common(args) + extra, run)
-        model, cfg, spec = ckpt_io.load_model(final, device=device)
-        space = LatentSpace.from_spec(spec)
-        g = torch.Generator().manual_seed(0)
-        y = torch.arange(10, device=device).repeat_interleave(10)
-        noise = torch.randn(len(y), spec["in_channels"], spec["input_size"], spec["input_size"], generator=g)
+        pipe = Pipeline.load(final, device=device)
+        y = torch.arange(10).repeat_interleave(10)
         sync(device)
         t0 = time.perf_counter()
-        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
-            x = sample(model, "v", noise.to(device), y, steps=args.sample_steps, cfg=3.0)
-        images = space.decode(x)
+        images = pipe.decode(pipe.sample(pipe.noise(len(y), seed=0), y,
+                                         pipe.settings.with_(steps=args.sample_steps, cfg=3.0)))
         sync(device)
-        result.update(name=name, config=config, tokens=(spec["input_size"] // model.patch_size) ** 2,
-                      model_input=f"{spec['in_channels']}x{spec['input_size']}x{spec['input_size']}",
-                      image=f"{images.shape[-1]}px", params_M=model.num_params() / 1e6,
+        c, size, _ = pipe.spec.shape
+        result.update(name=name, config=config, tokens=(size // pipe.model.patch_size) ** 2,
+                      model_input=f"{c}x{size}x{size}", image=f"{images.shape[-1]}px",
+                      params_M=pipe.model.num_params() / 1e6,
                       sample_100_s=time.perf_counter() - t0, sample_steps=args.sample_steps)
         slug = name.split()[0]
         save_grid(images.cpu(), out / f"cifar10-{slug}-samples.png", nrow=10)
@@ -127,46 +124,42 @@ def cmd_embed_prompts(args) -> None:
 
 
 def cmd_mnist_text(args) -> None:
-    from zoo import Judge
-
     device = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    judge = Judge(args.mnist_root, device)
-    print(f"probe classifier: test accuracy {judge.probe_acc:.4f}", flush=True)
+    scorer = Scorer("mnist", args.mnist_root, args.classifier, device)
     run = Path(args.runs) / "mnist-text"
     result, final = train_and_measure(ROOT / "configs" / "mnist-text-liquid-S.yaml",
                                       common(args) + [f"data.root={args.data}"], run)
-    model, _, spec = ckpt_io.load_model(final, device=device)
+    pipe = Pipeline.load(final, device=device)
     saved = np.load(args.prompts)
     rows = []
     for i, key in enumerate(saved["keys"].tolist()):
-        context = torch.from_numpy(saved[f"emb{i}"]).to(device)  # (10, 384), one prompt per digit
-        y = torch.arange(10, device=device).repeat_interleave(args.per_prompt)
+        context = torch.from_numpy(saved[f"emb{i}"])  # (10, 384), one prompt per digit
+        y = torch.arange(10).repeat_interleave(args.per_prompt)  # the digit each prompt names
         for cfg in args.cfg:
-            g = torch.Generator().manual_seed(0)
-            noise = torch.randn(len(y), 1, 28, 28, generator=g).to(device)
-            with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
-                x = torch.cat([sample(model, "v", nb, None, steps=args.sample_steps, cfg=cfg, context=context[yb])
-                               for nb, yb in zip(noise.split(500), y.split(500))]).float()
-            scores = judge(x, y)
-            rows.append({"prompts": key, "cfg": cfg, **scores})
+            settings = pipe.settings.with_(steps=args.sample_steps, cfg=cfg)
+            x = pipe.decode(pipe.sample(pipe.noise(len(y), seed=0), None, settings, batch_size=500,
+                                        context=context[y]))
+            scores = scorer(to_uint8(x).cpu(), y)
+            rows.append({"prompts": key, "cfg": cfg, "class_accuracy": scores["class_accuracy"],
+                         "classifier_fd": scores["classifier_fd"]})
             print(json.dumps(rows[-1]), flush=True)
             if cfg == args.cfg[-1]:
                 k = min(10, args.per_prompt)
                 shown = torch.arange(10).repeat_interleave(k) * args.per_prompt + torch.arange(k).repeat(10)
                 slug = key.split(":")[0] + "-" + str(i)
                 save_grid(x[shown].cpu(), out / f"mnist-text-{slug}.png", nrow=k)
-    result.update(params_M=model.num_params() / 1e6, prompts=rows, probe_acc=judge.probe_acc,
+    result.update(params_M=pipe.model.num_params() / 1e6, prompts=rows, classifier=str(scorer.classifier),
                   device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", steps=args.steps,
                   batch=args.batch)
     (out / "mnist-text.json").write_text(json.dumps(result, indent=1))
     (out / "mnist-text-metrics.jsonl").write_text((run / "metrics.jsonl").read_text())
     print(f"\ntrain: {result['train_img_s']:.0f} img/s, peak {result['peak_gb']:.2f} GB, "
           f"{result['train_wall_s']:.0f} s for {args.steps} steps at batch {args.batch}")
-    print(f"{'prompts':<34} {'cfg':>4} {'acc':>6} {'probe FD':>9}")
+    print(f"{'prompts':<34} {'cfg':>4} {'acc':>6} {'classifier FD':>13}")
     for r in rows:
-        print(f"{r['prompts']:<34} {r['cfg']:>4.1f} {r['acc']:>6.3f} {r['fd']:>9.2f}")
+        print(f"{r['prompts']:<34} {r['cfg']:>4.1f} {r['class_accuracy']:>6.3f} {r['classifier_fd']:>13.2f}")
 
 
 def main() -> None:
@@ -190,7 +183,9 @@ def main() -> None:
     p = sub.choices["mnist-text"]
     p.add_argument("--data", required=True, help="precomputed MNIST with MiniLM caption embeddings")
     p.add_argument("--prompts", required=True, help="the .npz written by embed-prompts")
-    p.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw (for the probe classifier)")
+    p.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw (for the reference classifier)")
+    p.add_argument("--classifier", default="classifiers/mnist-28.safetensors",
+                   help="reference MNIST classifier (.safetensors); fitted there first if missing")
     p.add_argument("--per-prompt", type=int, default=100, help="samples per prompt")
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 2.0], help="guidance scales to evaluate")
     args = parser.parse_args()

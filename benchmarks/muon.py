@@ -14,20 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from liquidgen.config import load_config
+from liquidgen.data import load_split
+from liquidgen.evaluation.classifier import ensure_classifier
+from liquidgen.evaluation.evaluate import evaluate
+from liquidgen.generate import Pipeline
+from liquidgen.plots import plot_curves
+from liquidgen.train import train
 
-from liquidgen.config import load_config  # noqa: E402
-from liquidgen.data import load_dataset, load_split  # noqa: E402
-from liquidgen.evaluation.classifier import fit_classifier, save_classifier  # noqa: E402
-from liquidgen.evaluation.evaluate import evaluate, generate  # noqa: E402
-from liquidgen.plots import plot_curves  # noqa: E402
-from liquidgen.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -46,9 +45,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     test = load_split("mnist", args.mnist_root, None, "test", None)
-    if not Path(args.classifier).is_file():
-        net, info = fit_classifier(load_dataset("mnist", args.mnist_root), test, device, progress=False)
-        save_classifier(net, info, args.classifier)
+    ensure_classifier(args.classifier, "mnist", args.mnist_root, None, device)
     results, curves = [], {}
     for spec in args.runs:
         name, lr = spec.split(":")
@@ -59,7 +56,7 @@ def main() -> None:
         final = train(config, run)
         log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         curves[spec] = ([r["step"] for r in log], [r["loss"] for r in log])
-        images, labels = generate(final, args.samples, device=device, progress=False)
+        images, labels = Pipeline.load(final, device=device).generate(args.samples, progress=False)
         scores = evaluate(images, labels, test, "mnist-test-28", classifier=args.classifier,
                           cache_dir=out / "cache", device=device)
         results.append({"run": spec, "steps": args.steps, "final_loss": statistics.mean(r["loss"] for r in log[-3:]),

@@ -5,8 +5,9 @@
 Each pre-training stage trains the UNet with the same recipe (`configs/mnist-unet.yaml`, batch 128,
 bf16, compiled) under its objective. `scd` distils the `trigflow` run into a consistency model
 (`configs/mnist-unet-scm.yaml`: starts from the teacher, guidance 2 distilled in, fp32, eager).
-Quality uses benchmarks/zoo.py's probe classifier (`acc`, `probe FD`; not FID) on 500 class-
-conditional samples (50 per class), at NFE 1, 2, 4, 8, 16, 50 with Euler (uniform grid) and
+Quality uses liquidgen's reference MNIST classifier (--classifier, fitted there if missing;
+`class_accuracy`, `classifier_fd`; not FID; before 2026-12-02 a private probe classifier, not comparable)
+on 500 class-conditional samples (50 per class), at NFE 1, 2, 4, 8, 16, 50 with Euler (uniform grid) and
 DPM-Solver++(2M) (karras grid), consistency sampling for the student, and TLD's DPM-Solver++ at 15
 steps on its own grid. Run folders in --runs are reused when their final checkpoint exists, so
 the stages can be split over calls on one machine. Writes results.json and one grid PNG per stage.
@@ -15,22 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from liquidgen import checkpoint as ckpt_io
+from liquidgen.config import load_config
+from liquidgen.evaluation.evaluate import Scorer
+from liquidgen.generate import Pipeline
+from liquidgen.latent_space import to_uint8
+from liquidgen.plots import save_grid
+from liquidgen.train import train
 
-from liquidgen import checkpoint as ckpt_io  # noqa: E402
-from liquidgen.config import load_config  # noqa: E402
-from liquidgen.objectives import build_objective  # noqa: E402
-from liquidgen.plots import save_grid  # noqa: E402
-from liquidgen.train import train  # noqa: E402
-from zoo import Judge, generate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PRETRAIN = {
     "flow": ("mnist-unet.yaml", "flow", {"time_sampling": "logit_normal"}),
@@ -68,9 +67,10 @@ def run_stage(name: str, args, runs: Path) -> Path:
     return final
 
 
-def evaluate(name: str, final: Path, judge: Judge, device, out: Path, per_class: int) -> list[dict]:
-    model, config, _ = ckpt_io.load_model(final, ema=True, device=device)
-    prediction = build_objective(config.objective.name, **config.objective.options).prediction
+def evaluate(name: str, final: Path, scorer: Scorer, device, out: Path, per_class: int) -> list[dict]:
+    pipe = Pipeline.load(final, device=device)
+    labels = torch.arange(10).repeat_interleave(per_class)
+    noise = pipe.noise(len(labels), seed=0)
     cfg = 1.0 if name == "scd" else 2.0
     settings = [("consistency", "consistency", n) for n in (1, 2, 4)] if name == "scd" else []
     settings += [("euler", "uniform", n) for n in NFES] + [("dpmpp_2m", "karras", n) for n in NFES]
@@ -78,8 +78,11 @@ def evaluate(name: str, final: Path, judge: Judge, device, out: Path, per_class:
         settings += [("dpmpp_2m", "tld", 15)]
     rows, shown = [], []
     for sampler, grid, steps in settings:
-        x, y = generate(model, per_class, steps, cfg, device, prediction=prediction, sampler=sampler, grid=grid)
-        rows.append({"stage": name, "sampler": sampler, "grid": grid, "nfe": steps, "cfg": cfg, **judge(x, y)})
+        chosen = pipe.settings.with_(sampler=sampler, grid=grid, steps=steps, cfg=cfg)
+        x = pipe.decode(pipe.sample(noise, labels, chosen, batch_size=500))
+        scores = scorer(to_uint8(x).cpu(), labels)
+        rows.append({"stage": name, "sampler": sampler, "grid": grid, "nfe": steps, "cfg": cfg,
+                     "class_accuracy": scores["class_accuracy"], "classifier_fd": scores["classifier_fd"]})
         print(json.dumps(rows[-1]), flush=True)
         if (name == "scd" and sampler == "consistency" and steps <= 2) or \
                 (name != "scd" and sampler == "dpmpp_2m" and grid == "karras" and steps == 16):
@@ -102,25 +105,26 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=50, help="samples per class for the metrics")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
     parser.add_argument("--limit", type=int, help="use only this many MNIST images (smoke tests)")
+    parser.add_argument("--classifier", default="classifiers/mnist-28.safetensors",
+                        help="reference MNIST classifier (.safetensors); fitted there first if missing")
     args = parser.parse_args()
     device = torch.device(args.device)
     out, runs = Path(args.out), Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
     print("torch", torch.__version__, torch.cuda.get_device_name() if device.type == "cuda" else "cpu", flush=True)
-    judge = Judge(args.mnist_root, device, args.limit)
-    print(f"probe classifier: test accuracy {judge.probe_acc:.4f}", flush=True)
+    scorer = Scorer("mnist", args.mnist_root, args.classifier, device, limit=args.limit)
     rows = []
     for name in args.stages:
-        rows += evaluate(name, run_stage(name, args, runs), judge, device, out, args.per_class)
+        rows += evaluate(name, run_stage(name, args, runs), scorer, device, out, args.per_class)
         (out / "results.json").write_text(json.dumps(rows, indent=1))
     print(f"\n{'stage':<10} {'sampler':<12} {'grid':<12} " + " ".join(f"{'NFE ' + str(n):>14}" for n in NFES))
     keys = sorted({(r["stage"], r["sampler"], r["grid"]) for r in rows}, key=lambda k: args.stages.index(k[0]))
     for key in keys:
-        cells = {r["nfe"]: f"{r['acc']:.3f}/{r['fd']:.1f}" for r in rows if (r["stage"], r["sampler"], r["grid"]) == key}
+        cells = {r["nfe"]: f"{r['class_accuracy']:.3f}/{r['classifier_fd']:.1f}" for r in rows if (r["stage"], r["sampler"], r["grid"]) == key}
         print(f"{key[0]:<10} {key[1]:<12} {key[2]:<12} " + " ".join(f"{cells.get(n, '-'):>14}" for n in NFES)
               + ("" if set(cells) <= set(NFES) else f"  (NFE {sorted(set(cells) - set(NFES))}: "
                  + ", ".join(cells[n] for n in sorted(set(cells) - set(NFES))) + ")"))
-    print("cells: probe accuracy / probe FD (500 samples)")
+    print(f"cells: class accuracy / classifier FD ({10 * args.per_class} samples)")
 
 
 if __name__ == "__main__":

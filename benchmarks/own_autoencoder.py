@@ -18,22 +18,21 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from liquidgen.config import load_config
+from liquidgen.data import load_dataset, load_split
+from liquidgen.evaluation.classifier import fit_classifier, save_classifier
+from liquidgen.evaluation.evaluate import evaluate
+from liquidgen.generate import Pipeline
+from liquidgen.precompute import Request, precompute
+from liquidgen.train import train
+from liquidgen.train_autoencoder import AutoencoderConfig, train_autoencoder
 
-from liquidgen.config import load_config  # noqa: E402
-from liquidgen.data import load_dataset, load_split  # noqa: E402
-from liquidgen.evaluation.classifier import fit_classifier, save_classifier  # noqa: E402
-from liquidgen.evaluation.evaluate import evaluate, generate  # noqa: E402
-from liquidgen.precompute import Request, precompute  # noqa: E402
-from liquidgen.train import train  # noqa: E402
-from liquidgen.train_autoencoder import AutoencoderConfig, train_autoencoder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def autoencoder(name: str, root: str, steps: int, runs: Path, out: Path, extra: list[str]) -> dict:
@@ -71,7 +70,7 @@ def latent_generator(kl_run: str, mnist_root: str, steps: int, runs: Path, out: 
     test_set = load_split("mnist", mnist_root, 32, "test", limit)
     net, info = fit_classifier(train_set, test_set, device, progress=False)
     save_classifier(net, info, runs / "mnist-32-classifier.safetensors")
-    images, labels = generate(final, 1000, device=device, progress=False)
+    images, labels = Pipeline.load(final, device=device).generate(1000, progress=False)
     scores = evaluate(images, labels, test_set, "mnist-test-32", classifier=runs / "mnist-32-classifier.safetensors",
                       cache_dir=runs / "cache", device=device)
     return {"name": "LiquidGen-S on own KL latents", "steps": steps, "encode_s": encode_s,

@@ -25,11 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from liquidgen.bench.records import append_record, read_records
+from liquidgen.plots import plot_curves
 
-from liquidgen.bench.records import append_record, read_records  # noqa: E402
-from liquidgen.plots import plot_curves  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = {"dit": "configs/cifar10-dit-S-fm.yaml", "liquid": "configs/cifar10-liquid-S.yaml"}
 EMA_LINE = "EMA weights bit-identical on all"

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from liquidgen.autoencoders import AUTOENCODERS, TAESD, Autoencoder, Identity, build_autoencoder
 from liquidgen.autoencoders.taesd import VARIANTS, make_decoder, make_encoder
-from liquidgen.data import load_dataset, to_float
+from liquidgen.data import load_dataset
+from liquidgen.latent_space import to_float
 
 TAESD_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "weights" / "taesd"
 CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"

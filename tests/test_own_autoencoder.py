@@ -146,8 +146,9 @@ def test_training_a_vq_vae_writes_a_run_and_reconstructs(vq_run):
 
 
 def test_a_trained_autoencoder_plugs_in_by_path(vq_run, tmp_path):
-    from liquidgen.data import load_dataset, to_float
-    from liquidgen.precompute import Request, load_precomputed, precompute
+    from liquidgen.data import load_dataset, load_precomputed
+    from liquidgen.latent_space import to_float
+    from liquidgen.precompute import Request, precompute
 
     out, final = vq_run
     ae = build_autoencoder("own", path=str(out))

@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+from liquidgen.bench.records import device_name
+from liquidgen.bench.speed import time_training
+from liquidgen.models import build_model
 
-from liquidgen.bench.records import device_name  # noqa: E402
-from liquidgen.bench.speed import time_training  # noqa: E402
-from liquidgen.models import build_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Reference(nn.Module):

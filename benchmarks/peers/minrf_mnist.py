@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+from liquidgen.bench.quality import NFES, class_rows, record_key
+from liquidgen.bench.records import append_record, environment, read_records
+from liquidgen.bench.report import write_report
+from liquidgen.data import load_dataset
+from liquidgen.latent_space import to_float, to_uint8
+from liquidgen.evaluation.evaluate import evaluate, load_reference
+from liquidgen.plots import save_grid
 
-from liquidgen.bench.quality import NFES, class_rows, record_key  # noqa: E402
-from liquidgen.bench.records import append_record, environment, read_records  # noqa: E402
-from liquidgen.bench.report import write_report  # noqa: E402
-from liquidgen.data import load_dataset, to_float, to_uint8  # noqa: E402
-from liquidgen.evaluation.evaluate import evaluate, load_reference  # noqa: E402
-from liquidgen.plots import save_grid  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 NAME = "minRF (peer)"
 

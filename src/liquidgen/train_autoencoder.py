@@ -11,7 +11,6 @@ checkpoints/step-XXXXXX/ (+ the discriminator), and --resume. The result is an a
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from .distributed import launched_world, part_seed, pick_device
 from .ema import EMA
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_metrics_jsonl, save_grid
-from .train import StopRequest, autocast, seed_everything
+from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, resume_newest, seed_everything
 
 
 @dataclass
@@ -127,15 +126,35 @@ def measure(net: ConvAutoencoder, images: ImageData, device: torch.device, batch
     return out
 
 
-def train_autoencoder(config: AutoencoderConfig, out_dir: str | Path, resume: bool = False) -> Path:
-    """Train per `config` into `out_dir` (continuing from its newest checkpoint with `resume`); returns
-    the final checkpoint folder."""
+@dataclass
+class AutoencoderRun:
+    """Everything an autoencoder training run holds, built once by `start_run`."""
+
+    config: AutoencoderConfig
+    out: Path
+    device: torch.device
+    data: ImageData
+    held_out: ImageData
+    net: ConvAutoencoder
+    spec: dict  # model.json: what rebuilds the network (`autoencoders.own.load_trained`)
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    batches: BatchSampler
+    metrics: MetricsLog
+    disc: PatchDiscriminator | None = None
+    disc_opt: torch.optim.Optimizer | None = None
+
+    def amp(self):
+        return autocast(self.device, self.config.train.precision)
+
+
+def start_run(config: AutoencoderConfig, out: Path) -> AutoencoderRun:
     if launched_world() > 1:
         raise ValueError("train-autoencoder runs in one process; start it without accelerate launch / torchrun")
     tc, lc = config.train, config.loss
     if lc.reconstruction not in RECONSTRUCTION:
         raise ValueError(f"loss.reconstruction must be one of {', '.join(RECONSTRUCTION)}, got {lc.reconstruction!r}")
-    out_dir = Path(out_dir)
     device = pick_device(tc.device)
     seed_everything(tc.seed)
     data, held_out = split_data(config)
@@ -157,122 +176,144 @@ def train_autoencoder(config: AutoencoderConfig, out_dir: str | Path, resume: bo
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=lc.disc_lr or config.optim.lr, betas=(0.5, 0.9),
                                      weight_decay=0.0)
     batches = BatchSampler(data, tc.batch_size, seed=tc.seed, device=device, hflip=config.data.hflip)
+    return AutoencoderRun(config, out, device, data, held_out, net, spec, ema, optimizer, scheduler, batches,
+                          MetricsLog(out / "metrics.jsonl"), disc, disc_opt)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "samples").mkdir(exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    metrics_path = out_dir / "metrics.jsonl"
-    start = 0
-    existing = ckpt_io.list_checkpoints(out_dir) if resume else []
-    for ckpt in reversed(existing):  # newest first; an unreadable one falls back to the one before
-        try:
-            state = ckpt_io.load_training_state(ckpt, net, ema.model, optimizer, scheduler)
-            if disc is not None and state.get("discriminator"):
-                ckpt_io.load_module_and_optimizer(ckpt, "discriminator", disc, disc_opt, state["discriminator"])
-            start, ema.updates = state["step"], state["ema_updates"]
-            ckpt_io.truncate_metrics(metrics_path, start)
-            print(f"resumed from {ckpt} at step {start}")
-            break
-        except ckpt_io.CorruptCheckpoint as e:
-            print(f"warning: {e}; trying the previous checkpoint")
-    else:
-        if existing:
-            raise ckpt_io.CorruptCheckpoint(f"none of the {len(existing)} checkpoints in {out_dir} is readable")
-        metrics_path.unlink(missing_ok=True)
 
-    grid_x = held_out.to_model(held_out.images[:GRID_COLUMNS * GRID_PAIRS].to(device))
-    reconstruction = RECONSTRUCTION[lc.reconstruction]
+def restore(run: AutoencoderRun, resume: bool) -> dict:
+    """Continue from the newest readable checkpoint (with `resume`), or start afresh; then writes
+    config.yaml. Returns the state to go on from: step, skipped_steps."""
+    def load(ckpt: Path) -> dict:
+        state = ckpt_io.load_training_state(ckpt, run.net, run.ema.model, run.optimizer, run.scheduler)
+        if run.disc is not None and state.get("discriminator"):
+            ckpt_io.load_module_and_optimizer(ckpt, "discriminator", run.disc, run.disc_opt, state["discriminator"])
+        return state
 
-    def save_samples(step: int) -> None:
-        with torch.no_grad(), autocast(device, tc.precision):
-            recon = ema.model.decode(ema.model.encode(grid_x)).float().clamp(-1, 1)
-        rows = [r for k in range(len(grid_x) // GRID_COLUMNS)
-                for r in (grid_x[k * GRID_COLUMNS:(k + 1) * GRID_COLUMNS], recon[k * GRID_COLUMNS:(k + 1) * GRID_COLUMNS])]
-        save_grid(torch.cat(rows), out_dir / "samples" / f"step-{step:06d}.png", nrow=GRID_COLUMNS)
+    state = {"step": 0, "skipped_steps": 0}
+    found = resume_newest(run.out, load) if resume else None
+    if found is not None:
+        ckpt, saved = found
+        state.update({k: saved[k] for k in state if k in saved})
+        run.ema.updates = saved["ema_updates"]
+        print(f"resumed from {ckpt} at step {state['step']}")
+    (run.out / "samples").mkdir(parents=True, exist_ok=True)
+    (run.out / "config.yaml").write_text(yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+    run.metrics.restart(state["step"])
+    return state
 
-    def save(step: int, bad_total: int, extra: dict | None = None) -> Path:
-        more, state = {}, {"ema_updates": ema.updates, "skipped_steps": bad_total, **(extra or {})}
-        if disc is not None:
-            more, state["discriminator"] = ckpt_io.module_and_optimizer_files("discriminator", disc, disc_opt)
-        return ckpt_io.save_checkpoint(out_dir, step, config, spec, net, ema.model, optimizer, scheduler, extra=state,
-                                       keep=tc.keep_checkpoints, keep_every=tc.keep_every, more=more)
 
+def update(run: AutoencoderRun, step: int, guard: NonFiniteGuard) -> dict | None:
+    """One step: reconstruction + bottleneck loss (+ the adaptive GAN term after loss.gan_start), clipped,
+    then the discriminator's step. Returns the step's scalars, or None for a skipped non-finite step."""
+    lc = run.config.loss
+    torch.manual_seed(part_seed(run.config.train.seed, step, 0))  # as in train.py: noise depends on (seed, step)
+    x, _, _ = run.batches(step)
+    run.net.train()
+    with run.amp():
+        recon, bottleneck, stats = run.net(x)
+    rec = RECONSTRUCTION[lc.reconstruction](recon.float(), x)
+    loss = rec + bottleneck
+    gan = lc.gan_weight > 0 and step >= lc.gan_start
+    if gan:
+        with run.amp():
+            g_loss = generator_loss(run.disc(recon).float())
+        weight = lc.gan_weight * adaptive_weight(rec, g_loss, run.net.decoder.out.weight)
+        loss = loss + weight * g_loss
+        stats.update(gan_g=g_loss.detach(), gan_weight=weight)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip = run.config.optim.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.net.parameters(), clip if clip > 0 else float("inf"))
+    if not guard(bool(torch.isfinite(grad_norm)), step):
+        return None
+    run.optimizer.step()
+    run.scheduler.step()
+    run.ema.update(run.net)
+    if gan:
+        with run.amp():
+            d_loss = discriminator_loss(run.disc(x).float(), run.disc(recon.detach()).float())
+        run.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        run.disc_opt.step()
+        stats["gan_d"] = d_loss.detach()
+    return {"loss": loss.detach(), "reconstruction": rec.detach(), "psnr": psnr(recon.detach(), x).mean(),
+            "grad_norm": grad_norm, **{k: v for k, v in stats.items() if v.ndim == 0}}
+
+
+def save_samples(run: AutoencoderRun, step: int) -> None:
+    """Held-out originals, each row above its EMA reconstruction."""
+    x = run.held_out.to_model(run.held_out.images[:GRID_COLUMNS * GRID_PAIRS].to(run.device))
+    with torch.no_grad(), run.amp():
+        recon = run.ema.model.decode(run.ema.model.encode(x)).float().clamp(-1, 1)
+    rows = [r for k in range(len(x) // GRID_COLUMNS)
+            for r in (x[k * GRID_COLUMNS:(k + 1) * GRID_COLUMNS], recon[k * GRID_COLUMNS:(k + 1) * GRID_COLUMNS])]
+    save_grid(torch.cat(rows), run.out / "samples" / f"step-{step:06d}.png", nrow=GRID_COLUMNS)
+    plot_metrics_jsonl(run.metrics.path, run.out / "loss.png", keys=("loss", "psnr"))
+
+
+def save(run: AutoencoderRun, step: int, skipped: int, extra: dict | None = None) -> Path:
+    tc = run.config.train
+    more, state = {}, {"ema_updates": run.ema.updates, "skipped_steps": skipped, **(extra or {})}
+    if run.disc is not None:
+        more, state["discriminator"] = ckpt_io.module_and_optimizer_files("discriminator", run.disc, run.disc_opt)
+    return ckpt_io.save_checkpoint(run.out, step, run.config, run.spec, run.net, run.ema.model, run.optimizer,
+                                   run.scheduler, extra=state, keep=tc.keep_checkpoints, keep_every=tc.keep_every,
+                                   more=more)
+
+
+def finish(run: AutoencoderRun, step: int, skipped: int) -> None:
+    """The EMA weights' held-out reconstruction, logged, then the final checkpoint that records it."""
+    held = measure(run.ema.model, run.held_out, run.device)
+    run.metrics.append({"step": step, **{f"heldout_{k}": v for k, v in held.items()}})
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in held.items())
+    print(f"held-out reconstruction ({len(run.held_out)} images, EMA weights): {summary}")
+    save(run, step, skipped, {"heldout": held})
+
+
+def train_autoencoder(config: AutoencoderConfig, out_dir: str | Path, resume: bool = False) -> Path:
+    """Train per `config` into `out_dir` (continuing from its newest checkpoint with `resume`); returns
+    the final checkpoint folder."""
+    tc = config.train
+    run = start_run(config, Path(out_dir))
+    state = restore(run, resume)
+    net, data = run.net, run.data
     print(f"{config.model.kind}-autoencoder: {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, "
           f"{len(data)} images {data.channels}x{data.size}x{data.size} -> latents "
           f"{net.latent_channels}x{data.size // net.downscale}x{data.size // net.downscale}, "
-          f"{len(held_out)} held out, on {device}")
+          f"{len(run.held_out)} held out, on {run.device}")
+    guard = NonFiniteGuard(tc.max_bad_steps, state["skipped_steps"])
     sums: dict[str, float] = {}
-    logged, bad_run, bad_total, window = 0, 0, 0, 0.0
+    logged, window = 0, 0.0
     stop = StopRequest()
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train-autoencoder", disable=None)
+    bar = tqdm(range(state["step"], tc.steps), initial=state["step"], total=tc.steps, desc="train-autoencoder",
+               disable=None)
     try:
         for step in bar:
             t0 = time.perf_counter()
-            torch.manual_seed(part_seed(tc.seed, step, 0))  # as in train.py: noise depends on (seed, step) alone
-            x, _, _ = batches(step)
-            net.train()
-            with autocast(device, tc.precision):
-                recon, bottleneck, stats = net(x)
-            rec = reconstruction(recon.float(), x)
-            loss = rec + bottleneck
-            gan = lc.gan_weight > 0 and step >= lc.gan_start
-            if gan:
-                with autocast(device, tc.precision):
-                    g_loss = generator_loss(disc(recon).float())
-                weight = lc.gan_weight * adaptive_weight(rec, g_loss, net.decoder.out.weight)
-                loss = loss + weight * g_loss
-                stats.update(gan_g=g_loss.detach(), gan_weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip = config.optim.grad_clip
-            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip if clip > 0 else float("inf"))
-            if not torch.isfinite(grad_norm):
-                bad_run, bad_total = bad_run + 1, bad_total + 1
-                if bad_run >= tc.max_bad_steps:
-                    raise FloatingPointError(f"{bad_run} consecutive steps with non-finite gradients (all skipped), "
-                                             f"up to step {step + 1}; lower optim.lr or check the data")
+            scalars = update(run, step, guard)
+            if scalars is None:
                 continue
-            bad_run = 0
-            optimizer.step()
-            scheduler.step()
-            ema.update(net)
-            if gan:
-                with autocast(device, tc.precision):
-                    d_loss = discriminator_loss(disc(x).float(), disc(recon.detach()).float())
-                disc_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                disc_opt.step()
-                stats["gan_d"] = d_loss.detach()
             window += time.perf_counter() - t0
-            record = {"loss": loss.detach(), "reconstruction": rec.detach(), "psnr": psnr(recon.detach(), x).mean(),
-                      "grad_norm": grad_norm, **{k: v for k, v in stats.items() if v.ndim == 0}}
-            for k, v in record.items():
+            for k, v in scalars.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             logged += 1
             done = step + 1
             last = done == tc.steps or stop.signal is not None
             if done % tc.log_every == 0 or last:
-                line = {"step": done, **{k: v / logged for k, v in sums.items()}, "lr": scheduler.get_last_lr()[0],
-                        "images_per_s": logged * tc.batch_size / window, "skipped_steps": bad_total}
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(line) + "\n")
+                line = {"step": done, **{k: v / logged for k, v in sums.items()}, "lr": run.scheduler.get_last_lr()[0],
+                        "images_per_s": logged * tc.batch_size / window, "skipped_steps": guard.total}
+                run.metrics.append(line)
                 bar.set_postfix(loss=f"{line['loss']:.4f}", psnr=f"{line['psnr']:.1f}")
                 if bar.disable:
                     print(f"step {done}/{tc.steps}  loss {line['loss']:.4f}  psnr {line['psnr']:.2f} dB  "
                           f"{line['images_per_s']:.0f} img/s", flush=True)
                 sums, logged, window = {}, 0, 0.0
             if (tc.sample_every and done % tc.sample_every == 0) or last:
-                save_samples(done)
-                plot_metrics_jsonl(metrics_path, out_dir / "loss.png", keys=("loss", "psnr"))
+                save_samples(run, done)
             if last:
-                held = measure(ema.model, held_out, device)
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps({"step": done, **{f"heldout_{k}": v for k, v in held.items()}}) + "\n")
-                summary = ", ".join(f"{k} {v:.4g}" for k, v in held.items())
-                print(f"held-out reconstruction ({len(held_out)} images, EMA weights): {summary}")
-                save(done, bad_total, {"heldout": held})
+                finish(run, done, guard.total)
             elif tc.ckpt_every and done % tc.ckpt_every == 0:
-                save(done, bad_total)
+                save(run, done, guard.total)
             if stop.signal is not None:
                 print(f"\nstopped by {stop.signal} at step {done}: checkpoint saved; continue with --resume", flush=True)
                 break
@@ -280,4 +321,3 @@ def train_autoencoder(config: AutoencoderConfig, out_dir: str | Path, resume: bo
     finally:
         stop.restore()
     return ckpt_io.resolve(out_dir)
-

@@ -25,10 +25,9 @@ import torch
 
 from ..checkpoint import list_checkpoints
 from ..config import Config, ModelConfig, load_config, parse_options
-from ..data import ImageData, load_dataset, load_split
+from ..data import load_dataset
 from ..distributed import pick_device
-from ..evaluation.classifier import fit_classifier, save_classifier
-from ..evaluation.evaluate import evaluate, load_reference
+from ..evaluation.evaluate import Scorer
 from ..generate import Pipeline
 from ..plots import save_grid
 from ..train import train
@@ -102,47 +101,25 @@ class QualityStudy:
     cache_dir: str | Path = "~/.cache/liquidgen/eval"
     runs: str | Path | None = None  # the contenders' run folders (default: out/runs)
 
-    def score(self, images: torch.Tensor, labels: torch.Tensor | None, ref: Reference) -> dict:
-        return evaluate(images, labels, ref.data, ref.name, classifier=self.classifier,
-                        inception_weights=self.inception_weights, cache_dir=self.cache_dir, device=ref.device)
 
-
-@dataclass
-class Reference:
-    """The pixel dataset scored against, its cache name, and where scoring runs."""
-
-    name: str
-    root: str | None
-    size: int | None  # the size models are trained at (None: the dataset's own)
-    data: ImageData
-    device: torch.device
-
-
-def prepare_reference(study: QualityStudy, base: Config, device: torch.device) -> Reference:
-    """The reference dataset, its classifier (fitted if missing) and the real-image floor at each sample
-    count: what n real images score, below which no model can be told apart."""
+def prepare_scorer(study: QualityStudy, base: Config, device: torch.device) -> Scorer:
+    """The scorer against the reference dataset (its classifier fitted if missing), after recording the
+    real-image floor at each sample count: what n real images score, below which no model can be told apart."""
     name, root = study.reference or (base.data.name, base.data.root)
     if name == "precomputed":
         raise ValueError("latent (precomputed) data: name the pixel dataset to score against with --reference")
-    size = None if study.reference else base.data.image_size
-    data = load_reference(name, root, "test", size, None)
-    ref = Reference(f"{name}-{data.size}px-{len(data)}", root, size, data, device)
-    if study.classifier is not None and not Path(study.classifier).expanduser().is_file():
-        print(f"fitting the reference classifier {study.classifier} on {name} (fixed recipe)", flush=True)
-        # No test split (e.g. a folder): fit_classifier holds out the last training images instead.
-        net, info = fit_classifier(load_dataset(name, root, size, split="train"),
-                                   load_split(name, root, size, "test", None), device)
-        info.update(dataset=name, root=str(root))
-        save_classifier(net, info, Path(study.classifier).expanduser())
+    size = None if study.reference else base.data.image_size  # the size the models are trained at
+    scorer = Scorer(name, root, study.classifier, device, size, inception_weights=study.inception_weights,
+                    cache_dir=study.cache_dir)
     path = Path(study.out) / "quality.jsonl"
     done = {r["key"] for r in read_records(path)}
     for n in sorted({study.samples, study.curve_samples}):
         if f"floor|{n}" not in done:
             real = load_dataset(name, root, size, split="train")
             pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(study.seed))[:n]
-            scores = study.score(real.images[pick], real.labels[pick], ref)
-            append_record(path, {"key": f"floor|{n}", "floor": True, "samples": n, **scores, **environment(device)})
-    return ref
+            append_record(path, {"key": f"floor|{n}", "floor": True, "samples": n,
+                                 **scorer(real.images[pick], real.labels[pick]), **environment(device)})
+    return scorer
 
 
 def train_contender(study: QualityStudy, contender: Contender, base: Config, device: torch.device
@@ -169,7 +146,7 @@ def run_quality(study: QualityStudy) -> list[dict]:
     if base.optim.schedule != "constant":
         raise ValueError("bench quality stops runs by time, so optim.schedule must be constant (a cosine "
                          "schedule needs its length in steps): add --set optim.schedule=constant")
-    ref = prepare_reference(study, base, device)
+    scorer = prepare_scorer(study, base, device)
     done = {r["key"] for r in read_records(path)}
     settings = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
                 else [(study.sampler, n) for n in study.nfes])
@@ -187,15 +164,15 @@ def run_quality(study: QualityStudy) -> list[dict]:
         for mark, ckpt in zip(marks[-len(ckpts):], ckpts):
             todo = [(s, n) for s, n in wanted[mark] if record_key(contender.name, mark, s, n) not in done]
             if todo:
-                score_checkpoint(study, ref, contender, ckpt, mark, mark == marks[-1], todo, summary,
+                score_checkpoint(study, scorer, contender, ckpt, mark, mark == marks[-1], todo, summary,
                                  max(n for _, n in settings))
     return read_records(path)
 
 
-def score_checkpoint(study: QualityStudy, ref: Reference, contender: Contender, ckpt: Path, mark: float,
+def score_checkpoint(study: QualityStudy, scorer: Scorer, contender: Contender, ckpt: Path, mark: float,
                      final: bool, todo: list[tuple[str, int]], summary: dict, grid_nfe: int) -> None:
     """Score one checkpoint at each (sampler, NFE) of `todo`; records are appended as they are made."""
-    pipe = Pipeline.load(ckpt, device=ref.device)
+    pipe = Pipeline.load(ckpt, device=scorer.device)
     state = json.loads((ckpt / "state.json").read_text())
     for sampler, nfe in todo:
         n = study.samples if final else study.curve_samples
@@ -208,7 +185,7 @@ def score_checkpoint(study: QualityStudy, ref: Reference, contender: Contender, 
                   "config": str(study.config), "minutes": mark, "checkpoint_step": state["step"],
                   "checkpoint_train_seconds": state.get("train_seconds"), "sampler": sampler, "nfe": nfe,
                   "cfg": pipe.settings.cfg, "samples": n, "sample_seconds": sample_seconds, **summary,
-                  **study.score(images, labels, ref), **environment(ref.device)}
+                  **scorer(images, labels), **environment(scorer.device)}
         append_record(Path(study.out) / "quality.jsonl", record)
         print(json.dumps(record), flush=True)
         if final and nfe == grid_nfe:

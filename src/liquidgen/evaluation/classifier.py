@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data import ImageData
+from ..data import ImageData, load_dataset, load_split
 from ..latent_space import to_float
 
 FEATURES = 128
@@ -130,6 +130,20 @@ def save_classifier(model: ReferenceClassifier, info: dict, path: str | Path) ->
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp,
               metadata={"liquidgen_classifier": json.dumps(info)})
     tmp.replace(path)
+    return path
+
+
+def ensure_classifier(path: str | Path, data: str, root: str | None, size: int | None,
+                      device: torch.device | str = "cpu") -> Path:
+    """`path`, after fitting the reference classifier of dataset `data` there (fixed recipe) if the file is
+    missing. Without a test split, `fit_classifier` holds out the last training images instead."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        print(f"fitting the reference classifier {path} on {data} (fixed recipe)", flush=True)
+        model, info = fit_classifier(load_dataset(data, root, size, split="train"),
+                                     load_split(data, root, size, "test"), device)
+        info.update(dataset=data, root=str(root))
+        save_classifier(model, info, path)
     return path
 
 

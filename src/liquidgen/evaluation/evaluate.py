@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..data import ImageData, load_dataset, load_split
 from ..latent_space import to_float
-from .classifier import extract, file_id, load_classifier
+from .classifier import ensure_classifier, extract, file_id, load_classifier
 from .metrics import (
     frechet_distance,
     gaussian_stats,
@@ -109,3 +109,21 @@ def load_reference(name: str, root: str | None, split: str, size: int | None, li
     """The dataset to compare with: `split`, else (a dataset without it) the train split."""
     data = load_split(name, root, size, split, limit)
     return data if data is not None else load_dataset(name, root, size, split="train", limit=limit)
+
+
+class Scorer:
+    """Scores uint8 samples against one reference dataset (`split`, else train) with a reference classifier,
+    fitted into `classifier` first if that file is missing (`classifier.ensure_classifier`), and FID / KID
+    where Inception weights are given: what `bench quality` and the benchmark scripts share."""
+
+    def __init__(self, data: str, root: str | None, classifier: str | Path | None, device: torch.device | str,
+                 size: int | None = None, split: str = "test", limit: int | None = None,
+                 inception_weights: str | Path | None = None, cache_dir: str | Path = DEFAULT_CACHE):
+        self.classifier = None if classifier is None else ensure_classifier(classifier, data, root, size, device)
+        self.reference = load_reference(data, root, split, size, limit)
+        self.name = f"{data}-{split}-{self.reference.size}px-{len(self.reference)}"
+        self.inception_weights, self.cache_dir, self.device = inception_weights, cache_dir, device
+
+    def __call__(self, images: Tensor, labels: Tensor | None) -> dict:
+        return evaluate(images, labels, self.reference, self.name, classifier=self.classifier,
+                        inception_weights=self.inception_weights, cache_dir=self.cache_dir, device=self.device)
