@@ -79,7 +79,8 @@ def main() -> None:
     sync()
     t0 = time.perf_counter()
     pipe = Pipeline.load(final, device=device)
-    images, labels = pipe.generate(args.n, seed=0, settings=pipe.settings.with_(steps=50, cfg=2.0), progress=False)
+    images, labels = pipe.generate(args.n, seed=0, settings=pipe.settings.with_(steps=50, cfg=2.0),
+                                   progress=False)
     sync()
     rows[f"generate {args.n} samples (50 steps, CFG 2)"] = f"{time.perf_counter() - t0:.1f} s"
     t0 = time.perf_counter()

@@ -23,7 +23,8 @@ def test_the_script_imports_only_the_package(script):
     tree = ast.parse(script.read_text())
     scripts = {p.stem for p in SCRIPTS}
     imported = {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
-    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and not n.level}
     assert not imported & scripts, "benchmark scripts share code through the package, not through each other"
     path_edits = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Call)
                   and ast.unparse(n.func) in ("sys.path.insert", "sys.path.append")]

@@ -5,7 +5,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from liquidgen import checkpoint as ckpt_io
 from liquidgen.config import ConfigError, load_config
 from liquidgen.data import BatchSampler, load_dataset
 from liquidgen.ema import EMA

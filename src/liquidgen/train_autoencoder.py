@@ -315,7 +315,8 @@ def train_autoencoder(config: AutoencoderConfig, out_dir: str | Path, resume: bo
             elif tc.ckpt_every and done % tc.ckpt_every == 0:
                 save(run, done, guard.total)
             if stop.signal is not None:
-                print(f"\nstopped by {stop.signal} at step {done}: checkpoint saved; continue with --resume", flush=True)
+                print(f"\nstopped by {stop.signal} at step {done}: checkpoint saved; continue with --resume",
+                      flush=True)
                 break
         bar.close()
     finally:
