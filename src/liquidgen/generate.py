@@ -107,7 +107,6 @@ class Pipeline:
             raise ValueError("this model is unconditional; labels do not apply")
         if n is not None and n < 1:
             raise ValueError(f"the number of samples must be >= 1, got {n}")
-        cycled = lambda k: None if not labels else torch.tensor(labels)[torch.arange(k) % len(labels)]  # noqa: E731
         if prompts:
             per_prompt = max(1, (n or 8 * len(prompts)) // len(prompts))
             context, mask = self.encode_prompts(prompts)
@@ -115,9 +114,9 @@ class Pipeline:
             cond = {"context": context.cpu()[rows]}
             if mask is not None:
                 cond["context_mask"] = mask.cpu()[rows]
-            return cycled(len(rows)), cond, len(rows), per_prompt
+            return cycle(labels, len(rows)), cond, len(rows), per_prompt
         if labels:
-            return cycled(n or 8 * len(labels)), {}, n or 8 * len(labels), None
+            return cycle(labels, n or 8 * len(labels)), {}, n or 8 * len(labels), None
         if not classes:
             n = n or 64
             return None, {}, n, grid_labels(0, 0, n)[1]
@@ -159,11 +158,15 @@ class Pipeline:
             if mask is not None:
                 cond["context_mask"] = mask.cpu()[cond_rows]
         if self.model.num_classes:
-            pool = torch.tensor(labels if labels else range(self.model.num_classes))
-            y = pool[torch.arange(n) % len(pool)]
+            y = cycle(labels or list(range(self.model.num_classes)), n)
         x = self.sample(self.noise(n, seed), y, settings, batch_size=batch_size, progress=progress, **cond)
         images = torch.cat([to_uint8(self.decode(b)).cpu() for b in x.split(batch_size)])
         return images, cond_rows if prompts else y
+
+
+def cycle(labels: list[int] | None, n: int) -> Tensor | None:
+    """n labels going round `labels` (None stays None)."""
+    return None if not labels else torch.tensor(labels)[torch.arange(n) % len(labels)]
 
 
 def grid_labels(num_classes: int, per_class: int, n: int) -> tuple[Tensor | None, int]:
