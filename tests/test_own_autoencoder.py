@@ -176,3 +176,26 @@ def test_kl_vae_with_gan_resumes_exactly(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), name
     lines = [json.loads(l) for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert "gan_d" not in lines[3] and "gan_d" in lines[4] and lines[4]["gan_weight"] > 0
+
+
+def test_an_unreadable_discriminator_changes_nothing_and_resume_falls_back(tmp_path, capsys):
+    from liquidgen.checkpoint import CorruptCheckpoint
+    from liquidgen.train_autoencoder import load_checkpoint, start_run
+    config = load_config(None, TINY + ["model.kind=kl", "loss.gan_weight=0.5", "loss.gan_start=2", "train.steps=6",
+                                       "train.ckpt_every=3"], cls=AutoencoderConfig)
+    train_autoencoder(config, tmp_path / "run")
+    newest = tmp_path / "run" / "checkpoints" / "step-000006" / "discriminator.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # a kill mid-write
+    run = start_run(config, tmp_path / "run")
+    before = [p.detach().clone() for p in [*run.net.parameters(), *run.disc.parameters()]]
+    with pytest.raises(CorruptCheckpoint):
+        load_checkpoint(run, newest.parent)
+    assert all(torch.equal(a, b) for a, b in zip(before, [*run.net.parameters(), *run.disc.parameters()]))
+    assert not run.optimizer.state and not run.disc_opt.state
+    capsys.readouterr()
+    train_autoencoder(config, tmp_path / "run", resume=True)  # from step 3, to a fresh step 6
+    out = capsys.readouterr().out
+    assert "discriminator.safetensors" in out and "trying the previous checkpoint" in out
+    assert f"resumed from {tmp_path / 'run' / 'checkpoints' / 'step-000003'} at step 3" in out
+    steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 6

@@ -180,17 +180,26 @@ def start_run(config: AutoencoderConfig, out: Path) -> AutoencoderRun:
                           MetricsLog(out / "metrics.jsonl"), disc, disc_opt)
 
 
+DISC_FILES = ("discriminator.safetensors", "discriminator-optimizer.safetensors")
+
+
+def load_checkpoint(run: AutoencoderRun, ckpt: Path) -> dict:
+    """Restore the network, EMA, optimizer, scheduler, RNG and (where saved) the discriminator from
+    `ckpt`; returns its state.json. Every file is read before anything is restored, so a checkpoint
+    that raises CorruptCheckpoint changes nothing (`runtime.resume_newest` then tries the one before)."""
+    if run.disc is not None and ckpt_io.read_files(ckpt, ("state.json",))["state.json"].get("discriminator"):
+        ckpt_io.read_files(ckpt, DISC_FILES)  # only to raise CorruptCheckpoint before the network is touched
+    state = ckpt_io.load_training_state(ckpt, run.net, run.ema.model, run.optimizer, run.scheduler)
+    if run.disc is not None and state.get("discriminator"):
+        ckpt_io.load_module_and_optimizer(ckpt, "discriminator", run.disc, run.disc_opt, state["discriminator"])
+    return state
+
+
 def restore(run: AutoencoderRun, resume: bool) -> dict:
     """Continue from the newest readable checkpoint (with `resume`), or start afresh; then writes
     config.yaml. Returns the state to go on from: step, skipped_steps."""
-    def load(ckpt: Path) -> dict:
-        state = ckpt_io.load_training_state(ckpt, run.net, run.ema.model, run.optimizer, run.scheduler)
-        if run.disc is not None and state.get("discriminator"):
-            ckpt_io.load_module_and_optimizer(ckpt, "discriminator", run.disc, run.disc_opt, state["discriminator"])
-        return state
-
     state = {"step": 0, "skipped_steps": 0}
-    found = resume_newest(run.out, load) if resume else None
+    found = resume_newest(run.out, lambda ckpt: load_checkpoint(run, ckpt)) if resume else None
     if found is not None:
         ckpt, saved = found
         state.update({k: saved[k] for k in state if k in saved})
