@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## create .venv with liquidgen and its test dependencies
 
 demo: install  ## train the tiny LiquidGen on the bundled digits (CPU, a few minutes) and sample a grid
-	$(BIN)/liquidgen train configs/digits-liquid-tiny.yaml --out runs/demo
+	$(BIN)/liquidgen train configs/digits-liquid-tiny.yaml --out runs/demo --overwrite
 	$(BIN)/liquidgen sample runs/demo --out runs/demo/samples.png
 
 test: install  ## the test suite (what CI runs)

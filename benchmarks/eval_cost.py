@@ -64,7 +64,7 @@ def main() -> None:
         f"train.device={args.device}", f"train.eval_every={every}", f"train.eval_classifier={clf_path}",
         "train.eval_samples=2000", "train.eval_steps=20", "sample.cfg=2.0"])
     t0 = time.perf_counter()
-    final = train(config, runs / "unet")
+    final = train(config, runs / "unet", overwrite=True)
     wall = time.perf_counter() - t0
     log = [json.loads(line) for line in (runs / "unet" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in log if "eval_fd" in r]

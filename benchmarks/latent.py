@@ -52,7 +52,7 @@ def sync(device) -> None:
 def train_and_measure(config_path: Path, overrides: list[str], run: Path) -> tuple[dict, Path]:
     config = load_config(config_path, overrides)
     t0 = time.perf_counter()
-    final = train(config, run)
+    final = train(config, run, overwrite=True)
     wall = time.perf_counter() - t0
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {"train_img_s": statistics.median(r["images_per_s"] for r in log[2:] or log),

@@ -53,7 +53,7 @@ def main() -> None:
         config = load_config(args.config, [f"data.root={args.mnist_root}", f"train.steps={args.steps}",
                                            f"optim.name={name}", f"optim.lr={lr}", f"train.sample_every={args.steps}",
                                            f"train.ckpt_every={args.steps}", *args.set])
-        final = train(config, run)
+        final = train(config, run, overwrite=True)
         log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         curves[spec] = ([r["step"] for r in log], [r["loss"] for r in log])
         images, labels = Pipeline.load(final, device=device).generate(args.samples, progress=False)

@@ -62,7 +62,7 @@ def run_stage(name: str, args, runs: Path) -> Path:
                                                                   f"train.compile={args.device != 'cpu'}"])
         config.objective.name, config.objective.options = objective, options
     t0 = time.perf_counter()
-    final = train(config, run)
+    final = train(config, run, overwrite=True)
     print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
     return final
 

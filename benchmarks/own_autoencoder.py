@@ -42,7 +42,7 @@ def autoencoder(name: str, root: str, steps: int, runs: Path, out: Path, extra: 
                           f"train.ckpt_every={steps}", *extra], cls=AutoencoderConfig)
     run = runs / name
     t0 = time.perf_counter()
-    final = train_autoencoder(config, run)
+    final = train_autoencoder(config, run, overwrite=True)
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     shutil.copy(run / "samples" / f"step-{steps:06d}.png", out / f"{name}-reconstructions.png")
     speeds = [r["images_per_s"] for r in lines if "images_per_s" in r]
@@ -63,7 +63,7 @@ def latent_generator(kl_run: str, mnist_root: str, steps: int, runs: Path, out: 
                          ["data.name=precomputed", f"data.root={latents}", f"train.steps={steps}",
                           "train.compile=true", f"train.sample_every={steps}", f"train.ckpt_every={steps}", *extra])
     run = runs / "mnist-liquid-S-own-latents"
-    final = train(config, run)
+    final = train(config, run, overwrite=True)
     shutil.copy(run / "samples" / f"step-{steps:06d}.png", out / "latent-liquid-S-samples.png")
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_set = load_dataset("mnist", mnist_root, 32, limit=limit)

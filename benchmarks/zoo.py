@@ -114,7 +114,7 @@ def main() -> None:
             "train.ckpt_every=0", "train.keep_checkpoints=1", f"train.device={args.device}",
             *([f"data.limit={args.limit}"] if args.limit else [])])
         t0 = time.perf_counter()
-        final = train(config, run)
+        final = train(config, run, overwrite=True)
         wall = time.perf_counter() - t0
         log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         pipe = Pipeline.load(final, device=device)

@@ -180,6 +180,14 @@ def state_dict_problems(own: dict, state: dict) -> str:
     return "; ".join(problems[:5]) + more
 
 
+def check_fits(module: nn.Module, state: dict, what: str) -> None:
+    """Raise ValueError naming the mismatches when `state` cannot be loaded into `module` exactly, before
+    any tensor is copied (load_state_dict copies the tensors that fit before it raises)."""
+    problems = state_dict_problems(module.state_dict(), state)
+    if problems:
+        raise ValueError(f"{what} does not fit the {type(module).__name__} built for it: {problems}")
+
+
 def module_and_optimizer_files(name: str, module: nn.Module, optimizer: torch.optim.Optimizer
                                 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """A second trained module (a GAN's discriminator) for `save_checkpoint`: (`more` tensor files: its
@@ -219,6 +227,8 @@ def load_training_state(ckpt: Path, model, ema, optimizer, scheduler) -> dict:
     ckpt = Path(ckpt)
     files = read_files(ckpt, ("state.json", "model.safetensors", "ema.safetensors", "optimizer.safetensors"))
     state = files["state.json"]
+    check_fits(model, files["model.safetensors"], f"{ckpt}/model.safetensors")
+    check_fits(ema, files["ema.safetensors"], f"{ckpt}/ema.safetensors")
     model.load_state_dict(files["model.safetensors"])
     ema.load_state_dict(files["ema.safetensors"])
     tensors = files["optimizer.safetensors"]

@@ -44,6 +44,7 @@ from .data import (
     warn_skipped,
 )
 from .latent_space import to_float
+from .run_folder import claim
 from .text import build_text_encoder, fixed_length
 
 FORMAT_VERSION = 1
@@ -244,10 +245,21 @@ def open_source(req: Request, channels: int | None) -> Source:
 # --- writing ----------------------------------------------------------------------------------
 
 
+# What a precomputed dataset consists of; --overwrite deletes these and nothing else.
+DATASET_FILES = ("manifest.json", "manifest.tmp", "shard-*")
+
+
 def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu", batch_size: int = 64,
-               progress: bool = True) -> Path:
-    """Write (or finish) the precomputed dataset `req` into `out`; returns the manifest's path."""
-    out = Path(out)
+               progress: bool = True, overwrite: bool = False) -> Path:
+    """Write (or finish) the precomputed dataset `req` into `out`, which is locked meanwhile; returns the
+    manifest's path. The same request again finishes an interrupted folder; a folder holding another
+    dataset is refused unless `overwrite`, which deletes that dataset first."""
+    with claim(out, resume=not overwrite, overwrite=overwrite, owned=DATASET_FILES):
+        return write_dataset(req, Path(out), device, batch_size, progress)
+
+
+def write_dataset(req: Request, out: Path, device: str | torch.device, batch_size: int, progress: bool) -> Path:
+    """`precompute` once the folder is this job's."""
     if req.shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {req.shard_size}")
     manifest = _start_manifest(out, req)
@@ -347,7 +359,7 @@ def _start_manifest(out: Path, req: Request) -> dict:
         if manifest.get("request") != wanted:
             changed = sorted(k for k in wanted if manifest.get("request", {}).get(k) != wanted[k])
             raise ValueError(f"{out} holds a precomputed dataset made with other settings ({', '.join(changed)}); "
-                             f"use another output folder or delete it")
+                             f"use another output folder, or --overwrite to replace it")
         return manifest
     out.mkdir(parents=True, exist_ok=True)
     return {"version": FORMAT_VERSION, "request": wanted, "shards": [], "count": 0, "complete": False}

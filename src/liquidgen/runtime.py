@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CorruptCheckpoint, list_checkpoints
+from .checkpoint import CorruptCheckpoint, list_checkpoints, read_files
 
 
 def seed_everything(seed: int) -> None:
@@ -66,6 +66,43 @@ def resume_newest(run_dir: Path, restore: Callable[[Path], dict], say: Callable[
     if existing:
         raise CorruptCheckpoint(f"none of the {len(existing)} checkpoints in {run_dir} is readable")
     return None
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}, leaves as JSON would hold them (tuples as lists)."""
+    out = {}
+    for key, value in json.loads(json.dumps(tree)).items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changes(saved: dict, now: dict) -> list[tuple[str, object, object]]:
+    """(key, saved value, value now) where they differ; keys a checkpoint of an older version lacks are not
+    counted as changed."""
+    saved, now = _flat(saved), _flat(now)
+    return [(k, saved[k], now.get(k)) for k in saved if saved[k] != now.get(k)]
+
+
+def check_resume(ckpt: Path, config: dict, spec: dict, fixed: tuple[str, ...],
+                 say: Callable[[str], None] = print) -> None:
+    """Before `ckpt` is restored: the model it holds (its model.json) must be the one this run builds
+    (`spec`), and the config keys under the sections `fixed` must be unchanged, else a ValueError says what
+    differs (not a CorruptCheckpoint: an older checkpoint differs the same way). Other changed settings
+    (more steps, another learning rate) are allowed and listed."""
+    files = read_files(ckpt, ("config.json", "model.json"))
+    changes = _changes(files["config.json"], config)
+    locked = [c for c in changes if c[0].split(".")[0] in fixed] or _changes(files["model.json"], spec)
+    if locked:
+        listed = ", ".join(f"{k} ({old!r} there, {new!r} now)" for k, old, new in locked[:4])
+        raise ValueError(f"--resume: {ckpt} differs from this run in {listed}: a run keeps its "
+                         f"{' and '.join(fixed)} settings; resume without the change, or start a new run "
+                         f"(another --out, or --overwrite)")
+    if changes:
+        say("note: resuming with changed settings: "
+            + ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changes[:8]))
 
 
 class NonFiniteGuard:

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from .checkpoint import read_files, resolve
+from .checkpoint import check_fits, read_files, resolve
 from .config import Config, from_dict
 from .latent_space import LatentSpace
 from .models import Backbone, build_model
@@ -80,6 +79,7 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     files = read_files(ckpt, ("config.json", "model.json", weights))
     config, spec = from_dict(Config, files["config.json"]), ModelSpec.from_json(files["model.json"])
     model = spec.build()
+    check_fits(model, files[weights], f"{ckpt / weights} (made by another liquidgen version?)")
     model.load_state_dict(files[weights])
     return model.to(device).eval(), config, spec
 
@@ -89,7 +89,8 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
     teacher). The architectures must match exactly, except that a model with extra concat input
     channels (inpainting) may start from one without: those channels keep their zero weights."""
     ckpt = resolve(path)
-    weights = load_file(ckpt / ("ema.safetensors" if ema else "model.safetensors"))
+    name = "ema.safetensors" if ema else "model.safetensors"
+    weights = read_files(ckpt, (name,))[name]
     own = model.state_dict()
     extra = getattr(model, "concat_channels", 0)
     for name, w in weights.items():
@@ -97,7 +98,5 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
         if extra and target is not None and w.ndim == 4 and target.shape[1] == w.shape[1] + extra \
                 and target.shape[0] == w.shape[0] and target.shape[2:] == w.shape[2:]:
             weights[name] = torch.cat([w.to(target.dtype), target[:, w.shape[1]:]], dim=1)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:  # PyTorch's message names the missing, unexpected and mis-shaped tensors
-        raise ValueError(f"train.init_from {ckpt}: architectures differ: {str(e).splitlines()[1:4]}") from None
+    check_fits(model, weights, f"train.init_from: {ckpt / name} (architectures differ)")
+    model.load_state_dict(weights)

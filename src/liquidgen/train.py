@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt_io
 from .config import Config
 from .data import BatchSampler, ImageData, PrecomputedData, load_dataset
-from .distributed import Dist, part_seed, setup
+from .distributed import Dist, main_process, part_seed, setup
 from .ema import EMA
 from .evaluation.during_training import TrainingEval
 from .generate import Pipeline, grid_labels
@@ -31,7 +31,8 @@ from .models.base import null_token_mask
 from .objectives import Objective, objective_from
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_metrics_jsonl, save_grid
-from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, resume_newest, seed_everything
+from .run_folder import claim
+from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, resume_newest, seed_everything
 from .spec import ModelSpec, init_weights
 
 
@@ -179,12 +180,20 @@ def start_run(config: Config, out: Path) -> Run:
                MetricsLog(out / "metrics.jsonl"), evaluator)
 
 
+def load_checkpoint(run: Run, ckpt: Path) -> dict:
+    """Restore `ckpt` into the run, once it is known to hold this run's model and objective; returns its
+    state.json. Nothing is restored when it raises."""
+    check_resume(ckpt, run.config.to_dict(), run.spec.to_json(), ("model", "objective"), run.say)
+    return ckpt_io.load_training_state(ckpt, run.model, run.ema.model, run.optimizer, run.scheduler)
+
+
 def restore(run: Run, resume: bool) -> dict:
-    """Continue from the newest readable checkpoint (with `resume`), or start afresh; writes config.yaml.
-    Returns the state to go on from: step, train_seconds, skipped_steps."""
+    """Continue from the newest readable checkpoint (with `resume`), or start afresh; then writes
+    config.yaml. Returns the state to go on from: step, train_seconds, skipped_steps."""
     state = {"step": 0, "train_seconds": 0.0, "skipped_steps": 0}
-    found = resume_newest(run.out, lambda ckpt: ckpt_io.load_training_state(
-        ckpt, run.model, run.ema.model, run.optimizer, run.scheduler), run.say) if resume else None
+    found = resume_newest(run.out, lambda ckpt: load_checkpoint(run, ckpt), run.say) if resume else None
+    if resume and found is None:
+        run.say(f"warning: --resume: {run.out} holds no checkpoint to resume from; starting a new run there")
     if found is not None:
         ckpt, saved = found
         state.update({k: saved[k] for k in state if k in saved})
@@ -313,11 +322,18 @@ def announce(run: Run) -> None:
             f"classes{text}, {where}")
 
 
-def train(config: Config, out_dir: str | Path, resume: bool = False) -> Path:
-    """Train per `config`, writing everything into `out_dir`. With `resume`, continue from the newest
-    checkpoint in `out_dir`. Returns the final checkpoint folder."""
+def train(config: Config, out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train per `config`, writing everything into `out_dir`, which must not hold another run: with
+    `resume`, continue from its newest checkpoint; with `overwrite`, delete that run first (see
+    `run_folder.claim`). Returns the final checkpoint folder."""
+    with claim(out_dir, resume=resume, overwrite=overwrite, main=main_process()):
+        return train_loop(config, Path(out_dir), resume)
+
+
+def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
+    """`train` once the folder is this run's."""
     tc = config.train
-    run = start_run(config, Path(out_dir))
+    run = start_run(config, out_dir)
     state = restore(run, resume)
     start, dist = state["step"], run.dist
     # What the training step calls: DDP with several processes, after a probe step on the bare model.

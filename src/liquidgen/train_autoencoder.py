@@ -29,7 +29,8 @@ from .distributed import launched_world, part_seed, pick_device
 from .ema import EMA
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_metrics_jsonl, save_grid
-from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, resume_newest, seed_everything
+from .run_folder import claim
+from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, resume_newest, seed_everything
 
 
 @dataclass
@@ -187,6 +188,7 @@ def load_checkpoint(run: AutoencoderRun, ckpt: Path) -> dict:
     """Restore the network, EMA, optimizer, scheduler, RNG and (where saved) the discriminator from
     `ckpt`; returns its state.json. Every file is read before anything is restored, so a checkpoint
     that raises CorruptCheckpoint changes nothing (`runtime.resume_newest` then tries the one before)."""
+    check_resume(ckpt, run.config.to_dict(), run.spec, ("model",))
     if run.disc is not None and ckpt_io.read_files(ckpt, ("state.json",))["state.json"].get("discriminator"):
         ckpt_io.read_files(ckpt, DISC_FILES)  # only to raise CorruptCheckpoint before the network is touched
     state = ckpt_io.load_training_state(ckpt, run.net, run.ema.model, run.optimizer, run.scheduler)
@@ -200,6 +202,8 @@ def restore(run: AutoencoderRun, resume: bool) -> dict:
     config.yaml. Returns the state to go on from: step, skipped_steps."""
     state = {"step": 0, "skipped_steps": 0}
     found = resume_newest(run.out, lambda ckpt: load_checkpoint(run, ckpt)) if resume else None
+    if resume and found is None:
+        print(f"warning: --resume: {run.out} holds no checkpoint to resume from; starting a new run there")
     if found is not None:
         ckpt, saved = found
         state.update({k: saved[k] for k in state if k in saved})
@@ -279,11 +283,18 @@ def finish(run: AutoencoderRun, step: int, skipped: int) -> None:
     save(run, step, skipped, {"heldout": held})
 
 
-def train_autoencoder(config: AutoencoderConfig, out_dir: str | Path, resume: bool = False) -> Path:
-    """Train per `config` into `out_dir` (continuing from its newest checkpoint with `resume`); returns
-    the final checkpoint folder."""
+def train_autoencoder(config: AutoencoderConfig, out_dir: str | Path, resume: bool = False,
+                      overwrite: bool = False) -> Path:
+    """Train per `config` into `out_dir`, which must not hold another run: with `resume`, continue from
+    its newest checkpoint; with `overwrite`, delete that run first. Returns the final checkpoint folder."""
+    with claim(out_dir, resume=resume, overwrite=overwrite):
+        return train_loop(config, Path(out_dir), resume)
+
+
+def train_loop(config: AutoencoderConfig, out_dir: Path, resume: bool) -> Path:
+    """`train_autoencoder` once the folder is this run's."""
     tc = config.train
-    run = start_run(config, Path(out_dir))
+    run = start_run(config, out_dir)
     state = restore(run, resume)
     net, data = run.net, run.data
     print(f"{config.model.kind}-autoencoder: {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, "

@@ -132,7 +132,7 @@ def train_contender(study: QualityStudy, contender: Contender, base: Config, dev
     config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options), base.model.inpainting)
     run = Path(study.runs or Path(study.out) / "runs") / contender.name
     t0 = time.perf_counter()
-    train(config, run, resume=True)
+    train(config, run, resume=run.exists())  # a rerun continues each contender to the (new) budget
     return config, run, {**_training_summary(run), "wall_s": time.perf_counter() - t0}
 
 
