@@ -42,17 +42,34 @@ class Pipeline:
     settings: SampleConfig = field(default_factory=SampleConfig)  # defaults of every call
     precision: str = "auto"  # train.precision: bf16 autocast on CUDA unless fp32
     dist: Dist = field(default_factory=Dist)  # under a launcher, rows are split over the processes
+    # The samplers call the backbone through torch.compile with CUDA graphs: on | off | auto (on CUDA, for
+    # backbones without a per-batch solver state). Batches are then cut into equal chunks (see `sample`).
+    compile: str = "auto"
 
     def __post_init__(self):
+        if self.compile not in COMPILE:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE)}, got {self.compile!r}")
         self.space: LatentSpace = self.spec.latent_space()
+        self._network: Backbone | CompiledForward | None = None
 
     @classmethod
     def load(cls, path: str | Path, ema: bool = True, device: str | torch.device = "auto",
-             dist: Dist | None = None) -> Pipeline:
+             dist: Dist | None = None, compile: str = "auto") -> Pipeline:
         """A checkpoint folder, or a run folder (its newest checkpoint); EMA weights unless `ema` is False."""
         model, config, spec = load_model(path, ema=ema, device=pick_device(str(device)))
         return cls(model, spec, objective_from(config.objective).prediction, config.sample,
-                   config.train.precision, dist or Dist())
+                   config.train.precision, dist or Dist(), compile)
+
+    @property
+    def compiled(self) -> bool:
+        stateless = not hasattr(self.model, "sampling_state")  # a solver state is Python, not graph, input
+        return self.compile == "on" or (self.compile == "auto" and self.device.type == "cuda" and stateless)
+
+    def network(self) -> Backbone | CompiledForward:
+        """What the samplers call: the backbone, or its compiled forward (built once, on first use)."""
+        if self._network is None:
+            self._network = CompiledForward(self.model) if self.compiled else self.model
+        return self._network
 
     @property
     def device(self) -> torch.device:
@@ -74,10 +91,14 @@ class Pipeline:
         """Model-space samples from `noise`, row i conditioned on labels[i] (class indices, or class weights
         (B, classes + 1) to blend embeddings) and on row i of each `cond` tensor (context, context_mask,
         concat). `batch_size` None draws each process's rows in one call (a fixed-point `state` and a
-        trajectory `callback` then see them all); otherwise a progress bar counts batches."""
+        trajectory `callback` then see them all); otherwise a progress bar counts batches. A compiled
+        network gets every batch padded to `batch_size` rows, so that one CUDA graph serves them all."""
         s = settings or self.settings
         if labels is not None and self.model.num_classes == 0:
             raise ValueError("this model is unconditional; labels do not apply")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        net = self.network()
 
         def draw(rows: slice) -> Tensor:
             step = batch_size or max(rows.stop - rows.start, 1)
@@ -86,12 +107,16 @@ class Pipeline:
             out = []
             for start in tqdm(starts, desc="generate", disable=None if bar else True):
                 b = slice(start, min(start + step, rows.stop))
+                pad = step - (b.stop - b.start) if net is not self.model else 0
+
+                def rows_of(v: Tensor) -> Tensor:
+                    return _pad(v[b], pad).to(self.device)
                 with autocast(self.device, self.precision):
-                    out.append(sample(self.model, self.prediction, noise[b].to(self.device),
-                                      None if labels is None else labels[b].to(self.device), s.steps, s.cfg,
-                                      s.sampler, progress=progress and not bar and self.dist.main, state=state,
-                                      grid=s.grid or None, cfg_interval=s.cfg_interval, callback=callback,
-                                      **{k: v[b].to(self.device) for k, v in cond.items()}).float())
+                    x = sample(net, self.prediction, rows_of(noise), None if labels is None else rows_of(labels),
+                               s.steps, s.cfg, s.sampler, progress=progress and not bar and self.dist.main,
+                               state=state, grid=s.grid or None, cfg_interval=s.cfg_interval, callback=callback,
+                               **{k: rows_of(v) for k, v in cond.items()})
+                out.append(x[:step - pad].float())
             return torch.cat(out) if out else noise[:0].to(self.device)
 
         return self.dist.map_rows(draw, len(noise))
@@ -162,6 +187,31 @@ class Pipeline:
         x = self.sample(self.noise(n, seed), y, settings, batch_size=batch_size, progress=progress, **cond)
         images = torch.cat([to_uint8(self.decode(b)).cpu() for b in x.split(batch_size)])
         return images, cond_rows if prompts else y
+
+
+COMPILE = ("auto", "on", "off")
+
+
+class CompiledForward:
+    """A backbone whose forward runs through torch.compile with CUDA graphs (mode reduce-overhead: one graph
+    replay per call instead of a launch per kernel, for a fixed input shape); every other attribute is
+    the backbone's. The output is copied out of the graph's memory, which its next replay overwrites
+    (Heun, for one, still holds the previous velocity then)."""
+
+    def __init__(self, model: Backbone):
+        self.model = model
+        self.forward = torch.compile(model, mode="reduce-overhead", dynamic=False)
+
+    def __call__(self, *args, **kwargs) -> Tensor:
+        return self.forward(*args, **kwargs).clone()
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+
+def _pad(rows: Tensor, n: int) -> Tensor:
+    """`rows` with its last row repeated n more times."""
+    return torch.cat([rows, rows[-1:].expand(n, *rows.shape[1:])]) if n else rows
 
 
 def cycle(labels: list[int] | None, n: int) -> Tensor | None:

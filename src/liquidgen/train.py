@@ -176,7 +176,9 @@ def start_run(config: Config, out: Path) -> Run:
     return Run(config, out, dist, device, data, spec, model, objective,
                BatchSampler(data, tc.batch_size, seed=tc.seed, device=device, hflip=d.hflip), ema, optimizer,
                make_scheduler(optimizer, config.optim, tc.steps),
-               Pipeline(ema.model, spec, objective.prediction, config.sample, tc.precision, dist),
+               # grids and evaluation sample compiled when training does
+               Pipeline(ema.model, spec, objective.prediction, config.sample, tc.precision, dist,
+                        "auto" if tc.compile else "off"),
                MetricsLog(out / "metrics.jsonl"), evaluator)
 
 

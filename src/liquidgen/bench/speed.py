@@ -203,7 +203,7 @@ def measure_sampling(case: Case, model, device: torch.device, batch: int, steps:
     """Network calls per second x batch of Euler sampling without guidance (one call per step)."""
     channels, size, classes = model.in_channels, model.input_size, model.num_classes
     spec = ModelSpec(case.backbone, case.preset, {}, channels, size, [str(k) for k in range(classes)])
-    pipe = Pipeline(model, spec, "v", SampleConfig(sampler="euler", cfg=1.0), precision="auto")
+    pipe = Pipeline(model, spec, "v", SampleConfig(sampler="euler", cfg=1.0), precision="auto", compile="off")
     flops = forward_flops(model, channels, size, classes) if not model.context_dim else None
     if case.compile != "eager":
         model.compile(mode=case.compile)
