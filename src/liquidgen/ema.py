@@ -30,11 +30,19 @@ class EMA:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, taken: torch.Tensor | None = None) -> None:
+        """One update after an optimizer step; `taken` (a bool tensor on the device) False leaves the
+        average as it is, without a host sync (the trainer's skipped non-finite steps). Every call counts
+        towards the warm-up, taken or not."""
         d = self.current_decay()
         ema = list(self.model.parameters())
         live = [p.detach().float() for p in model.parameters()]
-        torch._foreach_lerp_(ema, live, 1.0 - d)
+        if taken is None:
+            torch._foreach_lerp_(ema, live, 1.0 - d)
+        else:
+            step = torch._foreach_sub(live, ema)
+            torch._foreach_mul_(step, taken.float() * (1.0 - d))
+            torch._foreach_add_(ema, step)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
         self.updates += 1

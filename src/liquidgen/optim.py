@@ -110,7 +110,23 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
               {"params": [p for p in others if p.ndim < 2], "weight_decay": 0.0}]
     if cfg.name == "muon":
         return MuonWithAdamW(matrices, groups, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    # Fused: one kernel for the whole update, and it can skip a step on the device (`skip_on_device`).
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fusable(model))
+
+
+def fusable(model: nn.Module) -> bool:
+    """Whether PyTorch's fused AdamW takes these parameters (floating point, on the CPU or CUDA)."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
+
+
+def skip_on_device(optimizer: torch.optim.Optimizer, skip: Tensor) -> bool:
+    """Arrange for the next step of `optimizer` to leave weights and moments untouched where `skip` (a bool
+    tensor on the device) is set, without reading it on the host; False when the optimizer cannot (then
+    the caller decides on the host). Fused Adam(W) reads `found_inf`, the flag AMP's GradScaler sets."""
+    if not (isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and optimizer.defaults.get("fused")):
+        return False
+    optimizer.found_inf = skip.float()
+    return True
 
 
 def make_scheduler(optimizer, cfg, total_steps: int):

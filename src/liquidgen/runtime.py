@@ -107,23 +107,29 @@ def check_resume(ckpt: Path, config: dict, spec: dict, fixed: tuple[str, ...],
 
 class NonFiniteGuard:
     """Counts steps skipped for a non-finite gradient; a streak of `limit` of them stops the run, since
-    a diverged run only wastes the GPU. A bad batch must never reach the weights or the EMA."""
+    a diverged run only wastes the GPU. A bad batch must never reach the weights or the EMA. The counts
+    live on the device, so recording a step needs no host sync; `check` reads them."""
 
-    def __init__(self, limit: int, total: int = 0):
-        self.limit, self.total, self.streak = limit, total, 0
+    def __init__(self, limit: int, total: int = 0, device: torch.device | str = "cpu"):
+        self.limit = limit
+        self.total = torch.tensor(total, device=device)
+        self.streak = torch.zeros((), dtype=torch.long, device=device)
+        self.tripped = torch.full((), -1, dtype=torch.long, device=device)  # step at which a streak hit the limit
 
-    def __call__(self, finite: bool, step: int) -> bool:
-        """Record step `step` (0-based); returns `finite`, raising FloatingPointError at the limit."""
-        if finite:
-            self.streak = 0
-            return True
-        self.streak += 1
-        self.total += 1
-        if self.streak >= self.limit:
-            raise FloatingPointError(f"{self.streak} consecutive steps with non-finite gradients (all skipped), up "
-                                     f"to step {step + 1}; lower optim.lr or check the data, then --resume from "
+    def __call__(self, taken: torch.Tensor, step: int) -> None:
+        """Record step `step` (0-based), taken or skipped (`taken`: a bool tensor)."""
+        bad = (~taken).long()
+        self.total += bad
+        self.streak = (self.streak + 1) * bad
+        self.tripped = torch.where((self.tripped < 0) & (self.streak >= self.limit), step + 1, self.tripped)
+
+    def check(self) -> int:
+        """The number of skipped steps so far; raises FloatingPointError if a streak reached the limit."""
+        if (tripped := int(self.tripped)) >= 0:
+            raise FloatingPointError(f"{self.limit} consecutive steps with non-finite gradients (all skipped), up "
+                                     f"to step {tripped}; lower optim.lr or check the data, then --resume from "
                                      f"the newest checkpoint")
-        return False
+        return int(self.total)
 
 
 class MetricsLog:

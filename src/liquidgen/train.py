@@ -29,7 +29,7 @@ from .inpainting import concat_input, random_masks
 from .models import Backbone
 from .models.base import null_token_mask
 from .objectives import Objective, objective_from
-from .optim import make_optimizer, make_scheduler
+from .optim import make_optimizer, make_scheduler, skip_on_device
 from .plots import plot_metrics_jsonl, save_grid
 from .run_folder import claim
 from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, resume_newest, seed_everything
@@ -90,20 +90,22 @@ def train_step(model, objective, batches, step: int, optimizer, scheduler, ema: 
                label_dropout: float | None, amp=contextlib.nullcontext, dist: Dist | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One optimizer step: gradients over `train.grad_accum` micro-batches, global norm clipping, then
-    the update, LR schedule and EMA - all skipped when the gradient is not finite. Returns (this
-    process's loss, grad norm, whether the step was taken). With DDP the gradients, hence the norm and
-    the decision to skip, are the same on every process."""
+    the update and EMA - both left out when the gradient is not finite - and the LR schedule. Returns
+    (this process's loss, grad norm, whether the step was taken, as a bool tensor). With the fused AdamW
+    the decision stays on the device: no host sync per step, so the CPU can queue the next step while
+    the GPU runs this one. With DDP the gradients, hence the norm and the decision, are the same on every
+    process."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     loss = accumulate_gradients(model, objective, batches, step, config.train.grad_accum, label_dropout,
                                 config.train.caption_dropout, amp, dist, config.train.seed)
     clip = config.optim.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
-    finite = bool(torch.isfinite(grad_norm))
-    if finite:
+    finite = torch.isfinite(grad_norm)
+    if skip_on_device(optimizer, ~finite) or finite:  # `or finite` reads the flag on the host
         optimizer.step()
-        scheduler.step()
-        ema.update(model)
+    scheduler.step()  # the schedule follows the step count, skipped steps included
+    ema.update(model, finite)
     return loss, grad_norm, finite
 
 
@@ -295,15 +297,18 @@ class Window:
     def reset(self) -> None:
         self.loss = torch.zeros((), device=self.device)
         self.norm = torch.zeros((), device=self.device)
+        self.taken = torch.zeros((), device=self.device)
         self.steps, self.seconds = 0, 0.0
 
-    def add(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
-        self.loss += loss
-        self.norm += norm.detach()
+    def add(self, loss: torch.Tensor, norm: torch.Tensor, taken: torch.Tensor) -> None:
+        """A step's loss and norm, counted only if the step was `taken` (the skipped ones are not finite)."""
+        self.loss += torch.where(taken, loss, 0.0)
+        self.norm += torch.where(taken, norm.detach(), 0.0)
+        self.taken += taken
         self.steps += 1
 
     def record(self, run: Run, step: int, state: dict) -> dict:
-        n = max(self.steps, 1)
+        n = self.taken.clamp(min=1)
         record = {"step": step, "loss": run.dist.mean(self.loss / n).item(), "grad_norm": (self.norm / n).item(),
                   "lr": run.scheduler.get_last_lr()[0],
                   "images_per_s": self.steps * run.config.train.batch_size / max(self.seconds, 1e-9),
@@ -344,7 +349,8 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
         dist, tc.seed))
     grid = training_grid(run)
     announce(run)
-    guard, window = NonFiniteGuard(tc.max_bad_steps, state["skipped_steps"]), Window(run.device)
+    guard = NonFiniteGuard(tc.max_bad_steps, state["skipped_steps"], run.device)
+    window = Window(run.device)
     budget, every = 60 * tc.minutes, 60 * tc.ckpt_minutes
     next_timed = (math.floor(state["train_seconds"] / every) + 1) * every if every else math.inf
     out_of_time = budget > 0 and state["train_seconds"] >= budget
@@ -357,11 +363,10 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
             if out_of_time:
                 break
             t_step = time.perf_counter()
-            loss, grad_norm, finite = train_step(net, run.objective, run.batches, step, run.optimizer,
-                                                 run.scheduler, run.ema, config, run.label_dropout, run.amp, dist)
-            if guard(finite, step):
-                window.add(loss, grad_norm)
-            state["skipped_steps"] = guard.total
+            loss, grad_norm, taken = train_step(net, run.objective, run.batches, step, run.optimizer,
+                                                run.scheduler, run.ema, config, run.label_dropout, run.amp, dist)
+            guard(taken, step)
+            window.add(loss, grad_norm, taken)
             done = step + 1
             if (tc.minutes or tc.ckpt_minutes) and run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)  # the budget is GPU time, not the time to queue kernels
@@ -375,6 +380,9 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
                 stop.signal is not None, dist.main and budget > 0 and state["train_seconds"] >= budget,
                 dist.main and state["train_seconds"] >= next_timed, device=run.device)
             last = done == tc.steps or out_of_time or stopping
+            saving = (tc.ckpt_every and done % tc.ckpt_every == 0) or last or timed
+            if done % tc.log_every == 0 or saving:
+                state["skipped_steps"] = guard.check()  # reads the device's counts; raises after a bad streak
             if done % tc.log_every == 0 or last:
                 record = window.record(run, done, state)
                 if dist.main:
@@ -388,7 +396,7 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
                 evaluate(run, done, quiet=bar.disable)
             if timed:
                 next_timed = (math.floor(state["train_seconds"] / every) + 1) * every
-            if (tc.ckpt_every and done % tc.ckpt_every == 0) or last or timed:
+            if saving:
                 save(run, done, state)
             if stopping:
                 run.say(f"\nstopped by {stop.signal or 'a signal to another process'} at step {done}: "

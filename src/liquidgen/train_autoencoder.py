@@ -102,8 +102,8 @@ def split_data(config: AutoencoderConfig) -> tuple[ImageData, ImageData]:
     if keep < config.train.batch_size:
         raise ValueError(f"{len(train)} images leave {keep} for training after the {config.train.holdout} held out "
                          f"(train.holdout); that is less than a batch of {config.train.batch_size}")
-    part = lambda rows: ImageData(train.images[rows], train.labels[rows], train.num_classes, train.class_names)
-    return part(slice(0, keep)), part(slice(keep, None))
+    return tuple(ImageData(train.images[rows], train.labels[rows], train.num_classes, train.class_names)
+                 for rows in (slice(0, keep), slice(keep, None)))
 
 
 @torch.no_grad()
@@ -237,7 +237,10 @@ def update(run: AutoencoderRun, step: int, guard: NonFiniteGuard) -> dict | None
     loss.backward()
     clip = run.config.optim.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(run.net.parameters(), clip if clip > 0 else float("inf"))
-    if not guard(bool(torch.isfinite(grad_norm)), step):
+    finite = torch.isfinite(grad_norm)
+    guard(finite, step)
+    if not finite:  # a host sync each step: this loop is not launch-bound
+        guard.check()
         return None
     run.optimizer.step()
     run.scheduler.step()
@@ -301,7 +304,7 @@ def train_loop(config: AutoencoderConfig, out_dir: Path, resume: bool) -> Path:
           f"{len(data)} images {data.channels}x{data.size}x{data.size} -> latents "
           f"{net.latent_channels}x{data.size // net.downscale}x{data.size // net.downscale}, "
           f"{len(run.held_out)} held out, on {run.device}")
-    guard = NonFiniteGuard(tc.max_bad_steps, state["skipped_steps"])
+    guard = NonFiniteGuard(tc.max_bad_steps, state["skipped_steps"], run.device)
     sums: dict[str, float] = {}
     logged, window = 0, 0.0
     stop = StopRequest()
@@ -321,7 +324,7 @@ def train_loop(config: AutoencoderConfig, out_dir: Path, resume: bool) -> Path:
             last = done == tc.steps or stop.signal is not None
             if done % tc.log_every == 0 or last:
                 line = {"step": done, **{k: v / logged for k, v in sums.items()}, "lr": run.scheduler.get_last_lr()[0],
-                        "images_per_s": logged * tc.batch_size / window, "skipped_steps": guard.total}
+                        "images_per_s": logged * tc.batch_size / window, "skipped_steps": guard.check()}
                 run.metrics.append(line)
                 bar.set_postfix(loss=f"{line['loss']:.4f}", psnr=f"{line['psnr']:.1f}")
                 if bar.disable:
@@ -331,9 +334,9 @@ def train_loop(config: AutoencoderConfig, out_dir: Path, resume: bool) -> Path:
             if (tc.sample_every and done % tc.sample_every == 0) or last:
                 save_samples(run, done)
             if last:
-                finish(run, done, guard.total)
+                finish(run, done, guard.check())
             elif tc.ckpt_every and done % tc.ckpt_every == 0:
-                save(run, done, guard.total)
+                save(run, done, guard.check())
             if stop.signal is not None:
                 print(f"\nstopped by {stop.signal} at step {done}: checkpoint saved; continue with --resume",
                       flush=True)
