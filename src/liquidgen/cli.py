@@ -30,6 +30,9 @@ def add_run_args(p: argparse.ArgumentParser, example: str, set_example: str) -> 
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help=f"override config keys, e.g. --set {set_example}")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in the run folder and start afresh (without --resume or "
+                        "--overwrite, a folder holding a run is refused)")
 
 
 def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
@@ -45,6 +48,11 @@ def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (
     p.add_argument("--cfg-interval", nargs=2, type=float, metavar=("T_LOW", "T_HIGH"),
                    help="apply guidance only for flow times t in [T_LOW, T_HIGH] (t = 1 is noise)")
     p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--batch", type=int, default=500,
+                   help="samples per network call (doubled with guidance); lower it if the GPU runs out of memory")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="run the network through torch.compile with CUDA graphs (auto: on CUDA); the first "
+                        "batch then takes longer")
     add_device_arg(p)
 
 
@@ -87,7 +95,7 @@ def cmd_train(args) -> None:
     from .train import train
 
     out = run_folder(args)
-    final = train(load_config(args.config, args.set), out, resume=args.resume)
+    final = train(load_config(args.config, args.set), out, resume=args.resume, overwrite=args.overwrite)
     if main_process():
         print(f"done: {final}\nsample with: liquidgen sample {out}")
 
@@ -100,7 +108,7 @@ def cmd_train_autoencoder(args) -> None:
     from .train_autoencoder import AutoencoderConfig, train_autoencoder
 
     config = load_config(args.config, args.set, cls=AutoencoderConfig)
-    final = train_autoencoder(config, run_folder(args), resume=args.resume)
+    final = train_autoencoder(config, run_folder(args), resume=args.resume, overwrite=args.overwrite)
     print(f"done: {final}\nencode a dataset with it: liquidgen precompute SOURCE --autoencoder own "
           f"--ae-option path={final} --size {config.data.image_size or 'SIZE'} --out DIR")
 
@@ -152,7 +160,7 @@ def cmd_sample(args) -> None:
     from .latent_space import to_uint8
 
     dist, device = setup(args.device)
-    pipe = Pipeline.load(args.checkpoint, ema=not args.no_ema, device=device, dist=dist)
+    pipe = Pipeline.load(args.checkpoint, ema=not args.no_ema, device=device, dist=dist, compile=args.compile)
     settings = sampling_settings(args, pipe.settings)
     names = pipe.spec.class_names
     y, cond, n, nrow = pipe.conditions(args.n, parse_labels(args.labels, names), args.prompt)
@@ -167,7 +175,9 @@ def cmd_sample(args) -> None:
         raise ValueError("--trajectory runs in one process; start sample without a launcher")
     state = fixed_point_state(pipe.model, args)
     estimates: list[torch.Tensor] = []
-    x = pipe.sample(pipe.noise(n, args.seed), y, settings, state=state, progress=True,
+    # A trajectory and a fixed-point solver's statistics need every row in one call.
+    batch = None if args.trajectory or state is not None else args.batch
+    x = pipe.sample(pipe.noise(n, args.seed), y, settings, batch_size=batch, state=state, progress=True,
                     callback=(lambda t, x0: estimates.append(x0.float())) if args.trajectory else None, **cond)
     if not dist.main:
         return
@@ -215,7 +225,7 @@ def cmd_interpolate(args) -> None:
     from . import interpolate as interp
     from .generate import Pipeline
 
-    pipe = Pipeline.load(args.checkpoint, device=pick_device(args.device))
+    pipe = Pipeline.load(args.checkpoint, device=pick_device(args.device), compile=args.compile)
     settings = sampling_settings(args, pipe.settings)
     if settings.sampler == "consistency" and settings.steps > 1:
         print("note: multi-step consistency sampling draws fresh noise at every step, so neighbouring frames "
@@ -244,7 +254,7 @@ def cmd_interpolate(args) -> None:
         else:
             cond = dict(zip(("context", "context_mask"), interp.blend_contexts(*pipe.encode_prompts(args.prompts), w)))
     cond = {k: v for k, v in cond.items() if v is not None}
-    images = pipe.decode(pipe.sample(noise, y, settings, progress=True, **cond))
+    images = pipe.decode(pipe.sample(noise, y, settings, batch_size=args.batch, progress=True, **cond))
     out = Path(args.out)
     save_grid(images, out, nrow=args.frames)
     gif = save_gif([im[None] for im in images], out.with_suffix(".gif"), nrow=1, duration_ms=args.duration,
@@ -260,6 +270,8 @@ def add_precompute(p: argparse.ArgumentParser) -> None:
                    "metadata.jsonl), digits, mnist, cifar10, npz, or hf (a Hugging Face datasets folder or hub name)")
     p.add_argument("--root", help="the source's folder or file (or hub name for hf)")
     p.add_argument("--out", required=True, help="output folder; rerunning the same command resumes it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a precomputed dataset made with other settings in --out (refused otherwise)")
     p.add_argument("--size", type=int, required=True, help="image side in pixels before encoding")
     p.add_argument("--autoencoder", default="identity",
                    help="identity (pixels), taesd, diffusers or own; see --ae-option for their settings")
@@ -301,7 +313,8 @@ def cmd_precompute(args) -> None:
                   text_encoder=text, caption_templates=args.caption_template, class_words=args.class_words,
                   resize=not args.no_resize, hf_columns=columns, shard_size=args.shard_size,
                   text_tokens=args.text_tokens, skip_bad_images=args.skip_bad_images)
-    manifest = precompute(req, args.out, device=pick_device(args.device), batch_size=args.batch_size)
+    manifest = precompute(req, args.out, device=pick_device(args.device), batch_size=args.batch_size,
+                          overwrite=args.overwrite)
     print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
 
 
@@ -339,9 +352,9 @@ def cmd_eval(args) -> None:
         if args.n:
             images, labels = images[:args.n], None if labels is None else labels[:args.n]
     else:
-        pipe = Pipeline.load(target, device=device, dist=dist)
+        pipe = Pipeline.load(target, device=device, dist=dist, compile=args.compile)
         images, labels = pipe.generate(args.n or 10_000, seed=args.seed, prompts=args.prompt,
-                                       settings=sampling_settings(args, pipe.settings))
+                                       settings=sampling_settings(args, pipe.settings), batch_size=args.batch)
         if not dist.main:
             return
     reference = load_reference(args.data, args.root, args.split, args.size or images.shape[-1], args.reference_limit)

@@ -1,0 +1,81 @@
+"""Sampling speed as a user meets it: `liquidgen sample RUN --labels 0..9 --n N --steps S --cfg C --out x.npz`
+timed from process start to the file written, then, inside one process, images per second at a few steps.
+
+    python benchmarks/sampling_speed.py runs/mnist-liquid-S runs/mnist-unet --n 10000 --steps 50 --cfg 2 \
+        --out benchmarks/results/<date>-sampling --label after [--python-path OLD/src --label before]
+
+`--python-path` runs another copy of liquidgen (an older commit's src/) for a before/after table in one call;
+`--sample-args` passes extra flags to that copy's `sample` (e.g. --batch 1000). Appends to <out>/sampling.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def end_to_end(run: str, n: int, steps: int, cfg: float, python_path: str | None, extra: list[str]) -> dict:
+    env = dict(os.environ)
+    if python_path:
+        env["PYTHONPATH"] = python_path
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "samples.npz"
+        cmd = [sys.executable, "-m", "liquidgen.cli", "sample", run, "--labels", *map(str, range(10)), "--n", str(n),
+               "--steps", str(steps), "--cfg", str(cfg), "--out", str(out), *extra]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode or not out.exists():
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return {"wall_s": wall, "command": " ".join(cmd[1:]).replace(str(out), "samples.npz")}
+
+
+def in_process(run: str, n: int, steps: int, batch: int) -> dict:
+    """Images per second of `Pipeline.generate` at `steps` steps without guidance, after one warm-up call."""
+    import torch
+
+    from liquidgen.generate import Pipeline
+
+    pipe = Pipeline.load(run, device="cuda")
+    settings = pipe.settings.with_(steps=steps, cfg=1.0)
+    pipe.generate(batch, settings=settings, batch_size=batch, progress=False)  # compiles
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    pipe.generate(n, settings=settings, batch_size=batch, progress=False)
+    torch.cuda.synchronize()
+    return {"img_s": n / (time.perf_counter() - t0)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", help="run folders (checkpoints of MNIST models)")
+    p.add_argument("--n", type=int, default=10_000, help="samples per end-to-end run")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps end to end")
+    p.add_argument("--cfg", type=float, default=2.0, help="guidance scale end to end")
+    p.add_argument("--fast-steps", type=int, default=0, help="also time this many steps inside the process (0: no)")
+    p.add_argument("--fast-batch", type=int, default=2000, help="batch of the in-process timing")
+    p.add_argument("--python-path", help="PYTHONPATH of the liquidgen to time (default: the installed one)")
+    p.add_argument("--sample-args", default="", help="extra flags for `liquidgen sample`, as one string")
+    p.add_argument("--label", required=True, help="name of this variant in the records, e.g. before / after")
+    p.add_argument("--out", required=True, help="results folder")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for run in args.runs:
+        record = {"run": run, "label": args.label, "n": args.n, "steps": args.steps, "cfg": args.cfg,
+                  **end_to_end(run, args.n, args.steps, args.cfg, args.python_path, args.sample_args.split())}
+        if args.fast_steps:
+            record[f"img_s_at_{args.fast_steps}_steps"] = in_process(run, 4 * args.fast_batch, args.fast_steps,
+                                                                      args.fast_batch)["img_s"]
+        print(json.dumps(record), flush=True)
+        with (out / "sampling.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
