@@ -9,16 +9,71 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from PIL import Image
+from safetensors import SafetensorError
 
-from .config import COMPILE_MODES, SampleConfig, load_config, parse_options
-from .distributed import main_process, pick_device, setup, shutdown
+from .config import (
+    AT_LEAST_ONE,
+    COMPILE_MODES,
+    NONNEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    SEED,
+    Bound,
+    SampleConfig,
+    load_config,
+    parse_options,
+)
+from .distributed import check_device_name, main_process, pick_device, setup, shutdown
 from .plots import save_gif, save_grid
 from .precompute import SOURCES
 from .samplers import GRIDS, SAMPLERS
+
+# --- argument types: range-checked where parsed, so argparse names the flag ----------------------------
+
+
+def bounded(kind: type, bound: Bound) -> Callable[[str], int | float]:
+    """An argparse type: an int or float that `bound` admits (0 is never a stand-in for "the default")."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not bound.admits(value):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+COUNT = bounded(int, AT_LEAST_ONE)
+NONNEGATIVE_INT = bounded(int, NONNEGATIVE)
+SEED_INT = bounded(int, SEED)
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device name liquidgen knows (whether this machine has it is checked on use)."""
+    try:
+        return check_device_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class OrderedPair(argparse.Action):
+    """Two numbers that must be given low first (--cfg-interval T_LOW T_HIGH)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if not values[0] < values[1]:
+            parser.error(f"argument {option_string}: expected T_LOW < T_HIGH, got {values[0]:g} {values[1]:g}")
+        setattr(namespace, self.dest, values)
+
 
 # --- arguments shared by several commands ---------------------------------------------------------
 
@@ -36,19 +91,21 @@ def add_run_args(p: argparse.ArgumentParser, example: str, set_example: str) -> 
 
 
 def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
-    p.add_argument("--device", default=default, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default=default, type=device_name, help="auto | cpu | cuda | cuda:N | mps")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (same seed, same images)") -> None:
     """The settings of `sample:` in a run's config, each overriding it when given."""
-    p.add_argument("--steps", type=int, help="sampling steps (default: the run's sample.steps)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = off (default: the run's sample.cfg)")
+    p.add_argument("--steps", type=COUNT, help="sampling steps (default: the run's sample.steps)")
+    p.add_argument("--cfg", type=bounded(float, NONNEGATIVE),
+                   help="classifier-free guidance scale, 1 = off (default: the run's sample.cfg)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the run's sample.sampler)")
     p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the run's, else the sampler's)")
-    p.add_argument("--cfg-interval", nargs=2, type=float, metavar=("T_LOW", "T_HIGH"),
+    p.add_argument("--cfg-interval", nargs=2, type=bounded(float, PROBABILITY), action=OrderedPair,
+                   metavar=("T_LOW", "T_HIGH"),
                    help="apply guidance only for flow times t in [T_LOW, T_HIGH] (t = 1 is noise)")
-    p.add_argument("--seed", type=int, default=0, help=seed_help)
-    p.add_argument("--batch", type=int, default=500,
+    p.add_argument("--seed", type=SEED_INT, default=0, help=seed_help)
+    p.add_argument("--batch", type=COUNT, default=500,
                    help="samples per network call (doubled with guidance); lower it if the GPU runs out of memory")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="run the network through torch.compile with CUDA graphs (auto: on CUDA); the first "
@@ -119,7 +176,8 @@ def cmd_train_autoencoder(args) -> None:
 def add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder (checkpoints/step-XXXXXX) or a run folder (newest)")
     # --num-samples: under torchrun / accelerate launch, whose parsers take "--n" for an abbreviation of theirs
-    p.add_argument("--n", "--num-samples", type=int, dest="n", help="number of samples (default: 8 per class, or 64)")
+    p.add_argument("--n", "--num-samples", type=COUNT, dest="n",
+                   help="number of samples (default: 8 per class, or 64)")
     p.add_argument("--labels", nargs="*", help="class indices or names to sample (cycled); default: a class grid")
     p.add_argument("--prompt", nargs="+", help="text-conditioned models: one or more prompts, a row of samples each")
     p.add_argument("--init", help="inpainting models: the image to complete (resized and center-cropped)")
@@ -130,8 +188,8 @@ def add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectory", metavar="GIF",
                    help="also write the denoising trajectory as an animated GIF: the estimate of the clean grid "
                         "at every model evaluation, then the result")
-    p.add_argument("--iters", type=int, help="fixed-point models: iterations per step (default: the model's)")
-    p.add_argument("--budget", type=int, help="fixed-point models: total iterations spread over the steps")
+    p.add_argument("--iters", type=COUNT, help="fixed-point models: iterations per step (default: the model's)")
+    p.add_argument("--budget", type=COUNT, help="fixed-point models: total iterations spread over the steps")
     p.add_argument("--schedule", choices=["constant", "increasing", "decreasing"],
                    help="fixed-point models: how --budget is spread over the steps (default: constant)")
     p.add_argument("--no-reuse", action="store_true",
@@ -148,8 +206,8 @@ def fixed_point_state(model, args):
             raise ValueError(f"{given[0]} applies to fixed-point models only")
         return None
     state = model.sampling_state()
-    state.iters = args.iters or state.iters
-    state.budget = args.budget or state.budget
+    state.iters = state.iters if args.iters is None else args.iters
+    state.budget = state.budget if args.budget is None else args.budget
     state.schedule = args.schedule or state.schedule
     state.reuse = state.reuse and not args.no_reuse
     return state
@@ -159,7 +217,7 @@ def cmd_sample(args) -> None:
     from .generate import Pipeline
     from .latent_space import to_uint8
 
-    dist, device = setup(args.device)
+    dist, device = setup(args.device, "--device")
     pipe = Pipeline.load(args.checkpoint, ema=not args.no_ema, device=device, dist=dist, compile=args.compile)
     settings = sampling_settings(args, pipe.settings)
     names = pipe.spec.class_names
@@ -207,7 +265,7 @@ def cmd_sample(args) -> None:
 def add_interpolate(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder or a run folder (newest)")
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--seeds", nargs=2, type=int, metavar=("A", "B"),
+    mode.add_argument("--seeds", nargs=2, type=SEED_INT, metavar=("A", "B"),
                       help="walk the great circle between the noises of two seeds (at --label / --prompt)")
     mode.add_argument("--labels", nargs=2, metavar=("A", "B"),
                       help="blend two class embeddings (indices or names) at the noise of --seed")
@@ -215,9 +273,9 @@ def add_interpolate(p: argparse.ArgumentParser) -> None:
                       help="text models: blend the embeddings of two prompts at the noise of --seed")
     p.add_argument("--label", help="with --seeds: the class (index or name) of every frame (default: none)")
     p.add_argument("--prompt", help="with --seeds, text models: the prompt of every frame (default: none)")
-    p.add_argument("--frames", type=int, default=9, help="frames, endpoints included")
+    p.add_argument("--frames", type=bounded(int, Bound(2)), default=9, help="frames, endpoints included")
     add_sampling_args(p, seed_help="noise seed for --labels / --prompts")
-    p.add_argument("--duration", type=int, default=120, help="milliseconds per GIF frame")
+    p.add_argument("--duration", type=COUNT, default=120, help="milliseconds per GIF frame")
     p.add_argument("--out", default="interpolation.png", help="the PNG strip; the GIF goes beside it (.gif)")
 
 
@@ -225,7 +283,7 @@ def cmd_interpolate(args) -> None:
     from . import interpolate as interp
     from .generate import Pipeline
 
-    pipe = Pipeline.load(args.checkpoint, device=pick_device(args.device), compile=args.compile)
+    pipe = Pipeline.load(args.checkpoint, device=pick_device(args.device, "--device"), compile=args.compile)
     settings = sampling_settings(args, pipe.settings)
     if settings.sampler == "consistency" and settings.steps > 1:
         print("note: multi-step consistency sampling draws fresh noise at every step, so neighbouring frames "
@@ -272,7 +330,7 @@ def add_precompute(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder; rerunning the same command resumes it")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a precomputed dataset made with other settings in --out (refused otherwise)")
-    p.add_argument("--size", type=int, required=True, help="image side in pixels before encoding")
+    p.add_argument("--size", type=COUNT, required=True, help="image side in pixels before encoding")
     p.add_argument("--autoencoder", default="identity",
                    help="identity (pixels), taesd, diffusers or own; see --ae-option for their settings")
     p.add_argument("--ae-option", nargs="*", default=[], metavar="KEY=VALUE",
@@ -280,7 +338,7 @@ def add_precompute(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", default="", help="minilm, clip or open_clip: embed captions (default: none)")
     p.add_argument("--text-option", nargs="*", default=[], metavar="KEY=VALUE",
                    help="text encoder options, e.g. model=<folder|hub id> device=cuda")
-    p.add_argument("--text-tokens", type=int, default=0,
+    p.add_argument("--text-tokens", type=NONNEGATIVE_INT, default=0,
                    help="store per-token text features, padded or cut to this many tokens, for cross-attention "
                         "(default 0: one pooled vector per caption)")
     p.add_argument("--caption-template", nargs="*", default=[],
@@ -288,7 +346,7 @@ def add_precompute(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-words", nargs="*", default=[],
                    help="words for the classes in caption templates (default: the class names)")
     p.add_argument("--split", default="train", help="dataset split (train | test; hf: any split name)")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=COUNT, help="only the first N images")
     p.add_argument("--no-resize", action="store_true", help="require images of exactly --size instead of resizing")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="folder: leave out image files that cannot be decoded (counted in the manifest, named in a "
@@ -296,8 +354,8 @@ def add_precompute(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-column", default="image", help="hf: the image column")
     p.add_argument("--label-column", default="", help="hf: the label column (default: unlabelled)")
     p.add_argument("--caption-column", default="", help="hf: the caption column (default: no captions)")
-    p.add_argument("--shard-size", type=int, default=4096, help="items per shard")
-    p.add_argument("--batch-size", type=int, default=64, help="images per autoencoder call")
+    p.add_argument("--shard-size", type=COUNT, default=4096, help="items per shard")
+    p.add_argument("--batch-size", type=COUNT, default=64, help="images per autoencoder call")
     add_device_arg(p)
 
 
@@ -313,7 +371,7 @@ def cmd_precompute(args) -> None:
                   text_encoder=text, caption_templates=args.caption_template, class_words=args.class_words,
                   resize=not args.no_resize, hf_columns=columns, shard_size=args.shard_size,
                   text_tokens=args.text_tokens, skip_bad_images=args.skip_bad_images)
-    manifest = precompute(req, args.out, device=pick_device(args.device), batch_size=args.batch_size,
+    manifest = precompute(req, args.out, device=pick_device(args.device, "--device"), batch_size=args.batch_size,
                           overwrite=args.overwrite)
     print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
 
@@ -326,13 +384,13 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="reference dataset name (mnist, cifar10, folder, npz, digits)")
     p.add_argument("--root", help="reference dataset folder or file")
     p.add_argument("--split", default="test", help="reference split (test where it exists, else train)")
-    p.add_argument("--size", type=int, help="reference image size (default: the samples' size)")
-    p.add_argument("--reference-limit", type=int, help="use only the first N reference images")
+    p.add_argument("--size", type=COUNT, help="reference image size (default: the samples' size)")
+    p.add_argument("--reference-limit", type=COUNT, help="use only the first N reference images")
     p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier)")
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception)")
     p.add_argument("--inception", action="store_true", help="compute FID / KID with Inception weights found in "
                    "the torch hub cache or $LIQUIDGEN_INCEPTION")
-    p.add_argument("--n", "--num-samples", type=int, dest="n",
+    p.add_argument("--n", "--num-samples", type=COUNT, dest="n",
                    help="number of samples (default: 10,000 generated, or all in the .npz)")
     p.add_argument("--prompt", nargs="+", help="text models: one prompt per class, in label order (prompt k "
                    "should show class k); samples cycle through them and class_accuracy scores prompt following")
@@ -345,19 +403,23 @@ def cmd_eval(args) -> None:
     from .evaluation.evaluate import evaluate, load_reference, load_samples
     from .generate import Pipeline
 
-    dist, device = setup(args.device)
+    dist, device = setup(args.device, "--device")
     target = Path(args.target)
     if target.suffix == ".npz":
         images, labels = load_samples(target)
-        if args.n:
+        if args.n is not None:
+            if args.n > len(images):
+                raise ValueError(f"--n {args.n}: {target} holds only {len(images)} samples; lower --n or leave "
+                                 f"it out to score them all")
             images, labels = images[:args.n], None if labels is None else labels[:args.n]
     else:
         pipe = Pipeline.load(target, device=device, dist=dist, compile=args.compile)
-        images, labels = pipe.generate(args.n or 10_000, seed=args.seed, prompts=args.prompt,
+        images, labels = pipe.generate(10_000 if args.n is None else args.n, seed=args.seed, prompts=args.prompt,
                                        settings=sampling_settings(args, pipe.settings), batch_size=args.batch)
         if not dist.main:
             return
-    reference = load_reference(args.data, args.root, args.split, args.size or images.shape[-1], args.reference_limit)
+    size = images.shape[-1] if args.size is None else args.size
+    reference = load_reference(args.data, args.root, args.split, size, args.reference_limit)
     name = f"{args.data}-{args.split}-{reference.size}px-{len(reference)}"
     result = evaluate(images, labels, reference, name, classifier=args.classifier,
                       inception_weights=args.inception_weights, use_inception=args.inception,
@@ -373,7 +435,7 @@ def cmd_eval(args) -> None:
 def add_fit_classifier(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="labelled dataset name (mnist, cifar10, folder, npz, digits)")
     p.add_argument("--root", help="dataset folder or file")
-    p.add_argument("--size", type=int, help="image size (default: the dataset's own)")
+    p.add_argument("--size", type=COUNT, help="image size (default: the dataset's own)")
     p.add_argument("--out", help="output .safetensors (default: classifiers/<data>-<size>.safetensors)")
     add_device_arg(p)
 
@@ -385,7 +447,7 @@ def cmd_fit_classifier(args) -> None:
     train_set = load_dataset(args.data, args.root, args.size, split="train")
     # Without a test split, fit_classifier holds out the last images instead.
     test_set = load_split(args.data, args.root, args.size, split="test")
-    model, info = fit_classifier(train_set, test_set, pick_device(args.device))
+    model, info = fit_classifier(train_set, test_set, pick_device(args.device, "--device"))
     info.update(dataset=args.data, root=str(args.root))
     out = Path(args.out or f"classifiers/{args.data}-{train_set.size}.safetensors")
     save_classifier(model, info, out)
@@ -401,26 +463,27 @@ def add_bench(p: argparse.ArgumentParser) -> None:
     q.add_argument("presets", nargs="*", default=["all"],
                    help="backbone:preset (e.g. liquid:S), a backbone (its presets but tiny ones), or all")
     q.add_argument("--out", required=True, help="results folder (e.g. benchmarks/results/<date>-bench)")
-    q.add_argument("--batch", type=int, default=128, help="training batch size")
+    q.add_argument("--batch", type=COUNT, default=128, help="training batch size")
     q.add_argument("--mode", nargs="+", choices=["eager", "compiled", *COMPILE_MODES], default=["eager", "compiled"],
                    help="eager and/or torch.compile modes (compiled = default mode; reduce-overhead uses CUDA graphs)")
-    q.add_argument("--steps", type=int, default=20, help="timed training steps")
-    q.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, autotuning)")
-    q.add_argument("--sample-batch", type=int, default=256, help="images per sampling call")
-    q.add_argument("--sample-steps", type=int, default=8, help="timed sampling steps (network calls)")
+    q.add_argument("--steps", type=COUNT, default=20, help="timed training steps")
+    q.add_argument("--warmup", type=NONNEGATIVE_INT, default=3, help="untimed steps first (compilation, autotuning)")
+    q.add_argument("--sample-batch", type=COUNT, default=256, help="images per sampling call")
+    q.add_argument("--sample-steps", type=COUNT, default=8, help="timed sampling steps (network calls)")
     add_device_arg(q, default="cuda")
     q = bench.add_parser("quality", help="train contenders for equal minutes, score at several NFE")
     q.add_argument("config", help="the shared recipe (data, objective, optimiser, batch): a YAML config")
     q.add_argument("contenders", nargs="+", help="backbone:preset[:key=value,...], e.g. liquid:S dit:S unet:28")
     q.add_argument("--out", required=True, help="results folder")
     q.add_argument("--runs", help="folder for the contenders' run folders (default: <out>/runs)")
-    q.add_argument("--minutes", type=float, required=True, help="training budget per contender, in minutes")
-    q.add_argument("--curve-every", type=float, default=0.25,
+    q.add_argument("--minutes", type=bounded(float, POSITIVE), required=True,
+                   help="training budget per contender, in minutes")
+    q.add_argument("--curve-every", type=bounded(float, Bound(0, 1, low_open=True)), default=0.25,
                    help="checkpoint and score every this fraction of the budget (the quality-vs-minutes curve)")
-    q.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 50], help="NFE scored at the full budget")
-    q.add_argument("--curve-nfe", type=int, default=16, help="NFE scored at the curve's checkpoints")
-    q.add_argument("--samples", type=int, default=2000, help="samples per score at the full budget")
-    q.add_argument("--curve-samples", type=int, default=1000, help="samples per score on the curve")
+    q.add_argument("--nfe", type=COUNT, nargs="+", default=[1, 2, 4, 8, 16, 50], help="NFE scored at the full budget")
+    q.add_argument("--curve-nfe", type=COUNT, default=16, help="NFE scored at the curve's checkpoints")
+    q.add_argument("--samples", type=COUNT, default=2000, help="samples per score at the full budget")
+    q.add_argument("--curve-samples", type=COUNT, default=1000, help="samples per score on the curve")
     q.add_argument("--sampler", choices=sorted(SAMPLERS), default="euler", help="sampler (consistency models use "
                    "the consistency sampler)")
     q.add_argument("--classifier", help="reference classifier .safetensors; fitted there first if missing")
@@ -428,7 +491,7 @@ def add_bench(p: argparse.ArgumentParser) -> None:
     q.add_argument("--reference", nargs=2, metavar=("DATA", "ROOT"),
                    help="pixel dataset to score against (default: the config's data; needed for latents)")
     q.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every contender")
-    q.add_argument("--seed", type=int, default=0, help="noise seed of the scored samples")
+    q.add_argument("--seed", type=SEED_INT, default=0, help="noise seed of the scored samples")
     q.add_argument("--cache", default="~/.cache/liquidgen/eval", help="folder for cached reference features")
     add_device_arg(q)
     q = bench.add_parser("report", help="rewrite report.md and the plots from the records in --out")
@@ -438,6 +501,8 @@ def add_bench(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args) -> None:
     from .bench.report import write_report
 
+    if args.bench in ("speed", "quality"):  # fail before the first contender, naming the flag
+        args.device = str(pick_device(args.device, "--device"))
     if args.bench == "speed":
         from .bench.speed import run_speed
 
@@ -459,9 +524,9 @@ def cmd_bench(args) -> None:
 
 
 def add_models(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--channels", type=int, help="input channels (default: each preset's native setting)")
-    p.add_argument("--size", type=int, help="input size (default: each preset's native setting)")
-    p.add_argument("--classes", type=int, help="number of classes (default: each preset's native setting)")
+    p.add_argument("--channels", type=COUNT, help="input channels (default: each preset's native setting)")
+    p.add_argument("--size", type=COUNT, help="input size (default: each preset's native setting)")
+    p.add_argument("--classes", type=NONNEGATIVE_INT, help="number of classes (default: each preset's native setting)")
 
 
 def cmd_models(args) -> None:
@@ -472,7 +537,8 @@ def cmd_models(args) -> None:
     for name, (_, presets, native) in BACKBONES.items():
         for preset in presets:
             channels, size, classes = native[preset]
-            channels, size = args.channels or channels, args.size or size
+            channels = channels if args.channels is None else args.channels
+            size = size if args.size is None else args.size
             classes = classes if args.classes is None else args.classes
             with torch.device("meta"):  # count parameters and FLOPs without allocating anything
                 model = build_model(name, preset, channels, size, classes)
@@ -492,13 +558,13 @@ COMMANDS = [
      cmd_interpolate),
     ("precompute", "encode a dataset into latent shards (+ labels, + text embeddings)", add_precompute,
      cmd_precompute),
-    ("eval", "score samples (.npz) or a checkpoint against a dataset: classifier FD and accuracy, FID / KID with "
-     "Inception weights, precision / recall; `liquidgen eval fit-classifier` trains a reference classifier",
+    ("eval", ("score samples (.npz) or a checkpoint against a dataset: classifier FD and accuracy, FID / KID with "
+              "Inception weights, precision / recall; `liquidgen eval fit-classifier` trains a reference classifier"),
      add_eval, cmd_eval),
     ("fit-classifier", "(as `liquidgen eval fit-classifier`) train a dataset's reference classifier",
      add_fit_classifier, cmd_fit_classifier),
-    ("bench", "benchmarks: speed per backbone preset, quality per GPU-minute; JSON records, a markdown report "
-     "and plots in --out (reruns skip finished records)", add_bench, cmd_bench),
+    ("bench", ("benchmarks: speed per backbone preset, quality per GPU-minute; JSON records, a markdown report "
+               "and plots in --out (reruns skip finished records)"), add_bench, cmd_bench),
     ("models", "list backbone presets with parameters and forward GFLOPs per image", add_models, cmd_models),
 ]
 
@@ -514,6 +580,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Configuration, input, disk and divergence errors are the user's to fix: a message, not a traceback. Besides
+# ValueError (ConfigError, JSON), OSError (files, PIL's unreadable images) and FloatingPointError (divergence),
+# the exceptions third-party readers raise for a user's bad file that are neither: YAML, a corrupt
+# .safetensors, an image over PIL's decompression-bomb limit, a corrupt .npz. Anything else is a bug and
+# keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, yaml.YAMLError, SafetensorError, Image.DecompressionBombError,
+               zipfile.BadZipFile)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["eval", "fit-classifier"]:  # a sub-command of eval, parsed as its own command
@@ -522,10 +597,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
         shutdown()
-    except (ValueError, OSError, FloatingPointError) as e:
-        # Configuration, input, disk and divergence errors are the user's to fix: a message, not a traceback.
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        # training has its own first-Ctrl-C handler (a checkpoint, then a clean stop); this is a second
+        # Ctrl-C there, or one anywhere else: nothing to report but that it stopped
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Run configuration: plain dataclasses, loaded from YAML presets (`configs/*.yaml`) and
-`--set section.key=value` overrides. Unknown keys and ill-typed values fail before any work starts,
-naming the key and what is allowed."""
+`--set section.key=value` overrides. Unknown keys, ill-typed values and values out of range (RANGES) fail
+before any work starts, naming the key and what is allowed."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .distributed import check_device_name
 from .samplers import GRIDS, SAMPLERS
 
 
@@ -141,8 +143,56 @@ CHOICES = {
     "train.precision": ("auto", "bf16", "fp32"),
     "train.compile_mode": COMPILE_MODES,
 }
-POSITIVE = ("train.steps", "train.batch_size", "train.grad_accum", "train.log_every", "train.max_bad_steps",
-            "sample.steps")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The numbers a key admits: from `low` up to `high` (None: no upper end); an open end excludes the
+    value itself. Non-finite numbers never pass, so NaN and inf cannot slip through a comparison."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        high = f"2^{self.high.bit_length() - 1}" if self.high > 2**20 else self.high  # seeds' 2^63, not 19 digits
+        return f"in {'(' if self.low_open else '['}{self.low}, {high}{')' if self.high_open else ']'}"
+
+
+PROBABILITY = Bound(0, 1)
+MOMENTUM = Bound(0, 1, high_open=True)  # 1 would never forget the first gradient
+NONNEGATIVE = Bound(0)  # amounts, and counts where 0 means "off"
+POSITIVE = Bound(0, low_open=True)
+AT_LEAST_ONE = Bound(1)  # counts of things that must exist
+SEED = Bound(0, 2**63, high_open=True)  # numpy's SeedSequence refuses negatives; torch's generators 64 bits
+
+# Numeric keys of every top-level config, by dotted key (a config loaded with the same section and field
+# names shares them, as AutoencoderConfig's train.* does); tuples are checked element by element, None
+# (an optional field left unset) is not checked. Other configs add their own keys with RANGES.update.
+RANGES: dict[str, Bound] = {
+    "train.label_dropout": PROBABILITY, "train.caption_dropout": PROBABILITY, "train.ema_decay": PROBABILITY,
+    "optim.betas": MOMENTUM, "optim.muon_momentum": MOMENTUM,
+    "optim.lr": POSITIVE,
+    "optim.weight_decay": NONNEGATIVE, "optim.grad_clip": NONNEGATIVE, "optim.warmup_steps": NONNEGATIVE,
+    "train.minutes": NONNEGATIVE, "train.ckpt_minutes": NONNEGATIVE, "sample.cfg": NONNEGATIVE,
+    "train.sample_every": NONNEGATIVE, "train.ckpt_every": NONNEGATIVE, "train.eval_every": NONNEGATIVE,
+    "train.keep_checkpoints": NONNEGATIVE, "train.keep_every": NONNEGATIVE, "train.eval_steps": NONNEGATIVE,
+    "train.steps": AT_LEAST_ONE, "train.batch_size": AT_LEAST_ONE, "train.grad_accum": AT_LEAST_ONE,
+    "train.log_every": AT_LEAST_ONE, "train.max_bad_steps": AT_LEAST_ONE, "train.eval_samples": AT_LEAST_ONE,
+    "sample.steps": AT_LEAST_ONE, "sample.per_class": AT_LEAST_ONE, "sample.n": AT_LEAST_ONE,
+    "data.limit": AT_LEAST_ONE, "data.image_size": AT_LEAST_ONE,
+    "train.seed": SEED,
+}
+# Keys whose value a function checks (it raises ValueError saying what is wrong with the value).
+VALUE_CHECKS = {"train.device": check_device_name}
 
 
 def _plain(value):
@@ -212,11 +262,30 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
         hint = hints[name]
         kwargs[name] = (from_dict(hint, value, key) if dataclasses.is_dataclass(hint)
                         else _check(value, hint, key))
-        if key in CHOICES and kwargs[name] not in CHOICES[key]:
-            raise ConfigError(f"{key}: {kwargs[name]!r} is not one of {', '.join(CHOICES[key])}")
-        if key in POSITIVE and kwargs[name] < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {kwargs[name]}")
+        check_value(key, kwargs[name])
     return cls(**kwargs)
+
+
+def check_value(key: str, value) -> None:
+    """Raise ConfigError naming `key` if `value` (already of the right type) is outside what the key
+    admits: CHOICES, RANGES or VALUE_CHECKS."""
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+    if key in RANGES:
+        _check_range(key, value, RANGES[key])
+    if key in VALUE_CHECKS:
+        try:
+            VALUE_CHECKS[key](value)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+
+def _check_range(key: str, value, bound: Bound) -> None:
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_range(f"{key}[{i}]", v, bound)
+    elif value is not None and not bound.admits(value):
+        raise ConfigError(f"{key}: must be {bound}, got {value}")
 
 
 def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
@@ -248,15 +317,40 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def read_yaml(path: Path) -> dict:
+    """A config file's mapping; a missing file, a folder, YAML syntax and a top level that is not a mapping
+    are ConfigErrors naming the file (and the line and column, for syntax)."""
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; give a YAML file such as configs/digits-liquid-tiny.yaml")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(f"config {path}{_yaml_where(e)}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        # a reader error (a control character, say) spans lines; its first says what is wrong
+        raise ConfigError(f"config {path}: not a YAML text file ({str(e).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config {path}: expected a mapping of sections (model:, data:, ...), "
+                          f"got a {type(data).__name__}")
+    return data or {}
+
+
+def _yaml_where(e: yaml.MarkedYAMLError) -> str:
+    """':LINE:COLUMN: invalid YAML: problem', plus where the construct it broke began (an unclosed bracket's
+    line, say) when that is another line."""
+    mark = e.problem_mark or e.context_mark
+    text = (f":{mark.line + 1}:{mark.column + 1}" if mark else "") + f": invalid YAML: {e.problem or e.context}"
+    if e.problem and e.context and e.context_mark and mark and e.context_mark.line != mark.line:
+        text += f" ({e.context} at line {e.context_mark.line + 1})"
+    return text
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (), cls: type = Config):
     """A `cls` (Config, or another top-level config such as train-autoencoder's) from a YAML file and
     `section.key=value` overrides."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+    data = {} if path is None else read_yaml(Path(path))
     for assignment in overrides:
         apply_override(data, assignment)
     return from_dict(cls, data)

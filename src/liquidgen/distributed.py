@@ -15,20 +15,57 @@ DDP only: the models here fit one GPU, so FSDP's sharding would buy nothing but 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import re
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+# cpu:N and mps:N are what str() of a launched process's torch.device can give back
+DEVICE_NAMES = re.compile(r"auto|(cpu|cuda|mps)(:\d+)?")
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+
+def check_device_name(name: str) -> str:
+    """`name` if it is one of the device names liquidgen runs on, else a ValueError saying which those are
+    (torch.device would take more - meta, xpu, hpu - that nothing here is built or tested for)."""
+    if not isinstance(name, str) or not DEVICE_NAMES.fullmatch(name):
+        raise ValueError(f"{name!r} is not a device; expected auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def pick_device(name: str = "auto", source: str = "train.device") -> torch.device:
+    """The torch device `name` (auto: cuda when there is a GPU, else cpu), or a one-line ValueError naming
+    `source` (the flag or config key it came from) when this machine or torch build cannot run on it."""
+    try:
+        check_device_name(name)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    problem = unavailable(device)
+    if problem:
+        fix = f"{source} cpu" if source.startswith("-") else f"--set {source}=cpu"
+        raise ValueError(f"{source} {name}: {problem}; use {fix} (or auto)")
+    return device
+
+
+def unavailable(device: torch.device) -> str | None:
+    """Why this process cannot run on `device`, or None if it can."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            if torch.version.cuda is None and torch.version.hip is None:
+                return f"this torch {torch.__version__} is a build without CUDA"
+            return f"torch {torch.__version__} finds no usable GPU (driver, CUDA_VISIBLE_DEVICES?)"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return f"this machine shows {count} CUDA device{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return f"MPS is not available (it needs Apple silicon and a macOS build of torch; this is {torch.__version__})"
+    return None
 
 
 def launched_world() -> int:
@@ -130,7 +167,7 @@ class Dist:
             return fn(slice(0, n))
         bounds = [n * r // self.world for r in range(self.world + 1)]
         mine = fn(slice(bounds[self.rank], bounds[self.rank + 1]))
-        longest = max(b - a for a, b in zip(bounds, bounds[1:]))
+        longest = max(b - a for a, b in itertools.pairwise(bounds))
         padded = torch.zeros(longest, *mine.shape[1:], dtype=mine.dtype, device=self.device)  # NCCL: on the GPU
         padded[:len(mine)] = mine
         parts = [torch.empty_like(padded) for _ in range(self.world)]
@@ -167,13 +204,15 @@ def shutdown() -> None:
         torch.distributed.destroy_process_group()
 
 
-def setup(device: str = "auto") -> tuple[Dist, torch.device]:
-    """This process's `Dist` and device. Under a launcher, accelerate starts the process group (NCCL on
-    GPUs, gloo with train.device cpu) and picks this process's GPU (LOCAL_RANK)."""
+def setup(device: str = "auto", source: str = "train.device") -> tuple[Dist, torch.device]:
+    """This process's `Dist` and device (`source`: the flag or config key `device` came from, for errors).
+    Under a launcher, accelerate starts the process group (NCCL on GPUs, gloo with train.device cpu) and
+    picks this process's GPU (LOCAL_RANK)."""
+    picked = pick_device(device, source)  # checked before a launched run starts its process group
     if launched_world() == 1:
-        return Dist(), pick_device(device)
+        return Dist(), picked
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"train.device {device!r} with {launched_world()} processes: each process takes its "
+        raise ValueError(f"{source} {device!r} with {launched_world()} processes: each process takes its "
                          f"own GPU; choose which ones with CUDA_VISIBLE_DEVICES instead")
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
