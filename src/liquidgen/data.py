@@ -7,17 +7,25 @@ dataset (the folder `liquidgen precompute` writes, read here through the name "p
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import os
+import re
+import sys
+import warnings
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from PIL import Image, ImageOps
+from torch import Tensor
 
 from .latent_space import LatentSpace, to_float
 
@@ -26,17 +34,34 @@ __all__ = [
     "DATASETS",
     "BatchSampler",
     "ImageData",
-    "UnreadableImage",
     "PrecomputedData",
+    "ReadNotes",
+    "UnreadableImage",
     "load_dataset",
     "load_precomputed",
     "read_image",
+    "read_manifest",
+    "shard_problem",
 ]
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+COMPANION_SUFFIXES = {".txt", ".json", ".jsonl"}  # captions and metadata beside images: not worth a warning
+NPY_MAGIC = b"\x93NUMPY"
+# PIL refuses images over Image.MAX_IMAGE_PIXELS (its guard against decompression bombs); this environment
+# variable raises (or lowers) that limit for datasets of genuinely huge images.
+PIXEL_LIMIT_ENV = "LIQUIDGEN_MAX_IMAGE_PIXELS"
+
+
+def warn(text: str) -> None:
+    """One `warning: ...` line on stderr: something was done quietly that the user may not expect."""
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 @dataclass
@@ -113,8 +138,18 @@ def load_dataset(
     if skip_bad_images:
         if name != "folder":
             raise ValueError(f"data.skip_bad_images applies to the folder dataset (one file per image), not {name!r}")
-        return _load_folder(path, split, image_size, limit, skip_bad=True)
-    return DATASETS[name](path, split, image_size, limit)
+        data = _load_folder(path, split, image_size, limit, skip_bad=True)
+    else:
+        data = DATASETS[name](path, split, image_size, limit)
+    warn_limit(limit, len(data), f"dataset {name!r}" if path is None else str(path))
+    return data
+
+
+def warn_limit(limit: int | None, found: int, where: str) -> None:
+    """A limit above the dataset's size is not an error, but training on fewer images than asked should not
+    go unsaid."""
+    if limit is not None and found < limit:
+        warn(f"limit {limit} is more than the {found} images read from {where}: using all {found}")
 
 
 def _pack(
@@ -123,14 +158,17 @@ def _pack(
     class_names: list[str],
     image_size: int | None,
     limit: int | None,
+    where: Path | str,
 ) -> ImageData:
-    """Build an ImageData from uint8 NCHW `images`; `labels` None means unlabelled."""
+    """Build an ImageData from uint8 NCHW `images`; `labels` None means unlabelled; `where` (the file that
+    holds the labels) names the culprit in errors."""
     x = _fit(torch.from_numpy(np.array(images[:limit])), image_size)  # copy: sources may be read-only
     if labels is None:
         return ImageData(x, torch.zeros(len(x), dtype=torch.int64), 0, [])
     y = torch.from_numpy(np.array(labels[:limit], dtype=np.int64))
     if len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(class_names):
-        raise ValueError(f"labels must lie in [0, {len(class_names)}), got [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(f"{where}: labels must lie in [0, {len(class_names)}) (one per class), got "
+                         f"[{int(y.min())}, {int(y.max())}]")
     return ImageData(x, y, len(class_names), list(class_names))
 
 
@@ -193,7 +231,7 @@ def _load_digits(root: Path | None, split: str, image_size: int | None, limit: i
         ) from e
     digits = load_digits()
     images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]  # values are 0..16
-    return _pack(images, digits.target, [str(d) for d in range(10)], image_size or 16, limit)
+    return _pack(images, digits.target, [str(d) for d in range(10)], image_size or 16, limit, "digits")
 
 
 # --- MNIST --------------------------------------------------------------------------------
@@ -217,7 +255,7 @@ def _load_mnist(root: Path | None, split: str, image_size: int | None, limit: in
     x, y = _read_idx(images, ndim=3), _read_idx(labels, ndim=1)
     if len(x) != len(y):
         raise ValueError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
-    return _pack(x[:, None], y, [str(d) for d in range(10)], image_size, limit)
+    return _pack(x[:, None], y, [str(d) for d in range(10)], image_size, limit, labels)
 
 
 def _find_file(path: Path, tried: list[str]) -> Path | None:
@@ -231,16 +269,22 @@ def _find_file(path: Path, tried: list[str]) -> Path | None:
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """Read an unsigned-byte idx array of `ndim` dimensions (gzipped when named *.gz)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    gz = path.suffix == ".gz"
+    try:
+        with (gzip.open if gz else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # not gzip, or cut short: gzip raises all three
+        raise ValueError(f"{path}: cannot read it as a {'gzipped ' * gz}MNIST idx file ({e}); download it "
+                         f"again") from None
     magic = int.from_bytes(raw[:4], "big")
     if magic != 0x0800 + ndim:  # 0x08 = unsigned byte, then the number of dimensions
-        raise ValueError(f"{path}: bad idx magic number 0x{magic:08x}, expected 0x{0x0800 + ndim:08x}")
+        raise ValueError(f"{path}: bad idx magic number 0x{magic:08x}, expected 0x{0x0800 + ndim:08x} (an MNIST "
+                         f"{'image' if ndim == 3 else 'label'} file); download it again")
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
     if len(raw) != header + int(np.prod(dims)):
-        raise ValueError(f"{path}: {len(raw) - header} data bytes do not match the dimensions {dims}")
+        raise ValueError(f"{path}: {max(len(raw) - header, 0)} data bytes do not match the dimensions {dims} "
+                         f"(truncated?); download it again")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
@@ -260,10 +304,10 @@ def _load_cifar10(root: Path | None, split: str, image_size: int | None, limit: 
         names = [f"data_batch_{k}.bin" for k in range(1, 6)] if split == "train" else ["test_batch.bin"]
         if all((folder / n).is_file() for n in names):
             x, y = _read_cifar_bin([folder / n for n in names], limit)
-            return _pack(x, y, CIFAR10_CLASSES, image_size, limit)
+            return _pack(x, y, CIFAR10_CLASSES, image_size, limit, f"the CIFAR-10 batches in {folder}")
         if tiles := sorted(folder.glob(f"{split}_*.webp")):
             x, y = _read_cifar_tiles(tiles, split, folder / f"{split}_labels.npy", limit)
-            return _pack(x, y, CIFAR10_CLASSES, image_size, limit)
+            return _pack(x, y, CIFAR10_CLASSES, image_size, limit, folder / f"{split}_labels.npy")
     pickled = [base, base / "cifar10", base / "cifar-10-batches-py", base / "cifar10" / "cifar-10-batches-py"]
     if any((d / n).is_file() for d in pickled for n in ("data_batch_1", "test_batch")):
         raise FileNotFoundError(
@@ -302,8 +346,7 @@ def _read_cifar_tiles(
         raise FileNotFoundError(f"missing labels file {labels_path}")
     tiles = []
     for path in paths:
-        with Image.open(path) as img:
-            a = np.asarray(img.convert("RGB"))
+        a = np.asarray(open_image(path).convert("RGB"))
         rows, cols = a.shape[0] // 32, a.shape[1] // 32
         if a.shape[:2] != (rows * 32, cols * 32):
             raise ValueError(f"{path}: size {a.shape[1]}x{a.shape[0]} is not a grid of 32x32 tiles")
@@ -311,7 +354,7 @@ def _read_cifar_tiles(
         if limit is not None and sum(map(len, tiles)) >= limit:
             break
     x = np.concatenate(tiles).transpose(0, 3, 1, 2)
-    y = np.load(labels_path, allow_pickle=False)
+    y = read_npy(labels_path, f"a 1-D array of >= {len(x)} integer labels")
     if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) < len(x):
         raise ValueError(f"{labels_path}: need >= {len(x)} integer labels, got {y.dtype} {y.shape}")
     return x, y[: len(x)]
@@ -335,9 +378,10 @@ def _load_folder(root: Path | None, split: str, image_size: int | None, limit: i
     classes, files = folder_files(base)
     files = files[:limit]
     arrays, kept, bad = [], [], []
+    notes = ReadNotes(image_size)
     for path, label in files:
         try:
-            arrays.append(read_image(path, image_size))
+            arrays.append(read_image(path, image_size, notes=notes))
             kept.append((path, label))
         except UnreadableImage as e:
             if not skip_bad:
@@ -347,68 +391,194 @@ def _load_folder(root: Path | None, split: str, image_size: int | None, limit: i
         warn_skipped(bad, len(files), base)
     if not arrays:
         raise ValueError(f"none of the {len(files)} images in {base} could be read")
+    notes.report(base)
     files = kept
-    if any(a.ndim == 3 for a in arrays):
+    gray = sum(a.ndim == 2 for a in arrays)
+    if gray < len(arrays):
+        if gray:
+            warn(f"{gray} of the {len(arrays)} images in {base} are grayscale and the others colour: all are read "
+                 f"as RGB (gray copied to the 3 channels)")
         arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
         images = np.stack(arrays).transpose(0, 3, 1, 2)
     else:
         images = np.stack(arrays)[:, None]
     labels = np.array([c for _, c in files]) if classes else None
-    return _pack(images, labels, classes, image_size, limit)
+    return _pack(images, labels, classes, image_size, limit, base)
 
 
 def folder_files(base: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """(class names, [(image path, class index)]) of an image folder: one class per subfolder (sorted,
-    searched recursively), or every image directly in `base` as class 0 of an unlabelled set."""
+    searched recursively), or every image directly in `base` as class 0 of an unlabelled set. What the
+    listing passes over (empty class folders, loose images beside class folders, dangling links, folders
+    that cannot be listed, files of other types) is reported in warnings."""
     if not base.is_dir():
         raise FileNotFoundError(f"image folder {base} does not exist")
+    scan = _Scan()
     classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if classes:
-        files = [(p, c) for c, name in enumerate(classes) for p in _image_files((base / name).rglob("*"))]
+    loose = scan.images(base, recursive=False)
+    if not classes:
+        files = [(p, 0) for p in loose]
     else:
-        files = [(p, 0) for p in _image_files(base.iterdir())]
+        per_class = [scan.images(base / name, recursive=True) for name in classes]
+        files = [(p, c) for c, paths in enumerate(per_class) for p in paths]
+        if files and loose:
+            warn(f"ignored {_count(len(loose), 'image')} directly in {base} (e.g. {loose[0].name}): with class "
+                 f"subfolders only the images inside them are read; move them into a class folder")
+        empty = [f"{name!r} (label {c})" for c, (name, paths) in enumerate(zip(classes, per_class)) if not paths]
+        if files and empty:
+            warn(f"class folders with no images in {base} ({len(empty)} of {len(classes)}): {', '.join(empty[:5])}"
+                 f"{' and more' * (len(empty) > 5)}; they stay classes, with no examples to learn from (a model "
+                 f"can still be asked for them)")
     if not files:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {base}")
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {base}"
+                         + (f" (the {len(loose)} directly in it are ignored beside its class folders "
+                            f"{', '.join(classes[:5])})" if loose and classes else ""))
+    scan.report(base)
     return classes, files
 
 
-def _image_files(paths: Iterable[Path]) -> list[Path]:
-    # Hidden files skipped: macOS "._x.jpg" resource forks carry an image suffix but no image.
-    return sorted(
-        p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+@dataclass
+class _Scan:
+    """Lists a folder's image files, noting what it passes over for one warning per kind."""
+
+    dangling: list[Path] = field(default_factory=list)  # image names whose link target is gone
+    unlisted: list[str] = field(default_factory=list)  # folders that could not be read
+    others: Counter = field(default_factory=Counter)  # files of other types, by suffix
+
+    def images(self, folder: Path, recursive: bool) -> list[Path]:
+        found = []
+        # os.walk rather than rglob: rglob passes over folders it cannot read without a word.
+        for top, dirs, names in os.walk(folder, onerror=self._unlisted):
+            if not recursive:
+                dirs.clear()
+            for name in names:
+                if name.startswith("."):  # macOS "._x.jpg" resource forks carry an image suffix but no image
+                    continue
+                path = Path(top) / name
+                suffix = path.suffix.lower()
+                if suffix in IMAGE_SUFFIXES:
+                    if path.is_file():
+                        found.append(path)
+                    elif not path.exists():
+                        self.dangling.append(path)
+                elif suffix not in COMPANION_SUFFIXES:
+                    self.others[suffix or "no extension"] += 1
+        return sorted(found)
+
+    def _unlisted(self, error: OSError) -> None:
+        self.unlisted.append(f"{error.filename} ({error.strerror})")
+
+    def report(self, base: Path) -> None:
+        if self.dangling:
+            warn(f"skipped {_count(len(self.dangling), 'dangling symlink')} in {base} (e.g. {self.dangling[0]} -> "
+                 f"{os.readlink(self.dangling[0])}, which does not exist)")
+        if self.unlisted:
+            warn(f"skipped {_count(len(self.unlisted), 'folder')} in {base} that could not be listed: "
+                 f"{'; '.join(self.unlisted[:3])}")
+        if self.others:
+            listed = ", ".join(f"{suffix} ({n})" for suffix, n in self.others.most_common(5))
+            warn(f"ignored {_count(self.others.total(), 'file')} in {base} with extensions not read as images: "
+                 f"{listed}; "
+                 f"images are read from {', '.join(sorted(IMAGE_SUFFIXES))} files")
 
 
 class UnreadableImage(ValueError):
-    """An image file that cannot be decoded (truncated, corrupt, not an image)."""
+    """An image file that cannot be decoded (truncated, corrupt, not an image, over the pixel limit)."""
 
 
 def warn_skipped(errors: list[Exception], total: int, where: Path | str) -> None:
     """The warning for images left out by `skip_bad_images`: how many, and the first few by name."""
-    import sys
-
     named = "; ".join(str(e) for e in errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
-    print(f"warning: skipped {len(errors)} of {total} images in {where} that could not be read: {named}",
-          file=sys.stderr)
+    warn(f"skipped {len(errors)} of {total} images in {where} that could not be read: {named}")
+
+
+@dataclass
+class ReadNotes:
+    """What reading a dataset's images changed without a word (alpha dropped, small images upscaled),
+    counted while `read_image` / `fit_image` run and reported once per dataset by `report`."""
+
+    size: int
+    read: int = 0
+    alpha: int = 0
+    upscaled: int = 0
+    smallest: tuple[int, int] = (0, 0)  # (width, height) of the smallest upscaled image
+
+    def see(self, img: Image.Image, resize: bool) -> None:
+        self.read += 1
+        self.alpha += _has_transparency(img)
+        if resize and min(img.size) < self.size:
+            self.upscaled += 1
+            if not self.smallest[0] or min(img.size) < min(self.smallest):
+                self.smallest = img.size
+
+    def report(self, where: Path | str) -> None:
+        if self.alpha:
+            warn(f"{self.alpha} of {self.read} images in {where} have transparency, which is dropped, not composited "
+                 f"onto a background: transparent pixels keep the colour stored under them (often black); flatten "
+                 f"the images onto a background first if that matters")
+        if self.upscaled:
+            w, h = self.smallest
+            warn(f"{self.upscaled} of {self.read} images in {where} are smaller than {self.size}x{self.size} and were "
+                 f"upscaled (the smallest is {w}x{h}), which blurs them")
+
+
+def _has_transparency(img: Image.Image) -> bool:
+    """An alpha channel or transparent palette entry that some pixel uses (opaque alpha loses nothing)."""
+    if img.mode in ("RGBA", "LA", "PA"):
+        alpha = img.getchannel("A")
+    elif "transparency" in img.info:
+        alpha = img.convert("RGBA").getchannel("A")
+    else:
+        return False
+    return alpha.getextrema()[0] < 255
 
 
 # Modes PIL can read but that hold more than 8 bits per channel: converting would clip them silently.
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def read_image(path: str | Path, size: int, channels: int | None = None, resize: bool = True) -> np.ndarray:
+def read_image(path: str | Path, size: int, channels: int | None = None, resize: bool = True,
+               notes: ReadNotes | None = None) -> np.ndarray:
     """Read one image as uint8: (size, size) grayscale or (size, size, 3) RGB.
 
     channels None keeps grayscale files grayscale, 1 or 3 converts. With `resize`, the short side is
     resized and the center cropped to size x size; without, the file must already be that size.
-    Every failure is a ValueError naming the file."""
-    path = Path(path)
+    `notes` counts quiet changes for a dataset's warnings. Every failure is a ValueError naming the file."""
+    return fit_image(open_image(path), size, channels, resize, str(path), notes)
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """An image file, decoded; an UnreadableImage naming the file if that fails."""
+    with decoding(str(path)), Image.open(path) as img:
+        img.load()  # decode now, so a truncated file fails here, with its name
+    return img
+
+
+@contextlib.contextmanager
+def decoding(name: str) -> Iterator[None]:
+    """Decode images in the block: a failure becomes an UnreadableImage naming `name`. An image over the pixel
+    limit is one too: PIL raises above twice its limit but only warns between once and twice, and a limit
+    that holds only sometimes is no limit."""
+    limit = os.environ.get(PIXEL_LIMIT_ENV, "").strip()
+    if limit:
+        if not limit.isdigit() or not int(limit):
+            raise ValueError(f"{PIXEL_LIMIT_ENV}={limit!r}: expected a positive whole number of pixels")
+        Image.MAX_IMAGE_PIXELS = int(limit)  # PIL offers only this global
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so a truncated file fails here, with its name
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # PIL names only the pixel count, in its message
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        count = f"{int(pixels[1]):,} pixels" if pixels else str(e)
+        raise UnreadableImage(
+            f"cannot read image {name}: {count} is over the limit of {Image.MAX_IMAGE_PIXELS:,} that guards "
+            f"against decompression bombs; leave such images out with data.skip_bad_images: true (precompute: "
+            f"--skip-bad-images), or raise the limit with the environment variable {PIXEL_LIMIT_ENV}=<pixels>"
+        ) from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL reports corrupt files with any of these
-        raise UnreadableImage(f"cannot read image {path}: {e}") from e
-    return fit_image(img, size, channels, resize, str(path))
+        raise UnreadableImage(f"cannot read image {name}: {e}") from e
 
 
 def chw(image: np.ndarray) -> np.ndarray:
@@ -416,7 +586,8 @@ def chw(image: np.ndarray) -> np.ndarray:
     return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
 
 
-def fit_image(img: Image.Image, size: int, channels: int | None, resize: bool, name: str) -> np.ndarray:
+def fit_image(img: Image.Image, size: int, channels: int | None, resize: bool, name: str,
+              notes: ReadNotes | None = None) -> np.ndarray:
     """A PIL image -> uint8 array as `read_image` returns it; `name` identifies it in errors."""
     if img.mode in WIDE_MODES:
         raise ValueError(f"image {name} has mode {img.mode} (more than 8 bits per channel); convert it to "
@@ -424,6 +595,8 @@ def fit_image(img: Image.Image, size: int, channels: int | None, resize: bool, n
     if not resize and img.size != (size, size):
         raise ValueError(f"image {name} is {img.size[0]}x{img.size[1]}, expected {size}x{size} "
                          f"(or allow resizing)")
+    if notes is not None:
+        notes.see(img, resize)
     gray = img.mode in ("1", "L", "LA") if channels is None else channels == 1
     img = img.convert("L" if gray else "RGB")
     return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC) if resize else img)
@@ -437,11 +610,7 @@ def _load_npz(root: Path | None, split: str, image_size: int | None, limit: int 
     integer `labels` (N,) and optional string `class_names` (the format `sample` writes)."""
     path = _need_root("npz", root)
     _train_only("npz", split)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:  # object arrays, which would need unpickling
-        raise ValueError(f"{path}: cannot load without unpickling ({e})") from e
+    arrays = read_npz(path)
     if "images" not in arrays:
         raise ValueError(f"{path}: missing key 'images' (found: {', '.join(arrays) or 'none'})")
     x = arrays["images"]
@@ -449,16 +618,17 @@ def _load_npz(root: Path | None, split: str, image_size: int | None, limit: int 
         raise ValueError(f"{path}: 'images' must be uint8, got {x.dtype}")
     if x.ndim == 3:
         x = x[..., None]
-    if x.ndim != 4 or x.shape[3] not in (1, 3):
+    if x.ndim != 4 or x.shape[3] not in (1, 3) or 0 in x.shape:
         shape = arrays["images"].shape
-        raise ValueError(f"{path}: 'images' must have shape (N, H, W) or (N, H, W, 1|3), got {shape}")
+        raise ValueError(f"{path}: 'images' must have shape (N, H, W) or (N, H, W, 1|3) with N, H, W >= 1, "
+                         f"got {shape}")
     x = x.transpose(0, 3, 1, 2)
     y = arrays.get("labels")
     names = arrays.get("class_names")
     if y is None:
         if names is not None:
             raise ValueError(f"{path}: 'class_names' given without 'labels'")
-        return _pack(x, None, [], image_size, limit)
+        return _pack(x, None, [], image_size, limit, path)
     if y.dtype.kind not in "iu" or y.shape != (len(x),):
         raise ValueError(f"{path}: 'labels' must be integers of shape ({len(x)},), got {y.dtype} {y.shape}")
     if names is None:
@@ -467,7 +637,53 @@ def _load_npz(root: Path | None, split: str, image_size: int | None, limit: int 
         raise ValueError(f"{path}: 'class_names' must be a 1-D array of str, got {names.dtype} {names.shape}")
     else:
         class_names = names.tolist()
-    return _pack(x, y, class_names, image_size, limit)
+    return _pack(x, y, class_names, image_size, limit, path)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz file; each failure one ValueError naming the file and what it should be."""
+    expected = "np.savez output with a uint8 'images' array (and optional 'labels', 'class_names')"
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; the npz dataset reads one .npz file: {expected}")
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file {path} not found")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == NPY_MAGIC:
+        raise ValueError(f"{path} is a .npy file (one unnamed array); expected a .npz file, {expected}")
+    if not magic.startswith(b"PK"):  # a .npz is a zip archive
+        raise ValueError(f"{path} is not a .npz file (not a zip archive); expected {expected}")
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                arrays[key] = _npz_array(z, key, path)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{path} is truncated or corrupt ({e}); write it again") from None
+    return arrays
+
+
+def _npz_array(z, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # numpy's only word that the array holds Python objects
+            raise ValueError(f"{path}: array {key!r} holds Python objects, which would need unpickling (not done "
+                             f"for safety); store strings as a str array, e.g. np.array(names, dtype=str)") from None
+        raise ValueError(f"{path}: array {key!r} is corrupt ({e}); write the file again") from None
+
+
+def read_npy(path: Path, expected: str, mmap: bool = False) -> np.ndarray:
+    """A .npy file's array (memory-mapped with `mmap`); each failure one ValueError naming the file and
+    what it should hold."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != NPY_MAGIC:
+            raise ValueError("an empty file" if not magic else "no .npy header")
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # numpy reports a cut-short file with any of these
+        raise ValueError(f"{path} is not a readable .npy file ({e}; truncated?); expected {expected}") from None
 
 
 # --- precomputed (the folder `liquidgen precompute` writes) --------------------------------
@@ -506,57 +722,134 @@ class PrecomputedData:
 def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedData:
     """Read a complete precomputed dataset (memory-mapped shards, copied once into one tensor)."""
     root = Path(root).expanduser()
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {root} the output folder of `liquidgen precompute`?")
-    manifest = json.loads(path.read_text())
-    if not manifest.get("complete"):
-        raise ValueError(f"{root} is incomplete ({manifest.get('count', 0)} of {manifest.get('total', '?')} items): "
+    manifest = read_manifest(root)
+    if not manifest["complete"]:
+        raise ValueError(f"{root} is incomplete ({manifest['count']} of {manifest.get('total', '?')} items): "
                          f"precompute was interrupted; rerun the same command to finish it")
-    shards = manifest["shards"]
-    arrays: dict[str, list] = {"latents": [], "labels": [], "context": [], "context_mask": []}
+    if not manifest["count"]:
+        raise ValueError(f"{root} holds no items: every image of its source was skipped as unreadable")
+    arrays: dict[str, list] = {key: [] for key, _ in _shard_arrays(manifest)}
     captions: list[str] = []
     remaining = limit if limit is not None else manifest["count"]
-    for shard in shards:
+    for shard in manifest["shards"]:
         if remaining <= 0:
             break
         if not shard["count"]:  # every image of it was skipped as unreadable: no files
             continue
+        if problem := shard_problem(root, manifest, shard):
+            raise ValueError(f"{problem}: rerun the same `liquidgen precompute` command, which writes it again")
         take = min(shard["count"], remaining)
-        for key in arrays:
-            file = root / f"{shard['name']}.{key}.npy"
-            if (key == "context" and not manifest["context_dim"]) or (key == "context_mask"
-                                                                    and not manifest.get("text_tokens")):
-                continue
-            if not file.is_file():
-                raise FileNotFoundError(f"{file} is missing, but {path} lists it")
-            a = np.load(file, mmap_mode="r", allow_pickle=False)
-            if len(a) != shard["count"]:
-                raise ValueError(f"{file} holds {len(a)} rows, the manifest says {shard['count']}")
-            arrays[key].append(np.array(a[:take]))
-        file = root / f"{shard['name']}.captions.json"
-        if file.is_file():
-            captions += json.loads(file.read_text())[:take]
+        for key, parts in arrays.items():  # checked just above
+            parts.append(np.array(np.load(root / f"{shard['name']}.{key}.npy", mmap_mode="r", allow_pickle=False)[:take]))
+        if _has_captions(root, manifest):
+            captions += json.loads((root / f"{shard['name']}.captions.json").read_text())[:take]
         remaining -= take
     stats = manifest["stats"]
     space = LatentSpace(manifest["request"]["autoencoder"], manifest["request"]["image_size"],
                         None if stats is None else stats["mean"], None if stats is None else stats["std"])
+    joined = {key: torch.from_numpy(np.concatenate(parts)) for key, parts in arrays.items()}
     return PrecomputedData(
-        images=torch.from_numpy(np.concatenate(arrays["latents"])),
-        labels=torch.from_numpy(np.concatenate(arrays["labels"])),
+        images=joined["latents"], labels=joined["labels"],
         num_classes=manifest["num_classes"], class_names=manifest["class_names"],
-        context=torch.from_numpy(np.concatenate(arrays["context"])) if arrays["context"] else None,
-        context_mask=torch.from_numpy(np.concatenate(arrays["context_mask"])) if arrays["context_mask"] else None,
+        context=joined.get("context"), context_mask=joined.get("context_mask"),
         captions=captions or None, space=space, text_encoder=manifest["request"]["text_encoder"],
         text_tokens=manifest.get("text_tokens", 0))
+
+
+# The keys a manifest needs before any shard is listed, and those `precompute` adds with the first shard.
+MANIFEST_KEYS = ("request", "shards", "count", "complete")
+SHARD_KEYS = ("class_names", "num_classes", "pixels", "context_dim", "latent_shape")
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest.json of a precomputed dataset folder, checked enough to be read: one ValueError naming it
+    and the fix if it is not JSON or not a manifest."""
+    path = root / "manifest.json"
+    if root.is_file():
+        raise ValueError(f"{root} is a file; a precomputed dataset is the folder `liquidgen precompute` wrote "
+                         f"({root.parent}?)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {root} the output folder of `liquidgen precompute`?")
+    redo = f"precompute {root} again: the same command with --overwrite"
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:  # JSON, or not UTF-8 text at all
+        raise ValueError(f"{path} is not valid JSON ({e}), so which shards are done is lost; {redo}") from None
+    if problem := _manifest_problem(manifest):
+        raise ValueError(f"{path} is not a manifest as `liquidgen precompute` writes it ({problem}); {redo}")
+    return manifest
+
+
+def _manifest_problem(manifest) -> str | None:
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    shards = manifest.get("shards")
+    needed = MANIFEST_KEYS + (SHARD_KEYS if shards else ()) + (("stats",) if manifest.get("complete") else ())
+    if missing := [key for key in needed if key not in manifest]:
+        return f"no {', '.join(missing)}"
+    if not isinstance(manifest["request"], dict) or not isinstance(shards, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("count"), int) for s in shards):
+        return "its request or shard list is malformed"
+    return None
+
+
+def _shard_arrays(manifest: dict) -> list[tuple[str, tuple[np.dtype, int]]]:
+    """(key, (dtype, ndim)) of each .npy file a shard of this manifest has."""
+    arrays = [("latents", (np.dtype(np.uint8 if manifest["pixels"] else np.float16), 4)),
+              ("labels", (np.dtype(np.int64), 1))]
+    if manifest["context_dim"]:
+        arrays.append(("context", (np.dtype(np.float16), 3 if manifest.get("text_tokens") else 2)))
+    if manifest.get("text_tokens"):
+        arrays.append(("context_mask", (np.dtype(bool), 2)))
+    return arrays
+
+
+def _has_captions(root: Path, manifest: dict) -> bool:
+    if "captions" in manifest:
+        return bool(manifest["captions"])
+    # folders written before the manifest said so: the first shard with items tells
+    first = next((s for s in manifest["shards"] if s["count"]), None)
+    return first is not None and (root / f"{first['name']}.captions.json").is_file()
+
+
+def shard_problem(root: Path, manifest: dict, shard: dict) -> str | None:
+    """What is wrong with a listed shard's files (missing, truncated, other rows or types than the manifest
+    says), or None. Reads only the headers."""
+    count = shard["count"]
+    if not count:
+        return None
+    for key, (dtype, ndim) in _shard_arrays(manifest):
+        file = root / f"{shard['name']}.{key}.npy"
+        if not file.is_file():
+            return f"{file} is missing, but {root / 'manifest.json'} lists it"
+        try:
+            a = read_npy(file, f"the {key} of {count} items", mmap=True)
+        except ValueError as e:
+            return str(e)
+        shape = (count, *manifest["latent_shape"]) if key == "latents" else None
+        if len(a) != count or a.dtype != dtype or a.ndim != ndim or (shape and a.shape != shape):
+            return (f"{file} holds {a.dtype} {a.shape}, but the manifest lists {count} rows of {dtype}"
+                    + (f" {shape[1:]}" if shape else ""))
+    if _has_captions(root, manifest):
+        file = root / f"{shard['name']}.captions.json"
+        try:
+            captions = json.loads(file.read_text())
+        except (OSError, ValueError) as e:
+            return f"{file} is missing or not JSON ({e})"
+        if not isinstance(captions, list) or len(captions) != count:
+            return f"{file} does not hold the {count} captions the manifest lists"
+    return None
 
 
 def _load_precomputed(root: Path | None, split: str, image_size: int | None, limit: int | None):
     """The output folder of `liquidgen precompute` (latents or pixels, labels, text embeddings)."""
     _train_only("precomputed", split)
-    if image_size is not None:
-        raise ValueError("a precomputed dataset has its size fixed at precompute time; leave data.image_size unset")
-    return load_precomputed(_need_root("precomputed", root), limit)
+    root = _need_root("precomputed", root)
+    made = read_manifest(root)["request"].get("image_size")
+    if image_size is not None and image_size != made:
+        raise ValueError(f"data.image_size {image_size} does not match {root}, precomputed at {made}x{made}: leave "
+                         f"data.image_size unset, or precompute again with --size {image_size}")
+    return load_precomputed(root, limit)
 
 
 DATASETS: dict[str, Loader] = {

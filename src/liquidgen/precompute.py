@@ -35,12 +35,18 @@ from tqdm.auto import tqdm
 from .autoencoders import build_autoencoder
 from .data import (
     IMAGE_SUFFIXES,
+    ReadNotes,
     UnreadableImage,
     chw,
+    decoding,
     fit_image,
     folder_files,
     load_dataset,
     read_image,
+    read_manifest,
+    shard_problem,
+    warn,
+    warn_limit,
     warn_skipped,
 )
 from .latent_space import to_float
@@ -59,6 +65,7 @@ class Source:
 
     class_names: list[str]
     has_captions: bool
+    notes: ReadNotes | None = None  # what reading changed quietly, for warnings (sources that decode files)
 
     def __len__(self) -> int:  # pragma: no cover
         raise NotImplementedError
@@ -72,8 +79,11 @@ class MemorySource(Source):
     optionally made from its labels by templates ("a handwritten {}" -> "a handwritten seven")."""
 
     def __init__(self, name: str, root: str | None, size: int, split: str, limit: int | None,
-                 templates: Sequence[str] = (), class_words: Sequence[str] = ()):
-        self.data = load_dataset(name, root, size, split=split, limit=limit)
+                 templates: Sequence[str] = (), class_words: Sequence[str] = (), resize: bool = True):
+        self.data = load_dataset(name, root, size if resize else None, split=split, limit=limit)
+        if self.data.size != size:
+            raise ValueError(f"--no-resize: the {name} images are {self.data.size}x{self.data.size}, not --size "
+                             f"{size}; give --size {self.data.size}, or let them be resized")
         self.class_names = self.data.class_names
         self.captions = label_captions(self.data.labels.tolist(), self.class_names, templates, class_words)
         self.has_captions = self.captions is not None
@@ -112,8 +122,10 @@ class FolderSource(Source):
             raise ValueError("source 'folder' needs --root <folder>")
         base = Path(root).expanduser()
         self.size, self.channels, self.resize = size, channels, resize
+        self.notes = ReadNotes(size)
         self.class_names, self.files = folder_files(base)
         captions = folder_captions(base, [p for p, _ in self.files])
+        warn_limit(limit, len(self.files), str(base))
         self.files = self.files[:limit]
         self.captions = None if captions is None else [captions.get(p) for p, _ in self.files]
         self.has_captions = self.captions is not None
@@ -123,7 +135,7 @@ class FolderSource(Source):
 
     def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
         path, label = self.files[i]
-        image = read_image(path, self.size, self.channels, self.resize)
+        image = read_image(path, self.size, self.channels, self.resize, self.notes)
         caption = None if self.captions is None else self.captions[i]
         if self.captions is not None and caption is None:
             raise ValueError(f"image {path} has no caption (no {path.with_suffix('.txt').name} beside it and no "
@@ -181,13 +193,18 @@ class HFSource(Source):
                 if split not in ds:
                     raise ValueError(f"{root} has splits {list(ds)}, not {split!r}")
                 ds = ds[split]
+            elif split != "train":
+                raise ValueError(f"{root} is one dataset without splits, so --split {split} cannot be read from "
+                                 f"it; leave --split unset")
         else:
             ds = datasets.load_dataset(root, split=split)
         for column in (image_column, label_column, caption_column):
             if column and column not in ds.column_names:
                 raise ValueError(f"{root} has no column {column!r}; its columns: {', '.join(ds.column_names)}")
+        warn_limit(limit, len(ds), root)
         self.ds = ds.select(range(min(limit, len(ds)))) if limit else ds
-        self.size, self.channels, self.resize = size, channels, resize
+        self.root, self.size, self.channels, self.resize = root, size, channels, resize
+        self.notes = ReadNotes(size)
         self.image_column, self.label_column, self.caption_column = image_column, label_column, caption_column
         feature = ds.features[label_column] if label_column else None
         if feature is not None and hasattr(feature, "names"):
@@ -202,8 +219,10 @@ class HFSource(Source):
         return len(self.ds)
 
     def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
-        row = self.ds[i]
-        image = fit_image(row[self.image_column], self.size, self.channels, self.resize, f"row {i}")
+        name = f"row {i} of {self.root}"
+        with decoding(name):  # `datasets` decodes the image here, so a bad one fails here
+            row = self.ds[i]
+        image = fit_image(row[self.image_column], self.size, self.channels, self.resize, name, self.notes)
         label = int(row[self.label_column]) if self.label_column else 0
         return chw(image), label, str(row[self.caption_column]) if self.caption_column else None
 
@@ -228,18 +247,37 @@ class Request:
     hf_columns: dict = field(default_factory=dict)  # image_column, label_column, caption_column
     shard_size: int = 4096
     text_tokens: int = 0  # > 0: store per-token text features, truncated or padded to this many tokens
-    skip_bad_images: bool = False  # folder: leave out image files that cannot be decoded, counted in the manifest
+    skip_bad_images: bool = False  # folder, hf: leave out images that cannot be decoded, counted in the manifest
+
+    def __post_init__(self) -> None:
+        # Checked here, as the request is made: before the output folder is claimed or anything is read.
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown source {self.source!r}; choose from {', '.join(SOURCES)}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.text_tokens and self.text_encoder is None:
+            raise ValueError("text_tokens needs a text encoder")
+        if self.skip_bad_images and self.source not in ("folder", "hf"):
+            raise ValueError(f"--skip-bad-images applies to the folder and hf sources (one decoded image at a "
+                             f"time), not {self.source!r}, which is read whole")
+        if self.caption_templates and self.source in ("folder", "hf"):
+            raise ValueError(f"--caption-template applies to the sources digits, mnist, cifar10 and npz; the "
+                             f"{self.source} source's captions come from "
+                             + (".txt files or metadata.jsonl" if self.source == "folder" else "--caption-column"))
+        if self.class_words and not self.caption_templates:
+            raise ValueError("--class-words are the words caption templates use: give --caption-template too")
+        if self.source == "folder" and self.split != "train":
+            raise ValueError(f"source 'folder' has no splits (got --split {self.split}): point --root at the "
+                             f"folder of that split")
 
 
 def open_source(req: Request, channels: int | None) -> Source:
-    if req.source not in SOURCES:
-        raise ValueError(f"unknown source {req.source!r}; choose from {', '.join(SOURCES)}")
     if req.source == "folder":
         return FolderSource(req.root, req.image_size, req.limit, channels, req.resize)
     if req.source == "hf":
         return HFSource(req.root, req.image_size, req.split, req.limit, channels, req.resize, **req.hf_columns)
     return MemorySource(req.source, req.root, req.image_size, req.split, req.limit, req.caption_templates,
-                        req.class_words)
+                        req.class_words, req.resize)
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -260,9 +298,10 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
 
 def write_dataset(req: Request, out: Path, device: str | torch.device, batch_size: int, progress: bool) -> Path:
     """`precompute` once the folder is this job's."""
-    if req.shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {req.shard_size}")
+    if (out / "manifest.json").is_file():
+        read_manifest(out)  # one line naming a manifest that is not JSON or not a manifest, before anything
     manifest = _start_manifest(out, req)
+    _unlist_damaged_shards(out, manifest)
     if manifest["complete"]:
         print(f"{out} is already complete ({manifest['count']} items)")
         return out / "manifest.json"
@@ -274,15 +313,11 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
     if req.text_encoder is not None and not source.has_captions:
         raise ValueError(f"a text encoder was given but source {req.source!r} has no captions "
                          f"(.txt files or metadata.jsonl beside the images, a caption column, or caption templates)")
-    text = None
-    if req.text_encoder is not None:
-        text = build_text_encoder(**req.text_encoder)
-    elif req.text_tokens:
-        raise ValueError("text_tokens needs a text encoder")
+    text = None if req.text_encoder is None else build_text_encoder(**req.text_encoder)
     n_shards = math.ceil(len(source) / req.shard_size)
     manifest.update(class_names=source.class_names, num_classes=len(source.class_names), total=len(source),
                     pixels=pixels, context_dim=0 if not text else text.token_dim if req.text_tokens else text.dim,
-                    text_tokens=req.text_tokens)
+                    text_tokens=req.text_tokens, captions=source.has_captions)
     done = {s["name"] for s in manifest["shards"]}
     skipped: list[Exception] = []
     bar = tqdm(total=len(source), desc="precompute", unit="img", disable=None if progress else True)
@@ -304,7 +339,7 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
                 continue
             images.append(image), labels.append(label), captions.append(caption)
         if not images:  # every image of this shard was skipped
-            manifest["shards"].append({"name": name, "count": 0, "skipped": len(rows)})
+            _list_shard(manifest, {"name": name, "count": 0, "skipped": len(rows)})
             continue
         shape = list(ae.latent_shape(req.image_size)) if not pixels else list(images[0].shape)
         if len({im.shape for im in images}) > 1 or manifest.setdefault("latent_shape", shape) != shape:
@@ -315,17 +350,36 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
             arrays.update(_embed(captions, text, req.text_tokens))
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
         _write_shard(out, name, arrays, captions if source.has_captions else None)
-        manifest["shards"].append({"name": name, "count": len(images), "skipped": len(rows) - len(images), **stats})
-        manifest["count"] = sum(s["count"] for s in manifest["shards"])
+        _list_shard(manifest, {"name": name, "count": len(images), "skipped": len(rows) - len(images), **stats})
         _write_json(out / "manifest.json", manifest)
     bar.close()
     if skipped:
         warn_skipped(skipped, len(source), req.root)
+    if source.notes is not None:
+        source.notes.report(req.root)
+    if not manifest["count"]:
+        raise ValueError(f"none of the {len(source)} images of {req.root} could be read: nothing to precompute")
     manifest["skipped"] = sum(s.get("skipped", 0) for s in manifest["shards"])
     manifest["stats"] = None if pixels else _channel_stats(manifest["shards"])
     manifest["complete"] = True
     _write_json(out / "manifest.json", manifest)
     return out / "manifest.json"
+
+
+def _unlist_damaged_shards(out: Path, manifest: dict) -> None:
+    """Take shards whose files are missing or damaged off the manifest, so that this run writes them again:
+    rerunning the same command repairs a folder."""
+    for shard in list(manifest["shards"]):
+        if problem := shard_problem(out, manifest, shard):
+            warn(f"{problem}; writing {shard['name']} again")
+            manifest["shards"].remove(shard)
+            manifest["complete"] = False
+
+
+def _list_shard(manifest: dict, shard: dict) -> None:
+    # Kept in name order: a shard written again after repair goes back to its place in the dataset.
+    manifest["shards"] = sorted([*manifest["shards"], shard], key=lambda s: s["name"])
+    manifest["count"] = sum(s["count"] for s in manifest["shards"])
 
 
 def _encode(images: list[np.ndarray], ae, device: torch.device | None, batch_size: int) -> tuple[dict, dict]:
