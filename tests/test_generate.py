@@ -117,7 +117,8 @@ def test_a_compiled_network_sees_equal_batches_and_gives_the_eager_samples(tmp_p
     monkeypatch.setattr(generate.torch, "compile", recording_compile)
     ckpt = write_checkpoint(tmp_path, CLASSES)
     eager, compiled = Pipeline.load(ckpt, device="cpu", compile="off"), Pipeline.load(ckpt, device="cpu", compile="on")
-    assert not eager.compiled and compiled.compiled
+    assert not eager.compiles(10**9) and compiled.compiles(1)
+    assert not Pipeline.load(ckpt, device="cpu").compiles(10**9)  # auto: CUDA only
     noise, labels = eager.noise(7, seed=3), torch.tensor([0, 1, 2, 0, 1, 2, 0])
     settings = eager.settings.with_(sampler="heun", cfg=2.0)
     want = eager.sample(noise, labels, settings, batch_size=3)

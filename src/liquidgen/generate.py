@@ -43,14 +43,15 @@ class Pipeline:
     precision: str = "auto"  # train.precision: bf16 autocast on CUDA unless fp32
     dist: Dist = field(default_factory=Dist)  # under a launcher, rows are split over the processes
     # The samplers call the backbone through torch.compile with CUDA graphs: on | off | auto (on CUDA, for
-    # backbones without a per-batch solver state). Batches are then cut into equal chunks (see `sample`).
+    # backbones without a per-batch solver state, and calls of COMPILE_WORK or more). Batches are then cut
+    # into equal chunks (see `sample`).
     compile: str = "auto"
 
     def __post_init__(self):
         if self.compile not in COMPILE:
             raise ValueError(f"compile must be one of {', '.join(COMPILE)}, got {self.compile!r}")
         self.space: LatentSpace = self.spec.latent_space()
-        self._network: Backbone | CompiledForward | None = None
+        self._compiled: CompiledForward | None = None
 
     @classmethod
     def load(cls, path: str | Path, ema: bool = True, device: str | torch.device = "auto",
@@ -60,16 +61,21 @@ class Pipeline:
         return cls(model, spec, objective_from(config.objective).prediction, config.sample,
                    config.train.precision, dist or Dist(), compile)
 
-    @property
-    def compiled(self) -> bool:
+    def compiles(self, work: int) -> bool:
+        """Whether a call drawing `work` = samples x steps runs the compiled network."""
+        if self.compile != "auto":
+            return self.compile == "on"
         stateless = not hasattr(self.model, "sampling_state")  # a solver state is Python, not graph, input
-        return self.compile == "on" or (self.compile == "auto" and self.device.type == "cuda" and stateless)
+        return self.device.type == "cuda" and stateless and work >= COMPILE_WORK
 
-    def network(self) -> Backbone | CompiledForward:
-        """What the samplers call: the backbone, or its compiled forward (built once, on first use)."""
-        if self._network is None:
-            self._network = CompiledForward(self.model) if self.compiled else self.model
-        return self._network
+    def network(self, work: int) -> Backbone | CompiledForward:
+        """What the samplers call for `work` = samples x steps: the backbone, or its compiled forward (built
+        once, on first use)."""
+        if not self.compiles(work):
+            return self.model
+        if self._compiled is None:
+            self._compiled = CompiledForward(self.model)
+        return self._compiled
 
     @property
     def device(self) -> torch.device:
@@ -98,7 +104,7 @@ class Pipeline:
             raise ValueError("this model is unconditional; labels do not apply")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        net = self.network()
+        net = self.network(len(noise) * s.steps)
 
         def draw(rows: slice) -> Tensor:
             step = batch_size or max(rows.stop - rows.start, 1)
@@ -190,6 +196,10 @@ class Pipeline:
 
 
 COMPILE = ("auto", "on", "off")
+# Samples x steps from which `compile: auto` compiles. Compilation costs about 25-30 s on an H200 from a
+# cold cache and pays back from about 2,000 (LiquidGen-S) to 10,000 (UNet-28) MNIST samples at 50 steps
+# with guidance (benchmarks/results/2026-12-03-host-and-sampling); a training grid of 80 runs eager.
+COMPILE_WORK = 200_000
 
 
 class CompiledForward:

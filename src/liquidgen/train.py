@@ -178,9 +178,9 @@ def start_run(config: Config, out: Path) -> Run:
     return Run(config, out, dist, device, data, spec, model, objective,
                BatchSampler(data, tc.batch_size, seed=tc.seed, device=device, hflip=d.hflip), ema, optimizer,
                make_scheduler(optimizer, config.optim, tc.steps),
-               # grids and evaluation sample compiled when training does
+               # grids and evaluations repeat, so they sample compiled whenever training does on CUDA
                Pipeline(ema.model, spec, objective.prediction, config.sample, tc.precision, dist,
-                        "auto" if tc.compile else "off"),
+                        "on" if tc.compile and device.type == "cuda" else "off"),
                MetricsLog(out / "metrics.jsonl"), evaluator)
 
 
