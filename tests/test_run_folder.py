@@ -197,3 +197,14 @@ def test_precompute_continues_its_own_dataset_and_refuses_another(tmp_path, caps
     shards = sorted(p.name for p in (tmp_path / "pre").glob("shard-*.latents.npy"))
     assert shards == ["shard-00000.latents.npy", "shard-00001.latents.npy"]
     assert '"count": 24' in (tmp_path / "pre" / "manifest.json").read_text()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, monkeypatch):
+    import liquidgen.train as train_module
+
+    def no_gpu(*args, **kwargs):
+        raise ValueError("train.device cuda: this PyTorch build has no CUDA")
+    monkeypatch.setattr(train_module, "setup", no_gpu)
+    with pytest.raises(ValueError, match="no CUDA"):
+        train(load_config(None, TINY), tmp_path / "new" / "run")
+    assert not (tmp_path / "new" / "run").exists()

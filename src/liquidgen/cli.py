@@ -585,8 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
 # the exceptions third-party readers raise for a user's bad file that are neither: YAML, a corrupt
 # .safetensors, an image over PIL's decompression-bomb limit, a corrupt .npz. Anything else is a bug and
 # keeps its traceback.
-USER_ERRORS = (ValueError, OSError, FloatingPointError, yaml.YAMLError, SafetensorError, Image.DecompressionBombError,
-               zipfile.BadZipFile)
+USER_ERRORS = (ValueError, OSError, EOFError, FloatingPointError, yaml.YAMLError, SafetensorError,
+               Image.DecompressionBombError, zipfile.BadZipFile)
 
 
 def main(argv: list[str] | None = None) -> None:

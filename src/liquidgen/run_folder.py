@@ -124,6 +124,7 @@ def claim(folder: str | Path, *, resume: bool, overwrite: bool, owned: Sequence[
     if not main:
         yield folder
         return
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock.acquire(say)
     try:
@@ -137,6 +138,8 @@ def claim(folder: str | Path, *, resume: bool, overwrite: bool, owned: Sequence[
         yield folder
     finally:
         lock.release()
+        if created and not any(folder.iterdir()):  # a run that failed before writing anything leaves no trace
+            folder.rmdir()
 
 
 def _entries(folder: Path, owned: Sequence[str]) -> list[Path]:

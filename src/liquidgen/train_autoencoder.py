@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt_io
 from .autoencoders.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
 from .autoencoders.own import ConvAutoencoder, psnr
-from .config import DataConfig, OptimConfig, _plain
+from .config import AT_LEAST_ONE, CHOICES, MOMENTUM, NONNEGATIVE, RANGES, DataConfig, OptimConfig, _plain
 from .data import BatchSampler, ImageData, load_dataset, load_split
 from .distributed import launched_world, part_seed, pick_device
 from .ema import EMA
@@ -87,6 +87,13 @@ class AutoencoderConfig:
 
 
 RECONSTRUCTION = {"l1": F.l1_loss, "l2": F.mse_loss}
+# Checked when the config loads (config.from_dict), beside the keys it shares with `liquidgen train`.
+CHOICES.update({"model.kind": ("kl", "vq"), "loss.reconstruction": tuple(RECONSTRUCTION)})
+RANGES.update({**dict.fromkeys(("model.channels", "model.channel_mult", "model.blocks", "model.latent_channels",
+                                "model.codebook_size", "loss.disc_channels", "train.holdout"), AT_LEAST_ONE),
+               **dict.fromkeys(("model.kl_weight", "model.commitment", "model.restart_threshold", "loss.gan_weight",
+                                "loss.gan_start", "loss.disc_lr"), NONNEGATIVE),
+               "model.codebook_decay": MOMENTUM})
 GRID_COLUMNS, GRID_PAIRS = 8, 4  # sample grids: 4 rows of originals, each above its reconstructions
 
 
@@ -154,8 +161,6 @@ def start_run(config: AutoencoderConfig, out: Path) -> AutoencoderRun:
     if launched_world() > 1:
         raise ValueError("train-autoencoder runs in one process; start it without accelerate launch / torchrun")
     tc, lc = config.train, config.loss
-    if lc.reconstruction not in RECONSTRUCTION:
-        raise ValueError(f"loss.reconstruction must be one of {', '.join(RECONSTRUCTION)}, got {lc.reconstruction!r}")
     device = pick_device(tc.device)
     seed_everything(tc.seed)
     data, held_out = split_data(config)
