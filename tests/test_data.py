@@ -99,7 +99,8 @@ def test_mnist_plain_and_gz_synthetic(tmp_path: Path) -> None:
         d = load_dataset("mnist", root, split="test")
         assert torch.equal(d.images[:, 0], torch.from_numpy(x))
         assert torch.equal(d.labels, torch.from_numpy(y).long())
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz"):
+    with pytest.raises(FileNotFoundError, match=rf"MNIST train files not found under {tmp_path}: looked for "
+                                                 r"train-images-idx3-ubyte and train-labels-idx1-ubyte \(or .gz\)"):
         load_dataset("mnist", tmp_path, split="train")
 
 

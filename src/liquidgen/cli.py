@@ -217,6 +217,9 @@ def cmd_sample(args) -> None:
     from .generate import Pipeline
     from .latent_space import to_uint8
 
+    if Path(args.out).suffix.lower() not in (".png", ".npz"):
+        raise ValueError(f"--out {args.out}: give a .png (a grid) or a .npz (uint8 images and labels)")
+
     dist, device = setup(args.device, "--device")
     pipe = Pipeline.load(args.checkpoint, ema=not args.no_ema, device=device, dist=dist, compile=args.compile)
     settings = sampling_settings(args, pipe.settings)
@@ -282,6 +285,9 @@ def add_interpolate(p: argparse.ArgumentParser) -> None:
 def cmd_interpolate(args) -> None:
     from . import interpolate as interp
     from .generate import Pipeline
+
+    if Path(args.out).suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out}: give a .png (the strip; the GIF is written beside it)")
 
     pipe = Pipeline.load(args.checkpoint, device=pick_device(args.device, "--device"), compile=args.compile)
     settings = sampling_settings(args, pipe.settings)
@@ -569,8 +575,16 @@ COMMANDS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a mistake prints one line and where to read more, not the whole usage block
+    (the sub-commands' parsers are made of this class too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liquidgen", description=__doc__.split("\n")[0])
+    parser = Parser(prog="liquidgen", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text, add, run in COMMANDS:
         prog = "liquidgen eval fit-classifier" if name == "fit-classifier" else None

@@ -244,24 +244,24 @@ def _load_mnist(root: Path | None, split: str, image_size: int | None, limit: in
     """
     base = _need_root("mnist", root)
     prefix = "train" if split == "train" else "t10k"
-    tried = []
     for folder in (base / "MNIST" / "raw", base / "raw", base):
-        images = _find_file(folder / f"{prefix}-images-idx3-ubyte", tried)
-        labels = _find_file(folder / f"{prefix}-labels-idx1-ubyte", tried)
+        images = _find_file(folder / f"{prefix}-images-idx3-ubyte")
+        labels = _find_file(folder / f"{prefix}-labels-idx1-ubyte")
         if images and labels:
             break
     else:
-        raise FileNotFoundError("MNIST idx files not found; tried:\n  " + "\n  ".join(tried))
+        raise FileNotFoundError(f"MNIST {split} files not found under {base}: looked for {prefix}-images-idx3-ubyte "
+                                f"and {prefix}-labels-idx1-ubyte (or .gz) in {base}/MNIST/raw, {base}/raw and {base}; "
+                                f"data.root / --root is the folder holding MNIST/raw (torchvision's layout)")
     x, y = _read_idx(images, ndim=3), _read_idx(labels, ndim=1)
     if len(x) != len(y):
         raise ValueError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
     return _pack(x[:, None], y, [str(d) for d in range(10)], image_size, limit, labels)
 
 
-def _find_file(path: Path, tried: list[str]) -> Path | None:
-    """`path` or `path`.gz, whichever exists; records the candidates in `tried`."""
+def _find_file(path: Path) -> Path | None:
+    """`path` or `path`.gz, whichever exists."""
     for candidate in (path, path.with_name(path.name + ".gz")):
-        tried.append(str(candidate))
         if candidate.is_file():
             return candidate
     return None
