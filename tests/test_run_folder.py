@@ -208,3 +208,14 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="no CUDA"):
         train(load_config(None, TINY), tmp_path / "new" / "run")
     assert not (tmp_path / "new" / "run").exists()
+
+
+def test_runs_and_precomputed_datasets_do_not_share_a_folder(finished_run, tmp_path):
+    req = Request(source="digits", root=None, image_size=8, limit=16, shard_size=16)
+    before = snapshot(finished_run)
+    with pytest.raises(RunFolderError, match=r"holds a training run \(checkpoints, config.yaml, metrics.jsonl\)"):
+        precompute(req, finished_run, progress=False)
+    assert snapshot(finished_run) == before
+    precompute(req, tmp_path / "pre", progress=False)
+    with pytest.raises(RunFolderError, match=r"holds a precomputed dataset \(manifest.json\); give this job"):
+        train(load_config(None, TINY), tmp_path / "pre", overwrite=True)

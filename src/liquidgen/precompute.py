@@ -50,7 +50,7 @@ from .data import (
     warn_skipped,
 )
 from .latent_space import to_float
-from .run_folder import claim
+from .run_folder import RUN_MARK, claim
 from .text import build_text_encoder, fixed_length
 
 FORMAT_VERSION = 1
@@ -292,7 +292,7 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
     """Write (or finish) the precomputed dataset `req` into `out`, which is locked meanwhile; returns the
     manifest's path. The same request again finishes an interrupted folder; a folder holding another
     dataset is refused unless `overwrite`, which deletes that dataset first."""
-    with claim(out, resume=not overwrite, overwrite=overwrite, owned=DATASET_FILES):
+    with claim(out, resume=not overwrite, overwrite=overwrite, owned=DATASET_FILES, foreign=RUN_MARK):
         return write_dataset(req, Path(out), device, batch_size, progress)
 
 

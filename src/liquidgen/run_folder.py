@@ -26,6 +26,9 @@ except ImportError:  # Windows: no flock; the lock file is created exclusively i
 LOCK = ".lock"
 # What `train` and `train-autoencoder` write into a run folder; `--overwrite` deletes these and nothing else.
 RUN_FILES = ("checkpoints", "config.yaml", "metrics.jsonl", "samples", "loss.png", "eval.png")
+# What marks a precomputed dataset (precompute.DATASET_FILES); neither kind of folder takes the other.
+DATASET_MARK = ("manifest.json",)
+RUN_MARK = ("checkpoints", "config.yaml", "metrics.jsonl")
 
 
 class RunFolderError(ValueError):
@@ -107,9 +110,11 @@ class RunLock:
 
 @contextlib.contextmanager
 def claim(folder: str | Path, *, resume: bool, overwrite: bool, owned: Sequence[str] = RUN_FILES,
-          main: bool = True, say: Callable[[str], None] = print) -> Iterator[Path]:
+          foreign: Sequence[str] = DATASET_MARK, main: bool = True, say: Callable[[str], None] = print
+          ) -> Iterator[Path]:
     """Own `folder` while the block runs. A folder holding any of `owned` (names or glob patterns) is
-    refused unless `resume` (continue it) or `overwrite` (delete those entries first). A refusal changes
+    refused unless `resume` (continue it) or `overwrite` (delete those entries first); one holding any of
+    `foreign` (what the other kind of job writes) is refused whatever was asked. A refusal changes
     nothing on disk. Only the main process of a multi-process run locks and deletes; every process checks,
     so all refuse alike."""
     folder = Path(folder)
@@ -117,6 +122,10 @@ def claim(folder: str | Path, *, resume: bool, overwrite: bool, owned: Sequence[
         raise RunFolderError("--resume continues the run in the folder and --overwrite deletes it: give one")
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"{folder} is a file, not a folder: choose another output folder")
+    if found := _entries(folder, foreign):
+        kind = "a precomputed dataset" if foreign == DATASET_MARK else "a training run"
+        raise RunFolderError(f"{folder} holds {kind} ({', '.join(p.name for p in found)}); give this job a "
+                             f"folder of its own")
     lock = RunLock(folder)
     if main:
         lock.check()  # a live run's folder is named as in use, whatever it holds
