@@ -21,7 +21,6 @@ from .identity import Identity
 from .own import OwnAutoencoder
 from .taesd import TAESD
 
-
 AUTOENCODERS: dict[str, type[Autoencoder]] = {"identity": Identity, "taesd": TAESD, "diffusers": DiffusersVAE,
                                               "own": OwnAutoencoder}
 
@@ -44,5 +43,14 @@ def build_autoencoder(name: str, **options: Any) -> Autoencoder:
     return autoencoder
 
 
-__all__ = ["AUTOENCODERS", "DTYPES", "Autoencoder", "DiffusersVAE", "Identity", "OwnAutoencoder", "TAESD",
-           "build_autoencoder", "parse_dtype"]
+__all__ = [
+    "AUTOENCODERS",
+    "DTYPES",
+    "TAESD",
+    "Autoencoder",
+    "DiffusersVAE",
+    "Identity",
+    "OwnAutoencoder",
+    "build_autoencoder",
+    "parse_dtype",
+]

@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor
 
 from .base import Autoencoder, parse_dtype
+from .safe_loading import DIFFUSERS_SAFE, first_line, require_safetensors
 
 
 def looks_like_path(model: str) -> bool:
@@ -20,9 +21,29 @@ def looks_like_path(model: str) -> bool:
             or Path(model).expanduser().exists())
 
 
+def load_vae(autoencoder_kl: type, model: str, subfolder: str | None, torch_dtype):
+    """`AutoencoderKL.from_pretrained` from safetensors only; every failure one ValueError naming `model`,
+    including weights that would leave part of the network at its random initialisation."""
+    where = f"{model}/{subfolder}" if subfolder else model
+    try:
+        vae, info = autoencoder_kl.from_pretrained(model, subfolder=subfolder, torch_dtype=torch_dtype,
+                                                   output_loading_info=True, **DIFFUSERS_SAFE)
+    except Exception as e:  # the library's own errors, about a folder or hub id it cannot use
+        raise ValueError(f"diffusers autoencoder {where} could not be loaded ({first_line(e)}); expected a folder "
+                         f"written by AutoencoderKL.save_pretrained (config.json and "
+                         f"diffusion_pytorch_model.safetensors) or a hub id") from e
+    missing = sorted(info["missing_keys"])
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ValueError(f"diffusers autoencoder {where}: its weights lack {', '.join(missing[:3])}{more}, which "
+                         f"would stay random; are config.json and the weights of the same model?")
+    return vae
+
+
 class DiffusersVAE(Autoencoder):
     """`diffusers.AutoencoderKL.from_pretrained(model, subfolder=subfolder)`: a local folder, or a hub id
-    (downloaded by diffusers when online). encode returns the posterior mean, or a sample with `sample`."""
+    (downloaded by diffusers when online), from safetensors only. encode returns the posterior mean, or a
+    sample with `sample`."""
 
     name = "diffusers"
 
@@ -40,9 +61,10 @@ class DiffusersVAE(Autoencoder):
             if not folder.is_dir():
                 raise FileNotFoundError(f"diffusers autoencoder: model folder {folder} not found "
                                         f"(expected a folder written by AutoencoderKL.save_pretrained, or a hub id)")
+            require_safetensors(folder, "diffusers autoencoder")
             model = str(Path(model).expanduser())
         self.model, self.subfolder, self.sample, self.dtype_name = model, subfolder, bool(sample), dtype
-        self.vae = AutoencoderKL.from_pretrained(model, subfolder=subfolder, torch_dtype=torch_dtype)
+        self.vae = load_vae(AutoencoderKL, model, subfolder, torch_dtype)
         config = self.vae.config
         self.latent_channels = int(config.latent_channels)
         self.downscale = 2 ** (len(config.block_out_channels) - 1)  # one 2x down-sampling per stage but the last

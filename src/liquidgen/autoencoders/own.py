@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import read_files, resolve
+from ..checkpoint import check_fits, read_files, resolve
 from .base import Autoencoder
 from .quantize import VectorQuantizer
 
@@ -134,9 +134,15 @@ def load_trained(path: str | Path, ema: bool = True) -> tuple[ConvAutoencoder, d
     weights = "ema.safetensors" if ema else "model.safetensors"
     files = read_files(ckpt, ("model.json", weights))
     spec = files["model.json"]
-    if spec.get("name") != "autoencoder":
-        raise ValueError(f"{ckpt} is not a `liquidgen train-autoencoder` checkpoint (its model is {spec.get('name')!r})")
-    net = ConvAutoencoder(**spec["options"])
+    if not isinstance(spec, dict) or spec.get("name") != "autoencoder":
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        raise ValueError(f"{ckpt} is not a `liquidgen train-autoencoder` checkpoint (its model is {name!r})")
+    try:
+        net = ConvAutoencoder(**spec["options"])
+    except (KeyError, TypeError, ValueError) as e:  # a model.json edited by hand, or from another version
+        raise ValueError(f"{ckpt}/model.json does not describe an autoencoder this version builds "
+                         f"({type(e).__name__}: {e}); train it again with `liquidgen train-autoencoder`") from None
+    check_fits(net, files[weights], f"{ckpt}/{weights}")
     net.load_state_dict(files[weights])
     return net.eval(), spec
 
@@ -150,7 +156,11 @@ class OwnAutoencoder(Autoencoder):
         super().__init__()
         # The spec names the checkpoint itself (absolute), not the run: latents encoded with step N must be
         # decoded with step N, whatever the run's newest checkpoint becomes.
-        self.path = str(resolve(path).resolve())
+        try:
+            self.path = str(resolve(Path(path).expanduser()).resolve())
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"own autoencoder path={str(path)!r}: {e}; pass the folder of a "
+                                    f"`liquidgen train-autoencoder` run or one of its checkpoints") from None
         self.net, _ = load_trained(self.path)
         self.latent_channels, self.downscale = self.net.latent_channels, self.net.downscale
         self.image_channels = self.net.image_channels

@@ -106,9 +106,8 @@ def find_weights(variant: str, folders: list[Path]) -> tuple[Path, Path]:
             found.append(next((c for c in candidates if c.is_file()), None))
         if found[0] is not None and found[1] is not None:
             return found[0], found[1]
-    listing = "\n  ".join(str(p) for p in tried)
     raise FileNotFoundError(
-        f"TAESD weights for variant {variant!r} not found; tried:\n  {listing}\n"
+        f"TAESD weights for variant {variant!r} not found; tried {', '.join(str(p) for p in tried)}. "
         f"Download {variant}_encoder.pth and {variant}_decoder.pth (or .safetensors) from {SOURCE} into a folder "
         f"and pass it as the `weights` option, set ${ENV_VAR}, or put them in {DEFAULT_DIR}.")
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..autoencoders.safe_loading import first_line
+from ..checkpoint import state_dict_problems
 from ..data import ImageData, load_dataset, load_split
 from ..latent_space import to_float
 
@@ -148,19 +150,44 @@ def ensure_classifier(path: str | Path, data: str, root: str | None, size: int |
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[ReferenceClassifier, dict]:
+    """The classifier in the .safetensors file `path` and its info; every unusable file is one ValueError naming
+    it (FileNotFoundError when it is missing)."""
     path = Path(path).expanduser()
+    make = f"make one with `liquidgen eval fit-classifier --data NAME --root DIR --out {path}`"
+    if path.is_dir():
+        raise ValueError(f"reference classifier {path} is a folder; pass the .safetensors file, or {make}")
     if not path.is_file():
-        raise FileNotFoundError(f"reference classifier {path} not found; make one with "
-                                f"`liquidgen eval fit-classifier --data NAME --root DIR --out {path}`")
-    try:
-        with safe_open(str(path), "pt") as f:
-            info = json.loads((f.metadata() or {})["liquidgen_classifier"])
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (KeyError, ValueError, OSError) as e:
-        raise ValueError(f"{path} is not a liquidgen reference classifier ({e})") from None
+        raise FileNotFoundError(f"reference classifier {path} not found; {make}")
+    info, state = read_classifier_file(path, make)
     model = ReferenceClassifier(info["channels"], info["size"], info["num_classes"])
+    problems = state_dict_problems(model.state_dict(), state)
+    if problems:
+        raise ValueError(f"{path}: its weights do not fit the {info['channels']}-channel, {info['num_classes']}-class "
+                         f"reference classifier its metadata describes ({problems}); {make}")
     model.load_state_dict(state)
     return model.to(device).eval().requires_grad_(False), info
+
+
+def read_classifier_file(path: Path, make: str) -> tuple[dict, dict[str, Tensor]]:
+    """(info from the metadata, tensors) of a classifier file, with the info's sizes checked."""
+    not_ours = f"{path} is not a liquidgen reference classifier"
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
+    except (SafetensorError, OSError, ValueError) as e:  # garbage, truncated, unreadable
+        raise ValueError(f"{not_ours} (unreadable as safetensors: {first_line(e)}); {make}") from None
+    if "liquidgen_classifier" not in meta:
+        raise ValueError(f"{not_ours} (a safetensors file without its 'liquidgen_classifier' metadata); {make}")
+    try:
+        info = json.loads(meta["liquidgen_classifier"])
+        sizes = {k: info[k] for k in ("channels", "size", "num_classes")}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{not_ours} (its metadata is unreadable: {e}); {make}") from None
+    if not (sizes["channels"] in (1, 3) and all(isinstance(v, int) and v >= 1 for v in sizes.values())
+            and sizes["num_classes"] >= 2):
+        raise ValueError(f"{not_ours} (its metadata describes {sizes}); {make}")
+    return info, state
 
 
 def file_id(path: str | Path) -> str:

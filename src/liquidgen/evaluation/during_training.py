@@ -20,6 +20,11 @@ from .metrics import frechet_distance, gaussian_stats
 class TrainingEval:
     def __init__(self, classifier: str, data, n: int, seed: int, device: torch.device):
         self.net, self.info = load_classifier(classifier, device)
+        if data.num_classes and self.info["num_classes"] != data.num_classes:
+            # eval_acc would compare other classes, eval_fd features of another dataset.
+            raise ValueError(f"train.eval_classifier {classifier} was fitted on {self.info['num_classes']} classes, "
+                             f"the training data has {data.num_classes}; fit one on this dataset with "
+                             f"`liquidgen eval fit-classifier`")
         self.n = n
         g = torch.Generator().manual_seed(seed + 2)
         self.noise = torch.randn(n, data.channels, data.size, data.size, generator=g)

@@ -8,18 +8,26 @@ same number. Feature networks:
 - the FID Inception-v3 (`inception.py`), when its weights are available: FID, KID, precision/recall.
 Reference features are cached per (dataset, split, size, feature network) under `cache_dir`, so only
 the samples are featurised after the first run.
+
+Samples that differ from the reference in channels, size or classes are scored with a warning (the number is
+still a distance, but not the one expected); a classifier fitted on other images than the reference's is an
+error, since its features and classes mean nothing there.
 """
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..data import ImageData, load_dataset, load_split
+from ..autoencoders.safe_loading import first_line
+from ..data import ImageData, load_dataset, load_split, read_npz, warn
 from ..latent_space import to_float
 from .classifier import ensure_classifier, extract, file_id, load_classifier
 from .metrics import (
@@ -30,79 +38,229 @@ from .metrics import (
 )
 
 DEFAULT_CACHE = Path("~/.cache/liquidgen/eval")
+SAMPLES_FORMAT = ("what `liquidgen sample --out FILE.npz` writes: uint8 'images' (N, H, W, C) with C = 1 or 3, "
+                  "optional integer 'labels' (N,) and 'class_names'")
+
+
+@dataclass
+class Samples:
+    """A samples .npz. labels: int64 (N,), None when absent or when the file's empty class_names mark them as
+    the placeholders of an unconditional model; class_names: the generating model's classes, None when the
+    file does not say."""
+
+    images: Tensor  # uint8 (N, C, H, W)
+    labels: Tensor | None
+    class_names: list[str] | None
+
+
+def read_samples(path: str | Path) -> Samples:
+    """A samples .npz, checked; anything else is one ValueError naming the file and what it should hold."""
+    path = Path(path)
+    arrays = read_npz(path)  # a folder, a missing, truncated or non-npz file, arrays of Python objects
+    if "images" not in arrays:
+        raise ValueError(f"{path}: no 'images' array (found: {', '.join(arrays) or 'nothing'}); expected "
+                         f"{SAMPLES_FORMAT}")
+    images = check_images(arrays["images"], path)
+    names = class_names(arrays.get("class_names"), path)
+    labels = None if names == [] else check_labels(arrays.get("labels"), len(images), names, path)
+    return Samples(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, names)
 
 
 def load_samples(path: str | Path) -> tuple[Tensor, Tensor | None]:
-    """uint8 (N, C, H, W) images and int64 labels (None if absent) from a samples .npz."""
-    with np.load(path, allow_pickle=False) as z:
-        if "images" not in z.files:
-            raise ValueError(f"{path}: no 'images' array (found: {', '.join(z.files)})")
-        images = z["images"]
-        labels = z["labels"] if "labels" in z.files else None
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"{path}: 'images' must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), \
-        None if labels is None else torch.from_numpy(labels.astype(np.int64))
+    """(images, labels) of `read_samples`."""
+    samples = read_samples(path)
+    return samples.images, samples.labels
+
+
+def check_images(images: np.ndarray, path: Path) -> np.ndarray:
+    if images.dtype != np.uint8:
+        nan = " with NaN values" if images.dtype.kind == "f" and np.isnan(images).any() else ""
+        raise ValueError(f"{path}: 'images' is {images.dtype}{nan}, not uint8 (0..255); expected {SAMPLES_FORMAT}")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        layout = " (channels first?)" if images.ndim == 4 and images.shape[1] in (1, 3) else ""
+        raise ValueError(f"{path}: 'images' has shape {images.shape}{layout}; expected {SAMPLES_FORMAT}")
+    if not images.size:
+        raise ValueError(f"{path}: 'images' holds no pixels (shape {images.shape}); expected {SAMPLES_FORMAT}")
+    return images
+
+
+def class_names(names: np.ndarray | None, path: Path) -> list[str] | None:
+    if names is None:
+        return None
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise ValueError(f"{path}: 'class_names' is {names.dtype} {names.shape}; expected a 1-d str array")
+    return [str(n) for n in names.tolist()]
+
+
+def check_labels(labels: np.ndarray | None, n: int, names: list[str] | None, path: Path) -> Tensor | None:
+    if labels is None:
+        return None
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise ValueError(f"{path}: 'labels' is {labels.dtype} {labels.shape}; expected integer class indices, one "
+                         f"per image ({n},)")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or (names is not None and high >= len(names)):
+        within = f"0..{len(names) - 1} (its {len(names)} class_names)" if names is not None else ">= 0"
+        raise ValueError(f"{path}: 'labels' run from {low} to {high}; expected class indices {within}")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def describe(channels: int, size: str | int, classes: int | None = None) -> str:
+    kind = "grayscale" if channels == 1 else "RGB" if channels == 3 else f"{channels}-channel"
+    of = "" if classes is None else f" of {classes} classes" if classes else " without classes"
+    return f"{kind} {size} px images{of}"
+
+
+def comparable_labels(images: Tensor, labels: Tensor | None, names: list[str] | None, reference: ImageData,
+                      reference_name: str, scoring_classes: bool) -> Tensor | None:
+    """Warnings for samples that differ from the reference in channels, size or classes (scored anyway, but
+    not what one would expect); returns the labels, or None where class accuracy would compare other classes."""
+    height, width = images.shape[-2:]
+    sample_size = f"{height}x{width}" if height != width else height
+    if images.shape[1] != reference.channels:
+        ours, theirs = describe(images.shape[1], sample_size), describe(reference.channels, reference.size)
+        warn(f"scoring {ours} against the {theirs} of {reference_name}: grayscale is repeated to RGB for Inception "
+             f"and RGB averaged to gray for a grayscale classifier; is the reference the samples' dataset?")
+    if (height, width) != (reference.size, reference.size):
+        warn(f"scoring {sample_size} px samples against the {reference.size} px images of {reference_name}: both are "
+             f"resized for the feature networks, so the score also measures the difference in size")
+    if labels is None or not len(labels):
+        return labels
+    left_out = "; class_accuracy is left out" if scoring_classes else ""
+    if names is not None and reference.num_classes and len(names) != reference.num_classes:
+        warn(f"the samples come from a model of {len(names)} classes, the reference {reference_name} has "
+             f"{reference.num_classes}: their labels mean other classes{left_out}")
+        return None
+    if reference.num_classes and int(labels.max()) >= reference.num_classes:
+        warn(f"the samples are labelled up to class {int(labels.max())}, the reference {reference_name} has "
+             f"{reference.num_classes} classes (samples of another dataset?){left_out}")
+        return None
+    if names and reference.class_names and names != reference.class_names:
+        warn(f"the samples' classes ({', '.join(names[:3])}, ...) are named unlike those of {reference_name} "
+             f"({', '.join(reference.class_names[:3])}, ...): labels are compared by index")
+    return labels
+
+
+def check_classifier(info: dict, reference: ImageData, reference_name: str, path: str | Path) -> None:
+    """ValueError when the reference classifier was fitted on images unlike the reference's: its features and
+    classes would mean nothing there."""
+    fitted = describe(info["channels"], info["size"], info["num_classes"])
+    wanted = describe(reference.channels, reference.size, reference.num_classes or None)
+    dataset = f" ({info['dataset']})" if info.get("dataset") else ""
+    other_classes = reference.num_classes and info["num_classes"] != reference.num_classes
+    if other_classes or info["channels"] != reference.channels:
+        raise ValueError(f"reference classifier {path} was fitted on {fitted}{dataset}, but {reference_name} has "
+                         f"{wanted}; fit one on this dataset with `liquidgen eval fit-classifier --data NAME "
+                         f"--size {reference.size} --out FILE`")
+    if info["size"] != reference.size:
+        raise ValueError(f"reference classifier {path} was fitted on {info['size']} px images, but {reference_name} "
+                         f"is loaded at {reference.size} px; load the reference at the classifier's size "
+                         f"(eval --size {info['size']}) or fit a classifier at {reference.size} px")
+
+
+def cache_folder(cache_dir: str | Path) -> Path:
+    folder = Path(cache_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"eval cache folder {folder} cannot be created ({e.strerror or e}); pass --cache a "
+                      f"writable folder") from None
+    return folder
 
 
 def reference_features(name: str, feature_id: str, featurize, data: ImageData, cache_dir: Path) -> Tensor:
-    """Features of a reference dataset, cached as safetensors keyed by dataset and feature network."""
-    path = Path(cache_dir).expanduser() / f"{name}-{feature_id}.safetensors"
+    """Features of a reference dataset, cached as safetensors keyed by dataset and feature network; an
+    unreadable cache entry is computed again."""
+    path = cache_folder(cache_dir) / f"{name}-{feature_id}.safetensors"
     if path.is_file():
-        return load_file(path)["features"].double()
+        try:
+            return load_file(path)["features"].double()
+        except (SafetensorError, OSError, KeyError) as e:
+            warn(f"cached reference features {path} are unreadable ({first_line(e)}); computing them again")
+    if not os.access(path.parent, os.W_OK):  # before the featurising, which can take minutes
+        raise OSError(f"eval cache folder {path.parent} is not writable; pass --cache a writable folder")
     features = featurize(data.images)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({"features": features.float().contiguous()}, tmp)
-    tmp.replace(path)
+    try:
+        save_file({"features": features.float().contiguous()}, tmp)
+        tmp.replace(path)
+    except OSError as e:
+        raise OSError(f"could not write {path} to the eval cache ({e.strerror or e}); pass --cache a writable "
+                      f"folder") from None
     return features
+
+
+def check_sample_tensor(images: Tensor) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) < 2:
+        raise ValueError(f"samples to score must be at least 2 uint8 images (N, 1 or 3, H, W), got {images.dtype} "
+                         f"{tuple(images.shape)}")
 
 
 def evaluate(images: Tensor, labels: Tensor | None, reference: ImageData, reference_name: str,
              classifier: str | Path | None = None, inception_weights: str | Path | None = None,
              use_inception: bool = False, cache_dir: str | Path = DEFAULT_CACHE,
-             device: torch.device | str = "cpu", k: int = 3) -> dict:
+             device: torch.device | str = "cpu", k: int = 3, class_names: list[str] | None = None) -> dict:
     """Metrics of uint8 `images` against `reference`; `reference_name` names its cache entries (dataset,
-    split, size). Returns a flat dict of numbers (and seconds per stage)."""
+    split, size). `class_names`: the classes of the model that made the samples, where known (None: unknown).
+    Samples unlike the reference are scored with a warning; a classifier fitted on other images is an error.
+    Returns a flat dict of numbers (and seconds per stage)."""
     if classifier is None and not (use_inception or inception_weights):
         raise ValueError("nothing to measure with: give a reference classifier and/or Inception weights")
+    check_sample_tensor(images)
+    labels = comparable_labels(images, labels, class_names, reference, reference_name, classifier is not None)
     result: dict = {"samples": len(images), "reference_images": len(reference)}
-    cache_dir = Path(cache_dir)
     if classifier is not None:
-        t0 = time.perf_counter()
-        net, info = load_classifier(classifier, device)
-
-        def featurize(x: Tensor) -> Tensor:
-            return extract(net, to_float(x))[1]
-
-        ref = reference_features(reference_name, f"classifier-{file_id(classifier)}", featurize, reference, cache_dir)
-        logits, feats = extract(net, to_float(images))
-        result["classifier_fd"] = frechet_distance(gaussian_stats(feats), gaussian_stats(ref))
-        pr = precision_recall(ref, feats, k=k)
-        result["classifier_precision"], result["classifier_recall"] = pr["precision"], pr["recall"]
-        if labels is not None and len(labels) and int(labels.max()) < info["num_classes"]:
-            result["class_accuracy"] = float((logits.argmax(1) == labels).float().mean())
-        result["classifier_test_accuracy"] = info["test_accuracy"]
-        result["classifier_seconds"] = time.perf_counter() - t0
+        result |= classifier_scores(images, labels, reference, reference_name, classifier, cache_dir, device, k)
     if use_inception or inception_weights:
-        from .inception import features as inception_features
-        from .inception import load_inception
-
-        t0 = time.perf_counter()
-        net = load_inception(None if inception_weights is None else str(inception_weights), device)
-
-        def featurize(x: Tensor) -> Tensor:
-            return inception_features(net, x)
-
-        ref = reference_features(reference_name, "inception-fid", featurize, reference, cache_dir)
-        feats = featurize(images)
-        result["fid"] = frechet_distance(gaussian_stats(feats), gaussian_stats(ref))
-        kid, kid_std = kernel_inception_distance(feats, ref, subset_size=min(1000, len(feats), len(ref)))
-        result["kid"], result["kid_std"] = kid, kid_std
-        pr = precision_recall(ref, feats, k=k)
-        result["precision"], result["recall"] = pr["precision"], pr["recall"]
-        result["inception_seconds"] = time.perf_counter() - t0
+        result |= inception_scores(images, reference, reference_name, inception_weights, cache_dir, device, k)
     return result
+
+
+def classifier_scores(images: Tensor, labels: Tensor | None, reference: ImageData, reference_name: str,
+                      classifier: str | Path, cache_dir: str | Path, device: torch.device | str, k: int) -> dict:
+    t0 = time.perf_counter()
+    net, info = load_classifier(classifier, device)
+    check_classifier(info, reference, reference_name, classifier)
+
+    def featurize(x: Tensor) -> Tensor:
+        return extract(net, to_float(x))[1]
+
+    ref = reference_features(reference_name, f"classifier-{file_id(classifier)}", featurize, reference, cache_dir)
+    logits, feats = extract(net, to_float(images))
+    pr = precision_recall(ref, feats, k=k)
+    result = {"classifier_fd": frechet_distance(gaussian_stats(feats), gaussian_stats(ref)),
+              "classifier_precision": pr["precision"], "classifier_recall": pr["recall"]}
+    if labels is not None and len(labels):
+        if int(labels.max()) < info["num_classes"]:
+            result["class_accuracy"] = float((logits.argmax(1) == labels).float().mean())
+        else:
+            warn(f"the samples are labelled up to class {int(labels.max())}, beyond the {info['num_classes']} "
+                 f"classes of the reference classifier {classifier}; class_accuracy is left out")
+    result["classifier_test_accuracy"] = info["test_accuracy"]
+    result["classifier_seconds"] = time.perf_counter() - t0
+    return result
+
+
+def inception_scores(images: Tensor, reference: ImageData, reference_name: str,
+                     inception_weights: str | Path | None, cache_dir: str | Path, device: torch.device | str,
+                     k: int) -> dict:
+    from .inception import features as inception_features
+    from .inception import find_weights, load_inception
+
+    t0 = time.perf_counter()
+    weights = find_weights(inception_weights)
+    net = load_inception(weights, device)
+
+    def featurize(x: Tensor) -> Tensor:
+        return inception_features(net, x)
+
+    # Keyed by the weights file too: reference features of other weights would silently change FID.
+    ref = reference_features(reference_name, f"inception-{file_id(weights)}", featurize, reference, cache_dir)
+    feats = featurize(images)
+    kid, kid_std = kernel_inception_distance(feats, ref, subset_size=min(1000, len(feats), len(ref)))
+    pr = precision_recall(ref, feats, k=k)
+    return {"fid": frechet_distance(gaussian_stats(feats), gaussian_stats(ref)), "kid": kid, "kid_std": kid_std,
+            "precision": pr["precision"], "recall": pr["recall"], "inception_seconds": time.perf_counter() - t0}
 
 
 def load_reference(name: str, root: str | None, split: str, size: int | None, limit: int | None) -> ImageData:

@@ -240,12 +240,10 @@ def find_weights(weights: str | os.PathLike | None) -> Path:
     for path in tried:
         if path.is_file():
             return path
-    listing = "\n  ".join(str(p) for p in tried)
     raise FileNotFoundError(
-        f"FID Inception weights {WEIGHTS_NAME} (pytorch-fid's port of the TF FID Inception) not found; tried:\n"
-        f"  {listing}\n"
-        f"Download {WEIGHTS_URL} and pass it with --inception-weights FILE (the `weights` argument), "
-        f"set ${ENV_VAR} to it, or put it in {Path(torch.hub.get_dir()) / 'checkpoints'}.")
+        f"FID Inception weights {WEIGHTS_NAME} (pytorch-fid's port of the TF FID Inception) not found; tried "
+        f"{', '.join(str(p) for p in tried)}. Download {WEIGHTS_URL} and pass it with --inception-weights FILE "
+        f"(the `weights` argument), set ${ENV_VAR} to it, or put it in {Path(torch.hub.get_dir()) / 'checkpoints'}.")
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
