@@ -16,6 +16,12 @@ of CfC, Hasani et al., Nature Machine Intelligence 2022).
 The blend is the closed-form CfC update x' = exp(-dt/tau) x + (1 - exp(-dt/tau)) h(x, u)
 (Hasani et al. 2022) with a static, per-channel retention a = exp(-softplus(rho)) in (0, 1)
 (LiquidTAD), which replaces the residual x + f(x) and needs no sequential ODE solve.
+
+Kernels (model option `kernels: auto | triton | torch`): the memory-bound chain of a block - AdaGN, the gate
+gelu(depthwise) * sigmoid(gate), and the blends with the `local + scan` sum folded into the first - can run as
+fused Triton ops (`liquidgen.kernels`, which says when `auto` picks them: eager code on CUDA). The plain
+PyTorch code below is the reference; it runs on CPU, without Triton, under forward-mode AD and, by default,
+under torch.compile. Both paths hold the same parameters, so checkpoints move freely between them.
 """
 from __future__ import annotations
 
@@ -23,15 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels import check_choice, fused_ops, use_fused
 from .base import BlockStack, resize_positions, zero_extra_inputs
+
+FUSED = fused_ops()  # None without Triton; then every block runs the reference path
 
 # Sizes at the seed's setting (16-channel 32x32 latents, 27 classes): `liquidgen models`.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(width=64, depth=4, groups=8),
-    "XS": dict(width=128, depth=6),
-    "S": dict(width=512, depth=12),  # 54.2M (seed: ~55M)
-    "B": dict(width=768, depth=14),  # 140.2M (seed: ~140M)
-    "L": dict(width=1024, depth=16),  # 282.3M (seed: ~280M)
+    "tiny": {"width": 64, "depth": 4, "groups": 8},
+    "XS": {"width": 128, "depth": 6},
+    "S": {"width": 512, "depth": 12},  # 54.2M (seed: ~55M)
+    "B": {"width": 768, "depth": 14},  # 140.2M (seed: ~140M)
+    "L": {"width": 1024, "depth": 16},  # 282.3M (seed: ~280M)
 }
 NATIVE = dict.fromkeys(PRESETS, (16, 32, 27))  # channels, size, classes
 
@@ -56,6 +65,9 @@ class AdaGN(nn.Module):
         scale, shift = self.proj(c)[:, :, None, None].chunk(2, dim=1)
         return self.norm(x) * (1 + scale) + shift
 
+    def fused(self, x: Tensor, c: Tensor) -> Tensor:
+        return FUSED.adagn(x, self.proj(c), self.norm.num_groups)[0]
+
 
 class LiquidTimeConstant(nn.Module):
     """out = a * state + (1 - a) * stimulus with a = exp(-softplus(rho)), one rho per channel."""
@@ -74,6 +86,10 @@ class LiquidTimeConstant(nn.Module):
         a = self.retention().to(state.dtype)[None, :, None, None]
         return a * state + (1 - a) * stimulus
 
+    def fused(self, state: Tensor, stimulus: Tensor, stimulus2: Tensor | None = None) -> Tensor:
+        """forward(state, stimulus + stimulus2) in one pass, the sum never written out."""
+        return FUSED.blend(state, stimulus, stimulus2, self.retention())
+
 
 class GatedDepthwiseStimulusConv(nn.Module):
     """Local spatial mixing: a depthwise k x k conv on one half of a 1x1 expansion, gated by the
@@ -89,6 +105,11 @@ class GatedDepthwiseStimulusConv(nn.Module):
         value, gate = self.expand(x).chunk(2, dim=1)
         value = value.contiguous(memory_format=torch.channels_last)  # see DEPTHWISE_LAYOUT
         return self.project(F.gelu(self.depthwise(value)) * torch.sigmoid(gate))
+
+    def fused(self, x: Tensor) -> Tensor:
+        value, gate = self.expand(x).chunk(2, dim=1)
+        value = value.contiguous(memory_format=torch.channels_last)  # see DEPTHWISE_LAYOUT
+        return self.project(FUSED.gated_gelu(self.depthwise(value), gate))
 
 
 def snake(x: Tensor) -> Tensor:
@@ -136,8 +157,9 @@ class ChannelMixMLP(nn.Module):
 
 class LiquidBlock(nn.Module):
     def __init__(self, width: int, cond_dim: int, groups: int, mlp_ratio: float, stim_kernel: int,
-                 scan_kernel: int, transpose_scan: bool):
+                 scan_kernel: int, transpose_scan: bool, kernels: str = "auto"):
         super().__init__()
+        self.kernels = kernels
         self.norm1 = AdaGN(width, cond_dim, groups)
         self.local = GatedDepthwiseStimulusConv(width, stim_kernel)
         self.scan = ZigzagScan1D(width, scan_kernel, transpose_scan)
@@ -147,9 +169,16 @@ class LiquidBlock(nn.Module):
         self.blend2 = LiquidTimeConstant(width)
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        if use_fused(self.kernels, x):
+            return self.fused(x, c)
         h = self.norm1(x, c)
         x = self.blend1(x, self.local(h) + self.scan(h))
         return self.blend2(x, self.mlp(self.norm2(x, c)))
+
+    def fused(self, x: Tensor, c: Tensor) -> Tensor:
+        h = self.norm1.fused(x, c)
+        x = self.blend1.fused(x, self.local.fused(h), self.scan(h))
+        return self.blend2.fused(x, self.mlp(self.norm2.fused(x, c)))
 
 
 class LiquidGen(BlockStack):
@@ -160,7 +189,8 @@ class LiquidGen(BlockStack):
                  width: int = 512, depth: int = 12, patch_size: int = 2, mlp_ratio: float = 4.0,
                  stim_kernel: int = 7, scan_kernel: int = 31, groups: int = 32, time_scale: float = 1000.0,
                  context_dim: int = 0, logvar: bool = False,
-                 concat_channels: int = 0):
+                 concat_channels: int = 0, kernels: str = "auto"):
+        check_choice(kernels)
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
         super().__init__(in_channels, input_size, num_classes, cond_dim=width, time_scale=time_scale,
@@ -174,7 +204,8 @@ class LiquidGen(BlockStack):
         self.input_proj = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1, groups=width), nn.Conv2d(width, width, 1), nn.GELU())
         self.blocks = nn.ModuleList(
-            LiquidBlock(width, width, groups, mlp_ratio, stim_kernel, scan_kernel, transpose_scan=i % 2 == 1)
+            LiquidBlock(width, width, groups, mlp_ratio, stim_kernel, scan_kernel, transpose_scan=i % 2 == 1,
+                        kernels=kernels)
             for i in range(depth))
         self.head_conv = nn.Sequential(nn.GroupNorm(groups, width), nn.Conv2d(width, width, 3, padding=1), nn.GELU())
         self.unpatchify = nn.ConvTranspose2d(width, self.out_channels, patch_size, stride=patch_size)

@@ -1,0 +1,227 @@
+"""LiquidGen's fused Triton kernels against the plain PyTorch path, on one CUDA device.
+
+    python benchmarks/liquid_kernels.py profile --out DIR      # one LiquidBlock, per-kernel time, ceilings
+    python benchmarks/liquid_kernels.py train --out DIR [--presets S B] [--inputs native mnist]
+                                                               # whole-model training img/s, MFU, peak memory
+
+`profile` times one LiquidBlock forward + backward (bf16 autocast, batch 256, 16x16 tokens: LiquidGen-S and -B
+after patch 2 of 32x32) eager (and compiled with --compiled), with each kernel path, and lists every CUDA kernel's time per
+step (torch.profiler), plus the copy bandwidth and bf16 matrix rate the roofline is drawn against.
+`train` runs the real training step (bench.speed.time_training: flow matching, AdamW, clipping, EMA, bf16
+autocast, on a fixed synthetic batch) with `kernels=torch` and `kernels=triton` in one process, at the native
+16x32x32 input or MNIST's 1x28x28. Records are appended to DIR/*.jsonl with the device and date; tables are
+printed last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from liquidgen.bench.records import append_record, environment
+from liquidgen.bench.speed import time_training
+from liquidgen.flops import count_flops
+from liquidgen.models import build_model
+from liquidgen.models.liquid import LiquidBlock
+
+WIDTHS = {"S": 512, "B": 768}
+MATMUL = ("gemm", "cutlass", "nvjet", "xmma", "mm_template", "triton_tem")
+CONV = ("conv", "cudnn", "depthwise", "dgrad", "wgrad", "fprop")
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    if any(k in low for k in MATMUL):
+        return "matmul"
+    if any(k in low for k in CONV):
+        return "conv"
+    if low.startswith(("_adagn", "_glu", "_blend")):
+        return "fused"
+    if low.startswith("triton_"):
+        return "inductor"
+    return "other"
+
+
+def median_ms(fn, repeats: int = 20) -> float:
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def ceilings() -> dict:
+    """Measured copy bandwidth (bytes read + written) and bf16 matrix rate on random data."""
+    src = torch.randn(2**30 // 2, device="cuda", dtype=torch.bfloat16)  # 1 GiB
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    copy_ms = median_ms(lambda: dst.copy_(src))
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    mm_ms = median_ms(lambda: a @ b, 10)
+    return {"copy_tb_s": 2 * src.numel() * 2 / copy_ms / 1e9, "bf16_tflops": 2 * 8192**3 / mm_ms / 1e9}
+
+
+def make_block(width: int, transpose: bool, kernels: str) -> LiquidBlock:
+    torch.manual_seed(0)
+    return LiquidBlock(width, width, 32, 4.0, 7, 31, transpose_scan=transpose, kernels=kernels).cuda()
+
+
+def block_step(block, batch: int, width: int, tokens: int, compiled: bool):
+    x = torch.randn(batch, width, tokens, tokens, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    c = torch.randn(batch, width, device="cuda", dtype=torch.bfloat16)
+    grad = torch.randn_like(x)
+    fn = torch.compile(block) if compiled else block
+
+    def step():
+        with torch.autocast("cuda", torch.bfloat16):
+            out = fn(x, c)
+        out.backward(grad)
+    return step
+
+
+def kernel_table(step, repeats: int = 5) -> tuple[list[dict], float]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            step()
+        torch.cuda.synchronize()
+    per_kernel: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            entry = per_kernel[event.name]
+            entry[0] += event.time_range.elapsed_us() / repeats
+            entry[1] += 1
+    rows = [{"kernel": k, "us": v[0], "calls": v[1] // repeats, "category": category(k)}
+            for k, v in per_kernel.items()]
+    rows.sort(key=lambda r: -r["us"])
+    return rows, sum(r["us"] for r in rows)
+
+
+def block_flops(width: int, batch: int, tokens: int) -> int:
+    block = LiquidBlock(width, width, 32, 4.0, 7, 31, transpose_scan=False).to("meta")
+    x = torch.randn(batch, width, tokens, tokens, device="meta", requires_grad=True)
+    c = torch.randn(batch, width, device="meta")
+    return count_flops(lambda: block(x, c).sum().backward())
+
+
+def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[bool, ...]) -> None:
+    env = environment(torch.device("cuda"))
+    roof = ceilings()
+    append_record(out / "ceilings.jsonl", {**roof, **env})
+    print(json.dumps(roof), flush=True)
+    summary = []
+    for size, width in WIDTHS.items():
+        flops = block_flops(width, batch, tokens)
+        for kernels in paths:
+            for compiled in modes:
+                for transpose in (False, True) if not compiled else (False,):  # compiling costs minutes
+                    torch._dynamo.reset()
+                    step = block_step(make_block(width, transpose, kernels), batch, width, tokens, compiled)
+                    for _ in range(3):
+                        step()
+                    ms = median_ms(step)
+                    rows, busy = kernel_table(step)
+                    split = defaultdict(float)
+                    for r in rows:
+                        split[r["category"]] += r["us"]
+                    record = {"size": size, "width": width, "batch": batch, "tokens": tokens, "kernels": kernels,
+                              "compiled": compiled, "transpose_scan": transpose, "step_ms": ms, "busy_ms": busy / 1e3,
+                              "gflop": flops / 1e9, "tflops": flops / ms / 1e9,
+                              "split_ms": {k: v / 1e3 for k, v in split.items()}, "kernels_top": rows[:40], **env}
+                    append_record(out / "profile.jsonl", record)
+                    summary.append(record)
+                    print(f"\n== {size} kernels={kernels} compiled={compiled} transpose={transpose}: {ms:.3f} ms "
+                          f"(busy {busy / 1e3:.3f}), {flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+                    for r in rows[:25]:
+                        print(f"{r['us']:9.1f} us {r['calls']:3d}x {r['category']:8s} {r['kernel'][:110]}")
+    print("\nsize kernels compiled transpose step_ms busy_ms TFLOP/s split_ms")
+    for r in summary:
+        split = " ".join(f"{k}={v:.3f}" for k, v in sorted(r["split_ms"].items()))
+        print(f"{r['size']} {r['kernels']} {r['compiled']} {r['transpose_scan']} {r['step_ms']:.3f} "
+              f"{r['busy_ms']:.3f} {r['tflops']:.0f} {split}")
+
+
+INPUTS = {"native": (16, 32, 27), "mnist": (1, 28, 10)}  # channels, size, classes
+
+
+def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str, batch: int, steps: int,
+            device: torch.device) -> dict:
+    """One case's time_training record, or its error (a failed case must not stop the others)."""
+    torch.manual_seed(0)
+    try:
+        model = build_model("liquid", preset, *geometry, kernels=kernels).to(device)
+        return time_training(model, batch, device, steps, 3, 1, mode)[0]
+    except (RuntimeError, ValueError) as e:
+        return {"error": f"{type(e).__name__}: {e}"[:500]}
+
+
+def train(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int, steps: int,
+          device: torch.device) -> None:
+    """Training img/s, MFU and peak memory of each (input, preset, mode) with the reference and the fused path,
+    one after the other in this process."""
+    records = []
+    for data in inputs:
+        channels, size, classes = INPUTS[data]
+        for preset in presets:
+            for mode in modes:
+                for kernels in ("torch", "triton"):
+                    torch._dynamo.reset()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    key = {"input": data, "shape": f"{channels}x{size}x{size}", "preset": preset, "mode": mode,
+                           "kernels": kernels, "batch": batch}
+                    record = {**key, **measure(preset, (channels, size, classes), kernels, mode, batch, steps, device),
+                              **environment(device)}
+                    append_record(out / "train.jsonl", record)
+                    records.append(record)
+                    print(json.dumps(record), flush=True)
+    print("\ninput preset mode kernels img/s MFU peak_GB step: matmul/other/idle")
+    for r in records:
+        if "error" in r:
+            print(r["input"], r["preset"], r["mode"], r["kernels"], r["error"])
+            continue
+        print(f"{r['input']} {r['preset']} {r['mode']} {r['kernels']} {r['train_img_s']:.0f} {100 * (r['mfu'] or 0):.1f}% "
+              f"{r.get('train_peak_gb', 0):.2f} {100 * r.get('matmul_share', 0):.0f}/{100 * r.get('other_share', 0):.0f}/"
+              f"{100 * (1 - r.get('gpu_busy', 1)):.0f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    prof = sub.add_parser("profile", help="one LiquidBlock, per-kernel time")
+    prof.add_argument("--out", type=Path, required=True)
+    prof.add_argument("--batch", type=int, default=256)
+    prof.add_argument("--tokens", type=int, default=16)
+    prof.add_argument("--kernels", nargs="+", default=["torch", "triton"], choices=["torch", "triton"])
+    prof.add_argument("--compiled", action="store_true", help="also the torch.compile'd block (minutes)")
+    tr = sub.add_parser("train", help="whole-model training throughput, reference vs fused")
+    tr.add_argument("--out", type=Path, required=True)
+    tr.add_argument("--presets", nargs="+", default=["S", "B"])
+    tr.add_argument("--inputs", nargs="+", default=["native"], choices=list(INPUTS))
+    tr.add_argument("--modes", nargs="+", default=["reduce-overhead"], help="torch.compile modes (or eager)")
+    tr.add_argument("--batch", type=int, default=256)
+    tr.add_argument("--steps", type=int, default=20)
+    tr.add_argument("--device", default="cuda", help="cpu runs the reference path twice (a dry run of this script)")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.command == "profile":
+        profile(args.out, args.batch, args.tokens, args.kernels, (False, True) if args.compiled else (False,))
+    else:
+        train(args.out, args.presets, args.inputs, args.modes, args.batch, args.steps, torch.device(args.device))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Fused Triton kernels for LiquidGen's memory-bound chain, and the choice between them and plain PyTorch.
+
+A model option `kernels` picks the path:
+- "torch": always the reference PyTorch code (what the fused ops are tested against);
+- "triton": always the fused ops; needs Triton and CUDA (or Triton's CPU interpreter, TRITON_INTERPRET=1);
+- "auto" (default): the fused ops where they were measured faster - eager code on CUDA with Triton
+  importable - and the reference elsewhere: on CPU; under forward-mode AD (the custom ops have no JVP
+  rule, and sCM's torch.func.jvp needs one); and inside torch.compile. On an H200 (2026-12-03,
+  benchmarks/results/2026-12-03-liquid-kernels) one LiquidGen-S block's forward + backward ran 26% faster
+  eager with the fused ops, but the compiled LiquidGen-S training step with CUDA graphs ran 2,345 img/s
+  fused against 2,923 with the reference: torch.compile fuses the reference chain itself, and opaque
+  custom ops likely cost it fusions with their neighbours.
+
+The ops modules (`adagn`, `glu`, `blend`; `layout` holds how they read strided operands) import Triton at
+the top; `fused_ops()` loads them only where it is installed, so CPU-only installs never import it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+from torch.autograd import forward_ad
+
+CHOICES = ("auto", "triton", "torch")
+
+
+# Read once at import: module constants are free for torch.compile to trace, function calls with caches not.
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's interpreter runs kernels on CPU tensors
+
+
+def triton_usable() -> bool:
+    return HAVE_TRITON and (torch.cuda.is_available() or INTERPRET)
+
+
+def check_choice(choice: str) -> None:
+    """Fail at construction, in one line, on a choice that cannot run here."""
+    if choice not in CHOICES:
+        raise ValueError(f"model option kernels must be one of {CHOICES}, got {choice!r}")
+    if choice == "triton" and not triton_usable():
+        missing = "Triton is not installed" if not HAVE_TRITON else "no CUDA device is available"
+        raise ValueError(f"model option kernels=triton needs Triton and a CUDA device, but {missing}; "
+                         "use kernels=auto (fused where possible) or kernels=torch")
+
+
+def forward_ad_active(x: Tensor) -> bool:
+    """Inside torch.func.jvp / vmap / grad, or a forward-AD dual tensor. Compiled code never sees these
+    (Dynamo falls back to eager under torch.func transforms), and the checks would break its graph."""
+    if torch.compiler.is_compiling():
+        return False
+    return (torch._C._functorch.is_functorch_wrapped_tensor(x)
+            or forward_ad.unpack_dual(x).tangent is not None)
+
+
+def use_fused(choice: str, x: Tensor) -> bool:
+    """Whether a block with kernel option `choice` runs its fused ops on input `x` (see the module docstring)."""
+    if choice == "torch":
+        return False
+    if choice == "triton":
+        return True
+    if torch.compiler.is_compiling():
+        return False
+    return HAVE_TRITON and (x.is_cuda or INTERPRET) and not forward_ad_active(x)
+
+
+def fused_ops() -> SimpleNamespace | None:
+    """The fused ops (adagn, gated_gelu, blend), or None where Triton is not installed."""
+    if not HAVE_TRITON:
+        return None
+    from .adagn import adagn
+    from .blend import blend
+    from .glu import gated_gelu
+
+    return SimpleNamespace(adagn=adagn, gated_gelu=gated_gelu, blend=blend)
