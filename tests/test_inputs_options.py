@@ -138,8 +138,10 @@ ERROR_CASES = [
     (train("train.seed=-1"), "train.seed: must be in [0, 2^63), got -1"),
     (train("train.device=gpu"), "train.device: 'gpu' is not a device; expected auto, cpu, cuda, cuda:N or mps"),
     (["train-autoencoder", VAE, "--out", "run", "--set", "train.ema_decay=2"], "train.ema_decay: must be in [0, 1]"),
-    (["eval", "three.npz", "--data", "digits", "--n", "10", "--device", "cpu"],
+    (["eval", "three.npz", "--data", "digits", "--n", "10", "--device", "cpu", "--inception-weights", "no.pth"],
      "--n 10: three.npz holds only 3 samples; lower --n or leave it out"),
+    (["eval", "ckpt", "--data", "digits", "--device", "cpu"],  # said before a single sample is drawn
+     "nothing to measure with: give --classifier"),
     (["sample", "ckpt", "--device", "cuda"], "--device cuda: "),
     (["sample", "ckpt", "--out", "grid.txt", "--device", "cpu"],
      "--out grid.txt: give a .png (a grid) or a .npz (uint8 images and labels)"),

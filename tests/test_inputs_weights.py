@@ -218,7 +218,8 @@ def test_unreadable_samples_files_and_the_cli(tmp_path, capsys):
         read_samples(tmp_path / "objects.npz")
     one_line(info, "objects.npz", "Python objects")
     np.savez(tmp_path / "float.npz", images=GRAY.astype(np.float64))
-    line = run_cli(["eval", str(tmp_path / "float.npz"), "--data", "digits", "--classifier", "x.safetensors"], capsys)
+    line = run_cli(["eval", str(tmp_path / "float.npz"), "--data", "digits", "--classifier", "x.safetensors",
+                    "--size", "8"], capsys)
     assert "float.npz: 'images' is float64, not uint8" in line
 
 

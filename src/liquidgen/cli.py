@@ -390,7 +390,8 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="reference dataset name (mnist, cifar10, folder, npz, digits)")
     p.add_argument("--root", help="reference dataset folder or file")
     p.add_argument("--split", default="test", help="reference split (test where it exists, else train)")
-    p.add_argument("--size", type=COUNT, help="reference image size (default: the samples' size)")
+    p.add_argument("--size", type=COUNT, help="reference image size (default: the --classifier's, else the "
+                   "samples' size)")
     p.add_argument("--reference-limit", type=COUNT, help="use only the first N reference images")
     p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier)")
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception)")
@@ -406,13 +407,20 @@ def add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .evaluation.evaluate import evaluate, load_reference, load_samples
+    from .evaluation.classifier import load_classifier
+    from .evaluation.evaluate import evaluate, load_reference, read_samples
     from .generate import Pipeline
 
     dist, device = setup(args.device, "--device")
+    if not (args.classifier or args.inception or args.inception_weights):  # before any sample is drawn
+        raise ValueError("nothing to measure with: give --classifier (make one with `liquidgen eval fit-classifier`) "
+                         "and/or --inception-weights / --inception")
+    # The reference is loaded at the classifier's own size unless --size says otherwise (it must fit).
+    size = args.size if args.size is not None or not args.classifier else load_classifier(args.classifier)[1]["size"]
     target = Path(args.target)
     if target.suffix == ".npz":
-        images, labels = load_samples(target)
+        samples = read_samples(target)
+        images, labels, names = samples.images, samples.labels, samples.class_names
         if args.n is not None:
             if args.n > len(images):
                 raise ValueError(f"--n {args.n}: {target} holds only {len(images)} samples; lower --n or leave "
@@ -422,14 +430,15 @@ def cmd_eval(args) -> None:
         pipe = Pipeline.load(target, device=device, dist=dist, compile=args.compile)
         images, labels = pipe.generate(10_000 if args.n is None else args.n, seed=args.seed, prompts=args.prompt,
                                        settings=sampling_settings(args, pipe.settings), batch_size=args.batch)
+        # a text model's labels index its --prompt list, not classes
+        names = None if args.prompt else pipe.spec.class_names
         if not dist.main:
             return
-    size = images.shape[-1] if args.size is None else args.size
-    reference = load_reference(args.data, args.root, args.split, size, args.reference_limit)
+    reference = load_reference(args.data, args.root, args.split, size or images.shape[-1], args.reference_limit)
     name = f"{args.data}-{args.split}-{reference.size}px-{len(reference)}"
     result = evaluate(images, labels, reference, name, classifier=args.classifier,
                       inception_weights=args.inception_weights, use_inception=args.inception,
-                      cache_dir=args.cache, device=device)
+                      cache_dir=args.cache, device=device, class_names=names)
     result.update(target=str(target), seed=args.seed, dataset=args.data, split=args.split)
     if args.classifier:
         result["note"] = "classifier_* and class_accuracy use liquidgen's reference classifier (offline; not FID)"
@@ -599,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
 # the exceptions third-party readers raise for a user's bad file that are neither: YAML, a corrupt
 # .safetensors, an image over PIL's decompression-bomb limit, a corrupt .npz. Anything else is a bug and
 # keeps its traceback.
-USER_ERRORS = (ValueError, OSError, EOFError, FloatingPointError, yaml.YAMLError, SafetensorError,
+# ImportError: an optional library missing (diffusers, transformers, open_clip); the message says what to install.
+USER_ERRORS = (ValueError, OSError, EOFError, ImportError, FloatingPointError, yaml.YAMLError, SafetensorError,
                Image.DecompressionBombError, zipfile.BadZipFile)
 
 
