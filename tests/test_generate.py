@@ -127,3 +127,12 @@ def test_a_compiled_network_sees_equal_batches_and_gives_the_eager_samples(tmp_p
     assert set(shapes) == {6}  # 3 rows, doubled for guidance, in every call: the last batch of 1 was padded
     with pytest.raises(ValueError, match="compile must be one of auto, on, off"):
         Pipeline.load(ckpt, device="cpu", compile="yes")
+
+
+def test_a_checkpoint_trained_with_triton_kernels_loads_without_them(tmp_path):
+    ckpt = write_checkpoint(tmp_path, CLASSES)
+    spec = json.loads((ckpt / "model.json").read_text())
+    spec["options"]["kernels"] = "triton"  # as a run on a GPU with `--set model.options.kernels=triton` saves it
+    (ckpt / "model.json").write_text(json.dumps(spec))
+    pipe = Pipeline.load(ckpt, device="cpu")
+    assert pipe.sample(pipe.noise(2), torch.tensor([0, 1])).shape == (2, 1, 8, 8)
