@@ -1,5 +1,6 @@
 """The shape of the code: no import cycles, one way to make samples, functions a reader can hold."""
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -79,9 +80,15 @@ def test_no_module_imports_itself_back():
     assert cycles() == []
 
 
+# Modules that import Triton at the top; `kernels.fused_ops()` loads them only where Triton is installed.
+TRITON_OPS = {"liquidgen.kernels.adagn", "liquidgen.kernels.blend", "liquidgen.kernels.glu"}
+
+
 def test_every_module_imports():
     """In a fresh interpreter, so nothing the test session imported earlier can mask a broken import."""
-    code = "import importlib\nfor m in %r:\n    importlib.import_module(m)" % sorted(MODULES)
+    has_triton = importlib.util.find_spec("triton") is not None
+    code = "import importlib\nfor m in %r:\n    importlib.import_module(m)" % sorted(
+        m for m in MODULES if has_triton or m not in TRITON_OPS)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
