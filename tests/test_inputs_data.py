@@ -141,6 +141,11 @@ def _mnist_labels_out_of_range(root: Path) -> tuple[str, Path]:
     return "mnist", root / "train-labels-idx1-ubyte"
 
 
+def _npz_pk(root: Path) -> tuple[str, Path]:
+    (root / "d.npz").write_bytes(b"PK but no zip archive follows")  # numpy would call it a pickle
+    return "npz", root / "d.npz"
+
+
 def _cifar_tile(root: Path) -> tuple[str, Path]:
     (root / "train_00.webp").write_bytes(b"RIFF garbage")
     np.save(root / "train_labels.npy", np.zeros(4, np.int64))
@@ -157,6 +162,7 @@ def _cifar_labels(root: Path) -> tuple[str, Path]:
     pytest.param(_png_text, "cannot read image .*text.png", id="png that is text"),
     pytest.param(_jpg_cut, "cannot read image .*cut.jpg", id="truncated jpg"),
     pytest.param(_npz_text, "d.npz is not a .npz file .*expected np.savez output", id="npz that is text"),
+    pytest.param(_npz_pk, "d.npz is not a .npz file .*expected np.savez output", id="npz that only starts PK"),
     pytest.param(_npz_is_npy, "d.npz is a .npy file .*expected a .npz file", id="npz that is an npy"),
     pytest.param(_npz_cut, "d.npz is truncated or corrupt", id="truncated npz"),
     pytest.param(_npz_empty, "d.npz: 'images' must have shape .*N, H, W >= 1, got \\(0, 8, 8\\)", id="npz of 0"),

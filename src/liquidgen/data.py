@@ -651,7 +651,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         magic = f.read(6)
     if magic == NPY_MAGIC:
         raise ValueError(f"{path} is a .npy file (one unnamed array); expected a .npz file, {expected}")
-    if not magic.startswith(b"PK"):  # a .npz is a zip archive
+    if magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):  # a .npz is a zip archive (numpy's own test)
         raise ValueError(f"{path} is not a .npz file (not a zip archive); expected {expected}")
     arrays = {}
     try:
