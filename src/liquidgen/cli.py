@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 from safetensors import SafetensorError
 
+from .api import parse_labels
 from .config import (
     AT_LEAST_ONE,
     COMPILE_MODES,
@@ -31,9 +32,11 @@ from .config import (
     load_config,
     parse_options,
 )
+from .checkpoint import resolve
 from .distributed import check_device_name, main_process, pick_device, setup, shutdown
 from .plots import save_gif, save_grid
 from .precompute import SOURCES
+from .run_folder import default_folder
 from .samplers import GRIDS, SAMPLERS
 
 # --- argument types: range-checked where parsed, so argparse names the flag ----------------------------
@@ -118,27 +121,8 @@ def sampling_settings(args, base: SampleConfig) -> SampleConfig:
                       cfg_interval=args.cfg_interval)
 
 
-def parse_labels(values: list[str] | None, class_names: list[str]) -> list[int] | None:
-    """Labels given as indices or class names."""
-    if not values:
-        return None
-    labels = []
-    for v in values:
-        if v.lstrip("-").isdigit():
-            labels.append(int(v))
-        elif v in class_names:
-            labels.append(class_names.index(v))
-        else:
-            raise ValueError(f"label {v!r} is neither an index nor one of {class_names}")
-    bad = [label for label in labels if not 0 <= label < len(class_names)]
-    if bad:
-        raise ValueError(f"label {bad[0]} out of range: this model has {len(class_names)} classes "
-                         f"(0..{len(class_names) - 1})")
-    return labels
-
-
 def run_folder(args) -> Path:
-    return Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    return Path(args.out) if args.out else default_folder(args.config)
 
 
 # --- train, train-autoencoder ---------------------------------------------------------------------
@@ -149,12 +133,11 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train import train
+    from .train import run
 
-    out = run_folder(args)
-    final = train(load_config(args.config, args.set), out, resume=args.resume, overwrite=args.overwrite)
+    out = run(args.config, args.out, overrides=args.set, resume=args.resume, overwrite=args.overwrite)
     if main_process():
-        print(f"done: {final}\nsample with: liquidgen sample {out}")
+        print(f"done: {resolve(out)}\nsample with: liquidgen sample {out}")
 
 
 def add_train_autoencoder(p: argparse.ArgumentParser) -> None:

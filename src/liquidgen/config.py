@@ -80,6 +80,9 @@ class TrainConfig:
     # models whose steps are launch-bound) | max-autotune | max-autotune-no-cudagraphs
     compile_mode: str = "default"
     log_every: int = 50
+    # Also send metrics.jsonl's numbers to an experiment tracker: none | tensorboard (into <run>/tensorboard)
+    # | wandb (the project liquidgen); the tracker's package must be installed.
+    log_with: str = "none"
     sample_every: int = 1000  # 0 disables grids during training
     ckpt_every: int = 5000  # 0: only the final checkpoint
     ckpt_minutes: float = 0.0  # also every N minutes of training steps (0: never), counted as train.minutes
@@ -142,6 +145,7 @@ CHOICES = {
     "optim.name": ("adamw", "muon"),
     "train.precision": ("auto", "bf16", "fp32"),
     "train.compile_mode": COMPILE_MODES,
+    "train.log_with": ("none", "tensorboard", "wandb"),
 }
 
 

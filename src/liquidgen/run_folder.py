@@ -25,10 +25,15 @@ except ImportError:  # Windows: no flock; the lock file is created exclusively i
 
 LOCK = ".lock"
 # What `train` and `train-autoencoder` write into a run folder; `--overwrite` deletes these and nothing else.
-RUN_FILES = ("checkpoints", "config.yaml", "metrics.jsonl", "samples", "loss.png", "eval.png")
+RUN_FILES = ("checkpoints", "config.yaml", "metrics.jsonl", "samples", "loss.png", "eval.png", "tensorboard", "wandb")
 # What marks a precomputed dataset (precompute.DATASET_FILES); neither kind of folder takes the other.
 DATASET_MARK = ("manifest.json",)
 RUN_MARK = ("checkpoints", "config.yaml", "metrics.jsonl")
+
+
+def default_folder(config: str | Path) -> Path:
+    """Where the run of a config file goes when no folder is given: runs/<the file's name>."""
+    return Path("runs") / Path(config).stem
 
 
 class RunFolderError(ValueError):

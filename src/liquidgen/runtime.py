@@ -68,12 +68,12 @@ def resume_newest(run_dir: Path, restore: Callable[[Path], dict], say: Callable[
     return None
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
     """{'a': {'b': 1}} -> {'a.b': 1}, leaves as JSON would hold them (tuples as lists)."""
     out = {}
     for key, value in json.loads(json.dumps(tree)).items():
         if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -82,7 +82,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 def _changes(saved: dict, now: dict) -> list[tuple[str, object, object]]:
     """(key, saved value, value now) where they differ; keys a checkpoint of an older version lacks are not
     counted as changed."""
-    saved, now = _flat(saved), _flat(now)
+    saved, now = flatten(saved), flatten(now)
     return [(k, saved[k], now.get(k)) for k in saved if saved[k] != now.get(k)]
 
 
@@ -133,14 +133,24 @@ class NonFiniteGuard:
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per line, each with its `step`."""
+    """metrics.jsonl: one JSON object per line, each with its `step`. A `tracker` (`trackers.open_tracker`:
+    TensorBoard, W&B) gets each record too."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tracker=None):
         self.path = Path(path)
+        self.tracker = tracker
 
     def append(self, record: dict) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(record)
+
+    def close(self) -> None:
+        """Flush and close the tracker, if any (the file is closed after every record)."""
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
     def restart(self, step: int) -> None:
         """Keep what was logged up to `step` (the checkpoint a run resumes from; 0: nothing), so the curves

@@ -5,12 +5,16 @@ CFG), bf16 autocast on CUDA, global gradient clipping, the optimizer, EMA. Steps
 finite are skipped and counted. Writes into `out_dir`:
     config.yaml, metrics.jsonl, loss.png, samples/step-XXXXXX.png, checkpoints/step-XXXXXX/
 Under `accelerate launch` / `torchrun` the same function runs once per GPU (see `distributed.py`).
+This module is callable: `liquidgen.train(config, out=...)` is `run` (the Python API).
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
+import types
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
-from .config import Config
+from .config import Config, apply_override, from_dict, load_config
 from .data import BatchSampler, ImageData, PrecomputedData, load_dataset
 from .distributed import Dist, main_process, part_seed, setup
 from .ema import EMA
@@ -31,9 +35,10 @@ from .models.base import null_token_mask
 from .objectives import Objective, objective_from
 from .optim import make_optimizer, make_scheduler, skip_on_device
 from .plots import plot_metrics_jsonl, save_grid
-from .run_folder import claim
+from .run_folder import claim, default_folder
 from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, resume_newest, seed_everything
 from .spec import ModelSpec, init_weights
+from .trackers import check_tracker, open_tracker
 
 
 def drop_labels(y: torch.Tensor, p: float, null_class: int) -> torch.Tensor:
@@ -146,6 +151,7 @@ class Run:
 def start_run(config: Config, out: Path) -> Run:
     """Data, model, objective, optimizer and EMA of a fresh run (weights from the seed, or `train.init_from`)."""
     tc = config.train
+    check_tracker(tc.log_with)  # before anything is loaded
     dist, device = setup(tc.device)
     seed_everything(tc.seed)  # the same initial weights in every process
     if device.type == "cuda":
@@ -210,6 +216,7 @@ def restore(run: Run, resume: bool) -> dict:
         (run.out / "samples").mkdir(parents=True, exist_ok=True)
         (run.out / "config.yaml").write_text(yaml.safe_dump(run.config.to_dict(), sort_keys=False))
         run.metrics.restart(state["step"])
+        run.metrics.tracker = open_tracker(run.config.train.log_with, run.out, run.config.to_dict(), state["step"])
     return state
 
 
@@ -405,6 +412,7 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
         bar.close()
     finally:
         stop.restore()
+        run.metrics.close()
     if dist.main and run.metrics.path.exists():
         plot_metrics_jsonl(run.metrics.path, run.out / "loss.png")
     if dist.world > 1 and run.ema_checks:
@@ -412,3 +420,33 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
                 f"{', '.join(map(str, run.ema_checks))})")
     dist.barrier()  # the final checkpoint is complete before any process returns it
     return ckpt_io.resolve(out_dir)
+
+
+def run(config: Config | str | Path, out: str | Path | None = None, *, overrides: Sequence[str] = (),
+        resume: bool = False, overwrite: bool = False) -> Path:
+    """`liquidgen.train`: train from a YAML config file or a `Config`, with `section.key=value` overrides,
+    into the run folder `out` (default: runs/<the config file's name>); returns the run folder, which
+    `liquidgen.load` and `liquidgen sample` read. `resume` and `overwrite` as in `train`."""
+    if isinstance(config, Config):
+        if out is None:
+            raise ValueError("give out= (the run folder) with a Config; only a config file names a default")
+        data = config.to_dict()
+        for assignment in overrides:
+            apply_override(data, assignment)
+        config = from_dict(Config, data)  # checked as a config file is: a dataclass checks nothing itself
+    else:
+        out = default_folder(config) if out is None else out
+        config = load_config(config, overrides)
+    train(config, out, resume=resume, overwrite=overwrite)
+    return Path(out)
+
+
+class _Callable(types.ModuleType):
+    """Once anything imports this module, it is the package's attribute `train`, where a function of that name
+    would be replaced: so the module itself is what `liquidgen.train(...)` calls."""
+
+    def __call__(self, *args, **kwargs) -> Path:
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Callable
