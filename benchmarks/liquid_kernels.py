@@ -3,20 +3,24 @@
     python benchmarks/liquid_kernels.py profile --out DIR      # one LiquidBlock, per-kernel time, ceilings
     python benchmarks/liquid_kernels.py train --out DIR [--presets S B] [--inputs native mnist]
                                                                # whole-model training img/s, MFU, peak memory
+    python benchmarks/liquid_kernels.py curves --out DIR --mnist-root ROOT   # MNIST loss, fused vs reference
 
 `profile` times one LiquidBlock forward + backward (bf16 autocast, batch 256, 16x16 tokens: LiquidGen-S and -B
-after patch 2 of 32x32) eager (and compiled with --compiled), with each kernel path, and lists every CUDA kernel's time per
-step (torch.profiler), plus the copy bandwidth and bf16 matrix rate the roofline is drawn against.
+after patch 2 of 32x32) eager (and compiled with --compiled), with each kernel path, and lists every CUDA kernel's
+time per step (torch.profiler), plus the copy bandwidth and bf16 matrix rate the roofline is drawn against.
 `train` runs the real training step (bench.speed.time_training: flow matching, AdamW, clipping, EMA, bf16
-autocast, on a fixed synthetic batch) with `kernels=torch` and `kernels=triton` in one process, at the native
-16x32x32 input or MNIST's 1x28x28. Records are appended to DIR/*.jsonl with the device and date; tables are
-printed last.
+autocast, on a fixed synthetic batch) with `kernels=torch` and/or `kernels=triton` in one process, at the native
+16x32x32 input or MNIST's 1x28x28, optionally with recomputed blocks (`--checkpointing`). `curves` trains
+LiquidGen-S on MNIST with each path from one seed (`liquidgen.train`) and plots the loss curves together.
+Records are appended to DIR/*.jsonl with the device and date; tables are printed last.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -158,44 +162,84 @@ INPUTS = {"native": (16, 32, 27), "mnist": (1, 28, 10)}  # channels, size, class
 
 
 def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str, batch: int, steps: int,
-            device: torch.device) -> dict:
+            device: torch.device, checkpointing: int = 0) -> dict:
     """One case's time_training record, or its error (a failed case must not stop the others)."""
     torch.manual_seed(0)
     try:
         model = build_model("liquid", preset, *geometry, kernels=kernels).to(device)
+        if checkpointing:
+            model.set_checkpointing(checkpointing)
         return time_training(model, batch, device, steps, 3, 1, mode)[0]
     except (RuntimeError, ValueError) as e:
         return {"error": f"{type(e).__name__}: {e}"[:500]}
 
 
 def train(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int, steps: int,
-          device: torch.device) -> None:
-    """Training img/s, MFU and peak memory of each (input, preset, mode) with the reference and the fused path,
-    one after the other in this process."""
+          device: torch.device, kernel_paths: list[str], checkpointing: list[int], label: str) -> None:
+    """Training img/s, MFU and peak memory of each (input, preset, mode, kernel path, recomputed blocks), one
+    after the other in this process; `label` tags the records (e.g. the code version: before / after)."""
     records = []
     for data in inputs:
         channels, size, classes = INPUTS[data]
         for preset in presets:
-            for mode in modes:
-                for kernels in ("torch", "triton"):
-                    torch._dynamo.reset()
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    key = {"input": data, "shape": f"{channels}x{size}x{size}", "preset": preset, "mode": mode,
-                           "kernels": kernels, "batch": batch}
-                    record = {**key, **measure(preset, (channels, size, classes), kernels, mode, batch, steps, device),
-                              **environment(device)}
-                    append_record(out / "train.jsonl", record)
-                    records.append(record)
-                    print(json.dumps(record), flush=True)
-    print("\ninput preset mode kernels img/s MFU peak_GB step: matmul/other/idle")
+            for mode, kernels, recompute in itertools.product(modes, kernel_paths, checkpointing):
+                torch._dynamo.reset()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                key = {"label": label, "input": data, "shape": f"{channels}x{size}x{size}", "preset": preset,
+                       "mode": mode, "kernels": kernels, "checkpointing": recompute, "batch": batch}
+                record = {**key, **measure(preset, (channels, size, classes), kernels, mode, batch, steps, device,
+                                           recompute), **environment(device)}
+                append_record(out / "train.jsonl", record)
+                records.append(record)
+                print(json.dumps(record), flush=True)
+    print("\nlabel input preset mode kernels recomputed img/s MFU peak_GB step: matmul/other/idle")
     for r in records:
+        case = f"{r['label']} {r['input']} {r['preset']} {r['mode']} {r['kernels']} {r['checkpointing']}"
         if "error" in r:
-            print(r["input"], r["preset"], r["mode"], r["kernels"], r["error"])
+            print(case, r["error"])
             continue
-        print(f"{r['input']} {r['preset']} {r['mode']} {r['kernels']} {r['train_img_s']:.0f} {100 * (r['mfu'] or 0):.1f}% "
-              f"{r.get('train_peak_gb', 0):.2f} {100 * r.get('matmul_share', 0):.0f}/{100 * r.get('other_share', 0):.0f}/"
-              f"{100 * (1 - r.get('gpu_busy', 1)):.0f}")
+        split = (r.get("matmul_share", 0), r.get("other_share", 0), 1 - r.get("gpu_busy", 1))
+        print(f"{case} {r['train_img_s']:.0f} {100 * (r['mfu'] or 0):.1f}% {r.get('train_peak_gb', 0):.2f} "
+              + "/".join(f"{100 * v:.0f}" for v in split))
+
+
+def curves(out: Path, steps: int, batch: int, mnist_root: str, runs: Path, device: str, paths: list[str],
+           compile_mode: str) -> None:
+    """LiquidGen-S trained on MNIST from one seed with each kernel path in `paths` (eager, or torch.compile'd in
+    `compile_mode`), each curve written to out/curve-<path>.jsonl; once two or more such files are there (paths
+    may run as separate processes side by side), both curves are plotted and how far apart their last 500
+    steps' mean losses are is recorded."""
+    from liquidgen.config import load_config
+    from liquidgen.plots import plot_curves
+    from liquidgen.train import train as train_run
+
+    for kernels in paths:
+        overrides = [f"data.root={mnist_root}", f"train.steps={steps}", f"train.batch_size={batch}",
+                     "train.log_every=20", "train.sample_every=0", "train.ckpt_every=0", f"train.device={device}",
+                     f"model.options.kernels={kernels}"]
+        if compile_mode != "eager":
+            overrides += ["train.compile=true", f"train.compile_mode={compile_mode}"]
+        run = runs / f"curve-{kernels}"
+        t0 = time.perf_counter()
+        train_run(load_config("configs/mnist-liquid-S.yaml", overrides), run, overwrite=True)
+        rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+        (out / f"curve-{kernels}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(f"{kernels}: {len(rows)} logged steps in {time.perf_counter() - t0:.0f} s", flush=True)
+    found = {f.stem.removeprefix("curve-"): [json.loads(line) for line in f.read_text().splitlines()]
+             for f in sorted(out.glob("curve-*.jsonl"))}
+    if len(found) < 2:
+        return
+    tails = {k: statistics.mean(r["loss"] for r in rows[len(rows) // 4 * 3:]) for k, rows in found.items()}
+    plot_curves(out / "curves.png", {f"kernels={k}": ([r["step"] for r in rows], [r["loss"] for r in rows])
+                                     for k, rows in found.items()},
+                title=f"LiquidGen-S, MNIST, batch {batch}, {compile_mode}: each kernel path",
+                ylabel="flow-matching loss", logy=True, smooth=0.9)
+    record = {"steps": steps, "batch": batch, "compile_mode": compile_mode, "tail_loss": tails,
+              "tail_spread": (max(tails.values()) - min(tails.values())) / min(tails.values()),
+              **environment(torch.device(device))}
+    append_record(out / "curves.jsonl", record)
+    print(json.dumps(record))
 
 
 def main() -> None:
@@ -215,12 +259,31 @@ def main() -> None:
     tr.add_argument("--batch", type=int, default=256)
     tr.add_argument("--steps", type=int, default=20)
     tr.add_argument("--device", default="cuda", help="cpu runs the reference path twice (a dry run of this script)")
+    tr.add_argument("--kernels", nargs="+", default=["torch", "triton"], choices=["torch", "triton"],
+                    help="kernel paths to time")
+    tr.add_argument("--checkpointing", nargs="+", type=int, default=[0],
+                    help="recomputed blocks per case (model.checkpointing; 0: none, -1: all)")
+    tr.add_argument("--label", default="", help="tag for the records, e.g. the code version")
+    cu = sub.add_parser("curves", help="MNIST training curves of LiquidGen-S with each kernel path, eager")
+    cu.add_argument("--out", type=Path, required=True)
+    cu.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw (torchvision's layout)")
+    cu.add_argument("--steps", type=int, default=2000)
+    cu.add_argument("--batch", type=int, default=64)
+    cu.add_argument("--runs", type=Path, default=Path("/tmp/liquid-kernel-curves"), help="run folders (large)")
+    cu.add_argument("--device", default="cuda", help="cpu: a dry run of this script (every path is the reference)")
+    cu.add_argument("--paths", nargs="+", default=["triton", "torch"], choices=["triton", "torch", "auto"],
+                    help="kernel paths to train with, one after the other")
+    cu.add_argument("--compile-mode", default="eager", help="eager, or a torch.compile mode for both runs")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "profile":
         profile(args.out, args.batch, args.tokens, args.kernels, (False, True) if args.compiled else (False,))
+    elif args.command == "curves":
+        curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
+               args.compile_mode)
     else:
-        train(args.out, args.presets, args.inputs, args.modes, args.batch, args.steps, torch.device(args.device))
+        train(args.out, args.presets, args.inputs, args.modes, args.batch, args.steps, torch.device(args.device),
+              args.kernels, args.checkpointing, args.label)
 
 
 if __name__ == "__main__":

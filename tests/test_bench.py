@@ -40,9 +40,13 @@ def test_training_step_costs_three_forward_passes(name, preset):
 
 
 def test_parse_presets_and_contenders():
-    assert parse_presets(["dit:S", "unet"]) == [("dit", "S"), ("unet", "28"), ("unet", "32")]
+    assert parse_presets(["dit:S", "unet"]) == [("dit", "S", ""), ("unet", "28", ""), ("unet", "32", "")]
     every = parse_presets(["all"])
-    assert ("liquid", "B") in every and not any("tiny" in p for _, p in every)
+    assert ("liquid", "B", "") in every and not any("tiny" in p for _, p, _ in every)
+    options = "kernels=torch,checkpointing=-1"
+    assert parse_presets([f"liquid:S:{options}"]) == [("liquid", "S", options)]
+    with pytest.raises(ValueError, match="options need a preset"):
+        parse_presets(["liquid::kernels=torch"])
     with pytest.raises(ValueError, match="unknown preset"):
         parse_presets(["dit:XL"])
     with pytest.raises(ValueError, match="unknown backbone"):
@@ -73,16 +77,17 @@ def test_time_budget_stops_checkpoints_and_resumes(tmp_path):
 
 def test_bench_speed_on_cpu_records_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "speed"
-    args = ["bench", "speed", "dit:tiny", "unet:tiny", "--out", str(out), "--batch", "4", "--mode", "eager",
-            "--steps", "1", "--warmup", "1", "--sample-batch", "2", "--sample-steps", "2", "--device", "cpu"]
+    args = ["bench", "speed", "dit:tiny:checkpointing=-1", "unet:tiny", "--out", str(out), "--batch", "4",
+            "--mode", "eager", "--steps", "1", "--warmup", "1", "--sample-batch", "2", "--sample-steps", "2",
+            "--device", "cpu"]
     main(args)
     records = read_records(out / "speed.jsonl")
-    assert [r["key"] for r in records] == ["dit:tiny:eager:b4", "unet:tiny:eager:b4"]
+    assert [r["key"] for r in records] == ["dit:tiny:checkpointing=-1:eager:b4", "unet:tiny:eager:b4"]
     for r in records:
         assert r["train_img_s"] > 0 and r["sample_img_nfe_s"] > 0 and r["mfu"] is None  # no peak on a CPU
         assert 2.5 < r["train_gflops_per_img"] / r["sample_gflops_per_nfe"] < 3.5
     report = (out / "report.md").read_text()
-    assert "| dit:tiny | 4x32x32 |" in report and (out / "speed.png").stat().st_size > 1000
+    assert "| dit:tiny:checkpointing=-1 | 4x32x32 |" in report and (out / "speed.png").stat().st_size > 1000
     capsys.readouterr()
     main(args)  # a rerun measures nothing again
     assert "done before, skipped" in capsys.readouterr().out

@@ -45,6 +45,17 @@ class Reference(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+# short name -> (label, precision, torch.compile mode)
+VARIANTS = {
+    "ref-fp32": ("facebookresearch/DiT (fp32, as its train.py)", "fp32", "eager"),
+    "ref-bf16": ("facebookresearch/DiT, bf16 autocast", "bf16", "eager"),
+    "ref-compiled": ("facebookresearch/DiT, bf16 + torch.compile", "bf16", "default"),
+    "ours-bf16": ("liquidgen DiT-S/2, bf16", "bf16", "eager"),
+    "ours-compiled": ("liquidgen DiT-S/2, bf16 + torch.compile", "bf16", "default"),
+    "ours-cudagraphs": ("liquidgen DiT-S/2, bf16 + compile reduce-overhead", "bf16", "reduce-overhead"),
+}
+
+
 def measure(name: str, model: nn.Module, batch: int, precision: str, compile_mode: str, device, steps: int
             ) -> dict:
     # DiT drops labels inside its model; liquidgen's loop does it for its own. DiT trains without decay.
@@ -62,6 +73,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     parser.add_argument("--out", required=True, help="JSON file for the results")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="which variants to time; the first is the baseline of the x column")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(args.dit).resolve()))
     from models import DiT_S_2  # facebookresearch/DiT
@@ -70,12 +83,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True  # as DiT's train.py sets it (fp32 runs on TF32 cores)
     torch.backends.cudnn.allow_tf32 = True
     rows = []
-    for name, precision, compile_ in (("facebookresearch/DiT (fp32, as its train.py)", "fp32", "eager"),
-                                      ("facebookresearch/DiT, bf16 autocast", "bf16", "eager"),
-                                      ("facebookresearch/DiT, bf16 + torch.compile", "bf16", "default"),
-                                      ("liquidgen DiT-S/2, bf16", "bf16", "eager"),
-                                      ("liquidgen DiT-S/2, bf16 + torch.compile", "bf16", "default"),
-                                      ("liquidgen DiT-S/2, bf16 + compile reduce-overhead", "bf16", "reduce-overhead")):
+    for name, precision, compile_ in [VARIANTS[k] for k in args.variants]:
         torch.manual_seed(0)
         if name.startswith("liquidgen"):
             model = build_model("dit", "S", 4, 32, 1000).to(device)

@@ -22,6 +22,10 @@ class ModelConfig:
     name: str = "liquid"  # backbone, see `liquidgen models`
     preset: str = "S"
     options: dict[str, Any] = field(default_factory=dict)  # architecture keys overriding the preset
+    # Activation recomputation (block stacks: liquid, dit): the first N blocks keep only their inputs and
+    # rerun their forward in the backward; -1: every block. Less memory for more compute; not part of the
+    # model (checkpoints load either way).
+    checkpointing: int = 0
     # Inpainting/outpainting variant: the known image and the mask enter as extra input channels whose
     # weights start at zero (so train.init_from can start from a plain model); training draws random masks.
     inpainting: bool = False
@@ -194,6 +198,7 @@ RANGES: dict[str, Bound] = {
     "sample.steps": AT_LEAST_ONE, "sample.per_class": AT_LEAST_ONE, "sample.n": AT_LEAST_ONE,
     "data.limit": AT_LEAST_ONE, "data.image_size": AT_LEAST_ONE,
     "train.seed": SEED,
+    "model.checkpointing": Bound(-1),  # -1: all blocks; the upper end is the model's depth (set_checkpointing)
 }
 # Keys whose value a function checks (it raises ValueError saying what is wrong with the value).
 VALUE_CHECKS = {"train.device": check_device_name}

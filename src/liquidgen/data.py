@@ -740,7 +740,8 @@ def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedD
             raise ValueError(f"{problem}: rerun the same `liquidgen precompute` command, which writes it again")
         take = min(shard["count"], remaining)
         for key, parts in arrays.items():  # checked just above
-            parts.append(np.array(np.load(root / f"{shard['name']}.{key}.npy", mmap_mode="r", allow_pickle=False)[:take]))
+            array = np.load(root / f"{shard['name']}.{key}.npy", mmap_mode="r", allow_pickle=False)
+            parts.append(np.array(array[:take]))
         if _has_captions(root, manifest):
             captions += json.loads((root / f"{shard['name']}.captions.json").read_text())[:take]
         remaining -= take

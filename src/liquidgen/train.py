@@ -30,7 +30,7 @@ from .ema import EMA
 from .evaluation.during_training import TrainingEval
 from .generate import Pipeline, grid_labels
 from .inpainting import concat_input, random_masks
-from .models import Backbone
+from .models import Backbone, BlockStack
 from .models.base import null_token_mask
 from .objectives import Objective, objective_from
 from .optim import make_optimizer, make_scheduler, skip_on_device
@@ -165,6 +165,10 @@ def start_run(config: Config, out: Path) -> Run:
                              0 if data.context is None else data.context.shape[-1], data.space, data.text_encoder,
                              data.text_tokens)
     model = spec.build().to(device)
+    if config.model.checkpointing:
+        if not isinstance(model, BlockStack):
+            raise ValueError(f"model.checkpointing needs a block stack (liquid, dit); {config.model.name!r} is not one")
+        model.set_checkpointing(config.model.checkpointing)
     if tc.init_from:
         init_weights(model, tc.init_from)
     objective = objective_from(config.objective)

@@ -10,6 +10,11 @@ from .records import read_records
 from .speed import mode_label
 
 
+def case_name(r: dict) -> str:
+    """backbone:preset[:options] of a speed record."""
+    return f"{r['backbone']}:{r['preset']}" + (f":{r['options']}" if r.get("options") else "")
+
+
 def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -29,11 +34,11 @@ def speed_table(records: list[dict]) -> str:
     rows = []
     for r in records:
         if "error" in r:
-            rows.append(f"| {r['backbone']}:{r['preset']} | | | {mode_label(r['compile'])} "
+            rows.append(f"| {case_name(r)} | | | {mode_label(r['compile'])} "
                         f"| {r['batch']} | {r['error']} | | | | | | | | |")
             continue
         rows.append(
-            f"| {r['backbone']}:{r['preset']} | {r['input']} | {r['params_M']:.1f}M "
+            f"| {case_name(r)} | {r['input']} | {r['params_M']:.1f}M "
             f"| {mode_label(r['compile'])} | {r['batch']} | {r['train_img_s']:,.0f} "
             f"| {r['train_gflops_per_img']:.2f} | {r['train_tflops']:.1f} | {_num(r['mfu'], '.1%')} "
             f"| {_num(r.get('train_peak_gb'), '.2f')} | {_time_split(r)} | {r['sample_img_nfe_s']:,.0f} "
@@ -109,7 +114,7 @@ def write_report(folder: str | Path) -> Path:
     if speed:
         parts += ["## Speed\n", speed_table(speed), "![training images/s](speed.png)\n"]
         ok = [r for r in speed if "error" not in r]
-        plot_bars(folder / "speed.png", {f"{r['backbone']}:{r['preset']} {mode_label(r['compile'])}":
+        plot_bars(folder / "speed.png", {f"{case_name(r)} {mode_label(r['compile'])}":
                                          r["train_img_s"] for r in ok},
                   title="training images/s", xlabel=f"batch {ok[0]['batch']}" if ok else "")
     if quality:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, SampleConfig
+from ..config import Config, SampleConfig, parse_options
 from ..ema import EMA
 from ..flops import count_flops, forward_flops
-from ..models import BACKBONES, build_model
+from ..models import BACKBONES, BlockStack, build_model
+from ..models.base import recomputation_off
 from ..objectives import build_objective
 from ..optim import make_optimizer, make_scheduler
 from ..generate import Pipeline
@@ -53,10 +54,27 @@ class Case:
     preset: str
     compile: str  # eager, or a torch.compile mode (config.COMPILE_MODES)
     batch: int
+    # "key=value,...": architecture options over the preset (e.g. kernels=torch), and `checkpointing=N`
+    # (model.checkpointing: recomputed blocks)
+    options: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.backbone}:{self.preset}" + (f":{self.options}" if self.options else "")
 
     @property
     def key(self) -> str:
-        return f"{self.backbone}:{self.preset}:{mode_label(self.compile)}:b{self.batch}"
+        return f"{self.name}:{mode_label(self.compile)}:b{self.batch}"
+
+    def build(self, channels: int, size: int, classes: int) -> torch.nn.Module:
+        options = parse_options(filter(None, self.options.split(",")), f"preset {self.name!r}:")
+        recompute = options.pop("checkpointing", 0)
+        model = build_model(self.backbone, self.preset, channels, size, classes, **options)
+        if recompute:
+            if not isinstance(model, BlockStack):
+                raise ValueError(f"preset {self.name!r}: checkpointing needs a block stack (liquid, dit)")
+            model.set_checkpointing(recompute)
+        return model
 
 
 def mode_label(mode: str | bool) -> str:
@@ -65,22 +83,26 @@ def mode_label(mode: str | bool) -> str:
     return "compiled" if mode == "default" else mode
 
 
-def parse_presets(names: list[str]) -> list[tuple[str, str]]:
-    """`liquid:S` -> one preset; `liquid` -> its presets except tiny ones; `all` -> every such preset."""
+def parse_presets(names: list[str]) -> list[tuple[str, str, str]]:
+    """(backbone, preset, options) of each name: `liquid:S` -> one preset; `liquid:S:kernels=torch,checkpointing=-1`
+    -> one preset with options (see `Case.options`); `liquid` -> its presets except tiny ones; `all` -> every
+    such preset."""
     out = []
     for name in names:
-        backbones = list(BACKBONES) if name == "all" else [name.split(":")[0]]
-        for backbone in backbones:
+        backbone, _, rest = name.partition(":")
+        preset, _, options = rest.partition(":")
+        for backbone in list(BACKBONES) if backbone == "all" else [backbone]:
             if backbone not in BACKBONES:
                 raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
             presets = BACKBONES[backbone].presets
-            if ":" in name:
-                preset = name.split(":", 1)[1]
+            if preset:
                 if preset not in presets:
                     raise ValueError(f"unknown preset {preset!r} for {backbone}; choose from {list(presets)}")
-                out.append((backbone, preset))
+                out.append((backbone, preset, options))
+            elif options:
+                raise ValueError(f"{name!r}: options need a preset (backbone:preset:key=value,...)")
             else:
-                out += [(backbone, p) for p in presets if "tiny" not in p and p != "XS"]
+                out += [(backbone, p, "") for p in presets if "tiny" not in p and p != "XS"]
     return list(dict.fromkeys(out))
 
 
@@ -156,8 +178,9 @@ def time_training(model, batch: int, device: torch.device, steps: int, warmup: i
         return autocast(device, precision)
 
     small = synthetic_batches(model, 2, device)
-    flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, objective, small, i, 1, label_dropout,
-                                                                     amp=amp)) for i in range(flop_steps)) / 2
+    with recomputation_off(model):  # model FLOPs: recomputed forwards are not counted
+        flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, objective, small, i, 1, label_dropout,
+                                                                         amp=amp)) for i in range(flop_steps)) / 2
     optimizer.zero_grad(set_to_none=True)
     if compile_mode != "eager":
         model.compile(mode=compile_mode)
@@ -191,7 +214,7 @@ def measure_training(case: Case, device: torch.device, steps: int, warmup: int, 
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    model = build_model(case.backbone, case.preset, channels, size, classes).to(device)
+    model = case.build(channels, size, classes).to(device)
     record, ema = time_training(model, case.batch, device, steps, warmup, flop_steps, case.compile,
                                 label_dropout=0.1 if classes else None)
     return {"key": case.key, **asdict(case), "input": f"{channels}x{size}x{size}", "classes": classes,
@@ -246,9 +269,9 @@ def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tupl
     path = out / "speed.jsonl"
     done = {r["key"] for r in read_records(path)}
     dev = torch.device(device)
-    for backbone, preset in parse_presets(presets):
+    for backbone, preset, options in parse_presets(presets):
         for mode in modes:
-            case = Case(backbone, preset, mode, batch)
+            case = Case(backbone, preset, mode, batch, options)
             if case.key in done:
                 print(f"{case.key}: done before, skipped", flush=True)
                 continue
