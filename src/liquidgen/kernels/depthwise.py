@@ -30,9 +30,11 @@ from torch import Tensor
 
 from . import INTERPRET
 
-# [positions, channels] per program. 64 channels of bf16 are one 128-byte line per position.
+# [positions, channels] per program. 64 channels of bf16 are one 128-byte line per position. The fastest of 7
+# tile choices on an H200 (benchmarks/depthwise.py --sweep, batch 256, C 512 and 768, both kernels); a 64x64
+# forward tile ran 20x slower (the 49 unrolled taps then spill registers).
 FWD_P_BLOCK, FWD_C_BLOCK = 32, 64
-WGT_P_BLOCK, WGT_C_BLOCK = 64, 64
+WGT_P_BLOCK, WGT_C_BLOCK = 32, 64
 # Positions one weight-gradient program sums: its dy and x tiles (32 KiB each at bf16) are re-read once per tap,
 # from L1 rather than memory; the partial sums it writes, kh*kw*C fp32 a chunk, stay small against x and dy.
 WGT_CHUNK = 256
