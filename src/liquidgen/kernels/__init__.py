@@ -13,6 +13,9 @@ A model option `kernels` picks the path:
 
 The ops modules (`adagn`, `glu`, `blend`; `layout` holds how they read strided operands) import Triton at
 the top; `fused_ops()` loads them only where it is installed, so CPU-only installs never import it.
+`depthwise` (a depthwise conv for the 7x7 and scan convs) is tested but not used by any path: on an H200 its
+forward + backward took 1.1-2x cuDNN's (benchmarks/results/2026-12-03-memory-and-layout), its weight
+gradient re-reading each tile once per tap; it waits for a one-pass weight gradient.
 """
 from __future__ import annotations
 
