@@ -8,15 +8,20 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo test models clean
 
-$(VENV)/.installed: pyproject.toml
+# Two stages, so that the demo installs only what it runs (torch, liquidgen, scikit-learn's digits) and the
+# test dependencies (diffusers, sentence-transformers, datasets, tensorboard) come with `make test`.
+$(VENV)/.demo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q "$(TORCH)" -e ".[digits]"
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.demo
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with liquidgen and its test dependencies
 
-demo: install  ## train the tiny LiquidGen on the bundled digits (CPU, a few minutes) and sample a grid
+demo: $(VENV)/.demo  ## train the tiny LiquidGen on the bundled digits (CPU, about 3 minutes) and sample a grid
 	$(BIN)/liquidgen train configs/digits-liquid-tiny.yaml --out runs/demo --overwrite
 	$(BIN)/liquidgen sample runs/demo --out runs/demo/samples.png
 
