@@ -129,7 +129,8 @@ def train_contender(study: QualityStudy, contender: Contender, base: Config, dev
         *study.overrides, f"train.minutes={study.minutes}", f"train.ckpt_minutes={study.minutes * study.curve_every}",
         "train.steps=1000000000", "train.sample_every=0", "train.eval_every=0", "train.ckpt_every=0",
         "train.keep_checkpoints=0", "train.log_every=100", f"train.device={device}"])
-    config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options), base.model.inpainting)
+    config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options),
+                               checkpointing=base.model.checkpointing, inpainting=base.model.inpainting)
     run = Path(study.runs or Path(study.out) / "runs") / contender.name
     t0 = time.perf_counter()
     train(config, run, resume=run.exists())  # a rerun continues each contender to the (new) budget
