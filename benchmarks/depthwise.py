@@ -12,29 +12,15 @@ the device, the torch and Triton versions and the date; the table is printed las
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from liquidgen.bench.records import append_record, environment
+from liquidgen.bench.speed import cuda_median_ms
 
 CASES = [(c, h, w, k) for c in (512, 768) for h, w, k in ((16, 16, (7, 7)), (1, 256, (1, 31)))]
-
-
-def median_ms(fn, repeats: int = 30, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -50,7 +36,7 @@ def time_conv(conv, x, weight, bias, dy) -> tuple[float, float]:
     def fwd_bwd():
         torch.autograd.grad(conv(x, weight, bias), (x, weight, bias), dy)
 
-    return median_ms(fwd), median_ms(fwd_bwd)
+    return cuda_median_ms(fwd, 30, 5), cuda_median_ms(fwd_bwd, 30, 5)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from liquidgen.bench.records import append_record, environment
-from liquidgen.bench.speed import time_training
+from liquidgen.bench.speed import cuda_median_ms, time_training
 from liquidgen.flops import count_flops
 from liquidgen.models import build_model
 from liquidgen.models.liquid import LiquidBlock
@@ -50,30 +50,18 @@ def category(name: str) -> str:
     return "other"
 
 
-def median_ms(fn, repeats: int = 20) -> float:
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def ceilings() -> dict:
     """Measured copy bandwidth (bytes read + written) and bf16 matrix rate on random data."""
     src = torch.randn(2**30 // 2, device="cuda", dtype=torch.bfloat16)  # 1 GiB
     dst = torch.empty_like(src)
     for _ in range(3):
         dst.copy_(src)
-    copy_ms = median_ms(lambda: dst.copy_(src))
+    copy_ms = cuda_median_ms(lambda: dst.copy_(src))
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    mm_ms = median_ms(lambda: a @ b, 10)
+    mm_ms = cuda_median_ms(lambda: a @ b, 10)
     return {"copy_tb_s": 2 * src.numel() * 2 / copy_ms / 1e9, "bf16_tflops": 2 * 8192**3 / mm_ms / 1e9}
 
 
@@ -136,7 +124,7 @@ def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[b
                     step = block_step(make_block(width, transpose, kernels), batch, width, tokens, compiled)
                     for _ in range(3):
                         step()
-                    ms = median_ms(step)
+                    ms = cuda_median_ms(step)
                     rows, busy = kernel_table(step)
                     split = defaultdict(float)
                     for r in rows:

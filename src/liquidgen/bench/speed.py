@@ -121,6 +121,21 @@ def synthetic_batches(model, batch: int, device: torch.device):
     return batches
 
 
+def cuda_median_ms(fn, repeats: int = 20, warmup: int = 0) -> float:
+    """Median milliseconds of `fn()` on the current CUDA stream (CUDA events), after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
