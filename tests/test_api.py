@@ -88,6 +88,26 @@ def test_bad_input_is_a_value_error_saying_what_is_wrong(pipe, call, message):
     assert message in str(e.value)
 
 
+@pytest.mark.slow
+def test_prompts_give_num_images_per_prompt_in_order(tmp_path):
+    data = tmp_path / "captions"
+    main(["precompute", "digits", "--size", "8", "--limit", "32", "--out", str(data), "--text-encoder", "minilm",
+          "--caption-template", "a handwritten {}", "--device", "cpu"])
+    run = liquidgen.train("configs/folder-dit-text-latent.yaml", out=tmp_path / "run",
+                          overrides=["model.preset=tiny", "model.options.patch_size=2", "data.image_size=null",
+                                     f"data.root={data}", "train.steps=4", "train.batch_size=8",
+                                     "train.sample_every=0", "train.ckpt_every=0"])
+    pipe = liquidgen.load(run, device="cpu")
+    prompts = ["a handwritten seven", "a handwritten one"]
+    x = pipe(prompt=prompts, num_images=2, steps=2, seed=3, output="pt")
+    inner = pipe.pipeline
+    context = inner.encode_prompts(prompts)[0].cpu()[torch.tensor([0, 0, 1, 1])]
+    expected = inner.decode(inner.sample(inner.noise(4, seed=3), None, inner.settings.with_(steps=2), context=context))
+    assert x.shape == (4, 1, 8, 8) and torch.allclose(x, (expected.clamp(-1, 1) + 1) / 2)
+    with pytest.raises(ValueError, match="this model has no classes, so labels do not apply"):
+        pipe(labels=[7])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_to_an_absent_device_says_why(pipe):
     with pytest.raises(ValueError, match="device cuda: .*without CUDA"):
