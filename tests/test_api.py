@@ -80,6 +80,7 @@ def test_without_labels_a_class_model_gives_each_class(pipe):
     ({"prompt": "a seven"}, "not text-conditioned, so prompts do not apply; give labels= (0..9"),
     ({"output": "np"}, "output must be one of pil, pt"),
     ({"num_images": 0}, "num_images must be an integer >= 1"),
+    ({"seed": -1}, "seed must be an integer in [0, 2^63)"),
     ({"sampler": "fast"}, "sample.sampler: 'fast' is not one of"),
 ])
 def test_bad_input_is_a_value_error_saying_what_is_wrong(pipe, call, message):

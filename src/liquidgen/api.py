@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .config import SEED
 from .distributed import check_device_name, unavailable
 from .generate import Pipeline
 from .plots import image_grid
@@ -99,7 +100,8 @@ class LiquidPipeline:
                  cfg_interval: tuple[float, float] | None = None, seed: int = 0, output: str = "pil",
                  batch_size: int = 500, progress: bool = False) -> list[Image.Image] | Tensor:
         """`num_images` images per label (indices or class names) or per prompt, one after the other, in
-        the order given; with neither, per class (a class model) or in all (an unconditional one). Sampling
+        the order given; with neither, per class (a class model) or in all (an unconditional one, or a text
+        model from its null context). Sampling
         settings left None keep the run's (`pipe.pipeline.settings`); `sampler` is one of
         `liquidgen.samplers.SAMPLERS`. The same seed gives the same images. `output`: "pil" (a list of
         images) or "pt" (a float tensor (N, C, H, W) in [0, 1] on the CPU)."""
@@ -107,6 +109,8 @@ class LiquidPipeline:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not SEED.admits(seed):
+            raise ValueError(f"seed must be an integer {SEED}, got {seed!r}")
         prompts = _as_list(prompt)
         if prompts and not self.text:
             classes = len(self.class_names)
