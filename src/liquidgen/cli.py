@@ -1,4 +1,4 @@
-"""The `liquidgen` command: train, train-autoencoder, sample, interpolate, precompute, eval, bench, models.
+"""The `liquidgen` command: train, train-autoencoder, sample, interpolate, precompute, data, eval, bench, models.
 
 Each command is a pair of functions here, `add_<command>` (its arguments) and `cmd_<command>` (what it
 does, through the library's own functions). Sampling settings default to the run's config (`sample:`):
@@ -365,6 +365,43 @@ def cmd_precompute(args) -> None:
     print(f"wrote {manifest}\ntrain on it with: --set data.name=precomputed data.root={args.out}")
 
 
+# --- data ---------------------------------------------------------------------------------------------
+
+
+def add_data(p: argparse.ArgumentParser) -> None:
+    from .emoji import STYLES, VERSION
+
+    sources = p.add_subparsers(dest="source", required=True, help="emoji")
+    q = sources.add_parser("emoji", help="captioned emoji images from the npm packages emoji-datasource-<style>")
+    q.add_argument("--out", required=True, help="output folder: train/ and heldout/ image folders with "
+                   "metadata.jsonl captions, and the images' licences")
+    q.add_argument("--styles", nargs="+", choices=sorted(STYLES), help="styles fetched with `npm pack` "
+                   "(default: google twitter); not with --tarball")
+    q.add_argument("--version", default=VERSION, help=f"emoji-datasource version to fetch (default {VERSION})")
+    q.add_argument("--tarball", nargs="+", default=[], help="local emoji-datasource-<style>-<version>.tgz files "
+                   "instead of npm (offline); the style is read from each")
+    q.add_argument("--cache", default="~/.cache/liquidgen/emoji", help="folder for the fetched tarballs")
+    q.add_argument("--size", type=COUNT, default=64, help="image side in pixels (the packages' images are 64)")
+    q.add_argument("--background", default="white", help="colour the transparent pixels become (name or #rrggbb)")
+    q.add_argument("--holdout", type=bounded(float, Bound(0, 1, high_open=True)), default=0.05,
+                   help="share of concepts (all their styles and skin tones) written to heldout/ (default 0.05)")
+    q.add_argument("--seed", type=SEED_INT, default=0, help="seed of the held-out concepts' choice")
+    q.add_argument("--overwrite", action="store_true", help="replace a dataset built with other settings in --out")
+
+
+def cmd_data(args) -> None:
+    from .emoji import build_emoji, fetch_tarball
+
+    if args.tarball and args.styles:
+        raise ValueError("--styles picks what npm fetches and --tarball replaces npm: give one")
+    cache = Path(args.cache).expanduser()
+    tarballs = args.tarball or [fetch_tarball(s, args.version, cache) for s in args.styles or ["google", "twitter"]]
+    summary = build_emoji(tarballs, args.out, args.size, args.background, args.holdout, args.seed, args.overwrite)
+    print(f"{args.out}: {summary['images']} images of {summary['concepts']} concepts in "
+          f"{len(summary['categories'])} categories\ntext-to-image: liquidgen precompute folder --root "
+          f"{args.out}/train --size {args.size} --text-encoder minilm --out <folder>")
+
+
 # --- eval, fit-classifier -----------------------------------------------------------------------------
 
 
@@ -556,6 +593,8 @@ COMMANDS = [
      cmd_interpolate),
     ("precompute", "encode a dataset into latent shards (+ labels, + text embeddings)", add_precompute,
      cmd_precompute),
+    ("data", "get a dataset: `liquidgen data emoji` writes captioned emoji images (npm packages) as image folders",
+     add_data, cmd_data),
     ("eval", ("score samples (.npz) or a checkpoint against a dataset: classifier FD and accuracy, FID / KID with "
               "Inception weights, precision / recall; `liquidgen eval fit-classifier` trains a reference classifier"),
      add_eval, cmd_eval),

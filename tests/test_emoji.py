@@ -1,0 +1,163 @@
+"""`liquidgen data emoji` on a tiny tarball of emoji-datasource's layout, made here (no npm, no network)."""
+import io
+import json
+import os
+import stat
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from liquidgen.cli import main
+from liquidgen.data import load_dataset
+from liquidgen.emoji import heldout_concepts
+from liquidgen.precompute import folder_captions
+
+BACKGROUND = (16, 32, 48)  # "#102030": not white, so a background pixel cannot be mistaken for the default
+
+
+def emoji(name, unified, category, sort_order, short_names, has_img=True, skin_variations=None):
+    entry = {"name": name, "unified": unified, "image": f"{unified.lower()}.png", "short_name": short_names[0],
+             "short_names": short_names, "category": category, "subcategory": "sub", "sort_order": sort_order,
+             "has_img_google": has_img, "has_img_twitter": True}
+    if skin_variations:
+        entry["skin_variations"] = {tone: {"unified": f"{unified}-{tone}", "image": f"{unified.lower()}-"
+                                           f"{tone.lower()}.png", "has_img_google": ok}
+                                    for tone, ok in skin_variations.items()}
+    return entry
+
+
+EMOJIS = [
+    emoji("THUMBS UP SIGN", "1F44D", "People & Body", 0, ["+1", "thumbsup"], skin_variations={"1F3FB": False}),
+    emoji("WAVING HAND SIGN", "1F44B", "People & Body", 1, ["wave"], skin_variations={"1F3FB": True, "1F3FF": True}),
+    emoji("RED APPLE", "1F34E", "Food & Drink", 2, ["apple"]),
+    emoji("GREEN APPLE", "1F34F", "Food & Drink", 3, ["green_apple"]),
+    emoji("GRAPES", "1F347", "Food & Drink", 4, ["grapes"], has_img=False),  # no google image: left out
+]
+
+
+def png(colour) -> bytes:
+    """64x64 RGBA: an opaque square of `colour` on pixels of alpha 0 that store black (as real emoji do)."""
+    a = np.zeros((64, 64, 4), np.uint8)
+    a[16:48, 16:48] = (*colour, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(a, "RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_tarball(path, emojis=EMOJIS, with_emoji_json=True):
+    files = {"package/package.json": json.dumps({"name": "emoji-datasource-google", "version": "16.0.0"}).encode(),
+             "package/LICENSE": b"The MIT License (MIT)\n"}
+    if with_emoji_json:
+        files["package/emoji.json"] = json.dumps(emojis).encode()
+    for k, e in enumerate(emojis):
+        images = [e["image"]] + [v["image"] for v in e.get("skin_variations", {}).values()]
+        for j, image in enumerate(images):
+            files[f"package/img/google/64/{image}"] = png((200, 10 * k, 10 * j))
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def rows(folder):
+    return [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+
+
+def build(tmp_path, *extra, out="emoji"):
+    tarball = tmp_path / "emoji-datasource-google-16.0.0.tgz"
+    if not tarball.exists():
+        make_tarball(tarball)
+    main(["data", "emoji", "--tarball", str(tarball), "--out", str(tmp_path / out), "--background", "#102030",
+          *extra])
+    return tmp_path / out
+
+
+def test_images_captions_labels_and_licences(tmp_path):
+    out = build(tmp_path, "--holdout", "0")
+    summary = json.loads((out / "emoji-dataset.json").read_text())
+    assert summary["categories"] == ["People & Body", "Food & Drink"]  # emoji-datasource's order, by sort_order
+    assert summary["images"] == {"train": 6}  # thumbs up (not its tone), waving hand and 2 tones, 2 apples
+    by_name = {r["file_name"]: r for r in rows(out / "train")}
+    assert by_name["01-food-drink/1f34e-google.png"]["text"] == "red apple, google style"
+    assert by_name["00-people-body/1f44b-1f3fb-google.png"]["text"] == "waving hand sign, wave, light skin tone, " \
+                                                                     "google style"
+    assert {r["label"] for r in by_name.values() if r["category"] == "Food & Drink"} == {1}
+    image = Image.open(out / "train" / "01-food-drink" / "1f34e-google.png")
+    assert image.mode == "RGB" and image.size == (64, 64)
+    assert image.getpixel((0, 0)) == BACKGROUND and image.getpixel((32, 32)) == (200, 20, 0)
+    assert "Apache License 2.0" in (out / "NOTICE-google.txt").read_text()
+    assert "MIT" in (out / "LICENSE-emoji-data.txt").read_text()
+    assert not (out / "heldout").exists()
+
+
+def test_training_reads_it_as_a_captioned_image_folder(tmp_path):
+    out = build(tmp_path, "--holdout", "0", "--size", "32")
+    data = load_dataset("folder", out / "train", image_size=32)
+    assert data.images.shape == (6, 3, 32, 32) and data.class_names == ["00-people-body", "01-food-drink"]
+    assert sorted(data.labels.tolist()) == [0, 0, 0, 0, 1, 1]
+    captions = folder_captions(out / "train", sorted((out / "train").rglob("*.png")))
+    assert captions[out / "train" / "01-food-drink" / "1f34f-google.png"] == "green apple, google style"
+
+
+def test_held_out_concepts_keep_all_their_skin_tones(tmp_path):
+    concepts = {"1F44D", "1F44B", "1F34E", "1F34F", "1F347"}  # the draw is over emoji.json's concepts
+    seed = next(s for s in range(100) if "1F44B" in heldout_concepts(concepts, 0.4, s))
+    out = build(tmp_path, "--holdout", "0.4", "--seed", str(seed))
+    held, train = rows(out / "heldout"), rows(out / "train")
+    assert {r["unified"] for r in held} & {r["unified"] for r in train} == set()
+    assert sorted(r["skin_tone"] for r in held if r["unified"] == "1F44B") == ["", "dark", "light"]
+    # both splits have every category folder, so label k is the same category in both
+    assert sorted(p.name for p in (out / "heldout").iterdir() if p.is_dir()) == ["00-people-body", "01-food-drink"]
+    summary = json.loads((out / "emoji-dataset.json").read_text())
+    assert summary["concepts"]["heldout"] == len({r["unified"] for r in held}) >= 1
+
+
+def test_a_rerun_does_nothing_and_other_settings_need_overwrite(tmp_path, capsys):
+    out = build(tmp_path, "--holdout", "0")
+    image = out / "train" / "01-food-drink" / "1f34e-google.png"
+    written = image.stat().st_mtime_ns
+    build(tmp_path, "--holdout", "0")
+    assert "nothing to do" in capsys.readouterr().out and image.stat().st_mtime_ns == written
+    with pytest.raises(SystemExit):
+        build(tmp_path, "--holdout", "0", "--size", "32")
+    assert "--overwrite" in capsys.readouterr().err and Image.open(image).size == (64, 64)
+    build(tmp_path, "--holdout", "0", "--size", "32", "--overwrite")
+    assert Image.open(image).size == (32, 32)
+    (out / "emoji-dataset.json").unlink()  # an interrupted build: the same command finishes it
+    build(tmp_path, "--holdout", "0")
+    assert Image.open(image).size == (64, 64)
+
+
+def test_npm_is_run_for_the_styles_and_its_absence_named(tmp_path, monkeypatch, capsys):
+    tiny = make_tarball(tmp_path / "tiny.tgz")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"  # stands in for `npm pack SPEC --pack-destination DIR`
+    npm.write_text(f'#!/bin/sh\ncp {tiny} "$4/emoji-datasource-google-16.0.0.tgz"\n')
+    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cache = tmp_path / "cache"
+    main(["data", "emoji", "--styles", "google", "--cache", str(cache), "--out", str(tmp_path / "a")])
+    assert (cache / "emoji-datasource-google-16.0.0.tgz").is_file() and (tmp_path / "a" / "train").is_dir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(SystemExit):
+        main(["data", "emoji", "--styles", "twitter", "--cache", str(cache), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip()
+    assert "npm not found" in err and "--tarball" in err and "emoji-datasource-twitter-16.0.0.tgz" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_tarball_of_another_layout_is_named(tmp_path, capsys):
+    bad = make_tarball(tmp_path / "bad.tgz", with_emoji_json=False)
+    not_tar = tmp_path / "not.tgz"
+    not_tar.write_bytes(b"hello")
+    for tarball, says in ((bad, "no package/emoji.json"), (not_tar, "not a readable .tgz")):
+        with pytest.raises(SystemExit):
+            main(["data", "emoji", "--tarball", str(tarball), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert says in err and str(tarball) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
