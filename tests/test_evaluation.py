@@ -10,7 +10,8 @@ from liquidgen.cli import main
 from liquidgen.data import ImageData, load_dataset
 from liquidgen.latent_space import to_float
 from liquidgen.evaluation.classifier import Recipe, extract, fit_classifier, load_classifier, save_classifier
-from liquidgen.evaluation.evaluate import evaluate, load_samples
+from liquidgen.evaluation import classifier as classifier_module
+from liquidgen.evaluation.evaluate import best_point, evaluate, load_samples, sweep_table
 
 QUICK_RECIPE = Recipe(epochs=6, batch_size=64, holdout=300)
 
@@ -88,18 +89,67 @@ def test_cli_fit_classifier_eval_and_in_training_eval(tmp_path, capsys):
     capsys.readouterr()
     main(["eval", str(run), "--data", "digits", "--size", "8", "--classifier", str(clf), "--n", "40",
           "--steps", "2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "m.json")])
-    result = json.loads((tmp_path / "m.json").read_text())
+    result, floor = [json.loads(line) for line in (tmp_path / "m.json").read_text().splitlines()]
     assert result["samples"] == 40 and "class_accuracy" in result and result["classifier_fd"] > 0
+    assert result["cfg"] == 2.0  # the run's sample.cfg
+    assert floor["floor"] and floor["samples"] == 40
     npz = tmp_path / "s.npz"
     main(["sample", str(run), "--n", "20", "--labels", "3", "--steps", "2", "--out", str(npz)])
     images, labels = load_samples(npz)
     assert images.shape == (20, 1, 8, 8) and labels.tolist() == [3] * 20
     main(["eval", str(npz), "--data", "digits", "--size", "8", "--classifier", str(clf),
           "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "n.json")])
-    assert json.loads((tmp_path / "n.json").read_text())["samples"] == 20
+    assert json.loads((tmp_path / "n.json").read_text().splitlines()[0])["samples"] == 20
 
 
 def test_samples_npz_errors(tmp_path):
     np.savez(tmp_path / "bad.npz", pictures=np.zeros((2, 4, 4, 1), np.uint8))
     with pytest.raises(ValueError, match="no 'images'"):
         load_samples(tmp_path / "bad.npz")
+
+
+def test_sweep_table_has_a_row_per_scale_and_marks_the_lowest_fd():
+    def point(cfg, fd):
+        return {"cfg": cfg, "samples": 100, "classifier_fd": fd, "classifier_fd_ci95": (fd - 1, fd + 1),
+                "classifier_kid": 0.01, "classifier_kid_std": 0.002, "class_accuracy": 0.9}
+
+    points = [point(1.0, 5.0), point(1.5, 3.0), point(2.0, 4.0)]
+    assert best_point(points) is points[1]
+    table = sweep_table(points, {**point(None, 0.5), "floor": True})
+    rows = table.splitlines()[2:]
+    assert rows == ["| 1 | 5.00 [4.00, 6.00] | 0.01 ± 0.002 | 0.900 |",
+                    "| 1.5 (best) | 3.00 [2.00, 4.00] | 0.01 ± 0.002 | 0.900 |",
+                    "| 2 | 4.00 [3.00, 5.00] | 0.01 ± 0.002 | 0.900 |",
+                    "| real (100) | 0.50 [-0.50, 1.50] | 0.01 ± 0.002 | 0.900 |"]
+
+
+def test_eval_sweeps_scales_and_fits_its_classifier_once(tmp_path, capsys, monkeypatch):
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "train.steps=4",
+          "train.batch_size=16", "train.log_every=2", "train.sample_every=0", "data.image_size=8"])
+    capsys.readouterr()
+    args = ["eval", str(run), "--data", "digits", "--n", "60", "--steps", "2", "--bootstrap", "20",
+            "--cache", str(cache), "--device", "cpu", "--out", str(tmp_path / "r.jsonl")]
+    main([*args, "--cfg", "1", "2"])
+    out = capsys.readouterr().out
+    assert out.count("fitting the reference classifier") == 1
+    assert (cache / "classifier-digits-8px.safetensors").is_file()
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    *points, floor = records
+    assert [p["cfg"] for p in points] == [1.0, 2.0] and floor["floor"] and floor["samples"] == 60
+    best = min(points, key=lambda p: p["classifier_fd"])
+    assert [p.get("best", False) for p in points] == [p is best for p in points]
+    for r in records:
+        low, high = r["classifier_fd_ci95"]
+        assert low < high and r["classifier_kid_std"] > 0
+    table = out.rstrip().splitlines()[-3:]  # printed last: the two scales, then the floor
+    assert [row.split(" | ")[0] for row in table] == [f"| {p['cfg']:g}" + (" (best)" if p is best else "")
+                                                      for p in points] + ["| real (60)"]
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("the cached classifier was fitted again")
+
+    monkeypatch.setattr(classifier_module, "fit_classifier", no_refit)
+    main(args)  # the run's own sample.cfg, with the cached classifier
+    assert "fitting" not in capsys.readouterr().out
+    assert [json.loads(line)["cfg"] for line in (tmp_path / "r.jsonl").read_text().splitlines()[:1]] == [2.0]

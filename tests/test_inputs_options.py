@@ -140,7 +140,7 @@ ERROR_CASES = [
     (["train-autoencoder", VAE, "--out", "run", "--set", "train.ema_decay=2"], "train.ema_decay: must be in [0, 1]"),
     (["eval", "three.npz", "--data", "digits", "--n", "10", "--device", "cpu", "--inception-weights", "no.pth"],
      "--n 10: three.npz holds only 3 samples; lower --n or leave it out"),
-    (["eval", "ckpt", "--data", "digits", "--device", "cpu"],  # said before a single sample is drawn
+    (["eval", "ckpt", "--data", "folder", "--root", "x", "--device", "cpu"],  # said before a sample is drawn
      "nothing to measure with: give --classifier"),
     (["sample", "ckpt", "--device", "cuda"], "--device cuda: "),
     (["sample", "ckpt", "--out", "grid.txt", "--device", "cpu"],

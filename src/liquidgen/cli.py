@@ -97,11 +97,14 @@ def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--device", default=default, type=device_name, help="auto | cpu | cuda | cuda:N | mps")
 
 
-def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (same seed, same images)") -> None:
-    """The settings of `sample:` in a run's config, each overriding it when given."""
+def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (same seed, same images)",
+                      sweep: bool = False) -> None:
+    """The settings of `sample:` in a run's config, each overriding it when given; `sweep`: --cfg takes several
+    scales."""
     p.add_argument("--steps", type=COUNT, help="sampling steps (default: the run's sample.steps)")
-    p.add_argument("--cfg", type=bounded(float, NONNEGATIVE),
-                   help="classifier-free guidance scale, 1 = off (default: the run's sample.cfg)")
+    p.add_argument("--cfg", type=bounded(float, NONNEGATIVE), nargs="+" if sweep else None,
+                   help="classifier-free guidance scale" + ("s, each scored (e.g. --cfg 1 1.25 1.5 2)" if sweep else "")
+                   + ", 1 = off (default: the run's sample.cfg)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the run's sample.sampler)")
     p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the run's, else the sampler's)")
     p.add_argument("--cfg-interval", nargs=2, type=bounded(float, PROBABILITY), action=OrderedPair,
@@ -117,8 +120,8 @@ def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (
 
 
 def sampling_settings(args, base: SampleConfig) -> SampleConfig:
-    return base.with_(steps=args.steps, cfg=args.cfg, sampler=args.sampler, grid=args.grid,
-                      cfg_interval=args.cfg_interval)
+    cfg = args.cfg[0] if isinstance(args.cfg, list) else args.cfg  # a sweep's scales are set one by one
+    return base.with_(steps=args.steps, cfg=cfg, sampler=args.sampler, grid=args.grid, cfg_interval=args.cfg_interval)
 
 
 def run_folder(args) -> Path:
@@ -413,7 +416,8 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=COUNT, help="reference image size (default: the --classifier's, else the "
                    "samples' size)")
     p.add_argument("--reference-limit", type=COUNT, help="use only the first N reference images")
-    p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier)")
+    p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier; default for "
+                   "digits, mnist and cifar10: the dataset's, fitted into --cache on first use)")
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception)")
     p.add_argument("--inception", action="store_true", help="compute FID / KID with Inception weights found in "
                    "the torch hub cache or $LIQUIDGEN_INCEPTION")
@@ -421,50 +425,71 @@ def add_eval(p: argparse.ArgumentParser) -> None:
                    help="number of samples (default: 10,000 generated, or all in the .npz)")
     p.add_argument("--prompt", nargs="+", help="text models: one prompt per class, in label order (prompt k "
                    "should show class k); samples cycle through them and class_accuracy scores prompt following")
-    add_sampling_args(p, seed_help="noise seed for generated samples")
-    p.add_argument("--cache", default="~/.cache/liquidgen/eval", help="folder for cached reference features")
-    p.add_argument("--out", help="also write the metrics to this JSON file")
+    add_sampling_args(p, seed_help="noise seed for generated samples", sweep=True)
+    p.add_argument("--bootstrap", type=bounded(int, Bound(2)), default=200,
+                   help="bootstrap rounds of FD's 95%% interval")
+    p.add_argument("--cache", default="~/.cache/liquidgen/eval",
+                   help="folder for cached reference features and fitted reference classifiers")
+    p.add_argument("--out", help="also write the records to this JSON lines file: one per scale, then the floor")
 
 
 def cmd_eval(args) -> None:
     from .evaluation.classifier import load_classifier
-    from .evaluation.evaluate import evaluate, load_reference, read_samples
+    from .evaluation.evaluate import BUILT_IN, Scorer, best_point, read_samples, sweep_table
     from .generate import Pipeline
 
     dist, device = setup(args.device, "--device")
-    if not (args.classifier or args.inception or args.inception_weights):  # before any sample is drawn
+    if not (args.classifier or args.inception or args.inception_weights or args.data in BUILT_IN):
         raise ValueError("nothing to measure with: give --classifier (make one with `liquidgen eval fit-classifier`) "
-                         "and/or --inception-weights / --inception")
-    # The reference is loaded at the classifier's own size unless --size says otherwise (it must fit).
-    size = args.size if args.size is not None or not args.classifier else load_classifier(args.classifier)[1]["size"]
+                         "and/or --inception-weights / --inception")  # said before any sample is drawn
     target = Path(args.target)
+    samples = pipe = None
     if target.suffix == ".npz":
+        if args.cfg:
+            raise ValueError(f"--cfg: {target} holds samples made at one guidance scale; give a checkpoint to sweep")
         samples = read_samples(target)
-        images, labels, names = samples.images, samples.labels, samples.class_names
-        if args.n is not None:
-            if args.n > len(images):
-                raise ValueError(f"--n {args.n}: {target} holds only {len(images)} samples; lower --n or leave "
-                                 f"it out to score them all")
-            images, labels = images[:args.n], None if labels is None else labels[:args.n]
+        if args.n is not None and args.n > len(samples.images):
+            raise ValueError(f"--n {args.n}: {target} holds only {len(samples.images)} samples; lower --n or leave "
+                             f"it out to score them all")
+        sample_size = samples.images.shape[-1]
     else:
         pipe = Pipeline.load(target, device=device, dist=dist, compile=args.compile)
-        images, labels = pipe.generate(10_000 if args.n is None else args.n, seed=args.seed, prompts=args.prompt,
-                                       settings=sampling_settings(args, pipe.settings), batch_size=args.batch)
-        # a text model's labels index its --prompt list, not classes
-        names = None if args.prompt else pipe.spec.class_names
-        if not dist.main:
-            return
-    reference = load_reference(args.data, args.root, args.split, size or images.shape[-1], args.reference_limit)
-    name = f"{args.data}-{args.split}-{reference.size}px-{len(reference)}"
-    result = evaluate(images, labels, reference, name, classifier=args.classifier,
-                      inception_weights=args.inception_weights, use_inception=args.inception,
-                      cache_dir=args.cache, device=device, class_names=names)
-    result.update(target=str(target), seed=args.seed, dataset=args.data, split=args.split)
-    if args.classifier:
-        result["note"] = "classifier_* and class_accuracy use liquidgen's reference classifier (offline; not FID)"
-    print(json.dumps(result, indent=1))
+        sample_size = pipe.space.image_size
+    # The reference is loaded at the classifier's own size unless --size says otherwise (it must fit).
+    given = args.classifier and Path(args.classifier).expanduser().is_file()
+    size = args.size or (load_classifier(args.classifier)[1]["size"] if given else sample_size)
+    # Only the main process scores; it fits a missing classifier before any sample is drawn.
+    scorer = Scorer(args.data, args.root, args.classifier, device, size, args.split, args.reference_limit,
+                    args.inception_weights, args.cache, args.inception, args.bootstrap) if dist.main else None
+    points = []
+    if samples is not None:
+        n = args.n or len(samples.images)
+        labels = None if samples.labels is None else samples.labels[:n]
+        if dist.main:
+            points.append({"cfg": None, **scorer(samples.images[:n], labels, samples.class_names)})
+    else:
+        n = args.n or 10_000
+        for cfg in args.cfg or [None]:  # None: the run's sample.cfg
+            settings = sampling_settings(args, pipe.settings).with_(cfg=cfg)
+            images, labels = pipe.generate(n, seed=args.seed, prompts=args.prompt, settings=settings,
+                                           batch_size=args.batch)
+            if dist.main:  # a text model's labels index its --prompt list, not classes
+                points.append({"cfg": settings.cfg, **scorer(images, labels,
+                                                             None if args.prompt else pipe.spec.class_names)})
+    if not dist.main:
+        return
+    floor = scorer.floor(n, args.seed)  # at the scores' own sample count
+    if len(points) > 1:
+        best_point(points)["best"] = True
+    records = [{**p, "target": str(target), "seed": args.seed, "dataset": args.data, "split": args.split,
+                "classifier": str(scorer.classifier) if scorer.classifier else None} for p in [*points, floor]]
+    for r in records:
+        print(json.dumps(r))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in records))
+    if scorer.classifier:
+        print("classifier FD / KID and class acc use liquidgen's reference classifier (offline; not FID)")
+    print(sweep_table(points, floor))
 
 
 def add_fit_classifier(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,6 @@ import torch
 
 from ..checkpoint import list_checkpoints
 from ..config import Config, ModelConfig, load_config, parse_options
-from ..data import load_dataset
 from ..distributed import pick_device
 from ..evaluation.evaluate import Scorer
 from ..generate import Pipeline
@@ -58,8 +57,9 @@ def parse_contender(text: str) -> Contender:
     return Contender(parts[0], parts[1], parse_options(items, f"contender {text!r}:"))
 
 
-def record_key(name: str, minutes: float, sampler: str, nfe: int) -> str:
-    return f"{name}|{minutes:g}min|{sampler}|nfe{nfe}"
+def record_key(name: str, minutes: float, sampler: str, nfe: int, cfg: float | None = None) -> str:
+    """A score's key; `cfg` None (the contender's own sample.cfg) keeps the keys of studies made before sweeps."""
+    return f"{name}|{minutes:g}min|{sampler}|nfe{nfe}" + ("" if cfg is None else f"|cfg{cfg:g}")
 
 
 def _training_summary(run: Path) -> dict:
@@ -89,9 +89,10 @@ class QualityStudy:
     curve_every: float = 0.25  # checkpoint and score every this fraction of the budget
     nfes: tuple[int, ...] = NFES  # scored at the full budget
     curve_nfe: int = 16  # scored at the curve's checkpoints
-    samples: int = 2000  # per score at the full budget
+    samples: int = 10000  # per score at the full budget
     curve_samples: int = 1000  # per score on the curve
     sampler: str = "euler"
+    cfgs: tuple[float, ...] | None = None  # guidance scales swept at every score (None: each run's sample.cfg)
     classifier: str | Path | None = None  # reference classifier, fitted first if the file is missing
     inception_weights: str | None = None
     reference: tuple[str, str | None] | None = None  # (dataset, root) to score against; default: the config's
@@ -115,10 +116,7 @@ def prepare_scorer(study: QualityStudy, base: Config, device: torch.device) -> S
     done = {r["key"] for r in read_records(path)}
     for n in sorted({study.samples, study.curve_samples}):
         if f"floor|{n}" not in done:
-            real = load_dataset(name, root, size, split="train")
-            pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(study.seed))[:n]
-            append_record(path, {"key": f"floor|{n}", "floor": True, "samples": n,
-                                 **scorer(real.images[pick], real.labels[pick]), **environment(device)})
+            append_record(path, {"key": f"floor|{n}", **scorer.floor(n, study.seed), **environment(device)})
     return scorer
 
 
@@ -149,47 +147,49 @@ def run_quality(study: QualityStudy) -> list[dict]:
                          "schedule needs its length in steps): add --set optim.schedule=constant")
     scorer = prepare_scorer(study, base, device)
     done = {r["key"] for r in read_records(path)}
-    settings = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
-                else [(study.sampler, n) for n in study.nfes])
+    steps = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
+             else [(study.sampler, n) for n in study.nfes])
+    settings = [(s, n, c) for s, n in steps for c in study.cfgs or (None,)]
     marks = [round(study.minutes * study.curve_every * i, 6) for i in range(1, round(1 / study.curve_every) + 1)]
     for text in study.contenders:
         contender = parse_contender(text)
-        wanted = {m: settings if m == marks[-1] else [(s, n) for s, n in settings if n == study.curve_nfe]
-                  or settings[-1:] for m in marks}
-        if all(record_key(contender.name, m, s, n) in done for m, todo in wanted.items() for s, n in todo):
+        wanted = {m: settings if m == marks[-1] else [(s, n, c) for s, n, c in settings if n == study.curve_nfe]
+                  or settings[-len(study.cfgs or (None,)):] for m in marks}
+        if all(record_key(contender.name, m, *setting) in done for m, todo in wanted.items() for setting in todo):
             print(f"{contender.name}: scored before, skipped", flush=True)
             continue
         config, run, summary = train_contender(study, contender, base, device)
         # The time checkpoints in order; a run that reached its budget between two marks has one less.
         ckpts = list_checkpoints(run)[-len(marks):]
         for mark, ckpt in zip(marks[-len(ckpts):], ckpts):
-            todo = [(s, n) for s, n in wanted[mark] if record_key(contender.name, mark, s, n) not in done]
+            todo = [setting for setting in wanted[mark] if record_key(contender.name, mark, *setting) not in done]
             if todo:
                 score_checkpoint(study, scorer, contender, ckpt, mark, mark == marks[-1], todo, summary,
-                                 max(n for _, n in settings))
+                                 max(n for _, n, _ in settings))
     return read_records(path)
 
 
 def score_checkpoint(study: QualityStudy, scorer: Scorer, contender: Contender, ckpt: Path, mark: float,
-                     final: bool, todo: list[tuple[str, int]], summary: dict, grid_nfe: int) -> None:
-    """Score one checkpoint at each (sampler, NFE) of `todo`; records are appended as they are made."""
+                     final: bool, todo: list[tuple[str, int, float | None]], summary: dict, grid_nfe: int) -> None:
+    """Score one checkpoint at each (sampler, NFE, cfg) of `todo` (cfg None: the run's); records are appended
+    as they are made."""
     pipe = Pipeline.load(ckpt, device=scorer.device)
     state = json.loads((ckpt / "state.json").read_text())
-    for sampler, nfe in todo:
+    for sampler, nfe, cfg in todo:
         n = study.samples if final else study.curve_samples
+        settings = pipe.settings.with_(steps=nfe, sampler=sampler, cfg=cfg)
         t0 = time.perf_counter()
-        images, labels = pipe.generate(n, seed=study.seed, settings=pipe.settings.with_(steps=nfe, sampler=sampler),
-                                       progress=False)
+        images, labels = pipe.generate(n, seed=study.seed, settings=settings, progress=False)
         sample_seconds = time.perf_counter() - t0
-        record = {"key": record_key(contender.name, mark, sampler, nfe), "name": contender.name,
+        record = {"key": record_key(contender.name, mark, sampler, nfe, cfg), "name": contender.name,
                   "backbone": contender.backbone, "preset": contender.preset, "options": contender.options,
                   "config": str(study.config), "minutes": mark, "checkpoint_step": state["step"],
                   "checkpoint_train_seconds": state.get("train_seconds"), "sampler": sampler, "nfe": nfe,
-                  "cfg": pipe.settings.cfg, "samples": n, "sample_seconds": sample_seconds, **summary,
+                  "cfg": settings.cfg, "samples": n, "sample_seconds": sample_seconds, **summary,
                   **scorer(images, labels), **environment(scorer.device)}
         append_record(Path(study.out) / "quality.jsonl", record)
         print(json.dumps(record), flush=True)
-        if final and nfe == grid_nfe:
+        if final and nfe == grid_nfe and cfg == (study.cfgs or (None,))[0]:
             grid, nrow = class_rows(images, labels)
             save_grid(grid, Path(study.out) / f"samples-{re.sub(r'[^A-Za-z0-9_.-]', '_', contender.name)}.png",
                       nrow=nrow)
