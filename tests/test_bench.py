@@ -153,3 +153,21 @@ def test_bench_quality_scores_consistency_models_at_one_and_two_steps(tmp_path):
           "--classifier", str(tmp_path / "clf.safetensors"), "--cache", str(tmp_path / "cache"), "--device", "cpu"])
     records = [r for r in read_records(out / "quality.jsonl") if not r.get("floor")]
     assert sorted((r["sampler"], r["nfe"]) for r in records) == [("consistency", 1), ("consistency", 2)]
+
+
+def test_bench_quality_sweeps_guidance_and_reports_each_best_scale(tmp_path):
+    out = tmp_path / "sweep"
+    main(["bench", "quality", "configs/digits-liquid-tiny.yaml", "liquid:tiny", "--set", "optim.schedule=constant",
+          "data.image_size=8", "train.batch_size=16", "--out", str(out), "--minutes", "0.01", "--curve-every", "1",
+          "--nfe", "1", "2", "--samples", "20", "--cfg", "1", "3", "--cache", str(tmp_path / "cache"),
+          "--device", "cpu"])  # no --classifier: digits' own is fitted into the cache
+    assert (tmp_path / "cache" / "classifier-digits-8px.safetensors").is_file()
+    records = [r for r in read_records(out / "quality.jsonl") if not r.get("floor")]
+    assert sorted((r["nfe"], r["cfg"]) for r in records) == [(1, 1.0), (1, 3.0), (2, 1.0), (2, 3.0)]
+    assert record_key("liquid-tiny", 0.01, "euler", 2, 3.0) in {r["key"] for r in records}
+    assert all(r["classifier_fd_ci95"][0] < r["classifier_fd_ci95"][1] for r in records)
+    best = {n: min((r for r in records if r["nfe"] == n), key=lambda r: r["classifier_fd"]) for n in (1, 2)}
+    report = (out / "report.md").read_text()
+    assert "Guidance sweep at the full budget" in report and "| liquid-tiny | 3 |" in report
+    assert all(f"{best[n]['classifier_fd']:.2f} ({best[n]['class_accuracy']:.3f}) @cfg {best[n]['cfg']:g}" in report
+               for n in (1, 2))

@@ -542,11 +542,14 @@ def add_bench(p: argparse.ArgumentParser) -> None:
                    help="checkpoint and score every this fraction of the budget (the quality-vs-minutes curve)")
     q.add_argument("--nfe", type=COUNT, nargs="+", default=[1, 2, 4, 8, 16, 50], help="NFE scored at the full budget")
     q.add_argument("--curve-nfe", type=COUNT, default=16, help="NFE scored at the curve's checkpoints")
-    q.add_argument("--samples", type=COUNT, default=2000, help="samples per score at the full budget")
+    q.add_argument("--samples", type=COUNT, default=10_000, help="samples per score at the full budget")
     q.add_argument("--curve-samples", type=COUNT, default=1000, help="samples per score on the curve")
     q.add_argument("--sampler", choices=sorted(SAMPLERS), default="euler", help="sampler (consistency models use "
                    "the consistency sampler)")
-    q.add_argument("--classifier", help="reference classifier .safetensors; fitted there first if missing")
+    q.add_argument("--cfg", type=bounded(float, NONNEGATIVE), nargs="+",
+                   help="guidance scales, each scored at every NFE and curve point (default: the config's sample.cfg)")
+    q.add_argument("--classifier", help="reference classifier .safetensors; fitted there first if missing "
+                   "(default for digits, mnist and cifar10: the dataset's, in --cache)")
     q.add_argument("--inception-weights", help="also FID / KID with pytorch-fid's Inception weights")
     q.add_argument("--reference", nargs=2, metavar=("DATA", "ROOT"),
                    help="pixel dataset to score against (default: the config's data; needed for latents)")
@@ -575,7 +578,8 @@ def cmd_bench(args) -> None:
         run_quality(QualityStudy(
             config=args.config, contenders=args.contenders, out=args.out, minutes=args.minutes,
             curve_every=args.curve_every, nfes=tuple(args.nfe), curve_nfe=args.curve_nfe, samples=args.samples,
-            curve_samples=args.curve_samples, sampler=args.sampler, classifier=args.classifier,
+            curve_samples=args.curve_samples, sampler=args.sampler, cfgs=tuple(args.cfg) if args.cfg else None,
+            classifier=args.classifier,
             inception_weights=args.inception_weights, reference=tuple(args.reference) if args.reference else None,
             overrides=tuple(args.set), device=args.device, seed=args.seed, cache_dir=args.cache, runs=args.runs))
     report = write_report(args.out)

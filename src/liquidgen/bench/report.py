@@ -58,7 +58,42 @@ def _names(records: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["name"] for r in records))
 
 
+def best_scales(records: list[dict]) -> list[dict]:
+    """One record per (contender, minutes, NFE): of a guidance sweep, the scale with the lowest FD."""
+    key, _ = _metric(records)
+    best: dict[tuple, dict] = {}
+    for r in records:
+        at = (r["name"], r["minutes"], r["nfe"])
+        if at not in best or r[key] < best[at][key]:
+            best[at] = r
+    return list(best.values())
+
+
+def sweep_table(records: list[dict]) -> str:
+    """FD [95% interval] of every guidance scale at the full budget, one row per (contender, scale); empty
+    without a sweep."""
+    if len({r.get("cfg") for r in records}) < 2:
+        return ""
+    key, label = _metric(records)
+    names = _names(records)
+    budget = {name: max(r["minutes"] for r in records if r["name"] == name) for name in names}
+    final = [r for r in records if r["minutes"] == budget[r["name"]]]
+    nfes = sorted({r["nfe"] for r in final})
+    lines = [f"Guidance sweep at the full budget: {label} [bootstrap 95% interval].\n",
+             "| contender | cfg | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (2 + len(nfes)) + "|"]
+    for name in names:
+        for cfg in sorted({r["cfg"] for r in final if r["name"] == name}):
+            got = {r["nfe"]: r for r in final if r["name"] == name and r["cfg"] == cfg}
+            cells = [f"{got[n][key]:.2f}" + (f" [{got[n][key + '_ci95'][0]:.2f}, {got[n][key + '_ci95'][1]:.2f}]"
+                                              if key + "_ci95" in got[n] else "") if n in got else "-" for n in nfes]
+            lines.append(f"| {name} | {cfg:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def quality_tables(records: list[dict]) -> str:
+    """The contenders at each NFE and against minutes; of a guidance sweep, each cell's best scale."""
+    swept = len({r.get("cfg") for r in records}) > 1
+    records = best_scales(records)
     key, label = _metric(records)
     names = _names(records)
     budget = {name: max(r["minutes"] for r in records if r["name"] == name) for name in names}
@@ -74,7 +109,8 @@ def quality_tables(records: list[dict]) -> str:
         for n in nfes:
             r = rows.get(n)
             acc = "" if r is None or "class_accuracy" not in r else f" ({r['class_accuracy']:.3f})"
-            cells.append("-" if r is None else f"{r[key]:.2f}{acc}")
+            at = f" @cfg {r['cfg']:g}" if swept and r is not None else ""
+            cells.append("-" if r is None else f"{r[key]:.2f}{acc}{at}")
         lines.append(f"| {name} | {budget[name]:g} | {_num(any_row.get('steps'), ',')} "
                      f"| {_num(any_row.get('train_img_s'), ',.0f')} | {_num(any_row.get('loss'), '.4f')} | "
                      + " | ".join(cells) + " |")
@@ -119,8 +155,9 @@ def write_report(folder: str | Path) -> Path:
                   title="training images/s", xlabel=f"batch {ok[0]['batch']}" if ok else "")
     if quality:
         key, label = _metric(quality)
-        parts += ["## Quality per GPU-minute\n", quality_tables(quality),
+        parts += ["## Quality per GPU-minute\n", quality_tables(quality), sweep_table(quality),
                   floor_line([r for r in records if r.get("floor") and key in r], key)]
+        quality = best_scales(quality)  # the plots show each point's best guidance scale
         curve = _curve_points(quality)
         if curve and len({r["minutes"] for r in quality}) > 1:
             plot_curves(folder / "quality_vs_minutes.png",
