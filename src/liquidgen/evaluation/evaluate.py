@@ -324,6 +324,9 @@ class Scorer:
         reference: the floor below which no model can be told apart, at the sample count of the score it is
         shown beside (FD's small-sample bias depends on n)."""
         real = load_dataset(self.data, self.root, self.reference.size, split="train")
+        if len(real) < n:
+            warn(f"{self.data} has {len(real)} training images, fewer than the {n} samples scored: the real-data "
+                 f"floor is measured at {len(real)}, and is lower than it would be at {n}")
         pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
         return {"floor": True, **self(real.images[pick], real.labels[pick])}
 

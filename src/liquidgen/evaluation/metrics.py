@@ -110,15 +110,19 @@ def _frechet(mu_a: Tensor, s_a: Tensor, mu_b: Tensor, s_b: Tensor, root_b: Tenso
 
 def bootstrap_frechet(features: Tensor, reference: Stats, rounds: int = 200, level: float = 0.95,
                       seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval (Efron 1979) of the Frechet distance of `features` to fixed `reference`
-    statistics: `rounds` times, the N features are resampled with replacement and the FD recomputed; returns
-    the (1 - level) / 2 and (1 + level) / 2 quantiles. Only the samples vary: the reference is the same for
-    every contender, so its sampling error does not separate them.
+    """Bootstrap interval (Efron 1979) of the Frechet distance of `features` to fixed `reference` statistics:
+    `rounds` times, the N features are resampled with replacement and the FD recomputed; returns the
+    (1 - level) / 2 and (1 + level) / 2 quantiles of those FDs, shifted by the resamples' bias (their mean minus
+    the point estimate; Efron & Tibshirani 1993, ch. 10) and clipped at 0. Only the samples vary: the
+    reference is the same for every contender, so its sampling error does not separate them.
+
+    Why shifted: a resample repeats points, which adds about as much small-sample bias again as FD already
+    has at N (its trace term grows as D / N), so the plain percentile interval of 1,000 digit samples in
+    128-d classifier features lay wholly above the point estimate (4.05 vs [4.37, 10.01]). Shifted, it is an
+    interval of the FD one would measure at this N, the number it is shown beside.
 
     A resample is a weight vector (how often each point was drawn), so its mean and covariance are weighted
-    sums over the features, never a copied (N, D) array. FD is biased upwards at small N (its trace term
-    grows as D / N), and resamples, which repeat points, carry that bias too: near the real-data floor the
-    interval can sit just above the point estimate. Deterministic for a seed (a CPU generator)."""
+    sums over the features, never a copied (N, D) array. Deterministic for a seed (a CPU generator)."""
     x = _check(features, "bootstrap_frechet", 2)
     _same_dim(x, reference.mean, "bootstrap_frechet")
     if rounds < 2 or not 0 < level < 1:
@@ -128,16 +132,17 @@ def bootstrap_frechet(features: Tensor, reference: Stats, rounds: int = 200, lev
     x = x - centre  # covariances are shift-invariant; centring keeps the weighted sums accurate
     mu_b, s_b = reference.mean.to(torch.float64), reference.cov.to(torch.float64)
     root_b = _sqrt_psd(s_b)
-    g = torch.Generator().manual_seed(seed)
-    values = []
-    for _ in range(rounds):
-        w = torch.bincount(torch.randint(n, (n,), generator=g), minlength=n).to(torch.float64)
+
+    def fd(w: Tensor) -> float:
         mu = w @ x / n
-        cov = ((x.T * w) @ x - n * torch.outer(mu, mu)) / (n - 1)
-        values.append(_frechet(mu, cov, mu_b - centre, s_b, root_b))
-    tails = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-    low, high = torch.tensor(values, dtype=torch.float64).quantile(tails)
-    return float(low), float(high)
+        return _frechet(mu, ((x.T * w) @ x - n * torch.outer(mu, mu)) / (n - 1), mu_b - centre, s_b, root_b)
+
+    g = torch.Generator().manual_seed(seed)
+    values = torch.tensor([fd(torch.bincount(torch.randint(n, (n,), generator=g), minlength=n).double())
+                           for _ in range(rounds)], dtype=torch.float64)
+    bias = float(values.mean()) - fd(torch.ones(n, dtype=torch.float64))
+    low, high = values.quantile(torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)) - bias
+    return max(float(low), 0.0), float(high)
 
 
 def _mmd2_unbiased(x: Tensor, y: Tensor) -> float:
