@@ -4,6 +4,10 @@
     python benchmarks/liquid_kernels.py train --out DIR [--presets S B] [--inputs native mnist]
                                                                # whole-model training img/s, MFU, peak memory
     python benchmarks/liquid_kernels.py curves --out DIR --mnist-root ROOT   # MNIST loss, fused vs reference
+    python benchmarks/liquid_kernels.py sample --out DIR [--inputs native mnist] # sampling forwards, per kernel
+
+Each command takes `--depthwise conv matmul` to time the depthwise convs as cuDNN convs and as dense per-channel
+matrices (models.toeplitz) side by side.
 
 `profile` times one LiquidBlock forward + backward (bf16 autocast, batch 256, 16x16 tokens: LiquidGen-S and -B
 after patch 2 of 32x32) eager (and compiled with --compiled), with each kernel path, and lists every CUDA kernel's
@@ -12,6 +16,8 @@ time per step (torch.profiler), plus the copy bandwidth and bf16 matrix rate the
 autocast, on a fixed synthetic batch) with `kernels=torch` and/or `kernels=triton` in one process, at the native
 16x32x32 input or MNIST's 1x28x28, optionally with recomputed blocks (`--checkpointing`). `curves` trains
 LiquidGen-S on MNIST with each path from one seed (`liquidgen.train`) and plots the loss curves together.
+`sample` times the whole model's forward pass as sampling runs it (no grad, bf16 autocast, torch.compile in
+each of --modes, a fixed batch with guidance's doubled rows) and splits it per kernel category.
 Records are appended to DIR/*.jsonl with the device and date; tables are printed last.
 """
 from __future__ import annotations
@@ -28,9 +34,10 @@ import torch
 
 from liquidgen.bench.records import append_record, environment
 from liquidgen.bench.speed import cuda_median_ms, time_training
-from liquidgen.flops import count_flops
+from liquidgen.flops import count_flops, forward_flops
 from liquidgen.models import build_model
 from liquidgen.models.liquid import LiquidBlock
+from liquidgen.models.toeplitz import CHOICES as DEPTHWISE
 
 WIDTHS = {"S": 512, "B": 768}
 MATMUL = ("gemm", "cutlass", "nvjet", "xmma", "mm_template", "triton_tem")
@@ -65,9 +72,10 @@ def ceilings() -> dict:
     return {"copy_tb_s": 2 * src.numel() * 2 / copy_ms / 1e9, "bf16_tflops": 2 * 8192**3 / mm_ms / 1e9}
 
 
-def make_block(width: int, transpose: bool, kernels: str) -> LiquidBlock:
+def make_block(width: int, transpose: bool, kernels: str, depthwise: str) -> LiquidBlock:
     torch.manual_seed(0)
-    return LiquidBlock(width, width, 32, 4.0, 7, 31, transpose_scan=transpose, kernels=kernels).cuda()
+    return LiquidBlock(width, width, 32, 4.0, 7, 31, transpose_scan=transpose, kernels=kernels,
+                       depthwise=depthwise).cuda()
 
 
 def block_step(block, batch: int, width: int, tokens: int, compiled: bool):
@@ -103,13 +111,14 @@ def kernel_table(step, repeats: int = 5) -> tuple[list[dict], float]:
 
 
 def block_flops(width: int, batch: int, tokens: int) -> int:
-    block = LiquidBlock(width, width, 32, 4.0, 7, 31, transpose_scan=False).to("meta")
+    block = LiquidBlock(width, width, 32, 4.0, 7, 31, transpose_scan=False, depthwise="conv").to("meta")
     x = torch.randn(batch, width, tokens, tokens, device="meta", requires_grad=True)
     c = torch.randn(batch, width, device="meta")
     return count_flops(lambda: block(x, c).sum().backward())
 
 
-def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[bool, ...]) -> None:
+def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[bool, ...],
+            depthwise_paths: list[str]) -> None:
     env = environment(torch.device("cuda"))
     roof = ceilings()
     append_record(out / "ceilings.jsonl", {**roof, **env})
@@ -117,11 +126,12 @@ def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[b
     summary = []
     for size, width in WIDTHS.items():
         flops = block_flops(width, batch, tokens)
-        for kernels in paths:
+        for kernels, depthwise in itertools.product(paths, depthwise_paths):
             for compiled in modes:
                 for transpose in (False, True) if not compiled else (False,):  # compiling costs minutes
                     torch._dynamo.reset()
-                    step = block_step(make_block(width, transpose, kernels), batch, width, tokens, compiled)
+                    step = block_step(make_block(width, transpose, kernels, depthwise), batch, width, tokens,
+                                      compiled)
                     for _ in range(3):
                         step()
                     ms = cuda_median_ms(step)
@@ -130,19 +140,21 @@ def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[b
                     for r in rows:
                         split[r["category"]] += r["us"]
                     record = {"size": size, "width": width, "batch": batch, "tokens": tokens, "kernels": kernels,
-                              "compiled": compiled, "transpose_scan": transpose, "step_ms": ms, "busy_ms": busy / 1e3,
+                              "depthwise": depthwise, "compiled": compiled, "transpose_scan": transpose,
+                              "step_ms": ms, "busy_ms": busy / 1e3,
                               "gflop": flops / 1e9, "tflops": flops / ms / 1e9,
                               "split_ms": {k: v / 1e3 for k, v in split.items()}, "kernels_top": rows[:40], **env}
                     append_record(out / "profile.jsonl", record)
                     summary.append(record)
-                    print(f"\n== {size} kernels={kernels} compiled={compiled} transpose={transpose}: {ms:.3f} ms "
+                    print(f"\n== {size} kernels={kernels} depthwise={depthwise} compiled={compiled} "
+                          f"transpose={transpose}: {ms:.3f} ms "
                           f"(busy {busy / 1e3:.3f}), {flops / ms / 1e9:.0f} TFLOP/s", flush=True)
                     for r in rows[:25]:
                         print(f"{r['us']:9.1f} us {r['calls']:3d}x {r['category']:8s} {r['kernel'][:110]}")
-    print("\nsize kernels compiled transpose step_ms busy_ms TFLOP/s split_ms")
+    print("\nsize kernels depthwise compiled transpose step_ms busy_ms TFLOP/s split_ms")
     for r in summary:
         split = " ".join(f"{k}={v:.3f}" for k, v in sorted(r["split_ms"].items()))
-        print(f"{r['size']} {r['kernels']} {r['compiled']} {r['transpose_scan']} {r['step_ms']:.3f} "
+        print(f"{r['size']} {r['kernels']} {r['depthwise']} {r['compiled']} {r['transpose_scan']} {r['step_ms']:.3f} "
               f"{r['busy_ms']:.3f} {r['tflops']:.0f} {split}")
 
 
@@ -150,11 +162,11 @@ INPUTS = {"native": (16, 32, 27), "mnist": (1, 28, 10)}  # channels, size, class
 
 
 def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str, batch: int, steps: int,
-            device: torch.device, checkpointing: int = 0) -> dict:
+            device: torch.device, checkpointing: int = 0, depthwise: str = "auto") -> dict:
     """One case's time_training record, or its error (a failed case must not stop the others)."""
     torch.manual_seed(0)
     try:
-        model = build_model("liquid", preset, *geometry, kernels=kernels).to(device)
+        model = build_model("liquid", preset, *geometry, kernels=kernels, depthwise=depthwise).to(device)
         if checkpointing:
             model.set_checkpointing(checkpointing)
         return time_training(model, batch, device, steps, 3, 1, mode)[0]
@@ -163,27 +175,31 @@ def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str
 
 
 def train(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int, steps: int,
-          device: torch.device, kernel_paths: list[str], checkpointing: list[int], label: str) -> None:
-    """Training img/s, MFU and peak memory of each (input, preset, mode, kernel path, recomputed blocks), one
-    after the other in this process; `label` tags the records (e.g. the code version: before / after)."""
+          device: torch.device, kernel_paths: list[str], checkpointing: list[int], label: str,
+          depthwise_paths: list[str]) -> None:
+    """Training img/s, MFU and peak memory of each (input, preset, mode, kernel path, depthwise path, recomputed
+    blocks), one after the other in this process; `label` tags the records (e.g. the code version)."""
     records = []
     for data in inputs:
         channels, size, classes = INPUTS[data]
         for preset in presets:
-            for mode, kernels, recompute in itertools.product(modes, kernel_paths, checkpointing):
+            for mode, kernels, depthwise, recompute in itertools.product(modes, kernel_paths, depthwise_paths,
+                                                                         checkpointing):
                 torch._dynamo.reset()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 key = {"label": label, "input": data, "shape": f"{channels}x{size}x{size}", "preset": preset,
-                       "mode": mode, "kernels": kernels, "checkpointing": recompute, "batch": batch}
+                       "mode": mode, "kernels": kernels, "depthwise": depthwise, "checkpointing": recompute,
+                       "batch": batch}
                 record = {**key, **measure(preset, (channels, size, classes), kernels, mode, batch, steps, device,
-                                           recompute), **environment(device)}
+                                           recompute, depthwise), **environment(device)}
                 append_record(out / "train.jsonl", record)
                 records.append(record)
                 print(json.dumps(record), flush=True)
-    print("\nlabel input preset mode kernels recomputed img/s MFU peak_GB step: matmul/other/idle")
+    print("\nlabel input preset mode kernels depthwise recomputed img/s MFU peak_GB step: matmul/other/idle")
     for r in records:
-        case = f"{r['label']} {r['input']} {r['preset']} {r['mode']} {r['kernels']} {r['checkpointing']}"
+        case = (f"{r['label']} {r['input']} {r['preset']} {r['mode']} {r['kernels']} {r['depthwise']} "
+                f"{r['checkpointing']}")
         if "error" in r:
             print(case, r["error"])
             continue
@@ -193,27 +209,28 @@ def train(out: Path, presets: list[str], inputs: list[str], modes: list[str], ba
 
 
 def curves(out: Path, steps: int, batch: int, mnist_root: str, runs: Path, device: str, paths: list[str],
-           compile_mode: str) -> None:
-    """LiquidGen-S trained on MNIST from one seed with each kernel path in `paths` (eager, or torch.compile'd in
-    `compile_mode`), each curve written to out/curve-<path>.jsonl; once two or more such files are there (paths
-    may run as separate processes side by side), both curves are plotted and how far apart their last 500
-    steps' mean losses are is recorded."""
+           compile_mode: str, depthwise_paths: list[str]) -> None:
+    """LiquidGen-S trained on MNIST from one seed with each kernel path in `paths` and depthwise path (eager, or
+    torch.compile'd in `compile_mode`), each curve written to out/curve-<path>.jsonl; once two or more such
+    files are there (paths may run as separate processes side by side), both curves are plotted and how far
+    apart their last 500 steps' mean losses are is recorded."""
     from liquidgen.config import load_config
     from liquidgen.plots import plot_curves
     from liquidgen.train import train as train_run
 
-    for kernels in paths:
+    for kernels, depthwise in itertools.product(paths, depthwise_paths):
         overrides = [f"data.root={mnist_root}", f"train.steps={steps}", f"train.batch_size={batch}",
                      "train.log_every=20", "train.sample_every=0", "train.ckpt_every=0", f"train.device={device}",
-                     f"model.options.kernels={kernels}"]
+                     f"model.options.kernels={kernels}", f"model.options.depthwise={depthwise}"]
         if compile_mode != "eager":
             overrides += ["train.compile=true", f"train.compile_mode={compile_mode}"]
-        run = runs / f"curve-{kernels}"
+        name = kernels if depthwise == "auto" else f"{kernels}-{depthwise}"
+        run = runs / f"curve-{name}"
         t0 = time.perf_counter()
         train_run(load_config("configs/mnist-liquid-S.yaml", overrides), run, overwrite=True)
         rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
-        (out / f"curve-{kernels}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        print(f"{kernels}: {len(rows)} logged steps in {time.perf_counter() - t0:.0f} s", flush=True)
+        (out / f"curve-{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(f"{name}: {len(rows)} logged steps in {time.perf_counter() - t0:.0f} s", flush=True)
     found = {f.stem.removeprefix("curve-"): [json.loads(line) for line in f.read_text().splitlines()]
              for f in sorted(out.glob("curve-*.jsonl"))}
     if len(found) < 2:
@@ -230,6 +247,55 @@ def curves(out: Path, steps: int, batch: int, mnist_root: str, runs: Path, devic
     print(json.dumps(record))
 
 
+def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
+           depthwise_paths: list[str]) -> None:
+    """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path),
+    with the compile time and the profiled kernel split."""
+    env = environment(torch.device("cuda"))
+    records = []
+    for data, preset in itertools.product(inputs, presets):
+        channels, size, classes = INPUTS[data]
+        for mode, depthwise in itertools.product(modes, depthwise_paths):
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+            torch.manual_seed(0)
+            model = build_model("liquid", preset, channels, size, classes, kernels="torch",
+                                depthwise=depthwise).cuda().eval()
+            flops = forward_flops(model, channels, size, classes, batch)
+            x = torch.randn(batch, channels, size, size, device="cuda")
+            t = torch.rand(batch, device="cuda")
+            y = torch.randint(0, classes, (batch,), device="cuda")
+            fn = model if mode == "eager" else torch.compile(model, mode=mode)
+
+            def forward():
+                with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+                    return fn(x, t, y)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                forward()
+            torch.cuda.synchronize()
+            compile_s = time.perf_counter() - t0
+            ms = cuda_median_ms(forward)
+            rows, busy = kernel_table(forward)
+            split = defaultdict(float)
+            for r in rows:
+                split[r["category"]] += r["us"] / 1e3
+            record = {"input": data, "preset": preset, "mode": mode, "depthwise": depthwise, "batch": batch,
+                      "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
+                      "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
+                      "split_ms": dict(split), "kernels_top": rows[:30], **env}
+            append_record(out / "sample.jsonl", record)
+            records.append(record)
+            print(f"\n== {data} {preset} {mode} depthwise={depthwise}: {ms:.1f} ms", flush=True)
+            for r in rows[:15]:
+                print(f"{r['us']:9.1f} us {r['calls']:3d}x {r['category']:8s} {r['kernel'][:110]}")
+    print("\ninput preset mode depthwise batch forward_ms img*NFE/s MFU compile_s split_ms")
+    for r in records:
+        split = " ".join(f"{k}={v:.1f}" for k, v in sorted(r["split_ms"].items()))
+        print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['batch']} {r['forward_ms']:.1f} "
+              f"{r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} {split}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -239,6 +305,8 @@ def main() -> None:
     prof.add_argument("--tokens", type=int, default=16)
     prof.add_argument("--kernels", nargs="+", default=["torch", "triton"], choices=["torch", "triton"])
     prof.add_argument("--compiled", action="store_true", help="also the torch.compile'd block (minutes)")
+    prof.add_argument("--depthwise", nargs="+", default=["conv"], choices=list(DEPTHWISE),
+                      help="depthwise conv paths to time (models.toeplitz)")
     tr = sub.add_parser("train", help="whole-model training throughput, reference vs fused")
     tr.add_argument("--out", type=Path, required=True)
     tr.add_argument("--presets", nargs="+", default=["S", "B"])
@@ -252,6 +320,8 @@ def main() -> None:
     tr.add_argument("--checkpointing", nargs="+", type=int, default=[0],
                     help="recomputed blocks per case (model.checkpointing; 0: none, -1: all)")
     tr.add_argument("--label", default="", help="tag for the records, e.g. the code version")
+    tr.add_argument("--depthwise", nargs="+", default=["auto"], choices=list(DEPTHWISE),
+                    help="depthwise conv paths to time (models.toeplitz)")
     cu = sub.add_parser("curves", help="MNIST training curves of LiquidGen-S with each kernel path, eager")
     cu.add_argument("--out", type=Path, required=True)
     cu.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw (torchvision's layout)")
@@ -262,16 +332,29 @@ def main() -> None:
     cu.add_argument("--paths", nargs="+", default=["triton", "torch"], choices=["triton", "torch", "auto"],
                     help="kernel paths to train with, one after the other")
     cu.add_argument("--compile-mode", default="eager", help="eager, or a torch.compile mode for both runs")
+    cu.add_argument("--depthwise", nargs="+", default=["auto"], choices=list(DEPTHWISE),
+                    help="depthwise conv paths to train with (each with each kernel path)")
+    sa = sub.add_parser("sample", help="whole-model sampling forward passes, per depthwise path and compile mode")
+    sa.add_argument("--out", type=Path, required=True)
+    sa.add_argument("--presets", nargs="+", default=["S"])
+    sa.add_argument("--inputs", nargs="+", default=["native", "mnist"], choices=list(INPUTS))
+    sa.add_argument("--modes", nargs="+", default=["reduce-overhead"], help="torch.compile modes (or eager)")
+    sa.add_argument("--batch", type=int, default=2000, help="rows per forward (guidance doubles a sampler's batch)")
+    sa.add_argument("--depthwise", nargs="+", default=["conv", "matmul"], choices=list(DEPTHWISE),
+                    help="depthwise conv paths to time (models.toeplitz)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "profile":
-        profile(args.out, args.batch, args.tokens, args.kernels, (False, True) if args.compiled else (False,))
+        profile(args.out, args.batch, args.tokens, args.kernels, (False, True) if args.compiled else (False,),
+                args.depthwise)
+    elif args.command == "sample":
+        sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise)
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
-               args.compile_mode)
+               args.compile_mode, args.depthwise)
     else:
         train(args.out, args.presets, args.inputs, args.modes, args.batch, args.steps, torch.device(args.device),
-              args.kernels, args.checkpointing, args.label)
+              args.kernels, args.checkpointing, args.label, args.depthwise)
 
 
 if __name__ == "__main__":

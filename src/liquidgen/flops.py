@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models.base import model_flops_mode
+
 
 def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
                          _output_padding, _groups, output_mask, out_shape=None) -> int:
@@ -42,6 +44,7 @@ def forward_flops(model: nn.Module, channels: int, size: int, num_classes: int, 
     was_training = model.training
     model.eval()
     try:
-        return count_flops(lambda: model(x, t, y))
+        with model_flops_mode(model):
+            return count_flops(lambda: model(x, t, y))
     finally:
         model.train(was_training)

@@ -78,9 +78,10 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     weights = "ema.safetensors" if ema else "model.safetensors"
     files = read_files(ckpt, ("config.json", "model.json", weights))
     config, spec = from_dict(Config, files["config.json"]), ModelSpec.from_json(files["model.json"])
-    # Which kernels run (LiquidGen's fused Triton ops or plain PyTorch) is this machine's choice, not the
-    # weights': a run trained with kernels=triton loads on a CPU too.
-    spec.options.pop("kernels", None)
+    # Which kernels run (LiquidGen's fused Triton ops or plain PyTorch, its depthwise convs as convs or dense
+    # matrices) is this machine's choice, not the weights': a run trained with kernels=triton loads on a CPU too.
+    for machine_choice in ("kernels", "depthwise"):
+        spec.options.pop(machine_choice, None)
     model = spec.build()
     check_fits(model, files[weights], f"{ckpt / weights} (made by another liquidgen version?)")
     model.load_state_dict(files[weights])

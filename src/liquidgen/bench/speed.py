@@ -24,7 +24,7 @@ from ..config import Config, SampleConfig, parse_options
 from ..ema import EMA
 from ..flops import count_flops, forward_flops
 from ..models import BACKBONES, BlockStack, build_model
-from ..models.base import recomputation_off
+from ..models.base import model_flops_mode
 from ..objectives import build_objective
 from ..optim import make_optimizer, make_scheduler
 from ..generate import Pipeline
@@ -193,7 +193,7 @@ def time_training(model, batch: int, device: torch.device, steps: int, warmup: i
         return autocast(device, precision)
 
     small = synthetic_batches(model, 2, device)
-    with recomputation_off(model):  # model FLOPs: recomputed forwards are not counted
+    with model_flops_mode(model):  # model FLOPs: no recomputed forwards, depthwise convs as convs
         flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, objective, small, i, 1, label_dropout,
                                                                          amp=amp)) for i in range(flop_steps)) / 2
     optimizer.zero_grad(set_to_none=True)

@@ -201,17 +201,20 @@ def call_block(block: nn.Module, h: Tensor, cond: Any) -> Tensor:
 
 
 @contextmanager
-def recomputation_off(model: nn.Module):
-    """Run `model` without its blocks' recomputation inside the block: for counting model FLOPs (MFU counts the
-    work a step needs, not the forward passes that recomputation repeats; PaLM, Chowdhery et al. 2022, app. B)."""
-    marked = [m for m in model.modules() if getattr(m, "recompute", False)]
-    for m in marked:
-        m.recompute = False
+def model_flops_mode(model: nn.Module):
+    """Run `model` as its FLOPs are counted: without its blocks' recomputation (MFU counts the work a step
+    needs, not the forward passes that recomputation repeats; PaLM, Chowdhery et al. 2022, app. B) and with
+    depthwise convs as convs (models.toeplitz's dense matrices do L/k times their arithmetic)."""
+    switches = [(m, "recompute", False) for m in model.modules() if getattr(m, "recompute", False)]
+    switches += [(m, "depthwise_path", "conv") for m in model.modules() if hasattr(m, "depthwise_path")]
+    saved = [getattr(m, name) for m, name, _ in switches]
+    for m, name, value in switches:
+        setattr(m, name, value)
     try:
         yield
     finally:
-        for m in marked:
-            m.recompute = True
+        for (m, name, _), value in zip(switches, saved):
+            setattr(m, name, value)
 
 
 def run_stack(h: Tensor, cond: Any, pre: Sequence[nn.Module], middle: Callable[[Tensor], Tensor],

@@ -22,6 +22,10 @@ gelu(depthwise) * sigmoid(gate), and the blends with the `local + scan` sum fold
 fused Triton ops (`liquidgen.kernels`, which says when `auto` picks them: eager code on CUDA). The plain
 PyTorch code below is the reference; it runs on CPU, without Triton, under forward-mode AD and, by default,
 under torch.compile. Both paths hold the same parameters, so checkpoints move freely between them.
+
+Depthwise convs (model option `depthwise: auto | conv | matmul`): the 7x7 conv and the scan's 1-D conv run as
+cuDNN convolutions or, on small grids on CUDA (`auto`), as one dense matrix per channel on tensor cores
+(`models.toeplitz`, which also folds the snake into the matrix). Same parameters either way.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from torch import Tensor, nn
 
 from ..kernels import check_choice, fused_ops, use_fused
 from .base import BlockStack, resize_positions, zero_extra_inputs
+from .toeplitz import check_choice as check_depthwise
+from .toeplitz import dense_depthwise, grid_coords, snake_coords, tap_basis, use_dense
 
 FUSED = fused_ops()  # None without Triton; then every block runs the reference path
 
@@ -95,21 +101,27 @@ class GatedDepthwiseStimulusConv(nn.Module):
     """Local spatial mixing: a depthwise k x k conv on one half of a 1x1 expansion, gated by the
     sigmoid of the other half (a GLU over space), projected back by a 1x1 conv."""
 
-    def __init__(self, width: int, kernel: int):
+    def __init__(self, width: int, kernel: int, depthwise: str = "auto"):
         super().__init__()
+        self.depthwise_path = depthwise  # models.toeplitz: conv, dense matrices, or chosen per input
         self.expand = nn.Conv2d(width, 2 * width, 1)
         self.depthwise = nn.Conv2d(width, width, kernel, padding=kernel // 2, groups=width)
         self.project = nn.Conv2d(width, width, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         value, gate = self.expand(x).chunk(2, dim=1)
-        value = value.contiguous(memory_format=torch.channels_last)  # see DEPTHWISE_LAYOUT
-        return self.project(F.gelu(self.depthwise(value)) * torch.sigmoid(gate))
+        return self.project(F.gelu(self.spatial(value)) * torch.sigmoid(gate))
 
     def fused(self, x: Tensor) -> Tensor:
         value, gate = self.expand(x).chunk(2, dim=1)
-        value = value.contiguous(memory_format=torch.channels_last)  # see DEPTHWISE_LAYOUT
-        return self.project(FUSED.gated_gelu(self.depthwise(value), gate))
+        return self.project(FUSED.gated_gelu(self.spatial(value), gate))
+
+    def spatial(self, value: Tensor) -> Tensor:
+        if use_dense(self.depthwise_path, value):
+            basis = tap_basis(grid_coords(*value.shape[-2:], value.device), self.depthwise.kernel_size,
+                              self.depthwise.weight.dtype)
+            return dense_depthwise(value, self.depthwise.weight, self.depthwise.bias, basis)
+        return self.depthwise(value.contiguous(memory_format=torch.channels_last))  # see DEPTHWISE_LAYOUT
 
 
 def snake(x: Tensor) -> Tensor:
@@ -128,13 +140,17 @@ class ZigzagScan1D(nn.Module):
     over it. Blocks alternate row and column snakes so that the receptive field grows in both
     directions (ZigMa's alternating scans)."""
 
-    def __init__(self, width: int, kernel: int, transpose: bool):
+    def __init__(self, width: int, kernel: int, transpose: bool, depthwise: str = "auto"):
         super().__init__()
-        self.transpose = transpose
+        self.transpose, self.depthwise_path = transpose, depthwise
         self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2, groups=width)
         self.project = nn.Conv2d(width, width, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if use_dense(self.depthwise_path, x):  # the snake folded into the dense matrices' rows and columns
+            basis = tap_basis(snake_coords(*x.shape[-2:], self.transpose, x.device), self.conv.kernel_size,
+                              self.conv.weight.dtype)
+            return self.project(F.gelu(dense_depthwise(x, self.conv.weight, self.conv.bias, basis)))
         grid = x.transpose(-1, -2) if self.transpose else x  # a column snake is a row snake of x^T
         # The 1-D conv runs as a (1, k) 2-D conv on a channels-last (b, d, 1, h*w) view, same weights:
         # see DEPTHWISE_LAYOUT.
@@ -157,12 +173,12 @@ class ChannelMixMLP(nn.Module):
 
 class LiquidBlock(nn.Module):
     def __init__(self, width: int, cond_dim: int, groups: int, mlp_ratio: float, stim_kernel: int,
-                 scan_kernel: int, transpose_scan: bool, kernels: str = "auto"):
+                 scan_kernel: int, transpose_scan: bool, kernels: str = "auto", depthwise: str = "auto"):
         super().__init__()
         self.kernels = kernels
         self.norm1 = AdaGN(width, cond_dim, groups)
-        self.local = GatedDepthwiseStimulusConv(width, stim_kernel)
-        self.scan = ZigzagScan1D(width, scan_kernel, transpose_scan)
+        self.local = GatedDepthwiseStimulusConv(width, stim_kernel, depthwise)
+        self.scan = ZigzagScan1D(width, scan_kernel, transpose_scan, depthwise)
         self.blend1 = LiquidTimeConstant(width)
         self.norm2 = AdaGN(width, cond_dim, groups)
         self.mlp = ChannelMixMLP(width, mlp_ratio)
@@ -189,8 +205,9 @@ class LiquidGen(BlockStack):
                  width: int = 512, depth: int = 12, patch_size: int = 2, mlp_ratio: float = 4.0,
                  stim_kernel: int = 7, scan_kernel: int = 31, groups: int = 32, time_scale: float = 1000.0,
                  context_dim: int = 0, logvar: bool = False,
-                 concat_channels: int = 0, kernels: str = "auto"):
+                 concat_channels: int = 0, kernels: str = "auto", depthwise: str = "auto"):
         check_choice(kernels)
+        check_depthwise(depthwise)
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
         super().__init__(in_channels, input_size, num_classes, cond_dim=width, time_scale=time_scale,
@@ -205,7 +222,7 @@ class LiquidGen(BlockStack):
             nn.Conv2d(width, width, 3, padding=1, groups=width), nn.Conv2d(width, width, 1), nn.GELU())
         self.blocks = nn.ModuleList(
             LiquidBlock(width, width, groups, mlp_ratio, stim_kernel, scan_kernel, transpose_scan=i % 2 == 1,
-                        kernels=kernels)
+                        kernels=kernels, depthwise=depthwise)
             for i in range(depth))
         self.head_conv = nn.Sequential(nn.GroupNorm(groups, width), nn.Conv2d(width, width, 3, padding=1), nn.GELU())
         self.unpatchify = nn.ConvTranspose2d(width, self.out_channels, patch_size, stride=patch_size)

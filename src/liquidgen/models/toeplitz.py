@@ -1,0 +1,89 @@
+"""Depthwise convolutions on a small token grid as one dense L x L matrix per channel (tensor-core GEMMs).
+
+A depthwise conv is linear in its input, channel by channel: on a grid of L tokens,
+
+    y[b, c, i] = bias[c] + sum_j T[c, i, j] x[b, c, j],    T[c, i, j] = w[c, tap(i, j)],
+
+where tap(i, j) is the kernel tap that carries token j to token i (none, so T = 0, when j is out of reach).
+For a 2-D k x k conv T is block-Toeplitz; for LiquidGen's scan, a 1-D conv along a snake path through the
+grid, T is a banded Toeplitz matrix with its rows and columns permuted into grid order, so the snake never
+has to be laid out. T is built as a GEMM too: T = w (C, K) @ S (K, L*L), where S[t] is the fixed 0/1 matrix
+of tap t; its backward, dw = dT @ S^T, is one more GEMM where an index-based gather would need a scatter.
+
+Why: depthwise convs do ~2 k FLOPs per value moved, so they run memory-bound on CUDA cores; in a compiled
+LiquidGen-S block on an H200 cuDNN's depthwise kernels took 2.59 of 8.59 ms (forward + backward,
+benchmarks/results/2026-12-03-memory-and-layout). The dense form does L/k times the arithmetic (5x for the
+7x7 conv and 8x for the k=31 scan on a 16x16 grid) on tensor cores, which have ~60x the throughput, and keeps
+C L^2 values of T per conv (32 MiB in bf16 at C=512, L=256) - hence only on small grids (`DENSE_MAX_TOKENS`).
+MFU still counts the convs' FLOPs (`models.base.model_flops_mode`): the extra arithmetic is the method's, not
+the model's.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+CHOICES = ("auto", "conv", "matmul")
+# `auto` takes the dense form on CUDA up to this many tokens (16x16, LiquidGen's native 32x32 latents at patch 2;
+# MNIST's 14x14). Above, T's memory grows as L^2 and the arithmetic as L. Measured on an H200 (batch 256, CUDA
+# graphs; benchmarks/results/2026-12-03-dense-depthwise): training +4% at S and +6% at B on 16x32x32, +2% on
+# MNIST, for 1.5-2.6 GB more peak memory (model.checkpointing takes that back); sampling forwards +9% on 16x32x32.
+DENSE_MAX_TOKENS = 256
+
+
+def check_choice(choice: str) -> None:
+    if choice not in CHOICES:
+        raise ValueError(f"model option depthwise must be one of {CHOICES}, got {choice!r}")
+
+
+def use_dense(choice: str, x: Tensor) -> bool:
+    """Whether a depthwise conv with option `choice` runs as dense matrices on input x (B, C, H, W)."""
+    if choice == "auto":
+        return x.is_cuda and x.shape[-2] * x.shape[-1] <= DENSE_MAX_TOKENS
+    return choice == "matmul"
+
+
+def tap_basis(coords: Tensor, kernel: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """S (K, L, L), K = prod(kernel): S[t, i, j] = 1 where coords[j] - coords[i] is tap t's offset
+    (t - k // 2 per axis, taps in row-major order: a cross-correlation, as F.conv2d computes)."""
+    offset = coords[None, :, :] - coords[:, None, :]  # (L, L, D): where token j sits relative to token i
+    tap = torch.zeros_like(offset[..., 0])
+    inside = torch.ones_like(tap, dtype=torch.bool)
+    for axis, k in enumerate(kernel):
+        shifted = offset[..., axis] + k // 2
+        inside &= (shifted >= 0) & (shifted < k)
+        tap = tap * k + shifted
+    taps = torch.arange(math.prod(kernel), device=coords.device)
+    return ((tap[None] == taps[:, None, None]) & inside[None]).to(dtype)
+
+
+def grid_coords(h: int, w: int, device: torch.device) -> Tensor:
+    """(row, column) of each token of an h x w grid in row-major order, (h*w, 2)."""
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return torch.stack([rows.flatten(), cols.flatten()], dim=1)
+
+
+def snake_coords(h: int, w: int, transpose: bool, device: torch.device) -> Tensor:
+    """Each token's position along the boustrophedon path (models.liquid.snake), (h*w, 1): rows in turn, every
+    other one reversed; with `transpose` the same over columns."""
+    rows, cols = grid_coords(h, w, device).unbind(1)
+    if transpose:
+        rows, cols, w = cols, rows, h
+    along = torch.where(rows % 2 == 1, w - 1 - cols, cols)
+    return (rows * w + along)[:, None]
+
+
+def dense_depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, basis: Tensor) -> Tensor:
+    """Depthwise conv of x (B, C, H, W) with weight (C, 1, *kernel) whose taps `basis` (K, L, L) places, as one
+    batched GEMM over channels. The output is a (B, C, H, W) view of a (C, B, H, W) array: whatever reads it
+    next (an elementwise op, fused by torch.compile) writes the layout it wants."""
+    b, c, h, w = x.shape
+    taps, tokens = basis.shape[0], basis.shape[1]
+    matrix = (weight.reshape(c, taps) @ basis.reshape(taps, tokens * tokens)).view(c, tokens, tokens)
+    # (C, B, L) = (C, B, L) @ (C, L, L)^T: y_c = x_c T_c^T per channel, the batch as the GEMM's rows
+    y = torch.matmul(x.reshape(b, c, tokens).transpose(0, 1), matrix.transpose(1, 2))
+    if bias is not None:
+        y = y + bias[:, None, None].to(y.dtype)
+    return y.unflatten(-1, (h, w)).transpose(0, 1)
