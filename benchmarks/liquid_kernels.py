@@ -48,12 +48,12 @@ def category(name: str) -> str:
     low = name.lower()
     if any(k in low for k in MATMUL):
         return "matmul"
-    if any(k in low for k in CONV):
-        return "conv"
     if low.startswith(("_adagn", "_glu", "_blend")):
         return "fused"
-    if low.startswith("triton_"):
+    if low.startswith("triton_"):  # before CONV: Inductor names kernels after every op fused in, "convolution" too
         return "inductor"
+    if any(k in low for k in CONV):
+        return "conv"
     return "other"
 
 
@@ -261,7 +261,7 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             torch.manual_seed(0)
             model = build_model("liquid", preset, channels, size, classes, kernels="torch",
                                 depthwise=depthwise).cuda().eval()
-            flops = forward_flops(model, channels, size, classes, batch)
+            flops = forward_flops(model, channels, size, classes) * batch
             x = torch.randn(batch, channels, size, size, device="cuda")
             t = torch.rand(batch, device="cuda")
             y = torch.randint(0, classes, (batch,), device="cuda")

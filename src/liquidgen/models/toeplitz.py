@@ -28,8 +28,9 @@ from torch import Tensor
 CHOICES = ("auto", "conv", "matmul")
 # `auto` takes the dense form on CUDA up to this many tokens (16x16, LiquidGen's native 32x32 latents at patch 2;
 # MNIST's 14x14). Above, T's memory grows as L^2 and the arithmetic as L. Measured on an H200 (batch 256, CUDA
-# graphs; benchmarks/results/2026-12-03-dense-depthwise): training +4% at S and +6% at B on 16x32x32, +2% on
-# MNIST, for 1.5-2.6 GB more peak memory (model.checkpointing takes that back); sampling forwards +9% on 16x32x32.
+# graphs; benchmarks/results/2026-12-03-dense-depthwise): training +4% at S and +5% at B on 16x32x32, for 1.5-2.6 GB
+# more peak memory (model.checkpointing takes that back); compiled sampling forwards unchanged, because the GEMM's
+# input copies (aten's generic copy kernel, 36 of 200 ms) eat what leaving cuDNN's depthwise kernels saves.
 DENSE_MAX_TOKENS = 256
 
 
