@@ -143,6 +143,10 @@ def test_quality_tables_from_records(tmp_path):
     (tmp_path / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"cut')
     write_report(tmp_path)  # a last line cut off by a kill is ignored
     assert "90.00 (0.500)" in (tmp_path / "report.md").read_text()
+    assert "Kendall" not in text  # one feature space: nothing to compare
+    for r, second in zip(records, [5.0, 2.0, 9.0, 6.0, 3.0, 8.0]):  # the second space: b ahead of a at NFE 16 too
+        r["classifier2_fd"] = second
+    assert "Kendall tau +1.00 over 2; best three the same (b, a | b, a)" in quality_tables(records)
 
 
 def test_bench_quality_scores_consistency_models_at_one_and_two_steps(tmp_path):

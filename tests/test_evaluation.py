@@ -9,9 +9,17 @@ from safetensors.torch import save_file
 from liquidgen.cli import main
 from liquidgen.data import ImageData, load_dataset
 from liquidgen.latent_space import to_float
-from liquidgen.evaluation.classifier import Recipe, extract, fit_classifier, load_classifier, save_classifier
+from liquidgen.evaluation.classifier import (
+    SECOND,
+    Recipe,
+    ResidualClassifier,
+    extract,
+    fit_classifier,
+    load_classifier,
+    save_classifier,
+)
 from liquidgen.evaluation import classifier as classifier_module
-from liquidgen.evaluation.evaluate import best_point, evaluate, load_samples, sweep_table
+from liquidgen.evaluation.evaluate import best_point, evaluate, load_samples, rank_agreement, sweep_table
 
 QUICK_RECIPE = Recipe(epochs=6, batch_size=64, holdout=300)
 
@@ -35,6 +43,36 @@ def test_classifier_training_is_reproducible_and_accurate(digits, classifier_fil
         assert torch.equal(a, b), name  # same recipe and seed, same weights, bit for bit
     assert info == info2 == loaded_info
     assert info["test_accuracy"] > 0.85 and info["test_images"] == 300 and info["train_images"] == 1497
+
+
+def test_second_feature_space_is_another_network_that_also_classifies(digits, classifier_file, tmp_path):
+    second = Recipe(**{**QUICK_RECIPE.__dict__, "arch": SECOND.arch, "seed": SECOND.seed, "lr": SECOND.lr})
+    model, info = fit_classifier(digits, None, recipe=second, progress=False)
+    path = save_classifier(model, info, tmp_path / "second.safetensors")
+    loaded, loaded_info = load_classifier(path)
+    assert isinstance(loaded, ResidualClassifier) and loaded_info["recipe"]["arch"] == "resnet"
+    assert info["test_accuracy"] > 0.85
+    first = ImageData(digits.images[:600], digits.labels[:600], 10, digits.class_names)
+    noise = torch.randint(0, 256, (300, 1, 16, 16), dtype=torch.uint8)
+    scores = {name: evaluate(images, labels, first, "digits-600", classifier=classifier_file[0],
+                             second_classifier=path, cache_dir=tmp_path)
+              for name, images, labels in [("real", digits.images[600:1200], digits.labels[600:1200]),
+                                           ("noise", noise, digits.labels[:300])]}
+    assert len(extract(loaded, to_float(noise[:2]))[1][0]) == 256  # its own feature space, not the first's
+    for fd in ("classifier_fd", "classifier2_fd"):
+        assert scores["noise"][fd] > 5 * scores["real"][fd] > 0
+    assert scores["real"]["classifier2_test_accuracy"] == info["test_accuracy"]
+
+
+def test_rank_agreement_reports_tau_and_the_best_three():
+    def point(a, b):
+        return {"classifier_fd": a, "classifier2_fd": b}
+
+    same = [point(1, 10), point(2, 20), point(3, 30), point(4, 40)]
+    assert "tau +1.00 over 4; best three the same (a, b, c | a, b, c)" in rank_agreement(same, list("abcd"))
+    swapped = [point(1, 40), point(2, 30), point(3, 20), point(4, 10)]
+    assert "tau -1.00 over 4; best three different (a, b, c | d, c, b)" in rank_agreement(swapped, list("abcd"))
+    assert rank_agreement([{"classifier_fd": 1}, {"classifier_fd": 2}], ["a", "b"]) is None  # one space only
 
 
 def test_load_refuses_other_files(tmp_path):
@@ -132,17 +170,20 @@ def test_eval_sweeps_scales_and_fits_its_classifier_once(tmp_path, capsys, monke
             "--cache", str(cache), "--device", "cpu", "--out", str(tmp_path / "r.jsonl")]
     main([*args, "--cfg", "1", "2"])
     out = capsys.readouterr().out
-    assert out.count("fitting the reference classifier") == 1
+    assert out.count("fitting the reference classifier") == 2  # the first feature space and the second, once each
     assert (cache / "classifier-digits-8px.safetensors").is_file()
+    assert (cache / "classifier-digits-8px-resnet.safetensors").is_file()
     records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     *points, floor = records
     assert [p["cfg"] for p in points] == [1.0, 2.0] and floor["floor"] and floor["samples"] == 60
     best = min(points, key=lambda p: p["classifier_fd"])
     assert [p.get("best", False) for p in points] == [p is best for p in points]
     for r in records:
-        low, high = r["classifier_fd_ci95"]
-        assert low < high and r["classifier_kid_std"] > 0
-    table = out.rstrip().splitlines()[-3:]  # printed last: the two scales, then the floor
+        for space in ("classifier", "classifier2"):
+            low, high = r[f"{space}_fd_ci95"]
+            assert low < high and r[f"{space}_kid_std"] > 0
+    *table, agreement = out.rstrip().splitlines()[-4:]  # printed last: the two scales, the floor, the agreement
+    assert agreement.startswith("classifier FD vs classifier-2 FD: Kendall tau")
     assert [row.split(" | ")[0] for row in table] == [f"| {p['cfg']:g}" + (" (best)" if p is best else "")
                                                       for p in points] + ["| real (60)"]
 

@@ -418,6 +418,10 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-limit", type=COUNT, help="use only the first N reference images")
     p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier; default for "
                    "digits, mnist and cifar10: the dataset's, fitted into --cache on first use)")
+    p.add_argument("--classifier2", help="second, independent reference classifier (another architecture and seed: "
+                   "classifier-2 FD beside the first, and whether the two rank the scales alike); fitted there if "
+                   "missing; default for the built-in datasets without --classifier: fitted into --cache; 'none' "
+                   "to skip")
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception)")
     p.add_argument("--inception", action="store_true", help="compute FID / KID with Inception weights found in "
                    "the torch hub cache or $LIQUIDGEN_INCEPTION")
@@ -435,7 +439,7 @@ def add_eval(p: argparse.ArgumentParser) -> None:
 
 def cmd_eval(args) -> None:
     from .evaluation.classifier import load_classifier
-    from .evaluation.evaluate import BUILT_IN, Scorer, best_point, read_samples, sweep_table
+    from .evaluation.evaluate import BUILT_IN, Scorer, best_point, rank_agreement, read_samples, sweep_table
     from .generate import Pipeline
 
     dist, device = setup(args.device, "--device")
@@ -460,7 +464,8 @@ def cmd_eval(args) -> None:
     size = args.size or (load_classifier(args.classifier)[1]["size"] if given else sample_size)
     # Only the main process scores; it fits a missing classifier before any sample is drawn.
     scorer = Scorer(args.data, args.root, args.classifier, device, size, args.split, args.reference_limit,
-                    args.inception_weights, args.cache, args.inception, args.bootstrap) if dist.main else None
+                    args.inception_weights, args.cache, args.inception, args.bootstrap,
+                    False if args.classifier2 == "none" else args.classifier2) if dist.main else None
     points = []
     if samples is not None:
         n = args.n or len(samples.images)
@@ -482,7 +487,9 @@ def cmd_eval(args) -> None:
     if len(points) > 1:
         best_point(points)["best"] = True
     records = [{**p, "target": str(target), "seed": args.seed, "dataset": args.data, "split": args.split,
-                "classifier": str(scorer.classifier) if scorer.classifier else None} for p in [*points, floor]]
+                "classifier": str(scorer.classifier) if scorer.classifier else None,
+                "classifier2": str(scorer.second_classifier) if scorer.second_classifier else None}
+               for p in [*points, floor]]
     for r in records:
         print(json.dumps(r))
     if args.out:
@@ -490,6 +497,10 @@ def cmd_eval(args) -> None:
     if scorer.classifier:
         print("classifier FD / KID and class acc use liquidgen's reference classifier (offline; not FID)")
     print(sweep_table(points, floor))
+    agreement = (rank_agreement(points, [f"cfg {p['cfg']:g}" for p in points])
+                 if points[0]["cfg"] is not None else None)
+    if agreement:
+        print(agreement)
 
 
 def add_fit_classifier(p: argparse.ArgumentParser) -> None:

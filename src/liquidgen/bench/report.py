@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..evaluation.evaluate import rank_agreement
 from ..plots import plot_bars, plot_curves
 from .records import read_records
 from .speed import mode_label
@@ -122,6 +123,11 @@ def quality_tables(records: list[dict]) -> str:
         for name in names:
             got = {r["minutes"]: r[key] for r in records if r["name"] == name and r["nfe"] == curve[0]}
             lines.append(f"| {name} | " + " | ".join(_num(got.get(m), ".2f") for m in marks) + " |")
+    at_most = [r for r in final if r["nfe"] == nfes[-1]]  # the contenders at their budget and the largest NFE
+    agreement = rank_agreement(at_most, [r["name"] for r in at_most])
+    if agreement:
+        lines += ["", f"Do the feature spaces rank the contenders alike (NFE {nfes[-1]}, each at its best scale by "
+                  f"{label})?", "", agreement]
     return "\n".join(lines) + "\n"
 
 

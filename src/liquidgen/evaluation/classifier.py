@@ -6,6 +6,10 @@ layer is a feature space for a Frechet distance ("classifier FD", like FID but i
 features, so only comparable between runs scored by the same classifier file), and its predictions
 give the class accuracy of class-conditional or prompted samples. Numbers from it are not FID.
 
+A second, independent feature space (`SECOND`): a differently built network (residual, GroupNorm, strided
+convolutions, 256-d features) trained from another seed. Two feature spaces that rank models alike make a ranking
+more than one network's taste; where they disagree, the disagreement is reported, not hidden.
+
 A classifier is one safetensors file: the weights, plus the recipe, dataset and test accuracy as JSON
 in the file's metadata, so nothing is ever unpickled.
 """
@@ -41,6 +45,7 @@ class Recipe:
     seed: int = 0
     hflip: bool = True  # RGB datasets only: digits must not be mirrored
     holdout: int = 500  # images held out for the accuracy when the dataset has no test split
+    arch: str = "cnn"  # ARCHITECTURES
 
 
 class ReferenceClassifier(nn.Module):
@@ -59,21 +64,61 @@ class ReferenceClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Images in [-1, 1] -> (logits, features)."""
-        if x.shape[1] != self.channels:
-            if x.shape[1] == 3 and self.channels == 1:
-                x = x.mean(1, keepdim=True)  # decoded RGB samples of a grayscale dataset
-            elif x.shape[1] == 1 and self.channels == 3:
-                x = x.expand(-1, 3, -1, -1)
-            else:
-                raise ValueError(f"classifier takes {self.channels}-channel images, got {x.shape[1]}")
-        if x.shape[-1] != self.size:  # e.g. 64 px samples of a latent model of a 32 px dataset
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        f = self.body(x)
+        f = self.body(fit_input(x, self.channels, self.size))
         return self.head(f), f
 
 
+class ResidualBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.GroupNorm(8, cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, stride, 1),
+                                 nn.GroupNorm(8, cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, 1, 1))
+        self.skip = nn.Identity() if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.skip(x) + self.net(x)
+
+
+class ResidualClassifier(nn.Module):
+    """The second feature space: pre-activation residual blocks with GroupNorm and SiLU, strided downsampling,
+    global average pooling and 256-d features; nothing in common with ReferenceClassifier but the task."""
+
+    def __init__(self, channels: int, size: int, num_classes: int, width: int = 48):
+        super().__init__()
+        self.channels, self.size, self.num_classes = channels, size, num_classes
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), ResidualBlock(width, width, 1),
+            ResidualBlock(width, 2 * width, 2), ResidualBlock(2 * width, 4 * width, 2),
+            nn.GroupNorm(8, 4 * width), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * width, 2 * FEATURES), nn.SiLU())
+        self.head = nn.Linear(2 * FEATURES, num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        f = self.body(fit_input(x, self.channels, self.size))
+        return self.head(f), f
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": ReferenceClassifier, "resnet": ResidualClassifier}
+# The second feature space's recipe: another network, another seed (eval's classifier-2 FD).
+SECOND = Recipe(arch="resnet", seed=1, lr=2e-3)
+
+
+def fit_input(x: Tensor, channels: int, size: int) -> Tensor:
+    """Samples as a classifier of (channels, size) takes them: grey <-> RGB, resized when the size differs."""
+    if x.shape[1] != channels:
+        if x.shape[1] == 3 and channels == 1:
+            x = x.mean(1, keepdim=True)  # decoded RGB samples of a grayscale dataset
+        elif x.shape[1] == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            raise ValueError(f"classifier takes {channels}-channel images, got {x.shape[1]}")
+    if x.shape[-1] != size:  # e.g. 64 px samples of a latent model of a 32 px dataset
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
 def fit_classifier(train: ImageData, test: ImageData | None, device: torch.device | str = "cpu",
-                   recipe: Recipe = Recipe(), progress: bool = True) -> tuple[ReferenceClassifier, dict]:
+                   recipe: Recipe = Recipe(), progress: bool = True) -> tuple[nn.Module, dict]:
     """Train a reference classifier; `test` None holds out the last `recipe.holdout` images instead.
     Returns (classifier in eval mode, info with the test accuracy)."""
     if train.num_classes < 2:
@@ -86,7 +131,9 @@ def fit_classifier(train: ImageData, test: ImageData | None, device: torch.devic
         train = ImageData(train.images[:n], train.labels[:n], train.num_classes, train.class_names)
     device = torch.device(device)
     torch.manual_seed(recipe.seed)
-    model = ReferenceClassifier(train.channels, train.size, train.num_classes).to(device)
+    if recipe.arch not in ARCHITECTURES:
+        raise ValueError(f"classifier architecture {recipe.arch!r} is not one of {', '.join(ARCHITECTURES)}")
+    model = ARCHITECTURES[recipe.arch](train.channels, train.size, train.num_classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), recipe.lr)
     x, y = train.images.to(device), train.labels.to(device)
     g = torch.Generator().manual_seed(recipe.seed)  # a CPU generator: the same order on every device
@@ -118,14 +165,14 @@ def fit_classifier(train: ImageData, test: ImageData | None, device: torch.devic
 
 
 @torch.no_grad()
-def extract(model: ReferenceClassifier, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+def extract(model: nn.Module, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
     """(logits, float64 features) on the CPU for float images in [-1, 1], batched on the model's device."""
     device = next(model.parameters()).device
     outs = [model(b.to(device).float()) for b in images.split(batch_size)]
     return torch.cat([o[0].cpu() for o in outs]), torch.cat([o[1].double().cpu() for o in outs])
 
 
-def save_classifier(model: ReferenceClassifier, info: dict, path: str | Path) -> Path:
+def save_classifier(model: nn.Module, info: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -136,20 +183,20 @@ def save_classifier(model: ReferenceClassifier, info: dict, path: str | Path) ->
 
 
 def ensure_classifier(path: str | Path, data: str, root: str | None, size: int | None,
-                      device: torch.device | str = "cpu") -> Path:
-    """`path`, after fitting the reference classifier of dataset `data` there (fixed recipe) if the file is
+                      device: torch.device | str = "cpu", recipe: Recipe = Recipe()) -> Path:
+    """`path`, after fitting the reference classifier of dataset `data` there (with `recipe`) if the file is
     missing. Without a test split, `fit_classifier` holds out the last training images instead."""
     path = Path(path).expanduser()
     if not path.is_file():
-        print(f"fitting the reference classifier {path} on {data} (fixed recipe)", flush=True)
+        print(f"fitting the reference classifier {path} on {data} ({recipe.arch}, fixed recipe)", flush=True)
         model, info = fit_classifier(load_dataset(data, root, size, split="train"),
-                                     load_split(data, root, size, "test"), device)
+                                     load_split(data, root, size, "test"), device, recipe)
         info.update(dataset=data, root=str(root))
         save_classifier(model, info, path)
     return path
 
 
-def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[ReferenceClassifier, dict]:
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """The classifier in the .safetensors file `path` and its info; every unusable file is one ValueError naming
     it (FileNotFoundError when it is missing)."""
     path = Path(path).expanduser()
@@ -159,7 +206,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
     if not path.is_file():
         raise FileNotFoundError(f"reference classifier {path} not found; {make}")
     info, state = read_classifier_file(path, make)
-    model = ReferenceClassifier(info["channels"], info["size"], info["num_classes"])
+    model = ARCHITECTURES[info["recipe"].get("arch", "cnn")](info["channels"], info["size"], info["num_classes"])
     problems = state_dict_problems(model.state_dict(), state)
     if problems:
         raise ValueError(f"{path}: its weights do not fit the {info['channels']}-channel, {info['num_classes']}-class "
@@ -184,6 +231,10 @@ def read_classifier_file(path: Path, make: str) -> tuple[dict, dict[str, Tensor]
         sizes = {k: info[k] for k in ("channels", "size", "num_classes")}
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{not_ours} (its metadata is unreadable: {e}); {make}") from None
+    arch = info.get("recipe", {}).get("arch", "cnn") if isinstance(info.get("recipe", {}), dict) else None
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{not_ours} (its metadata names the architecture {arch!r}); {make}")
+    info.setdefault("recipe", {})
     if not (sizes["channels"] in (1, 3) and all(isinstance(v, int) and v >= 1 for v in sizes.values())
             and sizes["num_classes"] >= 2):
         raise ValueError(f"{not_ours} (its metadata describes {sizes}); {make}")

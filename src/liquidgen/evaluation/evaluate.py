@@ -5,6 +5,8 @@ fixed seed and a class-balanced label list (`generate.Pipeline.generate`), so th
 same number. Feature networks:
 - a reference classifier (`classifier.py`): classifier FD, precision/recall in its features, and the class
   accuracy of labelled samples - the metric that works offline;
+- a second, independent one (`classifier.SECOND`: another architecture and seed): classifier-2 FD / KID, so
+  that a ranking can be checked in two feature spaces (`rank_agreement`);
 - the FID Inception-v3 (`inception.py`), when its weights are available: FID, KID, precision/recall.
 Reference features are cached per (dataset, split, size, feature network) under `cache_dir`, so only
 the samples are featurised after the first run.
@@ -29,7 +31,7 @@ from torch import Tensor
 from ..autoencoders.safe_loading import first_line
 from ..data import ImageData, load_dataset, load_split, read_npz, warn
 from ..latent_space import to_float
-from .classifier import ensure_classifier, extract, file_id, load_classifier
+from .classifier import SECOND, ensure_classifier, extract, file_id, load_classifier
 from .metrics import (
     bootstrap_frechet,
     frechet_distance,
@@ -204,9 +206,10 @@ def evaluate(images: Tensor, labels: Tensor | None, reference: ImageData, refere
              classifier: str | Path | None = None, inception_weights: str | Path | None = None,
              use_inception: bool = False, cache_dir: str | Path = DEFAULT_CACHE,
              device: torch.device | str = "cpu", k: int = 3, class_names: list[str] | None = None,
-             bootstrap: int = BOOTSTRAP_ROUNDS) -> dict:
+             bootstrap: int = BOOTSTRAP_ROUNDS, second_classifier: str | Path | None = None) -> dict:
     """Metrics of uint8 `images` against `reference`; `reference_name` names its cache entries (dataset,
     split, size). `class_names`: the classes of the model that made the samples, where known (None: unknown).
+    `second_classifier`: another reference classifier, scored as classifier2_* (an independent feature space).
     Samples unlike the reference are scored with a warning; a classifier fitted on other images is an error.
     FDs come with a `bootstrap`-round 95% interval (`*_ci95`), KIDs with their std over subsets.
     Returns a flat dict of numbers (and seconds per stage)."""
@@ -218,6 +221,9 @@ def evaluate(images: Tensor, labels: Tensor | None, reference: ImageData, refere
     if classifier is not None:
         result |= classifier_scores(images, labels, reference, reference_name, classifier, cache_dir, device, k,
                                     bootstrap)
+    if second_classifier is not None:
+        result |= classifier_scores(images, None, reference, reference_name, second_classifier, cache_dir, device,
+                                    k, bootstrap, prefix="classifier2")
     if use_inception or inception_weights:
         result |= inception_scores(images, reference, reference_name, inception_weights, cache_dir, device, k,
                                    bootstrap)
@@ -226,7 +232,7 @@ def evaluate(images: Tensor, labels: Tensor | None, reference: ImageData, refere
 
 def classifier_scores(images: Tensor, labels: Tensor | None, reference: ImageData, reference_name: str,
                       classifier: str | Path, cache_dir: str | Path, device: torch.device | str, k: int,
-                      bootstrap: int) -> dict:
+                      bootstrap: int, prefix: str = "classifier") -> dict:
     t0 = time.perf_counter()
     net, info = load_classifier(classifier, device)
     check_classifier(info, reference, reference_name, classifier)
@@ -239,18 +245,18 @@ def classifier_scores(images: Tensor, labels: Tensor | None, reference: ImageDat
     pr = precision_recall(ref, feats, k=k)
     ref_stats = gaussian_stats(ref)
     kid, kid_std = kernel_inception_distance(feats, ref, subset_size=min(1000, len(feats), len(ref)))
-    result = {"classifier_fd": frechet_distance(gaussian_stats(feats), ref_stats),
-              "classifier_fd_ci95": bootstrap_frechet(feats, ref_stats, bootstrap),
-              "classifier_kid": kid, "classifier_kid_std": kid_std,  # KID's kernel on classifier features
-              "classifier_precision": pr["precision"], "classifier_recall": pr["recall"]}
+    result = {f"{prefix}_fd": frechet_distance(gaussian_stats(feats), ref_stats),
+              f"{prefix}_fd_ci95": bootstrap_frechet(feats, ref_stats, bootstrap),
+              f"{prefix}_kid": kid, f"{prefix}_kid_std": kid_std,  # KID's kernel on classifier features
+              f"{prefix}_precision": pr["precision"], f"{prefix}_recall": pr["recall"]}
     if labels is not None and len(labels):
         if int(labels.max()) < info["num_classes"]:
             result["class_accuracy"] = float((logits.argmax(1) == labels).float().mean())
         else:
             warn(f"the samples are labelled up to class {int(labels.max())}, beyond the {info['num_classes']} "
                  f"classes of the reference classifier {classifier}; class_accuracy is left out")
-    result["classifier_test_accuracy"] = info["test_accuracy"]
-    result["classifier_seconds"] = time.perf_counter() - t0
+    result[f"{prefix}_test_accuracy"] = info["test_accuracy"]
+    result[f"{prefix}_seconds"] = time.perf_counter() - t0
     return result
 
 
@@ -284,23 +290,30 @@ def load_reference(name: str, root: str | None, split: str, size: int | None, li
     return data if data is not None else load_dataset(name, root, size, split="train", limit=limit)
 
 
-def reference_classifier(data: str, size: int, cache_dir: str | Path) -> Path | None:
+def reference_classifier(data: str, size: int, cache_dir: str | Path, second: bool = False) -> Path | None:
     """Where `eval` / `bench quality` keep the reference classifier of a built-in dataset when none is given
-    (fitted there on first use by `ensure_classifier`); None for other datasets."""
-    return cache_folder(cache_dir) / f"classifier-{data}-{size}px.safetensors" if data in BUILT_IN else None
+    (fitted there on first use by `ensure_classifier`; `second`: the SECOND recipe's); None for other datasets."""
+    name = f"classifier-{data}-{size}px" + (f"-{SECOND.arch}" if second else "")
+    return cache_folder(cache_dir) / f"{name}.safetensors" if data in BUILT_IN else None
 
 
 class Scorer:
     """Scores uint8 samples against one reference dataset (`split`, else train) with a reference classifier,
     fitted into `classifier` first if that file is missing (`classifier.ensure_classifier`; None: the cached one
     of a built-in dataset, `reference_classifier`), and FID / KID where Inception weights are given: what
-    `eval`, `bench quality` and the benchmark scripts share."""
+    `eval`, `bench quality` and the benchmark scripts share. `second_classifier`: the independent second feature
+    space (`classifier.SECOND`), fitted there if missing; None: a built-in dataset's cached one when `classifier`
+    is None too; False: none."""
 
     def __init__(self, data: str, root: str | None, classifier: str | Path | None, device: torch.device | str,
                  size: int | None = None, split: str = "test", limit: int | None = None,
                  inception_weights: str | Path | None = None, cache_dir: str | Path = DEFAULT_CACHE,
-                 use_inception: bool = False, bootstrap: int = BOOTSTRAP_ROUNDS):
+                 use_inception: bool = False, bootstrap: int = BOOTSTRAP_ROUNDS,
+                 second_classifier: str | Path | None | bool = None):
         self.reference = load_reference(data, root, split, size, limit)
+        if second_classifier is None:  # the built-in second network goes with the built-in first one
+            second_classifier = (reference_classifier(data, self.reference.size, cache_dir, second=True)
+                                 if classifier is None else False)
         classifier = classifier or reference_classifier(data, self.reference.size, cache_dir)
         if classifier is None and not (use_inception or inception_weights):
             raise ValueError(f"nothing to measure with: give --classifier (make one with `liquidgen eval "
@@ -308,6 +321,8 @@ class Scorer:
                              f"built-in datasets {', '.join(BUILT_IN)}, whose classifier is fitted when missing)")
         self.classifier = None if classifier is None else ensure_classifier(classifier, data, root,
                                                                             self.reference.size, device)
+        self.second_classifier = (ensure_classifier(second_classifier, data, root, self.reference.size, device, SECOND)
+                                  if second_classifier else None)
         self.name = f"{data}-{split}-{self.reference.size}px-{len(self.reference)}"
         self.data, self.root = data, root
         self.inception_weights, self.use_inception, self.cache_dir = inception_weights, use_inception, cache_dir
@@ -317,7 +332,7 @@ class Scorer:
         return evaluate(images, labels, self.reference, self.name, classifier=self.classifier,
                         inception_weights=self.inception_weights, use_inception=self.use_inception,
                         cache_dir=self.cache_dir, device=self.device, class_names=class_names,
-                        bootstrap=self.bootstrap)
+                        bootstrap=self.bootstrap, second_classifier=self.second_classifier)
 
     def floor(self, n: int, seed: int = 0) -> dict:
         """What n real training images (a seeded random pick; all of them if fewer) score against the
@@ -332,13 +347,33 @@ class Scorer:
 
 
 # (FD key, its label, KID key) of each feature space a score can hold, in the order the table shows them.
-FEATURE_SPACES = (("classifier_fd", "classifier FD", "classifier_kid"), ("fid", "FID", "kid"))
+FEATURE_SPACES = (("classifier_fd", "classifier FD", "classifier_kid"),
+                  ("classifier2_fd", "classifier-2 FD", "classifier2_kid"), ("fid", "FID", "kid"))
 
 
 def best_point(points: list[dict]) -> dict:
     """The point of a guidance sweep with the lowest FD (the classifier's where measured, else FID)."""
     key = next(fd for fd, _, _ in FEATURE_SPACES if fd in points[0])
     return min(points, key=lambda p: p[key])
+
+
+def rank_agreement(points: list[dict], names: list[str]) -> str | None:
+    """Whether the feature spaces measured in every point order the points (contenders, or guidance scales) alike:
+    Kendall's tau between each space's order and the first's, and whether their best three agree. None where
+    fewer than two spaces or points are there."""
+    spaces = [(fd, label) for fd, label, _ in FEATURE_SPACES if all(fd in p for p in points)]
+    if len(spaces) < 2 or len(points) < 2:
+        return None
+    (first, first_label), lines = spaces[0], []
+    for fd, label in spaces[1:]:
+        pairs = [(i, j) for i in range(len(points)) for j in range(i + 1, len(points))]
+        concordant = sum(1 if (points[i][first] - points[j][first]) * (points[i][fd] - points[j][fd]) > 0 else -1
+                         for i, j in pairs)
+        top = [sorted(range(len(points)), key=lambda i, k=key: points[i][k])[:3] for key in (first, fd)]
+        agree = "the same" if top[0] == top[1] else "different"
+        lines.append(f"{first_label} vs {label}: Kendall tau {concordant / len(pairs):+.2f} over {len(points)}; best "
+                     f"three {agree} ({', '.join(names[i] for i in top[0])} | {', '.join(names[i] for i in top[1])})")
+    return "\n".join(lines)
 
 
 def sweep_table(points: list[dict], floor: dict | None) -> str:
