@@ -144,9 +144,11 @@ def test_quality_tables_from_records(tmp_path):
     write_report(tmp_path)  # a last line cut off by a kill is ignored
     assert "90.00 (0.500)" in (tmp_path / "report.md").read_text()
     assert "Kendall" not in text  # one feature space: nothing to compare
-    for r, second in zip(records, [5.0, 2.0, 9.0, 6.0, 3.0, 8.0]):  # the second space: b ahead of a at NFE 16 too
+    for r, second in zip(records, [5.0, 4.0, 9.0, 6.0, 3.0, 8.0]):  # the second space: b ahead of a at NFE 16 too
         r["classifier2_fd"] = second
     assert "Kendall tau +1.00 over 2; best three the same (b, a | b, a)" in quality_tables(records)
+    records[1]["classifier2_fd"] = 2.0  # now a ahead of b in the second space
+    assert "Kendall tau -1.00 over 2; best three different (b, a | a, b)" in quality_tables(records)
 
 
 def test_bench_quality_scores_consistency_models_at_one_and_two_steps(tmp_path):
