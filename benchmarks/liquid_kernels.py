@@ -110,6 +110,23 @@ def kernel_table(step, repeats: int = 5) -> tuple[list[dict], float]:
     return rows, sum(r["us"] for r in rows)
 
 
+def split_ms(rows: list[dict]) -> dict[str, float]:
+    """Milliseconds per kernel category of a kernel_table."""
+    split: dict[str, float] = defaultdict(float)
+    for r in rows:
+        split[r["category"]] += r["us"] / 1e3
+    return dict(split)
+
+
+def split_text(record: dict, digits: int) -> str:
+    return " ".join(f"{k}={v:.{digits}f}" for k, v in sorted(record["split_ms"].items()))
+
+
+def print_kernels(rows: list[dict], top: int) -> None:
+    for r in rows[:top]:
+        print(f"{r['us']:9.1f} us {r['calls']:3d}x {r['category']:8s} {r['kernel'][:110]}")
+
+
 def block_flops(width: int, batch: int, tokens: int) -> int:
     block = LiquidBlock(width, width, 32, 4.0, 7, 31, transpose_scan=False, depthwise="conv").to("meta")
     x = torch.randn(batch, width, tokens, tokens, device="meta", requires_grad=True)
@@ -136,26 +153,21 @@ def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[b
                         step()
                     ms = cuda_median_ms(step)
                     rows, busy = kernel_table(step)
-                    split = defaultdict(float)
-                    for r in rows:
-                        split[r["category"]] += r["us"]
                     record = {"size": size, "width": width, "batch": batch, "tokens": tokens, "kernels": kernels,
                               "depthwise": depthwise, "compiled": compiled, "transpose_scan": transpose,
                               "step_ms": ms, "busy_ms": busy / 1e3,
                               "gflop": flops / 1e9, "tflops": flops / ms / 1e9,
-                              "split_ms": {k: v / 1e3 for k, v in split.items()}, "kernels_top": rows[:40], **env}
+                              "split_ms": split_ms(rows), "kernels_top": rows[:40], **env}
                     append_record(out / "profile.jsonl", record)
                     summary.append(record)
                     print(f"\n== {size} kernels={kernels} depthwise={depthwise} compiled={compiled} "
                           f"transpose={transpose}: {ms:.3f} ms "
                           f"(busy {busy / 1e3:.3f}), {flops / ms / 1e9:.0f} TFLOP/s", flush=True)
-                    for r in rows[:25]:
-                        print(f"{r['us']:9.1f} us {r['calls']:3d}x {r['category']:8s} {r['kernel'][:110]}")
+                    print_kernels(rows, 25)
     print("\nsize kernels depthwise compiled transpose step_ms busy_ms TFLOP/s split_ms")
     for r in summary:
-        split = " ".join(f"{k}={v:.3f}" for k, v in sorted(r["split_ms"].items()))
         print(f"{r['size']} {r['kernels']} {r['depthwise']} {r['compiled']} {r['transpose_scan']} {r['step_ms']:.3f} "
-              f"{r['busy_ms']:.3f} {r['tflops']:.0f} {split}")
+              f"{r['busy_ms']:.3f} {r['tflops']:.0f} {split_text(r, 3)}")
 
 
 INPUTS = {"native": (16, 32, 27), "mnist": (1, 28, 10)}  # channels, size, classes
@@ -277,23 +289,18 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             compile_s = time.perf_counter() - t0
             ms = cuda_median_ms(forward)
             rows, busy = kernel_table(forward)
-            split = defaultdict(float)
-            for r in rows:
-                split[r["category"]] += r["us"] / 1e3
             record = {"input": data, "preset": preset, "mode": mode, "depthwise": depthwise, "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
-                      "split_ms": dict(split), "kernels_top": rows[:30], **env}
+                      "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
             append_record(out / "sample.jsonl", record)
             records.append(record)
             print(f"\n== {data} {preset} {mode} depthwise={depthwise}: {ms:.1f} ms", flush=True)
-            for r in rows[:15]:
-                print(f"{r['us']:9.1f} us {r['calls']:3d}x {r['category']:8s} {r['kernel'][:110]}")
+            print_kernels(rows, 15)
     print("\ninput preset mode depthwise batch forward_ms img*NFE/s MFU compile_s split_ms")
     for r in records:
-        split = " ".join(f"{k}={v:.1f}" for k, v in sorted(r["split_ms"].items()))
         print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['batch']} {r['forward_ms']:.1f} "
-              f"{r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} {split}")
+              f"{r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} {split_text(r, 1)}")
 
 
 def main() -> None:
