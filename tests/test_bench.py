@@ -72,7 +72,8 @@ def test_time_budget_stops_checkpoints_and_resumes(tmp_path):
     # A longer budget continues the same run: its time count carries over from the checkpoint.
     train(load_config("configs/digits-liquid-tiny.yaml", overrides[:-2] + ["train.minutes=0.03"]), run, resume=True)
     final = json.loads((sorted((run / "checkpoints").iterdir())[-1] / "state.json").read_text())
-    assert final["step"] > states[-1]["step"] and 1.8 <= final["train_seconds"] < 2.5
+    # It stops at the first step past 1.8 s; on a loaded 2-core runner one step of this model took 1.5 s.
+    assert final["step"] > states[-1]["step"] and 1.8 <= final["train_seconds"] < 4.0
 
 
 def test_bench_speed_on_cpu_records_resumes_and_reports(tmp_path, capsys):
