@@ -44,7 +44,7 @@ def forward_flops(model: nn.Module, channels: int, size: int, num_classes: int, 
     was_training = model.training
     model.eval()
     try:
-        with model_flops_mode(model), torch.no_grad():
+        with model_flops_mode(model):
             return count_flops(lambda: model(x, t, y))
     finally:
         model.train(was_training)

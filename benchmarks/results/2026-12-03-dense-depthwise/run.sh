@@ -1,5 +1,5 @@
 # Four device calls on one H200 (2026-12-03), each `bash run.sh`-style from the repository root, $OUT the results.
-# Call 1 (train-S.jsonl, env.txt); its sample step stopped with CUDA OOM in forward_flops (since fixed: no_grad).
+# Call 1 (train-S.jsonl, env.txt); its sample step ran out of CUDA memory counting FLOPs at 2,000 rows (now counted at one).
 python -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" | tee $OUT/env.txt
 python benchmarks/liquid_kernels.py train --out $OUT --presets S --inputs native --kernels torch --depthwise conv matmul
 # Call 2 (sample.jsonl, train-B.jsonl)
