@@ -6,7 +6,15 @@ import torch.nn.functional as F
 from liquidgen.flops import count_flops
 from liquidgen.models.base import model_flops_mode
 from liquidgen.models.liquid import LiquidBlock, LiquidGen, ZigzagScan1D
-from liquidgen.models.toeplitz import check_choice, dense_depthwise, grid_coords, tap_basis, use_dense
+from liquidgen.models.toeplitz import (
+    basis_for,
+    check_choice,
+    dense_depthwise,
+    grid_coords,
+    snake_coords,
+    tap_basis,
+    use_dense,
+)
 
 
 def set_path(module: torch.nn.Module, path: str) -> None:
@@ -42,6 +50,16 @@ def test_dense_depthwise_is_the_conv_with_its_gradients(kernel, size, with_bias)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for g, h in zip(got_grads, want_grads):
         torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
+
+
+def test_eager_code_builds_each_basis_once():
+    cpu = torch.device("cpu")
+    grid = basis_for(5, 6, (3, 3), cpu, torch.float32)
+    assert basis_for(5, 6, (3, 3), cpu, torch.float32) is grid
+    assert torch.equal(grid, tap_basis(grid_coords(5, 6, cpu), (3, 3), torch.float32))
+    column = basis_for(5, 6, (7,), cpu, torch.float32, snake=True)
+    assert torch.equal(column, tap_basis(snake_coords(5, 6, True, cpu), (7,), torch.float32))
+    assert not torch.equal(column, basis_for(5, 6, (7,), cpu, torch.float32, snake=False))
 
 
 def test_tap_basis_reaches_each_neighbour_once():

@@ -231,10 +231,9 @@ def read_classifier_file(path: Path, make: str) -> tuple[dict, dict[str, Tensor]
         sizes = {k: info[k] for k in ("channels", "size", "num_classes")}
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{not_ours} (its metadata is unreadable: {e}); {make}") from None
-    arch = info.get("recipe", {}).get("arch", "cnn") if isinstance(info.get("recipe", {}), dict) else None
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"{not_ours} (its metadata names the architecture {arch!r}); {make}")
-    info.setdefault("recipe", {})
+    recipe = info.setdefault("recipe", {})  # files from before the second network name no architecture: cnn
+    if not isinstance(recipe, dict) or recipe.get("arch", "cnn") not in ARCHITECTURES:
+        raise ValueError(f"{not_ours} (its metadata's recipe {recipe!r} names no known architecture); {make}")
     if not (sizes["channels"] in (1, 3) and all(isinstance(v, int) and v >= 1 for v in sizes.values())
             and sizes["num_classes"] >= 2):
         raise ValueError(f"{not_ours} (its metadata describes {sizes}); {make}")

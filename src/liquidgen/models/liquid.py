@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from ..kernels import check_choice, fused_ops, use_fused
 from .base import BlockStack, resize_positions, zero_extra_inputs
 from .toeplitz import check_choice as check_depthwise
-from .toeplitz import dense_depthwise, grid_coords, snake_coords, tap_basis, use_dense
+from .toeplitz import basis_for, dense_depthwise, use_dense
 
 FUSED = fused_ops()  # None without Triton; then every block runs the reference path
 
@@ -118,7 +118,7 @@ class GatedDepthwiseStimulusConv(nn.Module):
 
     def spatial(self, value: Tensor) -> Tensor:
         if use_dense(self.depthwise_path, value):
-            basis = tap_basis(grid_coords(*value.shape[-2:], value.device), self.depthwise.kernel_size,
+            basis = basis_for(*value.shape[-2:], self.depthwise.kernel_size, value.device,
                               self.depthwise.weight.dtype)
             return dense_depthwise(value, self.depthwise.weight, self.depthwise.bias, basis)
         return self.depthwise(value.contiguous(memory_format=torch.channels_last))  # see DEPTHWISE_LAYOUT
@@ -148,8 +148,8 @@ class ZigzagScan1D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if use_dense(self.depthwise_path, x):  # the snake folded into the dense matrices' rows and columns
-            basis = tap_basis(snake_coords(*x.shape[-2:], self.transpose, x.device), self.conv.kernel_size,
-                              self.conv.weight.dtype)
+            basis = basis_for(*x.shape[-2:], self.conv.kernel_size, x.device, self.conv.weight.dtype,
+                              snake=self.transpose)
             return self.project(F.gelu(dense_depthwise(x, self.conv.weight, self.conv.bias, basis)))
         grid = x.transpose(-1, -2) if self.transpose else x  # a column snake is a row snake of x^T
         # The 1-D conv runs as a (1, k) 2-D conv on a channels-last (b, d, 1, h*w) view, same weights:

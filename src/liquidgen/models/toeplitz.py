@@ -76,6 +76,27 @@ def snake_coords(h: int, w: int, transpose: bool, device: torch.device) -> Tenso
     return (rows * w + along)[:, None]
 
 
+_BASES: dict[tuple, Tensor] = {}
+
+
+def basis_for(h: int, w: int, kernel: tuple[int, ...], device: torch.device, dtype: torch.dtype,
+              snake: bool | None = None) -> Tensor:
+    """tap_basis of an h x w grid in row-major order, or (`snake` False / True: row / column snakes) along the
+    snake path. Eager code builds each once per shape and keeps it (a model uses a handful, a few MB each): built
+    per call it would add a dozen small ops per conv to every forward. Inside torch.compile it stays part of the
+    traced graph (the measured setting), since a cache is invisible there."""
+    def build() -> Tensor:
+        coords = grid_coords(h, w, device) if snake is None else snake_coords(h, w, snake, device)
+        return tap_basis(coords, kernel, dtype)
+
+    if torch.compiler.is_compiling():
+        return build()
+    key = (h, w, tuple(kernel), str(device), dtype, snake)
+    if key not in _BASES:
+        _BASES[key] = build()
+    return _BASES[key]
+
+
 def dense_depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, basis: Tensor) -> Tensor:
     """Depthwise conv of x (B, C, H, W) with weight (C, 1, *kernel) whose taps `basis` (K, L, L) places, as one
     batched GEMM over channels. The output is a (B, C, H, W) view of a (C, B, H, W) array: whatever reads it
