@@ -178,3 +178,24 @@ def test_bench_quality_sweeps_guidance_and_reports_each_best_scale(tmp_path):
     assert "Guidance sweep at the full budget" in report and "| liquid-tiny | 3 |" in report
     assert all(f"{best[n]['classifier_fd']:.2f} ({best[n]['class_accuracy']:.3f}) @cfg {best[n]['cfg']:g}" in report
                for n in (1, 2))
+
+
+def test_bench_quality_scores_other_nfe_and_the_curve_at_the_best_scale(tmp_path, capsys):
+    out = tmp_path / "best"
+    args = ["bench", "quality", "configs/digits-liquid-tiny.yaml", "liquid:tiny", "--set", "optim.schedule=constant",
+            "data.image_size=8", "train.batch_size=16", "--out", str(out), "--minutes", "0.02", "--curve-every", "0.5",
+            "--nfe", "1", "4", "--curve-nfe", "4", "--samples", "20", "--curve-samples", "20", "--cfg", "1", "3",
+            "--nfe-at-best", "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    main(args)
+    records = [r for r in read_records(out / "quality.jsonl") if not r.get("floor")]
+    sweep = {r["cfg"]: r for r in records if r["minutes"] == 0.02 and r["nfe"] == 4}
+    assert sorted(sweep) == [1.0, 3.0]
+    best = min(sweep.values(), key=lambda r: r["classifier_fd"])["cfg"]
+    rest = sorted((r["minutes"], r["nfe"], r["cfg"]) for r in records if r["key"] not in
+                  {s["key"] for s in sweep.values()})
+    assert rest == [(0.01, 4, best), (0.02, 1, best)]  # nothing scored at the losing scale but the sweep itself
+    assert records.index(sweep[1.0]) < records.index(next(r for r in records if r["minutes"] == 0.01))
+    assert {f"samples-liquid-tiny-cfg{c:g}.png" for c in (1, 3)} <= {p.name for p in out.iterdir()}
+    capsys.readouterr()
+    main(args)
+    assert "scored before, skipped" in capsys.readouterr().out

@@ -559,6 +559,9 @@ def add_bench(p: argparse.ArgumentParser) -> None:
                    "the consistency sampler)")
     q.add_argument("--cfg", type=bounded(float, NONNEGATIVE), nargs="+",
                    help="guidance scales, each scored at every NFE and curve point (default: the config's sample.cfg)")
+    q.add_argument("--nfe-at-best", action="store_true",
+                   help="with several --cfg: sweep them at the top NFE only, then score the other NFE and the "
+                   "curve at each contender's best scale there (quality against NFE at the best scale, for less)")
     q.add_argument("--classifier", help="reference classifier .safetensors; fitted there first if missing "
                    "(default for digits, mnist and cifar10: the dataset's, in --cache)")
     q.add_argument("--inception-weights", help="also FID / KID with pytorch-fid's Inception weights")
@@ -590,6 +593,7 @@ def cmd_bench(args) -> None:
             config=args.config, contenders=args.contenders, out=args.out, minutes=args.minutes,
             curve_every=args.curve_every, nfes=tuple(args.nfe), curve_nfe=args.curve_nfe, samples=args.samples,
             curve_samples=args.curve_samples, sampler=args.sampler, cfgs=tuple(args.cfg) if args.cfg else None,
+            nfe_at_best=args.nfe_at_best,
             classifier=args.classifier,
             inception_weights=args.inception_weights, reference=tuple(args.reference) if args.reference else None,
             overrides=tuple(args.set), device=args.device, seed=args.seed, cache_dir=args.cache, runs=args.runs))

@@ -31,6 +31,7 @@ from ..generate import Pipeline
 from ..plots import save_grid
 from ..train import train
 from .records import append_record, environment, read_records
+from .report import quality_metric
 
 NFES = (1, 2, 4, 8, 16, 50)
 CONSISTENCY_NFES = (1, 2)
@@ -93,6 +94,7 @@ class QualityStudy:
     curve_samples: int = 1000  # per score on the curve
     sampler: str = "euler"
     cfgs: tuple[float, ...] | None = None  # guidance scales swept at every score (None: each run's sample.cfg)
+    nfe_at_best: bool = False  # sweep the scales at the top NFE only; score the rest at the best of them
     classifier: str | Path | None = None  # reference classifier, fitted first if the file is missing
     inception_weights: str | None = None
     reference: tuple[str, str | None] | None = None  # (dataset, root) to score against; default: the config's
@@ -146,27 +148,56 @@ def run_quality(study: QualityStudy) -> list[dict]:
         raise ValueError("bench quality stops runs by time, so optim.schedule must be constant (a cosine "
                          "schedule needs its length in steps): add --set optim.schedule=constant")
     scorer = prepare_scorer(study, base, device)
-    done = {r["key"] for r in read_records(path)}
     steps = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
              else [(study.sampler, n) for n in study.nfes])
-    settings = [(s, n, c) for s, n in steps for c in study.cfgs or (None,)]
     marks = [round(study.minutes * study.curve_every * i, 6) for i in range(1, round(1 / study.curve_every) + 1)]
     for text in study.contenders:
         contender = parse_contender(text)
-        wanted = {m: settings if m == marks[-1] else [(s, n, c) for s, n, c in settings if n == study.curve_nfe]
-                  or settings[-len(study.cfgs or (None,)):] for m in marks}
-        if all(record_key(contender.name, m, *setting) in done for m, todo in wanted.items() for setting in todo):
+        done = {r["key"] for r in read_records(path)}
+        plan = score_plan(study, contender.name, marks, steps, read_records(path))
+        if plan is not None and all(record_key(contender.name, m, *setting) in done
+                                    for m, todo in plan.items() for setting in todo):
             print(f"{contender.name}: scored before, skipped", flush=True)
             continue
         config, run, summary = train_contender(study, contender, base, device)
         # The time checkpoints in order; a run that reached its budget between two marks has one less.
         ckpts = list_checkpoints(run)[-len(marks):]
-        for mark, ckpt in zip(marks[-len(ckpts):], ckpts):
-            todo = [setting for setting in wanted[mark] if record_key(contender.name, mark, *setting) not in done]
+        at = dict(zip(marks[-len(ckpts):], ckpts))
+        grid_nfe = max(n for _, n in steps)
+        if plan is None:  # the sweep at the top NFE decides the scale of every other score
+            sweep = [(s, n, c) for s, n in steps if n == grid_nfe for c in study.cfgs]
+            score_checkpoint(study, scorer, contender, at[marks[-1]], marks[-1], True,
+                             [x for x in sweep if record_key(contender.name, marks[-1], *x) not in done],
+                             summary, grid_nfe)
+            plan = score_plan(study, contender.name, marks, steps, read_records(path))
+        done = {r["key"] for r in read_records(path)}
+        for mark in sorted(at, reverse=True):  # the full budget first: a run cut short keeps its main scores
+            todo = [setting for setting in plan[mark] if record_key(contender.name, mark, *setting) not in done]
             if todo:
-                score_checkpoint(study, scorer, contender, ckpt, mark, mark == marks[-1], todo, summary,
-                                 max(n for _, n, _ in settings))
+                score_checkpoint(study, scorer, contender, at[mark], mark, mark == marks[-1], todo, summary,
+                                 grid_nfe)
     return read_records(path)
+
+
+def score_plan(study: QualityStudy, name: str, marks: list[float], steps: list[tuple[str, int]],
+               records: list[dict]) -> dict[float, list[tuple[str, int, float | None]]] | None:
+    """What to score at each budget mark: (sampler, NFE, cfg). With `nfe_at_best`, every scale at the top NFE
+    and the other NFE and the curve at the scale that scored best there; None until that sweep is scored."""
+    cfgs = study.cfgs or (None,)
+    if study.nfe_at_best and len(cfgs) > 1:
+        grid_nfe = max(n for _, n in steps)
+        sweep = [r for r in records if r.get("name") == name and r.get("minutes") == marks[-1]
+                 and r.get("nfe") == grid_nfe and r.get("cfg") in cfgs]
+        if len({r["cfg"] for r in sweep}) < len(cfgs):
+            return None
+        key, _ = quality_metric(sweep)
+        cfgs = (min(sweep, key=lambda r: r[key])["cfg"],)
+        full = [(s, n, c) for s, n in steps for c in (study.cfgs if n == grid_nfe else cfgs)]
+    else:
+        full = [(s, n, c) for s, n in steps for c in cfgs]
+    curve = ([x for x in full if x[1] == study.curve_nfe and x[2] in cfgs]
+             or [x for x in full if x[1] == steps[-1][1] and x[2] in cfgs])
+    return {m: full if m == marks[-1] else curve for m in marks}
 
 
 def score_checkpoint(study: QualityStudy, scorer: Scorer, contender: Contender, ckpt: Path, mark: float,
@@ -189,7 +220,8 @@ def score_checkpoint(study: QualityStudy, scorer: Scorer, contender: Contender, 
                   **scorer(images, labels), **environment(scorer.device)}
         append_record(Path(study.out) / "quality.jsonl", record)
         print(json.dumps(record), flush=True)
-        if final and nfe == grid_nfe and cfg == (study.cfgs or (None,))[0]:
+        if final and nfe == grid_nfe:  # of a sweep, one grid per scale: the eye's pick may differ from FD's
+            sweep = study.cfgs is not None and len(study.cfgs) > 1
             grid, nrow = class_rows(images, labels)
-            save_grid(grid, Path(study.out) / f"samples-{re.sub(r'[^A-Za-z0-9_.-]', '_', contender.name)}.png",
-                      nrow=nrow)
+            name = re.sub(r'[^A-Za-z0-9_.-]', '_', contender.name) + (f"-cfg{settings.cfg:g}" if sweep else "")
+            save_grid(grid, Path(study.out) / f"samples-{name}.png", nrow=nrow)

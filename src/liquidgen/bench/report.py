@@ -49,7 +49,7 @@ def speed_table(records: list[dict]) -> str:
             "MFU: counted FLOPs x throughput / dense bf16 peak.\n\n" + head + "\n".join(rows) + "\n")
 
 
-def _metric(records: list[dict]) -> tuple[str, str]:
+def quality_metric(records: list[dict]) -> tuple[str, str]:
     if any("fid" in r for r in records):
         return "fid", "FID (Inception)"
     return "classifier_fd", "classifier FD (reference classifier, not FID)"
@@ -61,7 +61,7 @@ def _names(records: list[dict]) -> list[str]:
 
 def best_scales(records: list[dict]) -> list[dict]:
     """One record per (contender, minutes, NFE): of a guidance sweep, the scale with the lowest FD."""
-    key, _ = _metric(records)
+    key, _ = quality_metric(records)
     best: dict[tuple, dict] = {}
     for r in records:
         at = (r["name"], r["minutes"], r["nfe"])
@@ -75,7 +75,7 @@ def sweep_table(records: list[dict]) -> str:
     without a sweep."""
     if len({r.get("cfg") for r in records}) < 2:
         return ""
-    key, label = _metric(records)
+    key, label = quality_metric(records)
     names = _names(records)
     budget = {name: max(r["minutes"] for r in records if r["name"] == name) for name in names}
     final = [r for r in records if r["minutes"] == budget[r["name"]]]
@@ -95,7 +95,7 @@ def quality_tables(records: list[dict]) -> str:
     """The contenders at each NFE and against minutes; of a guidance sweep, each cell's best scale."""
     swept = len({r.get("cfg") for r in records}) > 1
     records = best_scales(records)
-    key, label = _metric(records)
+    key, label = quality_metric(records)
     names = _names(records)
     budget = {name: max(r["minutes"] for r in records if r["name"] == name) for name in names}
     final = [r for r in records if r["minutes"] == budget[r["name"]]]
@@ -160,7 +160,7 @@ def write_report(folder: str | Path) -> Path:
                                          r["train_img_s"] for r in ok},
                   title="training images/s", xlabel=f"batch {ok[0]['batch']}" if ok else "")
     if quality:
-        key, label = _metric(quality)
+        key, label = quality_metric(quality)
         parts += ["## Quality per GPU-minute\n", quality_tables(quality), sweep_table(quality),
                   floor_line([r for r in records if r.get("floor") and key in r], key)]
         quality = best_scales(quality)  # the plots show each point's best guidance scale
