@@ -9,7 +9,7 @@ Every image comes from `generate.Pipeline` (`LiquidPipeline.pipeline`), as from 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -98,13 +98,16 @@ class LiquidPipeline:
                  prompt: str | Sequence[str] | None = None, *, num_images: int = 1, steps: int | None = None,
                  cfg: float | None = None, sampler: str | None = None, grid: str | None = None,
                  cfg_interval: tuple[float, float] | None = None, seed: int = 0, output: str = "pil",
-                 batch_size: int = 500, progress: bool = False) -> list[Image.Image] | Tensor:
+                 batch_size: int = 500, progress: bool = False,
+                 callback: Callable[[Tensor, Tensor], None] | None = None) -> list[Image.Image] | Tensor:
         """`num_images` images per label (indices or class names) or per prompt, one after the other, in
         the order given; with neither, per class (a class model) or in all (an unconditional one, or a text
         model from its null context). Sampling
         settings left None keep the run's (`pipe.pipeline.settings`); `sampler` is one of
         `liquidgen.samplers.SAMPLERS`. The same seed gives the same images. `output`: "pil" (a list of
-        images) or "pt" (a float tensor (N, C, H, W) in [0, 1] on the CPU)."""
+        images) or "pt" (a float tensor (N, C, H, W) in [0, 1] on the CPU). `callback(t, x0)` sees, after each
+        step, the model-space estimate of the clean images, all rows at once (the denoising trajectory;
+        `batch_size` then does not apply)."""
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
@@ -122,8 +125,8 @@ class LiquidPipeline:
         expanded = None if wanted is None else [label for label in wanted for _ in range(num_images)]
         y, cond, n, _ = pipe.conditions(num_images * len(prompts or wanted or self.class_names or [None]),
                                         expanded, prompts)
-        x = pipe.decode(pipe.sample(pipe.noise(n, seed), y, settings, batch_size=batch_size, progress=progress,
-                                    **cond)).clamp(-1, 1).cpu()
+        x = pipe.decode(pipe.sample(pipe.noise(n, seed), y, settings, batch_size=None if callback else batch_size,
+                                    progress=progress, callback=callback, **cond)).clamp(-1, 1).cpu()
         if output == "pt":
             return (x + 1) / 2
         return [image_grid(image[None], padding=0) for image in x]

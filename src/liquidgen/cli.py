@@ -627,6 +627,22 @@ def cmd_models(args) -> None:
     print("GFLOPs: one forward pass per image (matmuls, convolutions, attention; 2 per multiply-add)")
 
 
+def add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder (its newest checkpoint) or checkpoint folder")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: this machine only; 0.0.0.0 opens the page to your network)")
+    p.add_argument("--port", type=bounded(int, Bound(1, 65535)), default=7860, help="port of the page")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    add_device_arg(p)
+
+
+def cmd_serve(args) -> None:
+    from .serve import serve
+
+    print(f"serving {args.run} at http://{args.host}:{args.port} (Ctrl-C stops)")
+    serve(args.run, args.host, args.port, args.device, ema=not args.no_ema)
+
+
 # name, help, arguments, action (`liquidgen eval fit-classifier` is parsed as the command fit-classifier)
 COMMANDS = [
     ("train", "train a model from a YAML config", add_train, cmd_train),
@@ -647,6 +663,7 @@ COMMANDS = [
     ("bench", ("benchmarks: speed per backbone preset, quality per GPU-minute; JSON records, a markdown report "
                "and plots in --out (reruns skip finished records)"), add_bench, cmd_bench),
     ("models", "list backbone presets with parameters and forward GFLOPs per image", add_models, cmd_models),
+    ("serve", "a local web page to sample a model (Gradio: pip install 'liquidgen[web]')", add_serve, cmd_serve),
 ]
 
 

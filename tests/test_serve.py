@@ -1,0 +1,133 @@
+"""`liquidgen serve`: the page's handler, and the page itself in headless Chromium (Debian's `chromium` and
+`chromium-driver`, driven by Selenium; `.ci/run` installs them and sets LIQUIDGEN_REQUIRE_BROWSER=1, so CI runs
+the browser test rather than skipping it)."""
+import io
+import os
+import shutil
+import socket
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import liquidgen
+
+gradio = pytest.importorskip("gradio")
+
+from liquidgen.serve import ALL, MAX_IMAGES, make_generate, serve  # noqa: E402
+
+QUICK = ["train.steps=60", "train.batch_size=32", "train.log_every=30", "train.sample_every=0", "train.ckpt_every=0",
+         "data.image_size=8", "sample.steps=6", "sample.cfg=1.5"]
+# The docs' screenshot: LIQUIDGEN_SCREENSHOT=docs/serve.png LIQUIDGEN_SERVE_RUN=runs/demo pytest tests/test_serve.py
+SCREENSHOT = os.environ.get("LIQUIDGEN_SCREENSHOT")  # also save the page's screenshot there
+SERVE_RUN = os.environ.get("LIQUIDGEN_SERVE_RUN")  # the browser test serves this run (8 px digits) if given
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return liquidgen.train("configs/digits-liquid-tiny.yaml", out=tmp_path_factory.mktemp("serve") / "run",
+                           overrides=QUICK)
+
+
+@pytest.fixture(scope="module")
+def pipe(run):
+    return liquidgen.load(run, device="cpu")
+
+
+def test_generate_draws_a_class_grid_and_its_trajectory(pipe, tmp_path):
+    generate = make_generate(pipe, tmp_path)
+    grid, gif, status = generate(ALL, "", 6, 1.5, "euler", 3, 2)
+    assert status.startswith("20 images") and grid.size == (2 * 96 + 3 * 2, 10 * 96 + 11 * 2)  # a row per class
+    frames = Image.open(gif)
+    assert frames.n_frames >= 6  # every step's estimate, then the samples (PIL merges a repeated last frame)
+    first = pipe(num_images=2, steps=6, cfg=1.5, sampler="euler", seed=3)[0]  # the API's images, upscaled
+    assert np.array_equal(np.asarray(grid.crop((2, 2, 98, 98))), np.asarray(first.resize((96, 96), Image.NEAREST)))
+    again, _, _ = generate(ALL, "", 6, 1.5, "euler", 3, 2)
+    assert np.array_equal(np.asarray(grid), np.asarray(again))  # a seed is a picture
+    one, _, status = generate("7", "", 6, 1.5, "heun", 3, 4)
+    assert status.startswith("4 images") and one.size == (2 * 96 + 3 * 2,) * 2
+
+
+@pytest.mark.parametrize("args, message", [
+    ((ALL, "", 0, 1.5, "euler", 0, 1), "steps must lie in [1, 1000]"),
+    ((ALL, "", 6, float("nan"), "euler", 0, 1), "guidance must be a number >= 0"),
+    ((ALL, "", 6, 1.5, "euler", -1, 1), "seed must lie in"),
+    ((ALL, "", 6, 1.5, "euler", 0.5, 1), "seed must be a whole number"),
+    ((ALL, "", 6, 1.5, "magic", 0, 1), "sampler must be one of"),
+    (("eleven", "", 6, 1.5, "euler", 0, 1), "neither an index nor one of"),
+    ((ALL, "", 6, 1.5, "euler", 0, MAX_IMAGES), f"more than {MAX_IMAGES} at once"),
+])
+def test_bad_input_is_a_status_message_not_an_exception(pipe, tmp_path, args, message):
+    grid, gif, status = make_generate(pipe, tmp_path)(*args)
+    assert grid is None and gif is None and status.startswith("**Could not generate:**") and message in status
+
+
+def _browser():
+    """Headless Chromium through the system's chromedriver (no Selenium Manager download), with every host
+    but this machine unresolvable: the page must work offline."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("LIQUIDGEN_REQUIRE_BROWSER"):
+            pytest.fail("the browser test needs Debian's chromium and chromium-driver (apt-get install chromium "
+                        "chromium-driver)")
+        pytest.skip("no chromium / chromedriver on this machine")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_page_in_a_browser_generates_a_class(run, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    app = serve(SERVE_RUN or run, port=port, device="cpu", block=False)
+    browser = _browser()
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        browser.get(url)
+        wait = WebDriverWait(browser, 60)
+        field = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#class input")))
+        field.click()
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys("7")
+        wait.until(ec.element_to_be_clickable((By.XPATH, "//ul[@role='listbox']/li[@aria-label='7']"))).click()
+        browser.find_element(By.CSS_SELECTOR, "#generate").click()
+        image = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#grid img")))
+        wait.until(lambda b: "4 images" in b.find_element(By.CSS_SELECTOR, "#status").text)
+        src = image.get_attribute("src")
+        data = urllib.request.urlopen(src).read() if src.startswith("http") else None
+        assert data, f"the grid's src is not a URL of the page: {src[:80]}"
+        grid = Image.open(io.BytesIO(data))
+        grid.load()  # decodes
+        assert grid.size == (2 * 96 + 3 * 2,) * 2 and np.asarray(grid.convert("L")).std() > 10  # not blank
+        assert browser.find_element(By.CSS_SELECTOR, "#trajectory img").get_attribute("src")
+        browser.save_screenshot(str(tmp_path / "page.png"))
+        assert Image.open(tmp_path / "page.png").size[0] > 0
+        if SCREENSHOT:
+            Path(SCREENSHOT).write_bytes((tmp_path / "page.png").read_bytes())
+
+        seed = browser.find_element(By.CSS_SELECTOR, "#seed input")  # bad input: a message, the page lives on
+        seed.send_keys(Keys.CONTROL, "a")
+        seed.send_keys("-5")
+        browser.find_element(By.CSS_SELECTOR, "#generate").click()
+        wait.until(lambda b: "Could not generate" in b.find_element(By.CSS_SELECTOR, "#status").text)
+        assert "seed must lie in" in browser.find_element(By.CSS_SELECTOR, "#status").text
+    finally:
+        browser.quit()
+        app.close()
