@@ -194,3 +194,33 @@ def test_eval_sweeps_scales_and_fits_its_classifier_once(tmp_path, capsys, monke
     main(args)  # the run's own sample.cfg, with the cached classifier
     assert "fitting" not in capsys.readouterr().out
     assert [json.loads(line)["cfg"] for line in (tmp_path / "r.jsonl").read_text().splitlines()[:1]] == [2.0]
+
+
+def test_random_shift_translates_each_image_with_a_reflected_border():
+    from liquidgen.evaluation.classifier import random_shift
+
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6)
+    g = torch.Generator().manual_seed(0)
+    out = random_shift(x, 2, g)
+    dy, dx = torch.randint(0, 5, (2, 2), generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(2):  # image i is the padded image's 6x6 window at its own offset
+        assert torch.equal(out[i], padded[i, :, dy[i]:dy[i] + 6, dx[i]:dx[i] + 6])
+    assert out.shape == x.shape
+
+
+def test_an_augmented_recipe_fits_saves_and_loads_with_its_width(tmp_path):
+    from liquidgen.evaluation.classifier import (Recipe, fit_classifier, load_classifier, save_classifier)
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (96, 3, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(96) % 2
+    images[labels == 1, 0] = 255  # class 1: a red channel full on
+    data = ImageData(images, labels, 2, ["a", "b"])
+    recipe = Recipe(arch="resnet", width=16, epochs=6, batch_size=16, lr=3e-3, shift=2, weight_decay=0.05,
+                    label_smoothing=0.1, cosine=True, holdout=32)
+    model, info = fit_classifier(data, None, "cpu", recipe, progress=False)
+    assert info["test_accuracy"] > 0.9 and info["recipe"]["width"] == 16
+    loaded, _ = load_classifier(save_classifier(model, info, tmp_path / "c.safetensors"))
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    assert torch.equal(loaded(x)[1], model(x)[1])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +47,11 @@ class Recipe:
     hflip: bool = True  # RGB datasets only: digits must not be mirrored
     holdout: int = 500  # images held out for the accuracy when the dataset has no test split
     arch: str = "cnn"  # ARCHITECTURES
+    width: int = 0  # channels of the first stage; 0: the architecture's default
+    shift: int = 0  # random translation by up to this many pixels (reflect-padded crops), for small datasets
+    weight_decay: float = 0.0  # AdamW's decoupled decay
+    label_smoothing: float = 0.0
+    cosine: bool = False  # the learning rate decays to 0 on a half cosine over the run
 
 
 class ReferenceClassifier(nn.Module):
@@ -133,12 +139,16 @@ def fit_classifier(train: ImageData, test: ImageData | None, device: torch.devic
     torch.manual_seed(recipe.seed)
     if recipe.arch not in ARCHITECTURES:
         raise ValueError(f"classifier architecture {recipe.arch!r} is not one of {', '.join(ARCHITECTURES)}")
-    model = ARCHITECTURES[recipe.arch](train.channels, train.size, train.num_classes).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), recipe.lr)
+    model = build_classifier(recipe.arch, train.channels, train.size, train.num_classes, recipe.width).to(device)
+    # Adam without decay, exactly as the recipes before weight decay: their classifier files stay reproducible
+    optimizer = (torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
+                 if recipe.weight_decay else torch.optim.Adam(model.parameters(), recipe.lr))
     x, y = train.images.to(device), train.labels.to(device)
     g = torch.Generator().manual_seed(recipe.seed)  # a CPU generator: the same order on every device
     flip = recipe.hflip and train.channels == 3
     steps = recipe.epochs * (len(x) // recipe.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))) if recipe.cosine else (lambda i: 1.0))
     bar = tqdm(total=steps, desc="classifier", disable=None if progress else True)
     model.train()
     for _ in range(recipe.epochs):
@@ -149,10 +159,13 @@ def fit_classifier(train: ImageData, test: ImageData | None, device: torch.devic
             if flip:
                 mirror = (torch.rand(len(idx), generator=g) < 0.5).to(device)
                 xb = torch.where(mirror[:, None, None, None], xb.flip(-1), xb)
-            loss = F.cross_entropy(model(xb)[0], y[idx])
+            if recipe.shift:
+                xb = random_shift(xb, recipe.shift, g)
+            loss = F.cross_entropy(model(xb)[0], y[idx], label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             bar.update(1)
     bar.close()
     model.eval().requires_grad_(False)
@@ -162,6 +175,23 @@ def fit_classifier(train: ImageData, test: ImageData | None, device: torch.devic
             "class_names": train.class_names, "recipe": asdict(recipe), "train_images": len(train),
             "test_images": len(test), "test_accuracy": accuracy}
     return model, info
+
+
+def random_shift(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
+    """Each image translated by its own random offset in [-pad, pad]^2, the border reflected (the pad-and-crop
+    augmentation of small-data CIFAR training)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy, dx = (torch.randint(0, 2 * pad + 1, (2, n), generator=g)).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+
+
+def build_classifier(arch: str, channels: int, size: int, num_classes: int, width: int = 0) -> nn.Module:
+    """A reference network of `arch` (ARCHITECTURES); `width` 0 keeps the architecture's default."""
+    return ARCHITECTURES[arch](channels, size, num_classes, **({"width": width} if width else {}))
 
 
 @torch.no_grad()
@@ -206,7 +236,8 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
     if not path.is_file():
         raise FileNotFoundError(f"reference classifier {path} not found; {make}")
     info, state = read_classifier_file(path, make)
-    model = ARCHITECTURES[info["recipe"].get("arch", "cnn")](info["channels"], info["size"], info["num_classes"])
+    model = build_classifier(info["recipe"].get("arch", "cnn"), info["channels"], info["size"], info["num_classes"],
+                             info["recipe"].get("width", 0))
     problems = state_dict_problems(model.state_dict(), state)
     if problems:
         raise ValueError(f"{path}: its weights do not fit the {info['channels']}-channel, {info['num_classes']}-class "
