@@ -224,3 +224,17 @@ def test_an_augmented_recipe_fits_saves_and_loads_with_its_width(tmp_path):
     loaded, _ = load_classifier(save_classifier(model, info, tmp_path / "c.safetensors"))
     x = torch.rand(4, 3, 8, 8) * 2 - 1
     assert torch.equal(loaded(x)[1], model(x)[1])
+
+
+def test_cifar10_has_its_own_recipes_and_cache_names():
+    from liquidgen.evaluation.classifier import SECOND, Recipe, recipe_tag, recipes_for
+    from liquidgen.evaluation.evaluate import reference_classifier
+
+    assert recipes_for("mnist") == (Recipe(), SECOND)  # the cached MNIST files keep their names and recipes
+    assert reference_classifier("mnist", 28, "/c").name == "classifier-mnist-28px.safetensors"
+    assert reference_classifier("mnist", 28, "/c", second=True).name == "classifier-mnist-28px-resnet.safetensors"
+    first, second = recipes_for("cifar10")
+    assert first.arch != second.arch and first.seed != second.seed and first.shift and second.shift
+    names = {reference_classifier("cifar10", 32, "/c", second=s).name for s in (False, True)}
+    assert len(names) == 2 and all(recipe_tag(r) in " ".join(names) for r in (first, second))
+    assert "classifier-cifar10-32px.safetensors" not in names  # a file of the old 36% recipe is not reused

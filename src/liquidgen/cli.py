@@ -508,19 +508,23 @@ def add_fit_classifier(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="dataset folder or file")
     p.add_argument("--size", type=COUNT, help="image size (default: the dataset's own)")
     p.add_argument("--out", help="output .safetensors (default: classifiers/<data>-<size>.safetensors)")
+    p.add_argument("--second", action="store_true",
+                   help="fit the dataset's second, independent reference network (eval's --classifier2) instead")
     add_device_arg(p)
 
 
 def cmd_fit_classifier(args) -> None:
     from .data import load_dataset, load_split
-    from .evaluation.classifier import fit_classifier, save_classifier
+    from .evaluation.classifier import fit_classifier, recipes_for, save_classifier
 
     train_set = load_dataset(args.data, args.root, args.size, split="train")
     # Without a test split, fit_classifier holds out the last images instead.
     test_set = load_split(args.data, args.root, args.size, split="test")
-    model, info = fit_classifier(train_set, test_set, pick_device(args.device, "--device"))
+    recipe = recipes_for(args.data)[1 if args.second else 0]
+    model, info = fit_classifier(train_set, test_set, pick_device(args.device, "--device"), recipe)
     info.update(dataset=args.data, root=str(args.root))
-    out = Path(args.out or f"classifiers/{args.data}-{train_set.size}.safetensors")
+    suffix = f"-{recipe.arch}" if args.second else ""
+    out = Path(args.out or f"classifiers/{args.data}-{train_set.size}{suffix}.safetensors")
     save_classifier(model, info, out)
     print(f"wrote {out}: test accuracy {info['test_accuracy']:.4f} on {info['test_images']} images")
 

@@ -5,7 +5,7 @@ fixed seed and a class-balanced label list (`generate.Pipeline.generate`), so th
 same number. Feature networks:
 - a reference classifier (`classifier.py`): classifier FD, precision/recall in its features, and the class
   accuracy of labelled samples - the metric that works offline;
-- a second, independent one (`classifier.SECOND`: another architecture and seed): classifier-2 FD / KID, so
+- a second, independent one (`classifier.recipes_for`: another architecture and seed): classifier-2 FD / KID, so
   that a ranking can be checked in two feature spaces (`rank_agreement`);
 - the FID Inception-v3 (`inception.py`), when its weights are available: FID, KID, precision/recall.
 Reference features are cached per (dataset, split, size, feature network) under `cache_dir`, so only
@@ -31,7 +31,7 @@ from torch import Tensor
 from ..autoencoders.safe_loading import first_line
 from ..data import ImageData, load_dataset, load_split, read_npz, warn
 from ..latent_space import to_float
-from .classifier import SECOND, ensure_classifier, extract, file_id, load_classifier
+from .classifier import ensure_classifier, extract, file_id, load_classifier, recipe_tag, recipes_for
 from .metrics import (
     bootstrap_frechet,
     frechet_distance,
@@ -292,8 +292,9 @@ def load_reference(name: str, root: str | None, split: str, size: int | None, li
 
 def reference_classifier(data: str, size: int, cache_dir: str | Path, second: bool = False) -> Path | None:
     """Where `eval` / `bench quality` keep the reference classifier of a built-in dataset when none is given
-    (fitted there on first use by `ensure_classifier`; `second`: the SECOND recipe's); None for other datasets."""
-    name = f"classifier-{data}-{size}px" + (f"-{SECOND.arch}" if second else "")
+    (fitted there on first use by `ensure_classifier`; `second`: the dataset's second recipe's, `recipes_for`);
+    None for other datasets."""
+    name = f"classifier-{data}-{size}px" + recipe_tag(recipes_for(data)[1 if second else 0])
     return cache_folder(cache_dir) / f"{name}.safetensors" if data in BUILT_IN else None
 
 
@@ -302,8 +303,8 @@ class Scorer:
     fitted into `classifier` first if that file is missing (`classifier.ensure_classifier`; None: the cached one
     of a built-in dataset, `reference_classifier`), and FID / KID where Inception weights are given: what
     `eval`, `bench quality` and the benchmark scripts share. `second_classifier`: the independent second feature
-    space (`classifier.SECOND`), fitted there if missing; None: a built-in dataset's cached one when `classifier`
-    is None too; False: none."""
+    space (the dataset's second recipe, `classifier.recipes_for`), fitted there if missing; None: a built-in
+    dataset's cached one when `classifier` is None too; False: none."""
 
     def __init__(self, data: str, root: str | None, classifier: str | Path | None, device: torch.device | str,
                  size: int | None = None, split: str = "test", limit: int | None = None,
@@ -321,7 +322,8 @@ class Scorer:
                              f"built-in datasets {', '.join(BUILT_IN)}, whose classifier is fitted when missing)")
         self.classifier = None if classifier is None else ensure_classifier(classifier, data, root,
                                                                             self.reference.size, device)
-        self.second_classifier = (ensure_classifier(second_classifier, data, root, self.reference.size, device, SECOND)
+        self.second_classifier = (ensure_classifier(second_classifier, data, root, self.reference.size, device,
+                                                    recipes_for(data)[1])
                                   if second_classifier else None)
         self.name = f"{data}-{split}-{self.reference.size}px-{len(self.reference)}"
         self.data, self.root = data, root
