@@ -14,7 +14,10 @@ from PIL import Image
 
 import liquidgen
 
-gradio = pytest.importorskip("gradio")
+if os.environ.get("LIQUIDGEN_REQUIRE_BROWSER"):  # CI: a missing Gradio fails the suite rather than skipping this
+    import gradio  # noqa: F401
+else:
+    pytest.importorskip("gradio")
 
 from liquidgen.serve import ALL, MAX_IMAGES, make_generate, serve  # noqa: E402
 
