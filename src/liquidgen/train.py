@@ -179,6 +179,8 @@ def start_run(config: Config, out: Path) -> Run:
     optimizer = make_optimizer(model, config.optim)
     if tc.compile:
         model.compile(mode=tc.compile_mode)  # in place: parameter names, the EMA copy and checkpoints are unaffected
+        if hasattr(objective, "compile_tangent"):  # consistency: its JVP compiled as well
+            objective.compile_tangent()
     evaluator = None
     if tc.eval_every:
         if not tc.eval_classifier:

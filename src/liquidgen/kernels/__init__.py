@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import torch
@@ -49,11 +50,28 @@ def check_choice(choice: str) -> None:
                          "use kernels=auto (fused where possible) or kernels=torch")
 
 
+_COMPILED_JVP = False  # True while `compiled_jvp()` runs compiled code that calls torch.func.jvp
+
+
+@contextmanager
+def compiled_jvp():
+    """Around a call of compiled code that runs torch.func.jvp (sCM's tangent). Dynamo traces into the JVP, but
+    its fake-tensor rules for group_norm and SDPA fail there (PyTorch 2.13), so while this is on,
+    `forward_ad_active` is True inside compiled code and the models take their primitive paths; Dynamo guards
+    on the flag, so the plain compiled forward keeps its own graph."""
+    global _COMPILED_JVP
+    before, _COMPILED_JVP = _COMPILED_JVP, True
+    try:
+        yield
+    finally:
+        _COMPILED_JVP = before
+
+
 def forward_ad_active(x: Tensor) -> bool:
-    """Inside torch.func.jvp / vmap / grad, or a forward-AD dual tensor. Compiled code never sees these
-    (Dynamo falls back to eager under torch.func transforms), and the checks would break its graph."""
+    """Inside torch.func.jvp / vmap / grad, or a forward-AD dual tensor; inside compiled code, whether
+    `compiled_jvp()` is on (the functorch checks would break the graph)."""
     if torch.compiler.is_compiling():
-        return False
+        return _COMPILED_JVP
     return (torch._C._functorch.is_functorch_wrapped_tensor(x)
             or forward_ad.unpack_dual(x).tangent is not None)
 

@@ -2,7 +2,8 @@
 
 Fused SDPA kernels (flash, memory-efficient, the CPU flash kernel) have no forward-mode derivative,
 so `torch.func.jvp` through them fails - and continuous-time consistency training (sCM) needs exactly
-that JVP. `attention()` detects a forward-AD or functorch-wrapped input and then computes
+that JVP. `attention()` detects a forward-AD or functorch-wrapped input (or a JVP being compiled,
+`kernels.compiled_jvp`) and then computes
 softmax(q k^T / sqrt(d)) v from primitives, whose JVP rules exist; otherwise it calls SDPA.
 """
 from __future__ import annotations
@@ -12,18 +13,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd import forward_ad
+
+from ..kernels import forward_ad_active
 
 
 def _needs_math_path(*tensors: Tensor) -> bool:
-    if torch.compiler.is_compiling():
-        return False
-    for x in tensors:
-        if torch._C._functorch.is_functorch_wrapped_tensor(x):  # inside torch.func.jvp / vmap / grad
-            return True
-        if forward_ad.unpack_dual(x).tangent is not None:  # torch.autograd.forward_ad dual tensor
-            return True
-    return False
+    return any(forward_ad_active(x) for x in tensors)
 
 
 def math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -32,6 +32,29 @@ from ..inpainting import concat_input
 from ..kernels import forward_ad_active
 
 
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm, computed from primitives while a JVP is compiled (`kernels.compiled_jvp`: PyTorch's
+    fake-tensor rule for group_norm fails under torch.func.jvp inside torch.compile). Same parameters, same
+    numbers; the native kernel everywhere else."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling() and forward_ad_active(x):
+            return group_norm_primitives(x, self.num_groups, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
+def group_norm_primitives(x: Tensor, groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
+                          eps: float = 1e-5) -> Tensor:
+    """GroupNorm (Wu & He 2018) as mean, biased variance and rsqrt over each group of channels."""
+    h = x.reshape(x.shape[0], groups, -1)
+    mean, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+    h = ((h - mean) * torch.rsqrt(var + eps)).reshape(x.shape)
+    if weight is None:
+        return h
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return h * weight.reshape(shape) + bias.reshape(shape)
+
+
 def sinusoidal_embedding(t: Tensor, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> Tensor:
     """Transformer-style sin/cos features of `scale * t` (DDPM/DiT; scale maps t in [0, 1] to step units)."""
     half = dim // 2

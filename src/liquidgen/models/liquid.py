@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernels import check_choice, fused_ops, use_fused
-from .base import BlockStack, resize_positions, zero_extra_inputs
+from .base import BlockStack, GroupNorm, resize_positions, zero_extra_inputs
 from .toeplitz import check_choice as check_depthwise
 from .toeplitz import basis_for, dense_depthwise, use_dense
 
@@ -62,7 +62,7 @@ class AdaGN(nn.Module):
 
     def __init__(self, width: int, cond_dim: int, groups: int):
         super().__init__()
-        self.norm = nn.GroupNorm(groups, width, affine=False)
+        self.norm = GroupNorm(groups, width, affine=False)
         self.proj = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * width))
         nn.init.zeros_(self.proj[1].weight)
         nn.init.zeros_(self.proj[1].bias)
@@ -224,7 +224,7 @@ class LiquidGen(BlockStack):
             LiquidBlock(width, width, groups, mlp_ratio, stim_kernel, scan_kernel, transpose_scan=i % 2 == 1,
                         kernels=kernels, depthwise=depthwise)
             for i in range(depth))
-        self.head_conv = nn.Sequential(nn.GroupNorm(groups, width), nn.Conv2d(width, width, 3, padding=1), nn.GELU())
+        self.head_conv = nn.Sequential(GroupNorm(groups, width), nn.Conv2d(width, width, 3, padding=1), nn.GELU())
         self.unpatchify = nn.ConvTranspose2d(width, self.out_channels, patch_size, stride=patch_size)
         # Zero output at initialisation: the first loss is the target's variance, and early steps
         # do not fight a random prediction (DiT zero-initialises its final layer likewise).

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attention
-from .base import Backbone, zero_extra_inputs
+from .base import Backbone, GroupNorm, zero_extra_inputs
 
 NATIVE = {"tiny": (1, 16, 10), "28": (1, 28, 10), "32": (3, 32, 10)}
 PRESETS: dict[str, dict] = {
@@ -32,8 +32,8 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(groups, channels), channels)
+def group_norm(channels: int, groups: int) -> GroupNorm:
+    return GroupNorm(math.gcd(groups, channels), channels)
 
 
 def pixel_norm(x: Tensor, eps: float = 1e-4) -> Tensor:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.func import jvp
 
 from .. import paths
+from ..kernels import compiled_jvp
 from ..samplers import denoiser
 from .trigflow import adaptive_loss, lognormal_times
 
@@ -36,13 +37,30 @@ MODES = ("ct", "cd")
 TANGENT_NORMS = ("normalize", "clamp", "none")
 
 
-def consistency_tangent(student, x: Tensor, theta: Tensor, dx: Tensor, r: float = 1.0) -> tuple[Tensor, Tensor]:
+def consistency_tangent(student, x: Tensor, theta: Tensor, dx: Tensor, r: float | Tensor = 1.0
+                        ) -> tuple[Tensor, Tensor]:
     """(F-, g) at TrigFlow point (x, th) moving with dx/dth = dx: sCM's g, which at r = 1 equals
     cos(th) df/dth, the change of the consistency function along the trajectory."""
     sd = paths.SIGMA_D
     c, s = paths.expand(torch.cos(theta), x), paths.expand(torch.sin(theta), x)
     f_minus, df = jvp(student, (x, theta), (dx, torch.ones_like(theta)))
     return f_minus, -c**2 * (sd * f_minus - dx) - r * c * s * (x + sd * df)
+
+
+def trig_student(model: nn.Module, y: Tensor | None, cond: dict[str, Tensor]):
+    """The backbone as a TrigFlow F(x, th): liquidgen's time t = theta_to_t(th) and its x_t, which is TrigFlow's
+    x divided by (cos + sigma_d sin)."""
+    def student(x_trig: Tensor, th: Tensor) -> Tensor:
+        scale = paths.expand(torch.cos(th) + paths.SIGMA_D * torch.sin(th), x_trig)
+        return model(x_trig / scale, paths.theta_to_t(th), y, **cond)
+    return student
+
+
+def student_tangent(model: nn.Module, x: Tensor, theta: Tensor, dx: Tensor, r: Tensor, y: Tensor | None,
+                    cond: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """`consistency_tangent` of the backbone itself: one function of tensors, which torch.compile takes whole
+    (`Consistency.compile_tangent`); r is a tensor so that its warm-up ramp does not recompile."""
+    return consistency_tangent(trig_student(model, y, cond), x, theta, dx, r)
 
 
 @dataclass
@@ -69,6 +87,17 @@ class Consistency:
             raise ValueError("objective.mode: cd needs objective.teacher, a checkpoint folder of a trained model")
         self.step = 0
         self._teacher: tuple[nn.Module, str] | None = None
+        self._tangent = student_tangent
+
+    def compile_tangent(self, backend: str = "inductor") -> None:
+        """Run the tangent - the JVP, sCM's cost - through torch.compile (train.compile). `kernels.compiled_jvp`
+        steers the models onto the primitive paths that compile under forward-mode AD."""
+        compiled = torch.compile(student_tangent, backend=backend, dynamic=False)
+
+        def run(*args) -> tuple[Tensor, Tensor]:
+            with compiled_jvp():
+                return compiled(*args)
+        self._tangent = run
 
     def set_step(self, step: int) -> None:
         self.step = step
@@ -100,22 +129,17 @@ class Consistency:
         z = sd * torch.randn_like(x0)
         x = c * x0 + s * z  # TrigFlow's x: liquidgen's x_t times (cos + sigma_d sin)
 
-        def student(x_trig: Tensor, th: Tensor) -> Tensor:
-            tt = paths.theta_to_t(th)
-            scale = paths.expand(torch.cos(th) + sd * torch.sin(th), x_trig)
-            return model(x_trig / scale, tt, y, **cond)
-
         with torch.no_grad():
             if self.mode == "ct":
                 dx = c * z - s * x0
             else:
                 dx = sd * self.teacher_velocity(x / (c + sd * s), t, y, **cond)
             r = min(1.0, self.step / self.tangent_warmup) if self.tangent_warmup > 0 else 1.0
-            f_minus, g = consistency_tangent(student, x, theta, dx, r)
+            f_minus, g = self._tangent(model, x, theta, dx, torch.full((), r, device=x.device), y, cond)
             if self.tangent_norm == "normalize":
                 g = g / (g.flatten(1).norm(dim=1).reshape(-1, *[1] * (g.ndim - 1)) + self.tangent_norm_c)
             elif self.tangent_norm == "clamp":
                 g = g.clamp(-1, 1)
             target = f_minus + g
-        per_sample = (student(x, theta).float() - target).square().flatten(1).mean(1)
+        per_sample = (trig_student(model, y, cond)(x, theta).float() - target).square().flatten(1).mean(1)
         return adaptive_loss(model, per_sample, t) if self.adaptive_weighting else per_sample.mean()
