@@ -643,7 +643,6 @@ def add_serve(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args) -> None:
     from .serve import serve
 
-    print(f"serving {args.run} at http://{args.host}:{args.port} (Ctrl-C stops)")
     serve(args.run, args.host, args.port, args.device, ema=not args.no_ema)
 
 

@@ -121,6 +121,8 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 7860, device: st
     (tests; `app.close()` stops it)."""
     pipe = load(run, device=device, ema=ema, compile="off")  # compiling would stall the first press
     app = build_app(pipe, f"liquidgen · {Path(run).name}")
+    if block:
+        print(f"serving {run} at http://{host}:{port} (Ctrl-C stops)", flush=True)
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
                ssr_mode=False, footer_links=[], allowed_paths=[str(app.out_dir)])
     return app
