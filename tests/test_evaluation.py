@@ -118,7 +118,8 @@ def test_cli_fit_classifier_eval_and_in_training_eval(tmp_path, capsys):
     run = tmp_path / "run"
     main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "train.steps=4",
           "train.batch_size=16", "train.log_every=2", "train.sample_every=0", "data.image_size=8",
-          "sample.steps=2", "train.eval_every=2", f"train.eval_classifier={clf}", "train.eval_samples=30"])
+          "sample.steps=2", "sample.cfg=2.5", "train.eval_every=2", f"train.eval_classifier={clf}",
+          "train.eval_samples=30"])
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval_fd" in r]
     assert [r["step"] for r in evals] == [2, 4] and all(0 <= r["eval_acc"] <= 1 for r in evals)
@@ -129,7 +130,7 @@ def test_cli_fit_classifier_eval_and_in_training_eval(tmp_path, capsys):
           "--steps", "2", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "m.json")])
     result, floor = [json.loads(line) for line in (tmp_path / "m.json").read_text().splitlines()]
     assert result["samples"] == 40 and "class_accuracy" in result and result["classifier_fd"] > 0
-    assert result["cfg"] == 2.0  # the run's sample.cfg
+    assert result["cfg"] == 2.5  # the run's sample.cfg
     assert floor["floor"] and floor["samples"] == 40
     npz = tmp_path / "s.npz"
     main(["sample", str(run), "--n", "20", "--labels", "3", "--steps", "2", "--out", str(npz)])
@@ -164,7 +165,7 @@ def test_sweep_table_has_a_row_per_scale_and_marks_the_lowest_fd():
 def test_eval_sweeps_scales_and_fits_its_classifier_once(tmp_path, capsys, monkeypatch):
     run, cache = tmp_path / "run", tmp_path / "cache"
     main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "train.steps=4",
-          "train.batch_size=16", "train.log_every=2", "train.sample_every=0", "data.image_size=8"])
+          "train.batch_size=16", "train.log_every=2", "train.sample_every=0", "data.image_size=8", "sample.cfg=2.5"])
     capsys.readouterr()
     args = ["eval", str(run), "--data", "digits", "--n", "60", "--steps", "2", "--bootstrap", "20",
             "--cache", str(cache), "--device", "cpu", "--out", str(tmp_path / "r.jsonl")]
@@ -193,7 +194,7 @@ def test_eval_sweeps_scales_and_fits_its_classifier_once(tmp_path, capsys, monke
     monkeypatch.setattr(classifier_module, "fit_classifier", no_refit)
     main(args)  # the run's own sample.cfg, with the cached classifier
     assert "fitting" not in capsys.readouterr().out
-    assert [json.loads(line)["cfg"] for line in (tmp_path / "r.jsonl").read_text().splitlines()[:1]] == [2.0]
+    assert [json.loads(line)["cfg"] for line in (tmp_path / "r.jsonl").read_text().splitlines()[:1]] == [2.5]
 
 
 def test_random_shift_translates_each_image_with_a_reflected_border():
