@@ -19,3 +19,19 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST").is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_text_run(tmp_path_factory) -> Path:
+    """A TLD-style text-to-image DiT trained for 2 steps on 32 digits captioned "a handwritten <digit>" and
+    embedded by the packaged MiniLM: a text model for the tests of prompting."""
+    import liquidgen
+    from liquidgen.cli import main
+
+    root = tmp_path_factory.mktemp("text")
+    main(["precompute", "digits", "--size", "8", "--limit", "32", "--out", str(root / "captions"), "--text-encoder",
+          "minilm", "--caption-template", "a handwritten {}", "--device", "cpu"])
+    return liquidgen.train("configs/folder-dit-text-latent.yaml", out=root / "run",
+                           overrides=["model.preset=tiny", "model.options.patch_size=2", "data.image_size=null",
+                                      f"data.root={root / 'captions'}", "train.steps=4", "train.batch_size=8",
+                                      "train.sample_every=0", "train.ckpt_every=0"])

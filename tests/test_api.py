@@ -90,15 +90,8 @@ def test_bad_input_is_a_value_error_saying_what_is_wrong(pipe, call, message):
 
 
 @pytest.mark.slow
-def test_prompts_give_num_images_per_prompt_in_order(tmp_path):
-    data = tmp_path / "captions"
-    main(["precompute", "digits", "--size", "8", "--limit", "32", "--out", str(data), "--text-encoder", "minilm",
-          "--caption-template", "a handwritten {}", "--device", "cpu"])
-    run = liquidgen.train("configs/folder-dit-text-latent.yaml", out=tmp_path / "run",
-                          overrides=["model.preset=tiny", "model.options.patch_size=2", "data.image_size=null",
-                                     f"data.root={data}", "train.steps=4", "train.batch_size=8",
-                                     "train.sample_every=0", "train.ckpt_every=0"])
-    pipe = liquidgen.load(run, device="cpu")
+def test_prompts_give_num_images_per_prompt_in_order(tiny_text_run):
+    pipe = liquidgen.load(tiny_text_run, device="cpu")
     prompts = ["a handwritten seven", "a handwritten one"]
     x = pipe(prompt=prompts, num_images=2, steps=2, seed=3, output="pt")
     inner = pipe.pipeline

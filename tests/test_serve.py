@@ -137,17 +137,8 @@ def test_the_page_in_a_browser_generates_a_class(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_text_model_is_prompted_one_row_per_prompt(tmp_path):
-    from liquidgen.cli import main
-
-    data = tmp_path / "captions"
-    main(["precompute", "digits", "--size", "8", "--limit", "32", "--out", str(data), "--text-encoder", "minilm",
-          "--caption-template", "a handwritten {}", "--device", "cpu"])
-    run = liquidgen.train("configs/folder-dit-text-latent.yaml", out=tmp_path / "run",
-                          overrides=["model.preset=tiny", "model.options.patch_size=2", "data.image_size=null",
-                                     f"data.root={data}", "train.steps=2", "train.batch_size=8",
-                                     "train.sample_every=0", "train.ckpt_every=0"])
-    pipe = liquidgen.load(run, device="cpu")
+def test_a_text_model_is_prompted_one_row_per_prompt(tiny_text_run, tmp_path):
+    pipe = liquidgen.load(tiny_text_run, device="cpu")
     generate = make_generate(pipe, tmp_path)
     grid, gif, status = generate(ALL, "a handwritten seven\n\na handwritten one\n", 2, 1.5, "euler", 0, 3)
     assert status.startswith("6 images") and Image.open(gif).n_frames >= 2
