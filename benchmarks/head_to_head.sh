@@ -25,5 +25,5 @@ case "$1" in
   *) echo "usage: bash benchmarks/head_to_head.sh unet|liquid|dit|fpdm|minrf" >&2; exit 2 ;;
 esac 2>&1 | grep -v '^{"key"' | tail -40
 # A call returns at most 8 files: the grids travel as one archive.
-(cd $OUT && tar czf grids.tgz samples-*.png && rm samples-*.png)
+if ls $OUT/samples-*.png >/dev/null 2>&1; then (cd $OUT && tar czf grids.tgz samples-*.png && rm samples-*.png); fi
 ls -la $OUT
