@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from liquidgen.bench.quality import NFES, QualityStudy, class_rows, record_key, score_plan
+from liquidgen.bench.quality import NFES, QualityStudy, class_rows, record_key, score_in_order, score_plan
 from liquidgen.bench.records import append_record, environment, read_records
 from liquidgen.bench.report import write_report
 from liquidgen.data import load_dataset
@@ -141,16 +141,8 @@ def main() -> None:
             grid, nrow = class_rows(x, y)
             save_grid(grid, out / f"samples-minRF{f'-cfg{cfg:g}' if len(args.cfg) > 1 else ''}.png", nrow=nrow)
 
-    if plan is None:
-        for cfg in args.cfg:
-            if record_key(NAME, marks[-1], "euler", max(NFES), cfg) not in done:
-                score(marks[-1], max(NFES), cfg)
-        plan = score_plan(study, NAME, marks, steps, read_records(path))
-    done = {r["key"] for r in read_records(path)}
-    for mark in reversed(marks):
-        for _, nfe, cfg in plan[mark]:
-            if record_key(NAME, mark, "euler", nfe, cfg) not in done:
-                score(mark, nfe, cfg)
+    score_in_order(study, NAME, marks, steps, weights,
+                   lambda mark, todo: [score(mark, nfe, cfg) for _, nfe, cfg in todo])
     write_report(out)
 
 

@@ -18,6 +18,7 @@ import json
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,8 +154,9 @@ def run_quality(study: QualityStudy) -> list[dict]:
     marks = [round(study.minutes * study.curve_every * i, 6) for i in range(1, round(1 / study.curve_every) + 1)]
     for text in study.contenders:
         contender = parse_contender(text)
-        done = {r["key"] for r in read_records(path)}
-        plan = score_plan(study, contender.name, marks, steps, read_records(path))
+        records = read_records(path)
+        plan = score_plan(study, contender.name, marks, steps, records)
+        done = {r["key"] for r in records}
         if plan is not None and all(record_key(contender.name, m, *setting) in done
                                     for m, todo in plan.items() for setting in todo):
             print(f"{contender.name}: scored before, skipped", flush=True)
@@ -164,19 +166,29 @@ def run_quality(study: QualityStudy) -> list[dict]:
         ckpts = list_checkpoints(run)[-len(marks):]
         at = dict(zip(marks[-len(ckpts):], ckpts))
         grid_nfe = max(n for _, n in steps)
-        if plan is None:  # the sweep at the top NFE decides the scale of every other score
-            sweep = [(s, n, c) for s, n in steps if n == grid_nfe for c in study.cfgs]
-            score_checkpoint(study, scorer, contender, at[marks[-1]], marks[-1], True,
-                             [x for x in sweep if record_key(contender.name, marks[-1], *x) not in done],
-                             summary, grid_nfe)
-            plan = score_plan(study, contender.name, marks, steps, read_records(path))
-        done = {r["key"] for r in read_records(path)}
-        for mark in sorted(at, reverse=True):  # the full budget first: a run cut short keeps its main scores
-            todo = [setting for setting in plan[mark] if record_key(contender.name, mark, *setting) not in done]
-            if todo:
-                score_checkpoint(study, scorer, contender, at[mark], mark, mark == marks[-1], todo, summary,
-                                 grid_nfe)
+        score_in_order(study, contender.name, marks, steps, at, lambda mark, todo: score_checkpoint(
+            study, scorer, contender, at[mark], mark, mark == marks[-1], todo, summary, grid_nfe))
     return read_records(path)
+
+
+def score_in_order(study: QualityStudy, name: str, marks: list[float], steps: list[tuple[str, int]],
+                   available, score: Callable[[float, list[tuple[str, int, float | None]]], None]) -> None:
+    """Score one contender as `score_plan` says, skipping what `out/quality.jsonl` holds: with `nfe_at_best`
+    the sweep first, then each mark in `available` from the full budget down (a run cut short keeps its main
+    scores). `score(mark, todo)` scores the (sampler, NFE, cfg) of `todo` at one mark and appends the records."""
+    path = Path(study.out) / "quality.jsonl"
+    done = {r["key"] for r in read_records(path)}
+    plan = score_plan(study, name, marks, steps, read_records(path))
+    if plan is None:  # the sweep at the top NFE decides the scale of every other score
+        top = max(n for _, n in steps)
+        score(marks[-1], [(s, n, c) for s, n in steps if n == top for c in study.cfgs
+                          if record_key(name, marks[-1], s, n, c) not in done])
+        records = read_records(path)
+        plan, done = score_plan(study, name, marks, steps, records), {r["key"] for r in records}
+    for mark in sorted(available, reverse=True):
+        todo = [setting for setting in plan[mark] if record_key(name, mark, *setting) not in done]
+        if todo:
+            score(mark, todo)
 
 
 def score_plan(study: QualityStudy, name: str, marks: list[float], steps: list[tuple[str, int]],
