@@ -8,20 +8,23 @@
 set -uo pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 CACHE=/tmp/liquidgen-eval-cache
+# A rerun with the same $RUNS and $OUT resumes: trained runs are kept, scored records skipped.
+RUNS=${RUNS:-/tmp/runs}
 mkdir -p $CACHE && cp benchmarks/results/2026-12-04-mnist-head-to-head/reference-networks/*.safetensors $CACHE/
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee $OUT/env.txt
-# LiquidGen-S samples about 3x slower than UNet-28: its curve uses 1,000 samples to stay inside the 10 minutes.
+# LiquidGen-S samples about 3x slower than UNet-28: its curve uses 1,000 samples, and its whole protocol still
+# takes about 12 minutes: run it twice with RUNS and OUT under /tmp (the second call resumes).
 CURVE=$([ "$1" = liquid ] && echo 1000 || echo 2000)
 COMMON="--minutes 3.3333 --cfg 1 1.25 1.5 2 --nfe-at-best --curve-every 0.25 --curve-nfe 50 --samples 10000
         --curve-samples $CURVE --cache $CACHE --out $OUT"
 SET="optim.schedule=constant data.root=.carry/data train.compile=true train.compile_mode=reduce-overhead"
 case "$1" in
   minrf) python benchmarks/peers/minrf_mnist.py --minrf .carry/peers/minRF --mnist-root .carry/data $COMMON ;;
-  unet) python -m liquidgen.cli bench quality configs/mnist-unet.yaml unet:28 --set $SET --runs /tmp/runs $COMMON ;;
-  liquid) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S --set $SET --runs /tmp/runs $COMMON ;;
-  dit) python -m liquidgen.cli bench quality configs/mnist-dit-S.yaml dit:S --set $SET --runs /tmp/runs $COMMON ;;
+  unet) python -m liquidgen.cli bench quality configs/mnist-unet.yaml unet:28 --set $SET --runs $RUNS $COMMON ;;
+  liquid) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S --set $SET --runs $RUNS $COMMON ;;
+  dit) python -m liquidgen.cli bench quality configs/mnist-dit-S.yaml dit:S --set $SET --runs $RUNS $COMMON ;;
   fpdm) python -m liquidgen.cli bench quality configs/mnist-fixed-point-dit-S.yaml fixed_point:dit-S --set $SET \
-          --runs /tmp/runs $COMMON ;;
+          --runs $RUNS $COMMON ;;
   *) echo "usage: bash benchmarks/head_to_head.sh unet|liquid|dit|fpdm|minrf" >&2; exit 2 ;;
 esac 2>&1 | grep -v '^{"key"' | tail -40
 # A call returns at most 8 files: the grids travel as one archive.
