@@ -410,7 +410,8 @@ def cmd_data(args) -> None:
 
 def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="a samples .npz (uint8 NHWC images + labels) or a checkpoint / run folder")
-    p.add_argument("--data", required=True, help="reference dataset name (mnist, cifar10, folder, npz, digits)")
+    p.add_argument("--data", help="reference dataset name (mnist, cifar10, folder, npz, digits); may be left out "
+                   "with --prompt-file, to score prompt retrieval only")
     p.add_argument("--root", help="reference dataset folder or file")
     p.add_argument("--split", default="test", help="reference split (test where it exists, else train)")
     p.add_argument("--size", type=COUNT, help="reference image size (default: the --classifier's, else the "
@@ -429,6 +430,13 @@ def add_eval(p: argparse.ArgumentParser) -> None:
                    help="number of samples (default: 10,000 generated, or all in the .npz)")
     p.add_argument("--prompt", nargs="+", help="text models: one prompt per class, in label order (prompt k "
                    "should show class k); samples cycle through them and class_accuracy scores prompt following")
+    p.add_argument("--prompt-file", help="text models: a file of prompts, one per line; samples cycle through them and "
+                   "--prompt-matcher scores whether each sample's prompt is retrieved from it (top-1 / top-5)")
+    p.add_argument("--prompt-matcher", help="prompt matcher .safetensors (from `liquidgen eval fit-prompt-matcher`)")
+    p.add_argument("--prompt-images", nargs="+", metavar="FOLDER", help="captioned image folders holding real images "
+                   "of the prompts: their retrieval, the ceiling, is scored beside the samples'")
+    p.add_argument("--candidates", help="file of candidate prompts, one per line (default: the captions the matcher "
+                   "was fitted with and its held-out ones)")
     add_sampling_args(p, seed_help="noise seed for generated samples", sweep=True)
     p.add_argument("--bootstrap", type=bounded(int, Bound(2)), default=200,
                    help="bootstrap rounds of FD's 95%% interval")
@@ -437,13 +445,27 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="also write the records to this JSON lines file: one per scale, then the floor")
 
 
+def read_lines(path: str, what: str) -> list[str]:
+    """The non-empty, stripped lines of a text file (prompts, candidates); an empty file is an error."""
+    lines = [line.strip() for line in Path(path).expanduser().read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ValueError(f"{what} file {path} holds no lines")
+    return lines
+
+
 def cmd_eval(args) -> None:
     from .evaluation.classifier import load_classifier
     from .evaluation.evaluate import BUILT_IN, Scorer, best_point, rank_agreement, read_samples, sweep_table
     from .generate import Pipeline
 
     dist, device = setup(args.device, "--device")
-    if not (args.classifier or args.inception or args.inception_weights or args.data in BUILT_IN):
+    prompts = matcher = pool = None
+    if args.prompt_file or args.prompt_matcher:
+        prompts, matcher, pool = prompt_scoring(args, device)  # checked before any sample is drawn
+    if args.data is None and prompts is None:
+        raise ValueError("--data: give the reference dataset (or --prompt-file to score prompt retrieval only)")
+    if args.data and not (args.classifier or args.inception or args.inception_weights or args.data in BUILT_IN):
         raise ValueError("nothing to measure with: give --classifier (make one with `liquidgen eval fit-classifier`) "
                          "and/or --inception-weights / --inception")  # said before any sample is drawn
     target = Path(args.target)
@@ -451,6 +473,8 @@ def cmd_eval(args) -> None:
     if target.suffix == ".npz":
         if args.cfg:
             raise ValueError(f"--cfg: {target} holds samples made at one guidance scale; give a checkpoint to sweep")
+        if prompts:
+            raise ValueError(f"--prompt-file: {target} does not record the prompts of its samples; give a checkpoint")
         samples = read_samples(target)
         if args.n is not None and args.n > len(samples.images):
             raise ValueError(f"--n {args.n}: {target} holds only {len(samples.images)} samples; lower --n or leave "
@@ -459,13 +483,15 @@ def cmd_eval(args) -> None:
     else:
         pipe = Pipeline.load(target, device=device, dist=dist, compile=args.compile)
         sample_size = pipe.space.image_size
-    # The reference is loaded at the classifier's own size unless --size says otherwise (it must fit).
-    given = args.classifier and Path(args.classifier).expanduser().is_file()
-    size = args.size or (load_classifier(args.classifier)[1]["size"] if given else sample_size)
-    # Only the main process scores; it fits a missing classifier before any sample is drawn.
-    scorer = Scorer(args.data, args.root, args.classifier, device, size, args.split, args.reference_limit,
-                    args.inception_weights, args.cache, args.inception, args.bootstrap,
-                    False if args.classifier2 == "none" else args.classifier2) if dist.main else None
+    scorer = None
+    if args.data:
+        # The reference is loaded at the classifier's own size unless --size says otherwise (it must fit).
+        given = args.classifier and Path(args.classifier).expanduser().is_file()
+        size = args.size or (load_classifier(args.classifier)[1]["size"] if given else sample_size)
+        # Only the main process scores; it fits a missing classifier before any sample is drawn.
+        scorer = Scorer(args.data, args.root, args.classifier, device, size, args.split, args.reference_limit,
+                        args.inception_weights, args.cache, args.inception, args.bootstrap,
+                        False if args.classifier2 == "none" else args.classifier2) if dist.main else None
     points = []
     if samples is not None:
         n = args.n or len(samples.images)
@@ -476,31 +502,88 @@ def cmd_eval(args) -> None:
         n = args.n or 10_000
         for cfg in args.cfg or [None]:  # None: the run's sample.cfg
             settings = sampling_settings(args, pipe.settings).with_(cfg=cfg)
-            images, labels = pipe.generate(n, seed=args.seed, prompts=args.prompt, settings=settings,
+            images, labels = pipe.generate(n, seed=args.seed, prompts=prompts or args.prompt, settings=settings,
                                            batch_size=args.batch)
-            if dist.main:  # a text model's labels index its --prompt list, not classes
-                points.append({"cfg": settings.cfg, **scorer(images, labels,
-                                                             None if args.prompt else pipe.spec.class_names)})
+            if not dist.main:
+                continue
+            point = {"cfg": settings.cfg}
+            if scorer:  # a text model's labels index its prompts: class accuracy only where --prompt k shows class k
+                point |= scorer(images, None if prompts else labels,
+                                None if (args.prompt or prompts) else pipe.spec.class_names)
+            if matcher:
+                point |= matcher.retrieval(images, [prompts[i] for i in labels.tolist()], pool)
+            points.append(point)
     if not dist.main:
         return
-    floor = scorer.floor(n, args.seed)  # at the scores' own sample count
+    floor = scorer.floor(n, args.seed) if scorer else None  # at the scores' own sample count
+    ceiling = prompt_ceiling(args, matcher, prompts, pool) if matcher and args.prompt_images else None
     if len(points) > 1:
         best_point(points)["best"] = True
     records = [{**p, "target": str(target), "seed": args.seed, "dataset": args.data, "split": args.split,
-                "classifier": str(scorer.classifier) if scorer.classifier else None,
-                "classifier2": str(scorer.second_classifier) if scorer.second_classifier else None}
-               for p in [*points, floor]]
+                "classifier": str(scorer.classifier) if scorer and scorer.classifier else None,
+                "classifier2": str(scorer.second_classifier) if scorer and scorer.second_classifier else None,
+                **({"prompt_matcher": args.prompt_matcher} if matcher else {})}
+               for p in [*points, *([floor] if floor else []), *([ceiling] if ceiling else [])]]
     for r in records:
         print(json.dumps(r))
     if args.out:
         Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in records))
-    if scorer.classifier:
+    if scorer and scorer.classifier:
         print("classifier FD / KID and class acc use liquidgen's reference classifier (offline; not FID)")
-    print(sweep_table(points, floor))
+    if scorer:
+        print(sweep_table(points, floor))
+    if matcher:
+        print(retrieval_table(points, ceiling))
     agreement = (rank_agreement(points, [f"cfg {p['cfg']:g}" for p in points])
-                 if points[0]["cfg"] is not None else None)
+                 if scorer and points[0]["cfg"] is not None else None)
     if agreement:
         print(agreement)
+
+
+def prompt_scoring(args, device):
+    """(prompts, loaded matcher, candidate pool) of eval's prompt options, all checked."""
+    from .evaluation.retrieval import load_matcher
+
+    if not (args.prompt_file and args.prompt_matcher):
+        raise ValueError("--prompt-file and --prompt-matcher go together: the prompts to draw, and the matcher that "
+                         "scores them (make one with `liquidgen eval fit-prompt-matcher`)")
+    if args.prompt:
+        raise ValueError("--prompt and --prompt-file: give the prompts one way")
+    prompts = read_lines(args.prompt_file, "--prompt-file")
+    matcher = load_matcher(args.prompt_matcher, device)
+    pool = read_lines(args.candidates, "--candidates") if args.candidates else None
+    return prompts, matcher, pool
+
+
+def prompt_ceiling(args, matcher, prompts: list[str], pool) -> dict:
+    """Retrieval of the real images, in --prompt-images, whose captions are among the prompts."""
+    from .evaluation.retrieval import read_captioned
+
+    wanted, images, captions = set(prompts), [], []
+    for folder in args.prompt_images:
+        x, caps = read_captioned(folder, matcher.info["image_size"])
+        keep = [i for i, c in enumerate(caps) if c in wanted]
+        images.append(x[keep])
+        captions += [caps[i] for i in keep]
+    if not captions:
+        raise ValueError(f"--prompt-images: no image in {', '.join(args.prompt_images)} has one of the "
+                         f"{len(prompts)} prompts as its caption, so there is no ceiling to score")
+    return {"ceiling": True, "prompts_with_images": len(set(captions)),
+            **matcher.retrieval(torch.cat(images), captions, pool)}
+
+
+def retrieval_table(points: list[dict], ceiling: dict | None) -> str:
+    """Markdown: prompt retrieval per guidance scale, then the real images' ceiling."""
+    lines = ["| cfg | prompt top-1 [95% CI] | prompt top-5 [95% CI] | median rank | images | pool |",
+             "|---|---|---|---|---|---|"]
+    for p in [*points, *([ceiling] if ceiling else [])]:
+        name = f"real ({p['prompts_with_images']:,} prompts)" if p.get("ceiling") else (
+            "-" if p.get("cfg") is None else f"{p['cfg']:g}")
+        cells = [f"{p[k]:.3f} [{p[k + '_ci95'][0]:.3f}, {p[k + '_ci95'][1]:.3f}]" for k in ("prompt_top1",
+                                                                                         "prompt_top5")]
+        lines.append(f"| {name} | {' | '.join(cells)} | {p['prompt_median_rank']:g} | {p['prompt_images']:,} | "
+                     f"{p['prompt_pool']:,} |")
+    return "\n".join(lines)
 
 
 def add_fit_classifier(p: argparse.ArgumentParser) -> None:
@@ -527,6 +610,29 @@ def cmd_fit_classifier(args) -> None:
     out = Path(args.out or f"classifiers/{args.data}-{train_set.size}{suffix}.safetensors")
     save_classifier(model, info, out)
     print(f"wrote {out}: test accuracy {info['test_accuracy']:.4f} on {info['test_images']} images")
+
+
+def add_fit_prompt_matcher(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True, help="captioned image folder to fit on (metadata.jsonl or .txt captions; "
+                   "e.g. `liquidgen data emoji`'s train/)")
+    p.add_argument("--heldout", nargs="*", default=[], metavar="FOLDER",
+                   help="captioned folders of held-out prompts: their captions join the candidate pool and their "
+                   "images' retrieval is measured as a ceiling (e.g. the emoji heldout/)")
+    p.add_argument("--size", type=COUNT, default=64, help="side the images are read at (the generator's image size)")
+    p.add_argument("--text-encoder", default="minilm", help="text encoder of the captions (minilm, clip, open_clip)")
+    p.add_argument("--text-option", nargs="*", default=[], metavar="KEY=VALUE", help="text encoder options")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    add_device_arg(p)
+
+
+def cmd_fit_prompt_matcher(args) -> None:
+    from .evaluation.retrieval import describe_ceilings, fit_prompt_matcher
+
+    spec = {"name": args.text_encoder, **parse_options(args.text_option, "--text-option")}
+    info = fit_prompt_matcher(args.root, args.heldout, args.size, args.out, spec,
+                              device=pick_device(args.device, "--device"))
+    print(f"wrote {args.out}: fitted on {info['train_images']:,} images, {len(info['pool']):,} candidate prompts")
+    print(describe_ceilings(info))
 
 
 # --- bench, models -------------------------------------------------------------------------------------
@@ -647,6 +753,7 @@ def cmd_serve(args) -> None:
 
 
 # name, help, arguments, action (`liquidgen eval fit-classifier` is parsed as the command fit-classifier)
+EVAL_SUBCOMMANDS = ("fit-classifier", "fit-prompt-matcher")
 COMMANDS = [
     ("train", "train a model from a YAML config", add_train, cmd_train),
     ("train-autoencoder", "train your own KL-VAE or VQ-VAE (for latent generators)", add_train_autoencoder,
@@ -663,6 +770,9 @@ COMMANDS = [
      add_eval, cmd_eval),
     ("fit-classifier", "(as `liquidgen eval fit-classifier`) train a dataset's reference classifier",
      add_fit_classifier, cmd_fit_classifier),
+    ("fit-prompt-matcher", ("(as `liquidgen eval fit-prompt-matcher`) train the image encoder that scores prompt "
+                            "following offline, contrastively against a captioned folder's text embeddings"),
+     add_fit_prompt_matcher, cmd_fit_prompt_matcher),
     ("bench", ("benchmarks: speed per backbone preset, quality per GPU-minute; JSON records, a markdown report "
                "and plots in --out (reruns skip finished records)"), add_bench, cmd_bench),
     ("models", "list backbone presets with parameters and forward GFLOPs per image", add_models, cmd_models),
@@ -682,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="liquidgen", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text, add, run in COMMANDS:
-        prog = "liquidgen eval fit-classifier" if name == "fit-classifier" else None
+        prog = f"liquidgen eval {name}" if name in EVAL_SUBCOMMANDS else None
         p = sub.add_parser(name, help=text, **({"prog": prog} if prog else {}))
         add(p)
         p.set_defaults(func=run)
@@ -701,7 +811,7 @@ USER_ERRORS = (ValueError, OSError, EOFError, ImportError, FloatingPointError, y
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["eval", "fit-classifier"]:  # a sub-command of eval, parsed as its own command
+    if argv[:1] == ["eval"] and argv[1:2] and argv[1] in EVAL_SUBCOMMANDS:  # parsed as commands of their own
         argv = argv[1:]
     args = build_parser().parse_args(argv)
     try:

