@@ -35,3 +35,20 @@ def tiny_text_run(tmp_path_factory) -> Path:
                            overrides=["model.preset=tiny", "model.options.patch_size=2", "data.image_size=null",
                                       f"data.root={root / 'captions'}", "train.steps=4", "train.batch_size=8",
                                       "train.sample_every=0", "train.ckpt_every=0"])
+
+
+TAESD_DIR = SHARED_DATA / "weights" / "taesd"
+
+
+@pytest.fixture(scope="session")
+def taef2_weights(tmp_path_factory) -> str:
+    """The real taef2 weights when this machine has them, else randomly initialised ones in the same format
+    (the pipeline is the same; only the pictures differ)."""
+    if (TAESD_DIR / "taef2_encoder.pth").is_file():
+        return str(TAESD_DIR)
+    from liquidgen.autoencoders.taesd import make_decoder, make_encoder
+
+    folder = tmp_path_factory.mktemp("taesd")
+    torch.save(make_encoder(32, pool=True).half().state_dict(), folder / "taef2_encoder.pth")
+    torch.save(make_decoder(32, pool=True).half().state_dict(), folder / "taef2_decoder.pth")
+    return str(folder)

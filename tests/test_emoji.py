@@ -161,3 +161,26 @@ def test_a_tarball_of_another_layout_is_named(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert says in err and str(tarball) in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config, latent, tokens", [
+    ("emoji-liquid-S-text", False, 0), ("emoji-dit-S-tld", False, 16),
+    ("emoji-liquid-S-text-latent", True, 0), ("emoji-dit-S-tld-latent", True, 16)])
+def test_the_emoji_configs_train_on_it_and_draw_prompts(tmp_path, config, latent, tokens, request):
+    """Each 64 px text-to-image config, as its header says: data emoji -> precompute folder -> train -> sample."""
+    out = build(tmp_path, "--holdout", "0")
+    data = tmp_path / "precomputed"
+    autoencoder = (["--autoencoder", "taesd", "--ae-option", "variant=taef2",
+                    f"weights={request.getfixturevalue('taef2_weights')}"] if latent else [])
+    main(["precompute", "folder", "--root", str(out / "train"), "--size", "64", "--text-encoder", "minilm",
+          "--text-tokens", str(tokens), *autoencoder, "--out", str(data), "--device", "cpu"])
+    run = tmp_path / "run"
+    main(["train", f"configs/{config}.yaml", "--out", str(run), "--set", f"data.root={data}", "model.preset=tiny",
+          "train.minutes=0", "train.steps=2", "train.batch_size=4", "train.sample_every=0", "train.ckpt_every=0",
+          "train.log_every=1"])
+    spec = json.loads(next((run / "checkpoints").iterdir()).joinpath("model.json").read_text())
+    assert spec["text_tokens"] == tokens and spec["num_classes"] == 0  # prompts, not the category labels
+    samples = tmp_path / "apple.npz"
+    main(["sample", str(run), "--prompt", "red apple, google style", "--n", "2", "--steps", "2", "--out", str(samples),
+          "--device", "cpu"])
+    assert np.load(samples)["images"].shape == (2, 64, 64, 3)

@@ -19,25 +19,10 @@ from liquidgen.models import build_model
 from liquidgen.samplers import denoiser
 from liquidgen.train import drop_context
 
-TAESD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weights" / "taesd"
 COLOURS = {"red": (220, 30, 30), "green": (30, 190, 40), "blue": (40, 60, 230)}
 QUICK = ["model.preset=tiny", "model.options.patch_size=1", "data.image_size=null", "train.steps=6",
          "train.batch_size=8", "train.log_every=3", "train.sample_every=6", "train.ckpt_every=0", "sample.steps=2",
          "sample.per_class=2", "optim.lr=1e-3"]
-
-
-@pytest.fixture(scope="module")
-def taef2_weights(tmp_path_factory) -> str:
-    """The real taef2 weights when this machine has them, else randomly initialised ones in the same format
-    (the pipeline is the same; only the pictures differ)."""
-    if (TAESD_DIR / "taef2_encoder.pth").is_file():
-        return str(TAESD_DIR)
-    from liquidgen.autoencoders.taesd import make_decoder, make_encoder
-
-    folder = tmp_path_factory.mktemp("taesd")
-    torch.save(make_encoder(32, pool=True).half().state_dict(), folder / "taef2_encoder.pth")
-    torch.save(make_decoder(32, pool=True).half().state_dict(), folder / "taef2_decoder.pth")
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
