@@ -97,7 +97,8 @@ def test_wrong_prompts_score_at_chance(matcher_file):
 
     path, info, heldout = matcher_file
     matcher = load_matcher(path)
-    images, captions = read_captioned(heldout, 24)
+    images, captions, features, made_by = read_captioned(heldout, 24)
+    assert features == {} and made_by is None  # an image folder: captions only
     right = matcher.retrieval(images, captions)
     assert right["prompt_top1"] == pytest.approx(info["ceilings"]["heldout"]["prompt_top1"])  # the file is the fit
     # each image scored against a prompt of another colour and shape
@@ -201,3 +202,26 @@ def test_fit_prompt_matcher_command_needs_captions(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["eval", "fit-prompt-matcher", "--root", str(tmp_path), "--out", str(tmp_path / "m.safetensors")])
     assert stop.value.code == 2 and "has no captions" in capsys.readouterr().err
+
+
+def test_a_precomputed_pixel_dataset_fits_without_the_text_model(matcher_file, tmp_path, monkeypatch):
+    """Its pooled embeddings stand in for the encoder (so a matcher can be fitted where the text model is not):
+    the same weights as fitting on the image folder, and the text model is never built."""
+    from liquidgen.cli import main
+
+    path, info, heldout = matcher_file
+    train = path.parent / "train"
+    data = tmp_path / "pre"
+    main(["precompute", "folder", "--root", str(train), "--size", "24", "--text-encoder", "minilm", "--out", str(data),
+          "--device", "cpu"])
+
+    def no_text_model(*args, **kwargs):
+        raise AssertionError("the text model was built")
+
+    monkeypatch.setattr("liquidgen.evaluation.retrieval.build_text_encoder", no_text_model)
+    again = fit_prompt_matcher(data, [], 24, tmp_path / "m.safetensors", None, RECIPE)
+    assert again["text_encoder"]["name"] == "minilm" and again["train_images"] == info["train_images"]
+    # the same images and captions (in the folder's order), embeddings stored in float16: close to the folder's fit
+    assert abs(again["ceilings"]["training"]["prompt_top1"] - info["ceilings"]["training"]["prompt_top1"]) < 0.15
+    with pytest.raises(ValueError, match="not the requested"):
+        fit_prompt_matcher(data, [], 24, tmp_path / "m2.safetensors", {"name": "clip", "model": "x"}, RECIPE)

@@ -561,7 +561,7 @@ def prompt_ceiling(args, matcher, prompts: list[str], pool) -> dict:
 
     wanted, images, captions = set(prompts), [], []
     for folder in args.prompt_images:
-        x, caps = read_captioned(folder, matcher.info["image_size"])
+        x, caps, _, _ = read_captioned(folder, matcher.info["image_size"])
         keep = [i for i, c in enumerate(caps) if c in wanted]
         images.append(x[keep])
         captions += [caps[i] for i in keep]
@@ -614,12 +614,13 @@ def cmd_fit_classifier(args) -> None:
 
 def add_fit_prompt_matcher(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="captioned image folder to fit on (metadata.jsonl or .txt captions; "
-                   "e.g. `liquidgen data emoji`'s train/)")
+                   "e.g. `liquidgen data emoji`'s train/), or a pixel dataset precomputed from one with --text-encoder")
     p.add_argument("--heldout", nargs="*", default=[], metavar="FOLDER",
                    help="captioned folders of held-out prompts: their captions join the candidate pool and their "
                    "images' retrieval is measured as a ceiling (e.g. the emoji heldout/)")
     p.add_argument("--size", type=COUNT, default=64, help="side the images are read at (the generator's image size)")
-    p.add_argument("--text-encoder", default="minilm", help="text encoder of the captions (minilm, clip, open_clip)")
+    p.add_argument("--text-encoder", help="text encoder of the captions (minilm, clip, open_clip; default: a "
+                   "precomputed dataset's, whose embeddings then spare loading it, else minilm)")
     p.add_argument("--text-option", nargs="*", default=[], metavar="KEY=VALUE", help="text encoder options")
     p.add_argument("--out", required=True, help="output .safetensors")
     add_device_arg(p)
@@ -628,7 +629,8 @@ def add_fit_prompt_matcher(p: argparse.ArgumentParser) -> None:
 def cmd_fit_prompt_matcher(args) -> None:
     from .evaluation.retrieval import describe_ceilings, fit_prompt_matcher
 
-    spec = {"name": args.text_encoder, **parse_options(args.text_option, "--text-option")}
+    spec = ({"name": args.text_encoder, **parse_options(args.text_option, "--text-option")}
+            if args.text_encoder else None)
     info = fit_prompt_matcher(args.root, args.heldout, args.size, args.out, spec,
                               device=pick_device(args.device, "--device"))
     print(f"wrote {args.out}: fitted on {info['train_images']:,} images, {len(info['pool']):,} candidate prompts")

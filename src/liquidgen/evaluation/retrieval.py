@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +93,11 @@ def contrastive_loss(logits: Tensor, caption_ids: Tensor) -> Tensor:
 
 
 def fit_matcher(images: Tensor, captions: Sequence[str], text_encoder: dict, recipe: MatcherRecipe = MatcherRecipe(),
-                device: torch.device | str = "cpu", progress: bool = True) -> PromptMatcher:
+                device: torch.device | str = "cpu", progress: bool = True,
+                features: dict[str, Tensor] | None = None) -> PromptMatcher:
     """Train a prompt matcher on uint8 `images` (N, C, H, W) and their `captions`, embedded by the text encoder of
-    spec `text_encoder` (`build_text_encoder(**spec)`)."""
+    spec `text_encoder` (`build_text_encoder(**spec)`), or looked up in `features` (caption -> pooled embedding by
+    that encoder, e.g. a precomputed dataset's), which spares loading the text model."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     if len(images) < recipe.batch_size:
@@ -104,7 +106,7 @@ def fit_matcher(images: Tensor, captions: Sequence[str], text_encoder: dict, rec
     if len(names) < 2:
         raise ValueError("a prompt matcher needs at least 2 different captions")
     device = torch.device(device)
-    pooled = build_text_encoder(**text_encoder).encode(names).pooled.to(device)
+    pooled = embed_captions(names, text_encoder, features or {}).to(device)
     torch.manual_seed(recipe.seed)
     model = PromptMatcher(images.shape[1], recipe.size, pooled.shape[1], recipe.dim, recipe.width).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
@@ -128,12 +130,23 @@ def fit_matcher(images: Tensor, captions: Sequence[str], text_encoder: dict, rec
     return model.eval().requires_grad_(False)
 
 
+def embed_captions(captions: Sequence[str], text_encoder: dict, features: dict[str, Tensor]) -> Tensor:
+    """Pooled embeddings (N, D) of `captions`: from `features` where it has them, the rest (if any) encoded by
+    the text encoder of spec `text_encoder`, on the CPU."""
+    missing = [c for c in dict.fromkeys(captions) if c not in features]
+    if missing:
+        encoded = build_text_encoder(**{**text_encoder, "device": "cpu"}).encode(missing).pooled
+        features = {**features, **dict(zip(missing, encoded))}
+    return torch.stack([features[c].float() for c in captions])
+
+
 @dataclass
 class Matcher:
     """A loaded prompt matcher: the network, the metadata of its file, and the text encoder it was fitted with."""
 
     net: PromptMatcher
     info: dict
+    features: dict[str, Tensor] = field(default_factory=dict)  # caption -> pooled embedding, known in advance
 
     @property
     def pool(self) -> list[str]:
@@ -142,7 +155,7 @@ class Matcher:
 
     def embed_prompts(self, prompts: Sequence[str]) -> Tensor:
         device = next(self.net.parameters()).device
-        pooled = build_text_encoder(**{**self.info["text_encoder"], "device": "cpu"}).encode(list(prompts)).pooled
+        pooled = embed_captions(prompts, self.info["text_encoder"], self.features)
         with torch.no_grad():
             return self.net.embed_text(pooled.to(device)).cpu()
 
@@ -206,29 +219,59 @@ def load_matcher(path: str | Path, device: torch.device | str = "cpu") -> Matche
     return Matcher(net.to(device).eval().requires_grad_(False), info)
 
 
-def read_captioned(root: str | Path, size: int) -> tuple[Tensor, list[str]]:
-    """(uint8 RGB images (N, 3, size, size), captions) of an image folder with captions (metadata.jsonl or .txt
-    files, `precompute.FolderSource`'s layout)."""
+def read_captioned(root: str | Path, size: int) -> tuple[Tensor, list[str], dict[str, Tensor], dict | None]:
+    """(uint8 RGB images (N, 3, H, W), captions, caption -> pooled text embedding, the spec of the encoder that
+    made them) of an image folder with captions (metadata.jsonl or .txt files, `precompute.FolderSource`'s layout;
+    no embeddings, None) or of a precomputed pixel dataset with pooled captions (`liquidgen precompute ...
+    --text-encoder`: its embeddings and encoder), which needs no text model."""
+    root = Path(root).expanduser()
+    if (root / "manifest.json").is_file():
+        return _read_precomputed(root)
     from ..precompute import FolderSource
 
     source = FolderSource(str(root), size, None, 3, resize=True)
     if not source.has_captions:
         raise ValueError(f"{root} has no captions: a prompt matcher needs a metadata.jsonl or a .txt file per image")
     rows = [source.read(i) for i in tqdm(range(len(source)), desc=f"reading {root}", disable=None)]
-    return torch.from_numpy(np.stack([r[0] for r in rows])), [r[2] for r in rows]
+    return torch.from_numpy(np.stack([r[0] for r in rows])), [r[2] for r in rows], {}, None
+
+
+def _read_precomputed(root: Path) -> tuple[Tensor, list[str], dict[str, Tensor], dict | None]:
+    from ..data import load_precomputed
+
+    data = load_precomputed(root)
+    if data.images.dtype != torch.uint8:
+        raise ValueError(f"{root} holds latents; a prompt matcher needs pixels: give the image folder, or a dataset "
+                         f"precomputed without --autoencoder")
+    if not data.captions:
+        raise ValueError(f"{root} has no captions: precompute it from a captioned folder with --text-encoder")
+    features = {}
+    if data.context is not None and not data.text_tokens:
+        features = dict(zip(data.captions, data.context.float()))
+    images = data.images.expand(-1, 3, -1, -1) if data.images.shape[1] == 1 else data.images
+    return images, list(data.captions), features, data.text_encoder
 
 
 def fit_prompt_matcher(train_root: str | Path, heldout_roots: Sequence[str | Path], size: int, out: str | Path,
-                       text_encoder: dict, recipe: MatcherRecipe = MatcherRecipe(), device: torch.device | str = "cpu"
-                       ) -> dict:
-    """Fit a matcher on the captioned folder `train_root`, measure the ceilings (real images' retrieval among the
-    pool of every caption: a seeded pick of training images, and each held-out folder), write it to `out`.
-    Returns its info."""
-    images, captions = read_captioned(train_root, size)
-    net = fit_matcher(images, captions, text_encoder, recipe, device)
-    heldout = {Path(r).name: read_captioned(r, size) for r in heldout_roots}
+                       text_encoder: dict | None = None, recipe: MatcherRecipe = MatcherRecipe(),
+                       device: torch.device | str = "cpu") -> dict:
+    """Fit a matcher on the captioned folder (or precomputed pixel dataset) `train_root`, measure the ceilings
+    (real images' retrieval among the pool of every caption: a seeded pick of training images, and each held-out
+    folder), write it to `out`. `text_encoder`: the spec of the captions' encoder (None: a precomputed dataset's,
+    else MiniLM). Returns its info."""
+    images, captions, features, made_by = read_captioned(train_root, size)
+    heldout = {}
+    for root in heldout_roots:
+        x, caps, more, other = read_captioned(root, size)
+        heldout[Path(root).name], features = (x, caps), {**features, **more}
+        made_by = made_by or other
+    text_encoder = text_encoder or made_by or {"name": "minilm"}
+    if made_by and made_by != text_encoder:
+        raise ValueError(f"the precomputed captions were embedded by {made_by}, not the requested {text_encoder}; "
+                         f"leave the text encoder out to use theirs")
+    net = fit_matcher(images, captions, text_encoder, recipe, device, features=features)
     pool = list(dict.fromkeys([*captions, *(c for _, caps in heldout.values() for c in caps)]))
-    matcher = Matcher(net, {"pool": pool, "text_encoder": text_encoder})
+    matcher = Matcher(net, {"pool": pool, "text_encoder": text_encoder}, features)
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(recipe.seed))[:recipe.ceiling_images]
     ceilings = {"training": matcher.retrieval(images[pick], [captions[i] for i in pick])}
     ceilings |= {name: matcher.retrieval(x, caps) for name, (x, caps) in heldout.items()}
@@ -247,4 +290,5 @@ def describe_ceilings(info: dict) -> str:
 
 
 __all__ = ["Matcher", "MatcherRecipe", "PromptMatcher", "contrastive_loss", "describe_ceilings", "fit_matcher",
-           "fit_prompt_matcher", "load_matcher", "read_captioned", "save_matcher", "unique_captions", "wilson"]
+           "fit_prompt_matcher", "embed_captions", "load_matcher", "read_captioned", "save_matcher", "unique_captions",
+           "wilson"]
