@@ -164,10 +164,11 @@ def test_a_tarball_of_another_layout_is_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config, latent, tokens", [
-    ("emoji-liquid-S-text", False, 0), ("emoji-dit-S-tld", False, 16),
-    ("emoji-liquid-S-text-latent", True, 0), ("emoji-dit-S-tld-latent", True, 16)])
+    ("emoji-liquid-S-text", False, 0), ("emoji-dit-S-tld", False, 0), ("emoji-dit-S-tld", False, 16),
+    ("emoji-liquid-S-text-latent", True, 0), ("emoji-dit-S-tld-latent", True, 0)])
 def test_the_emoji_configs_train_on_it_and_draw_prompts(tmp_path, config, latent, tokens, request):
-    """Each 64 px text-to-image config, as its header says: data emoji -> precompute folder -> train -> sample."""
+    """Each 64 px text-to-image config, as its header says: data emoji -> precompute folder -> train -> sample (the
+    DiT also with per-token cross-attention, its header's alternative)."""
     out = build(tmp_path, "--holdout", "0")
     data = tmp_path / "precomputed"
     autoencoder = (["--autoencoder", "taesd", "--ae-option", "variant=taef2",
