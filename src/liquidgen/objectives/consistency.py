@@ -63,6 +63,14 @@ def student_tangent(model: nn.Module, x: Tensor, theta: Tensor, dx: Tensor, r: T
     return consistency_tangent(trig_student(model, y, cond), x, theta, dx, r)
 
 
+def guided_trigflow(teacher: nn.Module, kind: str, cfg: float, x_t: Tensor, t: Tensor, y: Tensor | None,
+                    cond: dict[str, Tensor]) -> Tensor:
+    """A teacher's TrigFlow F at liquidgen's (x_t, t), whatever it predicts (`kind`), guided at scale `cfg`: one
+    function of tensors, which torch.compile takes whole (`Consistency.compile_tangent`)."""
+    v = denoiser(teacher, kind, y, cfg, **cond)(x_t, t)
+    return paths.convert(v, "v", "trigflow", x_t, t)
+
+
 @dataclass
 class Consistency:
     mode: str = "ct"
@@ -88,11 +96,14 @@ class Consistency:
         self.step = 0
         self._teacher: tuple[nn.Module, str] | None = None
         self._tangent = student_tangent
+        self._velocity = guided_trigflow
 
     def compile_tangent(self, backend: str = "inductor") -> None:
-        """Run the tangent - the JVP, sCM's cost - through torch.compile (train.compile). `kernels.compiled_jvp`
-        steers the models onto the primitive paths that compile under forward-mode AD."""
+        """Run the tangent - the JVP, sCM's cost - and the teacher's guided velocity (sCD: two more forwards per
+        step, CFG's pair) through torch.compile (train.compile). `kernels.compiled_jvp` steers the models onto the
+        primitive paths that compile under forward-mode AD."""
         compiled = torch.compile(student_tangent, backend=backend, dynamic=False)
+        self._velocity = torch.compile(guided_trigflow, backend=backend, dynamic=False)
 
         def run(*args) -> tuple[Tensor, Tensor]:
             with compiled_jvp():
@@ -113,8 +124,7 @@ class Consistency:
         teacher, kind = self._teacher
         if y is not None and getattr(teacher, "num_classes", 0) == 0:
             y = None
-        v = denoiser(teacher, kind, y, self.teacher_cfg, **cond)(x_t, t)
-        return paths.convert(v, "v", "trigflow", x_t, t)
+        return self._velocity(teacher, kind, self.teacher_cfg, x_t, t, y, cond)
 
     def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None, **cond: Tensor) -> Tensor:
         with torch.autocast(x0.device.type, enabled=False):
