@@ -1,0 +1,157 @@
+"""The captioned-emoji text-to-image study (issue 22): LiquidGen-S (pooled text through AdaGN) against TLD's DiT-S
+(cross-attention to [time, pooled text]), on 64 px pixels and on taef2 latents, each for the same GPU minutes.
+
+    python benchmarks/emoji_study.py --data /tmp/emoji --runs /tmp/runs --out $OUT --minutes 5 \\
+        liquid dit liquid-latent dit-latent
+
+--data holds four datasets precomputed with MiniLM captions (`liquidgen precompute folder ... --text-encoder
+minilm`, from `liquidgen data emoji`'s train/ and heldout/): emoji-64 and emoji-64-heldout (pixels), emoji-taef2-64
+and emoji-taef2-64-heldout (taef2 latents; only for the -latent contenders). Their stored caption embeddings
+condition the samples, so no text model is needed where this runs.
+
+Per contender (resumable: a run trained to its budget is reused, a scored record skipped):
+- train its config (`configs/emoji-*.yaml`) for --minutes of compiled training;
+- at each --cfg, draw --n samples cycling through --prompts seen captions (a seeded pick of the training captions)
+  and through every held-out caption, and score each set: prompt retrieval (top-1 / top-5 among all captions of
+  both splits, by a prompt matcher fitted here on the pixel datasets), the emoji category's accuracy, and FD in two
+  reference networks' features (CIFAR-10's small-data recipes, fitted here on the training pixels);
+- a grid of seen and one of held-out prompts at the best scale.
+The real images' retrieval (the ceilings) comes with the matcher. Writes emoji_study.jsonl, emoji_study.md, grids.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from liquidgen.bench.records import append_record, read_records
+from liquidgen.config import load_config
+from liquidgen.data import load_precomputed
+from liquidgen.evaluation.classifier import RECIPES, ensure_classifier
+from liquidgen.evaluation.evaluate import Scorer
+from liquidgen.evaluation.retrieval import MatcherRecipe, describe_ceilings, fit_prompt_matcher, load_matcher
+from liquidgen.generate import Pipeline
+from liquidgen.latent_space import to_uint8
+from liquidgen.plots import save_grid
+from liquidgen.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTENDERS = {"liquid": ("emoji-liquid-S-text.yaml", "emoji-64"), "dit": ("emoji-dit-S-tld.yaml", "emoji-64"),
+              "liquid-latent": ("emoji-liquid-S-text-latent.yaml", "emoji-taef2-64"),
+              "dit-latent": ("emoji-dit-S-tld-latent.yaml", "emoji-taef2-64")}
+
+
+def train_contender(name: str, args) -> Path:
+    file, data = CONTENDERS[name]
+    cuda = args.device != "cpu"
+    config = load_config(ROOT / "configs" / file, [
+        f"data.root={Path(args.data) / data}", f"train.minutes={args.minutes}", "train.sample_every=0",
+        "train.ckpt_every=0", "train.eval_every=0", "train.keep_checkpoints=1", f"train.device={args.device}",
+        f"train.compile={cuda}", *(["train.compile_mode=reduce-overhead"] if cuda else []), *args.set])
+    run = Path(args.runs) / name
+    train(config, run, resume=run.exists())  # a rerun continues to the budget
+    return run
+
+
+def prompt_sets(args) -> dict[str, tuple[list[str], torch.Tensor, torch.Tensor]]:
+    """{"seen" | "heldout": (captions, their pooled embeddings, their category labels)}: a seeded pick of
+    training captions, and every held-out one."""
+    sets = {}
+    for split, folder in (("seen", "emoji-64"), ("heldout", "emoji-64-heldout")):
+        data = load_precomputed(Path(args.data) / folder)
+        pick = torch.arange(len(data.captions))
+        if split == "seen":
+            pick = torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))[:args.prompts]
+        sets[split] = ([data.captions[i] for i in pick], data.context[pick].float(), data.labels[pick])
+    return sets
+
+
+def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, args, out: Path) -> list[dict]:
+    path = out / "emoji_study.jsonl"
+    done = {r["key"]: r for r in read_records(path)}
+    pipe, rows = None, []
+    for cfg in args.cfg:
+        for split, (captions, context, labels) in sets.items():
+            key = f"{name}|cfg{cfg:g}|{split}"
+            if key in done:
+                rows.append(done[key])
+                continue
+            pipe = pipe or Pipeline.load(run, device=args.device)
+            rows_of = torch.arange(args.n) % len(captions)  # sample i draws prompt i mod len
+            t0 = time.perf_counter()
+            x = pipe.sample(pipe.noise(args.n, seed=0), None, pipe.settings.with_(cfg=cfg), batch_size=args.batch,
+                            context=context[rows_of])
+            images = torch.cat([to_uint8(pipe.decode(b)).cpu() for b in x.split(args.batch)])
+            record = {"key": key, "name": name, "cfg": cfg, "prompts": split, "n": args.n,
+                      "sample_seconds": time.perf_counter() - t0,
+                      **scorer(images, labels[rows_of]), **matcher.retrieval(images, [captions[i] for i in rows_of])}
+            append_record(path, record)
+            rows.append(record)
+            print(f"{key}: top-5 {record['prompt_top5']:.3f}  FD {record['classifier_fd']:.2f}  category acc "
+                  f"{record.get('class_accuracy', float('nan')):.3f}", flush=True)
+            grid = torch.cat([images[rows_of == k][:4] for k in range(min(16, len(captions)))])
+            save_grid(grid.float() / 127.5 - 1, out / f"grid-{name}-{split}-cfg{cfg:g}.png", nrow=8)
+    return rows
+
+
+def table(rows: list[dict], ceilings: str) -> str:
+    lines = ["| contender | prompts | cfg | prompt top-1 [95%] | prompt top-5 [95%] | category acc | FD | FD-2 |",
+             "|---" * 8 + "|"]
+    for r in rows:
+        top = [f"{r[k]:.3f} [{r[k + '_ci95'][0]:.3f}, {r[k + '_ci95'][1]:.3f}]" for k in ("prompt_top1", "prompt_top5")]
+        lines.append(f"| {r['name']} | {r['prompts']} | {r['cfg']:g} | {top[0]} | {top[1]} | "
+                     f"{r.get('class_accuracy', float('nan')):.3f} | {r['classifier_fd']:.2f} | "
+                     f"{r['classifier2_fd']:.3f} |")
+    return "\n".join(lines) + "\n\nCeilings (real images, same matcher and pool):\n" + ceilings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("contenders", nargs="+", choices=list(CONTENDERS), help="contenders, in order")
+    parser.add_argument("--data", required=True, help="folder of the four precomputed datasets (see above)")
+    parser.add_argument("--out", required=True, help="records, table, grids, the matcher and reference networks")
+    parser.add_argument("--runs", default="runs/emoji-study", help="run folders (resumed to their budget)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training minutes per contender")
+    parser.add_argument("--cfg", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.5], help="guidance scales")
+    parser.add_argument("--n", type=int, default=2000, help="samples per prompt set and scale")
+    parser.add_argument("--prompts", type=int, default=500, help="seen prompts (training captions) to draw")
+    parser.add_argument("--batch", type=int, default=500, help="sampling batch")
+    parser.add_argument("--matcher-epochs", type=int, default=MatcherRecipe.epochs, help="the prompt matcher's epochs")
+    parser.add_argument("--classifier-epochs", type=int, help="the reference networks' epochs (default: their "
+                        "recipes'; fewer only for smoke tests)")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every contender (smoke tests)")
+    args = parser.parse_args()
+    out, data = Path(args.out), Path(args.data)
+    out.mkdir(parents=True, exist_ok=True)
+    print("torch", torch.__version__, torch.cuda.get_device_name() if args.device != "cpu" else "cpu", flush=True)
+    train_px = data / "emoji-64"
+    recipes = [replace(r, epochs=args.classifier_epochs or r.epochs) for r in RECIPES["cifar10"]]
+    networks = [ensure_classifier(out / f"reference-{recipe.arch}.safetensors", "precomputed", str(train_px), 64,
+                                  args.device, recipe) for recipe in recipes]
+    scorer = Scorer("precomputed", str(train_px), networks[0], args.device, second_classifier=networks[1],
+                    cache_dir=out / "cache")
+    matcher_file = out / "prompt-matcher.safetensors"
+    if not matcher_file.is_file():
+        fit_prompt_matcher(train_px, [data / "emoji-64-heldout"], 64, matcher_file,
+                           recipe=MatcherRecipe(epochs=args.matcher_epochs), device=args.device)
+    matcher = load_matcher(matcher_file, args.device)
+    sets = prompt_sets(args)
+    matcher.features = {c: v for captions, context, _ in sets.values() for c, v in zip(captions, context)}
+    for folder in ("emoji-64", "emoji-64-heldout"):  # every caption of the pool, for the retrieval's candidates
+        d = load_precomputed(data / folder)
+        matcher.features |= {c: v.float() for c, v in zip(d.captions, d.context)}
+    ceilings = describe_ceilings(matcher.info)
+    print(ceilings, flush=True)
+    rows = []
+    for name in args.contenders:
+        rows += score_contender(name, train_contender(name, args), sets, scorer, matcher, args, out)
+        (out / "emoji_study.md").write_text(table(rows, ceilings) + "\n")
+    print(table(rows, ceilings))
+
+
+if __name__ == "__main__":
+    main()
