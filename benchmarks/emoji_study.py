@@ -15,7 +15,7 @@ Per contender (resumable: a run trained to its budget is reused, a scored record
   and through every held-out caption, and score each set: prompt retrieval (top-1 / top-5 among all captions of
   both splits, by a prompt matcher fitted here on the pixel datasets), the emoji category's accuracy, and FD in two
   reference networks' features (CIFAR-10's small-data recipes, fitted here on the training pixels);
-- a grid of seen and one of held-out prompts at the best scale.
+- grids of seen and held-out prompts at each scale, and a prompt-interpolation strip and GIF at the best.
 The real images' retrieval (the ceilings) comes with the matcher. Writes emoji_study.jsonl, emoji_study.md, grids.
 """
 from __future__ import annotations
@@ -33,9 +33,10 @@ from liquidgen.data import load_precomputed
 from liquidgen.evaluation.classifier import RECIPES, ensure_classifier
 from liquidgen.evaluation.evaluate import Scorer
 from liquidgen.evaluation.retrieval import MatcherRecipe, describe_ceilings, fit_prompt_matcher, load_matcher
+from liquidgen import interpolate as interp
 from liquidgen.generate import Pipeline
 from liquidgen.latent_space import to_uint8
-from liquidgen.plots import save_grid
+from liquidgen.plots import save_gif, save_grid
 from liquidgen.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +98,24 @@ def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, a
     return rows
 
 
+def interpolation(name: str, run: Path, rows: list[dict], matcher, args, out: Path) -> None:
+    """A strip and a GIF from the first --interpolate prompt to the second, at the scale with the best seen top-5:
+    their pooled embeddings blended linearly (`interpolate.blend_contexts`), one noise."""
+    best = max((r for r in rows if r["prompts"] == "seen"), key=lambda r: r["prompt_top5"])["cfg"]
+    pipe = Pipeline.load(run, device=args.device)
+    missing = [p for p in args.interpolate if p not in matcher.features]
+    if missing:
+        print(f"{name}: no interpolation, {missing} not among the datasets' captions", flush=True)
+        return
+    w = interp.weights(args.frames)
+    context, _ = interp.blend_contexts(torch.stack([matcher.features[p] for p in args.interpolate]), None, w)
+    noise = pipe.noise(1, seed=0).expand(args.frames, *pipe.spec.shape)
+    images = pipe.decode(pipe.sample(noise, None, pipe.settings.with_(cfg=best), context=context))
+    save_grid(images, out / f"interpolation-{name}.png", nrow=args.frames)
+    save_gif([im[None] for im in images], out / f"interpolation-{name}.gif", nrow=1, duration_ms=120,
+             pingpong=True)
+
+
 def table(rows: list[dict], ceilings: str) -> str:
     lines = ["| contender | prompts | cfg | prompt top-1 [95%] | prompt top-5 [95%] | category acc | FD | FD-2 |",
              "|---" * 8 + "|"]
@@ -122,6 +141,9 @@ def main() -> None:
     parser.add_argument("--matcher-epochs", type=int, default=MatcherRecipe.epochs, help="the prompt matcher's epochs")
     parser.add_argument("--classifier-epochs", type=int, help="the reference networks' epochs (default: their "
                         "recipes'; fewer only for smoke tests)")
+    parser.add_argument("--interpolate", nargs=2, default=["red apple, google style", "green apple, google style"],
+                        metavar="CAPTION", help="two training captions: a prompt-interpolation strip and GIF")
+    parser.add_argument("--frames", type=int, default=8, help="frames of the interpolation")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every contender (smoke tests)")
     args = parser.parse_args()
@@ -148,7 +170,10 @@ def main() -> None:
     print(ceilings, flush=True)
     rows = []
     for name in args.contenders:
-        rows += score_contender(name, train_contender(name, args), sets, scorer, matcher, args, out)
+        run = train_contender(name, args)
+        scored = score_contender(name, run, sets, scorer, matcher, args, out)
+        interpolation(name, run, scored, matcher, args, out)
+        rows += scored
         (out / "emoji_study.md").write_text(table(rows, ceilings) + "\n")
     print(table(rows, ceilings))
 
