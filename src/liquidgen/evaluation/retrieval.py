@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import state_dict_problems
 from ..latent_space import to_float
 from ..text import build_text_encoder
-from .classifier import ResidualClassifier, random_shift, read_safetensors_with_metadata
+from .classifier import ResidualClassifier, fit_input, random_shift, read_safetensors_with_metadata
 
 META_KEY = "liquidgen_prompt_matcher"
 
@@ -114,7 +114,8 @@ def fit_matcher(images: Tensor, captions: Sequence[str], text_encoder: dict, rec
     steps = recipe.epochs * per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
     g = torch.Generator().manual_seed(recipe.seed)  # a CPU generator: the same order on every device
-    x = to_float(F.interpolate(images.float(), size=recipe.size, mode="area").round().to(torch.uint8)).to(device)
+    # resized once, by the same function the image tower applies to every input at scoring (`fit_input`)
+    x = torch.cat([fit_input(to_float(b), b.shape[1], recipe.size) for b in images.split(1000)]).to(device)
     ids = ids.to(device)
     model.train()
     for _ in tqdm(range(recipe.epochs), desc="prompt matcher", disable=None if progress else True):
