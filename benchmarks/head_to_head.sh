@@ -16,7 +16,7 @@ python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
 # takes about 12 minutes: run it twice with RUNS and OUT under /tmp (the second call resumes).
 CURVE=$([ "$1" = liquid ] && echo 1000 || echo 2000)
 COMMON="--minutes 3.3333 --cfg 1 1.25 1.5 2 --nfe-at-best --curve-every 0.25 --curve-nfe 50 --samples 10000
-        --curve-samples $CURVE --cache $CACHE --out $OUT"
+        --curve-samples $CURVE --sample-batch 2000 --cache $CACHE --out $OUT"
 SET="optim.schedule=constant data.root=.carry/data train.compile=true train.compile_mode=reduce-overhead"
 case "$1" in
   minrf) python benchmarks/peers/minrf_mnist.py --minrf .carry/peers/minRF --mnist-root .carry/data $COMMON ;;

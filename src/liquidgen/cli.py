@@ -681,6 +681,8 @@ def add_bench(p: argparse.ArgumentParser) -> None:
                    help="pixel dataset to score against (default: the config's data; needed for latents)")
     q.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every contender")
     q.add_argument("--seed", type=SEED_INT, default=0, help="noise seed of the scored samples")
+    q.add_argument("--sample-batch", type=COUNT, default=500, help="samples per sampling call (sample i's noise "
+                   "depends on the seed and i alone: the batch changes the time, not which samples are drawn)")
     q.add_argument("--cache", default="~/.cache/liquidgen/eval", help="folder for cached reference features")
     add_device_arg(q)
     q = bench.add_parser("report", help="rewrite report.md and the plots from the records in --out")
@@ -708,7 +710,8 @@ def cmd_bench(args) -> None:
             nfe_at_best=args.nfe_at_best,
             classifier=args.classifier,
             inception_weights=args.inception_weights, reference=tuple(args.reference) if args.reference else None,
-            overrides=tuple(args.set), device=args.device, seed=args.seed, cache_dir=args.cache, runs=args.runs))
+            overrides=tuple(args.set), device=args.device, seed=args.seed, cache_dir=args.cache, runs=args.runs,
+            sample_batch=args.sample_batch))
     report = write_report(args.out)
     print(f"wrote {report}")
     print(report.read_text())

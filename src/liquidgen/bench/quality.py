@@ -104,6 +104,7 @@ class QualityStudy:
     seed: int = 0  # noise seed of the scored samples
     cache_dir: str | Path = "~/.cache/liquidgen/eval"
     runs: str | Path | None = None  # the contenders' run folders (default: out/runs)
+    sample_batch: int = 500  # samples per sampling call
 
 
 def prepare_scorer(study: QualityStudy, base: Config, device: torch.device) -> Scorer:
@@ -222,7 +223,8 @@ def score_checkpoint(study: QualityStudy, scorer: Scorer, contender: Contender, 
         n = study.samples if final else study.curve_samples
         settings = pipe.settings.with_(steps=nfe, sampler=sampler, cfg=cfg)
         t0 = time.perf_counter()
-        images, labels = pipe.generate(n, seed=study.seed, settings=settings, progress=False)
+        images, labels = pipe.generate(n, seed=study.seed, settings=settings, batch_size=study.sample_batch,
+                                       progress=False)
         sample_seconds = time.perf_counter() - t0
         record = {"key": record_key(contender.name, mark, sampler, nfe, cfg), "name": contender.name,
                   "backbone": contender.backbone, "preset": contender.preset, "options": contender.options,
