@@ -5,7 +5,8 @@ scratch for the teacher's and the student's minutes together, each scored with 1
 
 Stages, each resumable (a run trained to its budget is reused, a scored record skipped), so they can span calls:
 - teacher: configs/mnist-unet-trigflow.yaml for --teacher-minutes of compiled training (CUDA graphs);
-- scd: configs/mnist-unet-scm.yaml, from the teacher's EMA, for --distill-minutes (teacher guidance distilled in);
+- scd: configs/mnist-unet-scm.yaml, from the teacher's EMA, for --distill-minutes, distilling the teacher guided at
+  its best scale (--teacher-cfg);
 - sct: the same config in `ct` mode from scratch, for --teacher-minutes + --distill-minutes.
 Scores, in both of `bench quality`'s feature spaces (the reference networks of the MNIST head-to-head, so the
 numbers compare with its table), FD with a bootstrap 95% interval:
@@ -60,7 +61,8 @@ def train_stage(name: str, args, runs: Path) -> Path:
     teacher = runs / "teacher"
     if name == "scd":
         config.train.init_from = str(teacher)
-        config.objective.options = {**config.objective.options, "teacher": str(teacher)}
+        config.objective.options = {**config.objective.options, "teacher": str(teacher),
+                                    "teacher_cfg": teacher_scale(args)}
     elif name == "sct":  # from scratch, the path's own tangent: no teacher anywhere
         config.train.init_from = ""
         config.objective.options = {k: v for k, v in config.objective.options.items()
@@ -70,6 +72,19 @@ def train_stage(name: str, args, runs: Path) -> Path:
     train(config, run, resume=run.exists())  # a rerun continues to the budget
     print(f"{name}: {time.perf_counter() - t0:.0f} s to train (or resume) {minutes:g} min", flush=True)
     return run
+
+
+def teacher_scale(args) -> float:
+    """The guidance scale distilled into the sCD student: --teacher-cfg, or with "best" the scale of the teacher's
+    sweep with the lowest FD (so the student aims at the teacher's best samples)."""
+    if args.teacher_cfg != "best":
+        return float(args.teacher_cfg)
+    sweep = [r for r in read_records(Path(args.out) / "few_step.jsonl")
+             if r["stage"] == "teacher" and r["sampler"] == "euler" and r["steps"] == max(args.nfes)
+             and r["cfg"] in args.cfg]
+    if len(sweep) < len(args.cfg):
+        raise SystemExit("--teacher-cfg best: score the teacher's sweep first (run the teacher stage)")
+    return best_point(sweep)["cfg"]
 
 
 def throughput(run: Path) -> dict:
@@ -155,6 +170,8 @@ def main() -> None:
     parser.add_argument("--student-cfg", type=float, nargs="+", default=[1.0],
                         help="students' scales (1: only the guidance distilled in)")
     parser.add_argument("--nfes", type=int, nargs="+", default=[1, 2, 4, 8, 50], help="teacher's NFE points")
+    parser.add_argument("--teacher-cfg", default="best", help="guidance distilled into the sCD student: a scale, or "
+                        "'best' for the teacher's best by FD in its sweep")
     parser.add_argument("--batch", type=int, default=2000, help="sampling batch")
     parser.add_argument("--cache", default="/tmp/liquidgen-eval-cache",
                         help="eval cache; the head-to-head's reference networks are copied there")
