@@ -57,12 +57,11 @@ def train_contender(name: str, args) -> Path:
     return run
 
 
-def prompt_sets(args) -> dict[str, tuple[list[str], torch.Tensor, torch.Tensor]]:
+def prompt_sets(args, train, heldout) -> dict[str, tuple[list[str], torch.Tensor, torch.Tensor]]:
     """{"seen" | "heldout": (captions, their pooled embeddings, their category labels)}: a seeded pick of
-    training captions, and every held-out one."""
+    training captions (of the precomputed `train`), and every held-out one."""
     sets = {}
-    for split, folder in (("seen", "emoji-64"), ("heldout", "emoji-64-heldout")):
-        data = load_precomputed(Path(args.data) / folder)
+    for split, data in (("seen", train), ("heldout", heldout)):
         pick = torch.arange(len(data.captions))
         if split == "seen":
             pick = torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))[:args.prompts]
@@ -161,11 +160,10 @@ def main() -> None:
         fit_prompt_matcher(train_px, [data / "emoji-64-heldout"], 64, matcher_file,
                            recipe=MatcherRecipe(epochs=args.matcher_epochs), device=args.device)
     matcher = load_matcher(matcher_file, args.device)
-    sets = prompt_sets(args)
-    matcher.features = {c: v for captions, context, _ in sets.values() for c, v in zip(captions, context)}
-    for folder in ("emoji-64", "emoji-64-heldout"):  # every caption of the pool, for the retrieval's candidates
-        d = load_precomputed(data / folder)
-        matcher.features |= {c: v.float() for c, v in zip(d.captions, d.context)}
+    train_set, heldout_set = load_precomputed(train_px), load_precomputed(data / "emoji-64-heldout")
+    sets = prompt_sets(args, train_set, heldout_set)
+    # every caption of the pool has its stored embedding: the retrieval's candidates need no text model
+    matcher.features = {c: v.float() for d in (train_set, heldout_set) for c, v in zip(d.captions, d.context)}
     ceilings = describe_ceilings(matcher.info)
     print(ceilings, flush=True)
     rows = []

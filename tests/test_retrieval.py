@@ -225,3 +225,17 @@ def test_a_precomputed_pixel_dataset_fits_without_the_text_model(matcher_file, t
     assert abs(again["ceilings"]["training"]["prompt_top1"] - info["ceilings"]["training"]["prompt_top1"]) < 0.15
     with pytest.raises(ValueError, match="not the requested"):
         fit_prompt_matcher(data, [], 24, tmp_path / "m2.safetensors", {"name": "clip", "model": "x"}, RECIPE)
+
+
+def test_each_caption_is_encoded_once(matcher_file, monkeypatch):
+    """A guidance sweep scores the same pool at every scale: the text model encodes it the first time only."""
+    import liquidgen.evaluation.retrieval as retrieval
+
+    path, _, heldout = matcher_file
+    built = []
+    real = retrieval.build_text_encoder
+    monkeypatch.setattr(retrieval, "build_text_encoder", lambda **spec: built.append(spec) or real(**spec))
+    matcher = load_matcher(path)
+    images, captions, _, _ = retrieval.read_captioned(heldout, 24)
+    first = matcher.retrieval(images, captions)
+    assert matcher.retrieval(images, captions) == first and len(built) == 1

@@ -492,6 +492,8 @@ def cmd_eval(args) -> None:
         scorer = Scorer(args.data, args.root, args.classifier, device, size, args.split, args.reference_limit,
                         args.inception_weights, args.cache, args.inception, args.bootstrap,
                         False if args.classifier2 == "none" else args.classifier2) if dist.main else None
+    # the real images' retrieval first: a --prompt-images without the prompts' images fails before any sampling
+    ceiling = prompt_ceiling(args, matcher, prompts, pool) if matcher and args.prompt_images and dist.main else None
     points = []
     if samples is not None:
         n = args.n or len(samples.images)
@@ -516,7 +518,6 @@ def cmd_eval(args) -> None:
     if not dist.main:
         return
     floor = scorer.floor(n, args.seed) if scorer else None  # at the scores' own sample count
-    ceiling = prompt_ceiling(args, matcher, prompts, pool) if matcher and args.prompt_images else None
     if len(points) > 1:
         best_point(points)["best"] = True
     records = [{**p, "target": str(target), "seed": args.seed, "dataset": args.data, "split": args.split,

@@ -106,7 +106,7 @@ def fit_matcher(images: Tensor, captions: Sequence[str], text_encoder: dict, rec
     if len(names) < 2:
         raise ValueError("a prompt matcher needs at least 2 different captions")
     device = torch.device(device)
-    pooled = embed_captions(names, text_encoder, features or {}).to(device)
+    pooled = embed_captions(names, text_encoder, {} if features is None else features).to(device)
     torch.manual_seed(recipe.seed)
     model = PromptMatcher(images.shape[1], recipe.size, pooled.shape[1], recipe.dim, recipe.width).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
@@ -132,12 +132,11 @@ def fit_matcher(images: Tensor, captions: Sequence[str], text_encoder: dict, rec
 
 
 def embed_captions(captions: Sequence[str], text_encoder: dict, features: dict[str, Tensor]) -> Tensor:
-    """Pooled embeddings (N, D) of `captions`: from `features` where it has them, the rest (if any) encoded by
-    the text encoder of spec `text_encoder`, on the CPU."""
+    """Pooled embeddings (N, D) of `captions`: from `features` where it has them; the rest (if any) encoded by the
+    text encoder of spec `text_encoder`, on the CPU, and added to `features`, so each caption is encoded once."""
     missing = [c for c in dict.fromkeys(captions) if c not in features]
     if missing:
-        encoded = build_text_encoder(**{**text_encoder, "device": "cpu"}).encode(missing).pooled
-        features = {**features, **dict(zip(missing, encoded))}
+        features.update(zip(missing, build_text_encoder(**{**text_encoder, "device": "cpu"}).encode(missing).pooled))
     return torch.stack([features[c].float() for c in captions])
 
 
@@ -147,7 +146,7 @@ class Matcher:
 
     net: PromptMatcher
     info: dict
-    features: dict[str, Tensor] = field(default_factory=dict)  # caption -> pooled embedding, known in advance
+    features: dict[str, Tensor] = field(default_factory=dict)  # caption -> pooled embedding, known or encoded
 
     @property
     def pool(self) -> list[str]:
