@@ -280,3 +280,19 @@ def test_charts_leave_pyplot_alone(tmp_path):
             "plot_bars(sys.argv[1] + '/b.png', {'a': 1}); "
             "assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+
+
+def test_gaps_break_a_line_where_a_point_was_not_measured():
+    from liquidgen.bench.report import on_grid
+
+    series = on_grid({"full": {1: 300.0, 2: 20.0, 4: 3.7, 50: 2.1}, "partial": {1: 300.0, 50: 2.7}})
+    assert series["partial"][0] == [1, 2, 4, 50]
+    assert np.allclose(series["partial"][1], [300.0, np.nan, np.nan, 2.7], equal_nan=True)
+    joined = curves_figure(series, logx=True, logy=True, markers=True).axes[0].lines
+    gapped = curves_figure(series, logx=True, logy=True, markers=True, gaps=True).axes[0].lines
+    # without gaps the partial line runs straight from NFE 1 to 50 over the unmeasured points; with them its two
+    # points stand alone (NaN between them) and the full series is unchanged
+    assert len(joined[1].get_ydata()) == 2
+    assert np.isnan(gapped[1].get_ydata()).sum() == 2 and list(gapped[0].get_ydata()) == [300.0, 20.0, 3.7, 2.1]
+    with pytest.raises(ValueError, match="smooth and gaps"):
+        curves_figure(series, smooth=0.5, gaps=True)

@@ -138,13 +138,18 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _clean(name: str, x: Sequence[float], y: Sequence[float], logy: bool, logx: bool) -> tuple[np.ndarray, np.ndarray]:
+def _clean(name: str, x: Sequence[float], y: Sequence[float], logy: bool, logx: bool, gaps: bool = False
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Drop points that cannot be drawn: non-finite, or non-positive on a log axis. Dropped rather than
-    left as NaN gaps, so that the line stays joined and the EMA stays finite."""
+    left as NaN gaps, so that the line stays joined and the EMA stays finite; with `gaps`, a point without a
+    drawable y stays as NaN, which breaks the line there (a measurement that was not made is not joined over)."""
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     if x.shape != y.shape:
         raise ValueError(f"series {name!r}: {x.size} x values but {y.size} y values")
-    keep = np.isfinite(x) & np.isfinite(y) & ((y > 0) | (not logy)) & ((x > 0) | (not logx))
+    drawable_x = np.isfinite(x) & ((x > 0) | (not logx))
+    keep = drawable_x & np.isfinite(y) & ((y > 0) | (not logy))
+    if gaps:
+        return x[drawable_x], np.where(keep, y, np.nan)[drawable_x]
     return x[keep], y[keep]
 
 
@@ -166,11 +171,13 @@ class _LogLabels(LogFormatter):
 
 def curves_figure(series: Series, title: str = "", xlabel: str = "step", ylabel: str = "", logy: bool = False,
                   smooth: float = 0.0, size: tuple[int, int] = (800, 500), logx: bool = False,
-                  markers: bool = False) -> Figure:
+                  markers: bool = False, gaps: bool = False) -> Figure:
     """The Figure that `plot_curves` saves (see there)."""
     if not 0 <= smooth < 1:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
-    curves = [(name, *_clean(name, x, y, logy, logx)) for name, (x, y) in series.items()]
+    if smooth and gaps:
+        raise ValueError("smooth and gaps do not go together: the EMA runs over joined points")
+    curves = [(name, *_clean(name, x, y, logy, logx, gaps)) for name, (x, y) in series.items()]
     fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if logx else "linear",
@@ -197,13 +204,14 @@ def curves_figure(series: Series, title: str = "", xlabel: str = "step", ylabel:
 
 def plot_curves(path: str | Path, series: Series, title: str = "", xlabel: str = "step", ylabel: str = "",
                 logy: bool = False, smooth: float = 0.0, size: tuple[int, int] = (800, 500), logx: bool = False,
-                markers: bool = False) -> Path:
+                markers: bool = False, gaps: bool = False) -> Path:
     """Draw `series` ({name: (x, y)}) as a line plot PNG of `size` pixels at `path`.
 
     `smooth` in [0, 1) is an EMA factor: the EMA is drawn thick over the raw curve drawn thin
     and light. NaN/inf points, and non-positive ones on a log axis, are skipped; with nothing
-    left the empty axes say "no data". `markers` draws a dot at every point (sparse series)."""
-    return _save(curves_figure(series, title, xlabel, ylabel, logy, smooth, size, logx, markers), path)
+    left the empty axes say "no data"; with `gaps` a NaN y breaks the line instead. `markers` draws a dot at
+    every point (sparse series)."""
+    return _save(curves_figure(series, title, xlabel, ylabel, logy, smooth, size, logx, markers, gaps), path)
 
 
 def _is_number(v: Any) -> bool:

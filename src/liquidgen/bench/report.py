@@ -3,6 +3,7 @@ report.md, speed.png, quality_vs_minutes.png, quality_vs_nfe.png. Rerunnable at 
 records are the truth, the report is derived."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..evaluation.evaluate import rank_agreement
@@ -131,6 +132,13 @@ def quality_tables(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def on_grid(points: dict[str, dict[float, float]]) -> dict[str, tuple[list[float], list[float]]]:
+    """Each contender's {x: y} on the x values of all contenders, NaN where it was not measured: drawn with gaps,
+    a line does not join its neighbours over a point that another contender has and it lacks."""
+    xs = sorted({x for p in points.values() for x in p})
+    return {name: (xs, [p.get(x, math.nan) for x in xs]) for name, p in points.items() if p}
+
+
 def _curve_points(records: list[dict]) -> tuple[int, ...]:
     """The NFE scored at every mark (the curve's), if there is one."""
     marks = {r["minutes"] for r in records}
@@ -167,20 +175,18 @@ def write_report(folder: str | Path) -> Path:
         curve = _curve_points(quality)
         if curve and len({r["minutes"] for r in quality}) > 1:
             plot_curves(folder / "quality_vs_minutes.png",
-                        {name: tuple(zip(*sorted((r["minutes"], r[key]) for r in quality
-                                                 if r["name"] == name and r["nfe"] == curve[0])))
-                         for name in _names(quality)},
+                        on_grid({name: {r["minutes"]: r[key] for r in quality
+                                        if r["name"] == name and r["nfe"] == curve[0]} for name in _names(quality)}),
                         xlabel="training minutes", ylabel=label.split(" (")[0], markers=True, logy=True,
-                        title=f"quality vs training time (NFE {curve[0]})")
+                        title=f"quality vs training time (NFE {curve[0]})", gaps=True)
             parts.append("![quality vs minutes](quality_vs_minutes.png)\n")
-        series = {}
+        by_nfe = {}
         for name in _names(quality):
             budget = max(r["minutes"] for r in quality if r["name"] == name)
-            points = sorted((r["nfe"], r[key]) for r in quality if r["name"] == name and r["minutes"] == budget)
-            if points:
-                series[name] = tuple(zip(*points))
-        plot_curves(folder / "quality_vs_nfe.png", series, xlabel="function evaluations (NFE)", logx=True, logy=True,
-                    ylabel=label.split(" (")[0], markers=True, title="quality vs NFE at the full budget")
+            by_nfe[name] = {r["nfe"]: r[key] for r in quality if r["name"] == name and r["minutes"] == budget}
+        plot_curves(folder / "quality_vs_nfe.png", on_grid(by_nfe), xlabel="function evaluations (NFE)", logx=True,
+                    logy=True, ylabel=label.split(" (")[0], markers=True, title="quality vs NFE at the full budget",
+                    gaps=True)
         parts.append("![quality vs NFE](quality_vs_nfe.png)\n")
     path = folder / "report.md"
     path.write_text("\n".join(parts))
