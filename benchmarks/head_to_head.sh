@@ -12,11 +12,10 @@ CACHE=/tmp/liquidgen-eval-cache
 RUNS=${RUNS:-/tmp/runs}
 mkdir -p $CACHE && cp benchmarks/results/2026-12-04-mnist-head-to-head/reference-networks/*.safetensors $CACHE/
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee $OUT/env.txt
-# LiquidGen-S samples about 3x slower than UNet-28: its curve uses 1,000 samples, and its whole protocol still
-# takes about 12 minutes: run it twice with RUNS and OUT under /tmp (the second call resumes).
-CURVE=$([ "$1" = liquid ] && echo 1000 || echo 2000)
+# LiquidGen-S samples about 2x slower than DiT-S/2: its whole protocol takes about 12 minutes, so run it twice
+# with RUNS and OUT under /tmp (the second call resumes).
 COMMON="--minutes 3.3333 --cfg 1 1.25 1.5 2 --nfe-at-best --curve-every 0.25 --curve-nfe 50 --samples 10000
-        --curve-samples $CURVE --sample-batch 2000 --cache $CACHE --out $OUT"
+        --curve-samples 2000 --sample-batch 2000 --cache $CACHE --out $OUT"
 SET="optim.schedule=constant data.root=.carry/data train.compile=true train.compile_mode=reduce-overhead"
 case "$1" in
   minrf) python benchmarks/peers/minrf_mnist.py --minrf .carry/peers/minRF --mnist-root .carry/data $COMMON ;;
