@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
+from liquidgen.bench.budget import budgeted_config, train_to_budget
 from liquidgen.bench.records import append_record, read_records
-from liquidgen.config import load_config
 from liquidgen.data import load_precomputed
 from liquidgen.evaluation.classifier import RECIPES, ensure_classifier
 from liquidgen.evaluation.evaluate import Scorer
@@ -37,7 +37,6 @@ from liquidgen import interpolate as interp
 from liquidgen.generate import Pipeline
 from liquidgen.latent_space import to_uint8
 from liquidgen.plots import save_gif, save_grid
-from liquidgen.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENDERS = {"liquid": ("emoji-liquid-S-text.yaml", "emoji-64"), "dit": ("emoji-dit-S-tld.yaml", "emoji-64"),
@@ -47,13 +46,10 @@ CONTENDERS = {"liquid": ("emoji-liquid-S-text.yaml", "emoji-64"), "dit": ("emoji
 
 def train_contender(name: str, args) -> Path:
     file, data = CONTENDERS[name]
-    cuda = args.device != "cpu"
-    config = load_config(ROOT / "configs" / file, [
-        f"data.root={Path(args.data) / data}", f"train.minutes={args.minutes}", "train.sample_every=0",
-        "train.ckpt_every=0", "train.eval_every=0", "train.keep_checkpoints=1", f"train.device={args.device}",
-        f"train.compile={cuda}", *(["train.compile_mode=reduce-overhead"] if cuda else []), *args.set])
+    config = budgeted_config(ROOT / "configs" / file, args.minutes, args.device,
+                             [f"data.root={Path(args.data) / data}", *args.set], compiled=args.device != "cpu")
     run = Path(args.runs) / name
-    train(config, run, resume=run.exists())  # a rerun continues to the budget
+    train_to_budget(config, run)  # a rerun continues to the budget
     return run
 
 

@@ -19,22 +19,18 @@ teacher's objective. Writes few_step.jsonl, a markdown table (few_step.md) and o
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from liquidgen.bench.budget import budgeted_config, train_to_budget, training_summary
 from liquidgen.bench.records import append_record, read_records
-from liquidgen.checkpoint import list_checkpoints
-from liquidgen.config import load_config
 from liquidgen.evaluation.evaluate import Scorer, best_point
 from liquidgen.generate import Pipeline
 from liquidgen.plots import save_grid
 from liquidgen.samplers import SAMPLERS
-from liquidgen.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_NETWORKS = ROOT / "benchmarks/results/2026-12-04-mnist-head-to-head/reference-networks"
@@ -47,31 +43,34 @@ def steps_for(sampler: str, nfe: int) -> int:
     return max([1] + [n for n in range(1, nfe + 1) if SAMPLERS[sampler].nfe(n) <= nfe])
 
 
-def train_stage(name: str, args, runs: Path) -> Path:
-    """Train (or resume) one stage to its minutes; its run folder."""
+def teacher_run(args) -> Path:
+    """The teacher's run folder: --teacher-run (trained in an earlier call, its EMA weights enough), or the
+    teacher stage's under --runs."""
+    return Path(args.teacher_run) if args.teacher_run else Path(args.runs) / "teacher"
+
+
+def train_stage(name: str, args) -> tuple[Path, dict]:
+    """Train (or resume) one stage to its minutes: (its run folder, its training summary)."""
+    if name == "teacher" and args.teacher_run:
+        return teacher_run(args), training_summary(teacher_run(args))
     minutes = {"teacher": args.teacher_minutes, "scd": args.distill_minutes,
                "sct": args.teacher_minutes + args.distill_minutes}[name]
-    cuda = args.device != "cpu"
-    overrides = [f"data.root={args.mnist_root}", "train.steps=1000000000", f"train.minutes={minutes}",
-                 "train.sample_every=0", "train.ckpt_every=0", "train.eval_every=0", "train.log_every=50",
-                 "train.keep_checkpoints=1", f"train.device={args.device}", f"train.compile={cuda}",
-                 *(["train.compile_mode=reduce-overhead"] if cuda else []), *args.set]
     file = "mnist-unet-trigflow.yaml" if name == "teacher" else "mnist-unet-scm.yaml"
-    config = load_config(ROOT / "configs" / file, overrides)
-    teacher = runs / "teacher"
+    config = budgeted_config(ROOT / "configs" / file, minutes, args.device, [f"data.root={args.mnist_root}",
+                             *args.set], compiled=args.device != "cpu", log_every=50)
     if name == "scd":
-        config.train.init_from = str(teacher)
-        config.objective.options = {**config.objective.options, "teacher": str(teacher),
+        teacher = str(teacher_run(args))
+        config.train.init_from = teacher
+        config.objective.options = {**config.objective.options, "teacher": teacher,
                                     "teacher_cfg": teacher_scale(args)}
     elif name == "sct":  # from scratch, the path's own tangent: no teacher anywhere
         config.train.init_from = ""
         config.objective.options = {k: v for k, v in config.objective.options.items()
                                     if k not in ("teacher", "teacher_cfg")} | {"mode": "ct"}
-    run = runs / name
-    t0 = time.perf_counter()
-    train(config, run, resume=run.exists())  # a rerun continues to the budget
-    print(f"{name}: {time.perf_counter() - t0:.0f} s to train (or resume) {minutes:g} min", flush=True)
-    return run
+    run = Path(args.runs) / name
+    summary = train_to_budget(config, run)  # a rerun continues to the budget
+    print(f"{name}: {summary['wall_s']:.0f} s to train (or resume) {minutes:g} min", flush=True)
+    return run, summary
 
 
 def teacher_scale(args) -> float:
@@ -87,19 +86,13 @@ def teacher_scale(args) -> float:
     return best_point(sweep)["cfg"]
 
 
-def throughput(run: Path) -> dict:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    speeds = [r["images_per_s"] for r in rows if "images_per_s" in r][1:]  # the first interval holds compilation
-    state = json.loads((list_checkpoints(run)[-1] / "state.json").read_text())
-    return {"train_img_s": statistics.median(speeds) if speeds else None, "train_steps": state.get("step"),
-            "train_seconds": state.get("train_seconds")}
-
-
-def score(name: str, run: Path, plan: list[tuple[str, int, float]], scorer: Scorer, args, out: Path) -> list[dict]:
-    """Score `plan`'s (sampler, NFE, cfg) settings of one stage, skipping records already in few_step.jsonl."""
+def score(name: str, run: Path, trained: dict, plan: list[tuple[str, int, float]], scorer: Scorer, args, out: Path
+          ) -> list[dict]:
+    """Score `plan`'s (sampler, NFE, cfg) settings of one stage, skipping records already in few_step.jsonl;
+    `trained` (the stage's training summary) goes into each record."""
     path = out / "few_step.jsonl"
     done = {r["key"]: r for r in read_records(path)}
-    pipe, trained, rows = None, throughput(run), []
+    pipe, rows = None, []
     for sampler, nfe, cfg in plan:
         key = f"{name}|{sampler}|nfe{nfe}|cfg{cfg:g}"
         if key in done:
@@ -111,9 +104,10 @@ def score(name: str, run: Path, plan: list[tuple[str, int, float]], scorer: Scor
         t0 = time.perf_counter()
         images, labels = pipe.generate(args.samples, seed=0, settings=settings, batch_size=args.batch)
         seconds = time.perf_counter() - t0
-        record = {"key": key, "stage": name, "sampler": sampler, "steps": steps, "nfe": SAMPLERS[sampler].nfe(steps),
-                  "cfg": cfg, "samples": args.samples, "sample_seconds": seconds, **trained,
-                  **scorer(images, labels)}
+        # the training summary first: its "steps" (training steps) kept as train_steps, the sampler's win
+        record = {"key": key, "stage": name, **trained, "train_steps": trained["steps"], "sampler": sampler,
+                  "steps": steps, "nfe": SAMPLERS[sampler].nfe(steps), "cfg": cfg, "samples": args.samples,
+                  "sample_seconds": seconds, **scorer(images, labels)}
         append_record(path, record)
         rows.append(record)
         print(f"{key}: FD {record['classifier_fd']:.2f} [{record['classifier_fd_ci95'][0]:.2f}, "
@@ -163,6 +157,9 @@ def main() -> None:
     parser.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw")
     parser.add_argument("--out", required=True, help="records, table and grids")
     parser.add_argument("--runs", default="runs/few-step", help="run folders (resumed to their budget)")
+    parser.add_argument("--teacher-run", default="", help="a trained teacher's run folder (e.g. from an earlier "
+                        "device call; its EMA weights and metrics.jsonl suffice): the teacher stage scores it "
+                        "instead of training one, and sCD distils it")
     parser.add_argument("--teacher-minutes", type=float, default=3.3333, help="teacher training minutes")
     parser.add_argument("--distill-minutes", type=float, default=5.0, help="sCD minutes (sCT: teacher + these)")
     parser.add_argument("--samples", type=int, default=10_000, help="class-balanced samples per score")
@@ -178,7 +175,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every stage (smoke tests)")
     args = parser.parse_args()
-    out, runs = Path(args.out), Path(args.runs)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     for file in REFERENCE_NETWORKS.glob("*.safetensors"):
@@ -188,10 +185,10 @@ def main() -> None:
     scorer = Scorer("mnist", args.mnist_root, None, args.device, cache_dir=args.cache)
     rows: list[dict] = []
     for name in args.stages:
-        run, stage_rows = train_stage(name, args, runs), []
+        (run, trained), stage_rows = train_stage(name, args), []
         while True:  # the teacher's plan grows once its sweep is scored
             plan = stage_plan(name, args, stage_rows)
-            stage_rows = score(name, run, plan, scorer, args, out)
+            stage_rows = score(name, run, trained, plan, scorer, args, out)
             if len(stage_rows) == len(stage_plan(name, args, stage_rows)):
                 break
         rows += stage_rows

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from liquidgen.bench.budget import budgeted_config, train_to_budget
 from liquidgen.bench.quality import parse_contender, record_key
 from liquidgen.bench.report import quality_tables, write_report
 from liquidgen.bench.speed import parse_presets, read_records
@@ -74,6 +75,22 @@ def test_time_budget_stops_checkpoints_and_resumes(tmp_path):
     final = json.loads((sorted((run / "checkpoints").iterdir())[-1] / "state.json").read_text())
     # It stops at the first step past 1.8 s; on a loaded 2-core runner one step of this model took 1.5 s.
     assert final["step"] > states[-1]["step"] and 1.8 <= final["train_seconds"] < 4.0
+
+
+def test_budgeted_run_trains_to_its_minutes_and_a_rerun_continues(tmp_path):
+    """The helper of every equal-minutes study: the budget wins over a user's override of it, no samples are
+    written, and a rerun with a larger budget resumes the run rather than starting over."""
+    run, user = tmp_path / "run", ["train.batch_size=16", "data.image_size=8", "train.minutes=5", "train.log_every=3"]
+    config = budgeted_config("configs/digits-liquid-tiny.yaml", 0.01, "cpu", user, compiled=False, log_every=2)
+    assert (config.train.minutes, config.train.log_every, config.train.compile) == (0.01, 2, False)
+    assert config.train.sample_every == 0 and config.train.keep_checkpoints == 1
+    first = train_to_budget(config, run)
+    assert 0.6 <= first["train_seconds"] < 3 and first["steps"] > 0 and first["train_img_s"] > 0
+    assert first["wall_s"] >= first["train_seconds"] and not any((run / "samples").glob("*.png"))
+    more = train_to_budget(budgeted_config("configs/digits-liquid-tiny.yaml", 0.02, "cpu", user, compiled=False),
+                           run)
+    assert more["steps"] > first["steps"] and 1.2 <= more["train_seconds"] < 5
+    assert len(list((run / "checkpoints").iterdir())) == 1  # keep_checkpoints=1
 
 
 def test_bench_speed_on_cpu_records_resumes_and_reports(tmp_path, capsys):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from ..distributed import pick_device
 from ..evaluation.evaluate import Scorer
 from ..generate import Pipeline
 from ..plots import save_grid
-from ..train import train
+from .budget import budgeted_config, train_to_budget
 from .records import append_record, environment, read_records
 from .report import quality_metric
 
@@ -62,14 +61,6 @@ def parse_contender(text: str) -> Contender:
 def record_key(name: str, minutes: float, sampler: str, nfe: int, cfg: float | None = None) -> str:
     """A score's key; `cfg` None (the contender's own sample.cfg) keeps the keys of studies made before sweeps."""
     return f"{name}|{minutes:g}min|{sampler}|nfe{nfe}" + ("" if cfg is None else f"|cfg{cfg:g}")
-
-
-def _training_summary(run: Path) -> dict:
-    log = [r for r in read_records(run / "metrics.jsonl") if "loss" in r]
-    steady = log[2:] or log  # the first windows include compilation and warm-up
-    return {"steps": log[-1]["step"], "train_seconds": log[-1].get("train_seconds"),
-            "train_img_s": statistics.median(r["images_per_s"] for r in steady), "loss": log[-1]["loss"],
-            "peak_gb": max((r.get("max_memory_gb", 0.0) for r in log), default=0.0)}
 
 
 def class_rows(images: torch.Tensor, labels: torch.Tensor | None, per_row: int = 10) -> tuple[torch.Tensor, int]:
@@ -127,16 +118,12 @@ def prepare_scorer(study: QualityStudy, base: Config, device: torch.device) -> S
 def train_contender(study: QualityStudy, contender: Contender, base: Config, device: torch.device
                     ) -> tuple[Config, Path, dict]:
     """Train (or resume) one contender to the budget; (its config, run folder, training summary)."""
-    config = load_config(study.config, [
-        *study.overrides, f"train.minutes={study.minutes}", f"train.ckpt_minutes={study.minutes * study.curve_every}",
-        "train.steps=1000000000", "train.sample_every=0", "train.eval_every=0", "train.ckpt_every=0",
-        "train.keep_checkpoints=0", "train.log_every=100", f"train.device={device}"])
+    config = budgeted_config(study.config, study.minutes, device, study.overrides, keep_checkpoints=0,
+                             ckpt_minutes=study.minutes * study.curve_every)
     config.model = ModelConfig(contender.backbone, contender.preset, dict(contender.options),
                                checkpointing=base.model.checkpointing, inpainting=base.model.inpainting)
     run = Path(study.runs or Path(study.out) / "runs") / contender.name
-    t0 = time.perf_counter()
-    train(config, run, resume=run.exists())  # a rerun continues each contender to the (new) budget
-    return config, run, {**_training_summary(run), "wall_s": time.perf_counter() - t0}
+    return config, run, train_to_budget(config, run)  # a rerun continues each contender to the (new) budget
 
 
 def run_quality(study: QualityStudy) -> list[dict]:
