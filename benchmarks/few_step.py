@@ -1,12 +1,15 @@
-"""Few-step MNIST generation (issue 21): a TrigFlow UNet-28 teacher, its sCD student, and an sCT model trained from
-scratch for the teacher's and the student's minutes together, each scored with 10,000 class-balanced samples.
+"""Few-step MNIST generation (issue 21): a teacher, its sCD student, and an sCT model trained from scratch for the
+teacher's and the student's minutes together, each scored with 10,000 class-balanced samples.
 
     python benchmarks/few_step.py --mnist-root .carry/data --runs /tmp/runs --out $OUT teacher scd sct
+    python benchmarks/few_step.py --backbone liquid ...       (a flow LiquidGen-S teacher and students)
 
-Stages, each resumable (a run trained to its budget is reused, a scored record skipped), so they can span calls:
-- teacher: configs/mnist-unet-trigflow.yaml for --teacher-minutes of compiled training (CUDA graphs);
-- scd: configs/mnist-unet-scm.yaml, from the teacher's EMA, for --distill-minutes, distilling the teacher guided at
-  its best scale (--teacher-cfg);
+Stages, each resumable (a run trained to its budget is reused, a scored record skipped), so they can span calls
+(a call that cannot keep its machine hands the teacher on with --teacher-run):
+- teacher: configs/mnist-unet-trigflow.yaml (TrigFlow UNet-28) or configs/mnist-liquid-S.yaml (flow LiquidGen-S)
+  for --teacher-minutes of compiled training (CUDA graphs);
+- scd: configs/mnist-unet-scm.yaml or mnist-liquid-S-scm.yaml, from the teacher's EMA, for --distill-minutes,
+  distilling the teacher guided at its best scale (--teacher-cfg);
 - sct: the same config in `ct` mode from scratch, for --teacher-minutes + --distill-minutes.
 Scores, in both of `bench quality`'s feature spaces (the reference networks of the MNIST head-to-head, so the
 numbers compare with its table), FD with a bootstrap 95% interval:
@@ -36,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_NETWORKS = ROOT / "benchmarks/results/2026-12-04-mnist-head-to-head/reference-networks"
 GRID = {"euler": "uniform", "heun": "uniform", "dpmpp_2m": "karras", "consistency": "consistency"}
 STUDENT_STEPS = (1, 2, 4)
+CONFIGS = {"unet": ("mnist-unet-trigflow.yaml", "mnist-unet-scm.yaml"),  # (teacher, students) per --backbone
+           "liquid": ("mnist-liquid-S.yaml", "mnist-liquid-S-scm.yaml")}
 
 
 def steps_for(sampler: str, nfe: int) -> int:
@@ -55,7 +60,7 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
         return teacher_run(args), training_summary(teacher_run(args))
     minutes = {"teacher": args.teacher_minutes, "scd": args.distill_minutes,
                "sct": args.teacher_minutes + args.distill_minutes}[name]
-    file = "mnist-unet-trigflow.yaml" if name == "teacher" else "mnist-unet-scm.yaml"
+    file = CONFIGS[args.backbone][name != "teacher"]
     config = budgeted_config(ROOT / "configs" / file, minutes, args.device, [f"data.root={args.mnist_root}",
                              *args.set], compiled=args.device != "cpu", log_every=50)
     if name == "scd":
@@ -105,9 +110,9 @@ def score(name: str, run: Path, trained: dict, plan: list[tuple[str, int, float]
         images, labels = pipe.generate(args.samples, seed=0, settings=settings, batch_size=args.batch)
         seconds = time.perf_counter() - t0
         # the training summary first: its "steps" (training steps) kept as train_steps, the sampler's win
-        record = {"key": key, "stage": name, **trained, "train_steps": trained["steps"], "sampler": sampler,
-                  "steps": steps, "nfe": SAMPLERS[sampler].nfe(steps), "cfg": cfg, "samples": args.samples,
-                  "sample_seconds": seconds, **scorer(images, labels)}
+        record = {"key": key, "stage": name, "backbone": args.backbone, **trained, "train_steps": trained["steps"],
+                  "sampler": sampler, "steps": steps, "nfe": SAMPLERS[sampler].nfe(steps), "cfg": cfg,
+                  "samples": args.samples, "sample_seconds": seconds, **scorer(images, labels)}
         append_record(path, record)
         rows.append(record)
         print(f"{key}: FD {record['classifier_fd']:.2f} [{record['classifier_fd_ci95'][0]:.2f}, "
@@ -155,6 +160,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stages", nargs="+", choices=["teacher", "scd", "sct"], help="stages to run, in order")
     parser.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw")
+    parser.add_argument("--backbone", choices=sorted(CONFIGS), default="unet",
+                        help="unet: TrigFlow UNet-28 teacher; liquid: flow LiquidGen-S teacher (give each its --out)")
     parser.add_argument("--out", required=True, help="records, table and grids")
     parser.add_argument("--runs", default="runs/few-step", help="run folders (resumed to their budget)")
     parser.add_argument("--teacher-run", default="", help="a trained teacher's run folder (e.g. from an earlier "

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from liquidgen import paths
 from liquidgen.config import load_config
@@ -10,6 +11,7 @@ from liquidgen.models import build_model
 from liquidgen.objectives import OBJECTIVES, build_objective
 from liquidgen.objectives.consistency import consistency_tangent
 from liquidgen.objectives.diffusion import alphas_cumprod
+from liquidgen.spec import init_weights
 from liquidgen.train import train
 
 from test_backbones import randomize
@@ -172,6 +174,25 @@ def test_init_from_needs_the_same_architecture(teacher, tmp_path):
     config = load_config(None, TINY + ["train.steps=2", f"train.init_from={teacher}", "model.preset=28"])
     with pytest.raises(ValueError, match="architectures differ"):
         train(config, tmp_path)
+
+
+def test_a_student_with_a_logvar_head_starts_from_a_teacher_without_one(tmp_path):
+    """A flow LiquidGen has no logvar head; its sCD student needs one for adaptive weighting: every other weight
+    is the teacher's, the head starts fresh, and a real architecture difference still fails."""
+    liquid = [o.replace("model.name=unet", "model.name=liquid") for o in TINY]
+    train(load_config(None, liquid + ["train.steps=2", "objective.name=flow"]), tmp_path / "teacher")
+    teacher = tmp_path / "teacher" / "checkpoints"
+    student = build_model("liquid", "tiny", 1, 8, 10, logvar=True)
+    fresh = student.logvar_head.weight.detach().clone()
+    init_weights(student, tmp_path / "teacher")
+    ema = load_file(next(teacher.iterdir()) / "ema.safetensors")
+    assert ema and not any(k.startswith("logvar_head.") for k in ema)
+    own = student.state_dict()
+    for k, v in ema.items():
+        torch.testing.assert_close(own[k], v)
+    torch.testing.assert_close(student.logvar_head.weight, fresh)
+    with pytest.raises(ValueError, match="architectures differ"):
+        init_weights(build_model("liquid", "S", 1, 8, 10, logvar=True), tmp_path / "teacher")
 
 
 def test_registry_lists_every_objective():

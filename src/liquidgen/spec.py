@@ -91,7 +91,9 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
 def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
     """Start `model` from another run's weights (fine-tuning; a consistency student from its
     teacher). The architectures must match exactly, except that a model with extra concat input
-    channels (inpainting) may start from one without: those channels keep their zero weights."""
+    channels (inpainting) may start from one without: those channels keep their zero weights; and a model
+    with a logvar head (a consistency student's adaptive weighting) may start from one without (a flow or
+    diffusion teacher): the head keeps its fresh weights."""
     ckpt = resolve(path)
     name = "ema.safetensors" if ema else "model.safetensors"
     weights = read_files(ckpt, (name,))[name]
@@ -102,5 +104,7 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
         if extra and target is not None and w.ndim == 4 and target.shape[1] == w.shape[1] + extra \
                 and target.shape[0] == w.shape[0] and target.shape[2:] == w.shape[2:]:
             weights[name] = torch.cat([w.to(target.dtype), target[:, w.shape[1]:]], dim=1)
+    if not any(k.startswith("logvar_head.") for k in weights):
+        weights |= {k: v for k, v in own.items() if k.startswith("logvar_head.")}
     check_fits(model, weights, f"train.init_from: {ckpt / name} (architectures differ)")
     model.load_state_dict(weights)
