@@ -54,6 +54,12 @@ def teacher_run(args) -> Path:
     return Path(args.teacher_run) if args.teacher_run else Path(args.runs) / "teacher"
 
 
+def label(name: str, args) -> str:
+    """A stage's name in run folders, records and tables: a student's carries --variant, so recipes compare
+    side by side against one teacher."""
+    return f"{name}-{args.variant}" if args.variant and name != "teacher" else name
+
+
 def train_stage(name: str, args) -> tuple[Path, dict]:
     """Train (or resume) one stage to its minutes: (its run folder, its training summary)."""
     if name == "teacher" and args.teacher_run:
@@ -72,7 +78,7 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
         config.train.init_from = ""
         config.objective.options = {k: v for k, v in config.objective.options.items()
                                     if k not in ("teacher", "teacher_cfg")} | {"mode": "ct"}
-    run = Path(args.runs) / name
+    run = Path(args.runs) / label(name, args)
     summary = train_to_budget(config, run)  # a rerun continues to the budget
     print(f"{name}: {summary['wall_s']:.0f} s to train (or resume) {minutes:g} min", flush=True)
     return run, summary
@@ -180,7 +186,10 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/liquidgen-eval-cache",
                         help="eval cache; the head-to-head's reference networks are copied there")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
-    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every stage (smoke tests)")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every stage trained in this "
+                        "call (a student recipe, e.g. optim.lr=1e-4 objective.options.p_mean=-1.0, with --variant)")
+    parser.add_argument("--variant", default="", help="name of the students' recipe: their runs and records become "
+                        "scd-NAME / sct-NAME, beside others against the same teacher")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -195,7 +204,7 @@ def main() -> None:
         (run, trained), stage_rows = train_stage(name, args), []
         while True:  # the teacher's plan grows once its sweep is scored
             plan = stage_plan(name, args, stage_rows)
-            stage_rows = score(name, run, trained, plan, scorer, args, out)
+            stage_rows = score(label(name, args), run, trained, plan, scorer, args, out)
             if len(stage_rows) == len(stage_plan(name, args, stage_rows)):
                 break
         rows += stage_rows
