@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Issue 20, item 4: the guidance sweep behind each shipped config's sample.cfg that the MNIST head-to-head did not
 # cover. One config per device call (an H200 call is capped at 10 minutes), from the repository root, $OUT set:
-#   bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-dit|mnist-tld
+#   bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-liquid-latent|cifar-dit|mnist-tld
 # Each: the config's model trained for $MINUTES (default 200 s, the head-to-head's budget) of compiled training,
 # then every scale scored at the config's own sampler and steps with 10,000 samples, FD with a bootstrap interval
-# in both of the dataset's reference networks. Needs .carry/data/MNIST or .carry/data/cifar10 (the WebP tiles).
+# in both of the dataset's reference networks. Needs .carry/data/MNIST or .carry/data/cifar10 (the WebP tiles);
+# cifar-liquid-latent also the taef2 weights in .carry/taesd (its latents are encoded on the device first).
 # The MNIST reference networks are the head-to-head's files, so the FDs compare with its table; CIFAR-10's are
 # fitted on the device first (RECIPES["cifar10"], about 30 s). Not here: mnist-text-liquid-S (its precomputed
 # MiniLM dataset is too large to carry) and the emoji configs (benchmarks/emoji_study.py sweeps them).
@@ -17,12 +18,18 @@ mkdir -p $CACHE && cp benchmarks/results/2026-12-04-mnist-head-to-head/reference
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee $OUT/env.txt
 COMMON="--minutes $MINUTES --curve-every 1 --samples 10000 --sample-batch 2000 --cache $CACHE --runs $RUNS --out $OUT"
 SET="optim.schedule=constant data.root=.carry/data train.compile=true train.compile_mode=reduce-overhead"
-quality() { python -m liquidgen.cli bench quality "$@" --set $SET $COMMON; }
+quality() { python -m liquidgen.cli bench quality "$@" $COMMON; }  # --set once per line: a second replaces it
 case "$1" in
-  cifar-liquid) quality configs/cifar10-liquid-S.yaml liquid:S --cfg 1 1.5 2 3 4 --nfe 50 ;;
-  cifar-dit) quality configs/cifar10-dit-S-fm.yaml dit:S --cfg 1 1.5 2 3 4 --nfe 50 ;;
-  mnist-tld) quality configs/mnist-dit-S-tld.yaml dit:S:mlp_conv=true --cfg 1 1.25 1.5 2 --sampler dpmpp_2m --nfe 15 ;;
-  *) echo "usage: bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-dit|mnist-tld" >&2; exit 2 ;;
+  cifar-liquid) quality configs/cifar10-liquid-S.yaml liquid:S --set $SET --cfg 1 1.5 2 3 4 --nfe 50 ;;
+  cifar-liquid-latent)
+    python -m liquidgen.cli precompute cifar10 --root .carry/data --size 64 --autoencoder taesd \
+      --ae-option variant=taef2 weights=.carry/taesd --out /tmp/cifar10-taef2-64 &&
+    quality configs/cifar10-liquid-S-latent.yaml liquid:S:patch_size=1 --set $SET data.root=/tmp/cifar10-taef2-64 \
+      --reference cifar10 .carry/data --cfg 1 1.5 2 3 4 --nfe 50 ;;
+  cifar-dit) quality configs/cifar10-dit-S-fm.yaml dit:S --set $SET --cfg 1 1.5 2 3 4 --nfe 50 ;;
+  mnist-tld) quality configs/mnist-dit-S-tld.yaml dit:S:mlp_conv=true --set $SET --cfg 1 1.25 1.5 2 \
+      --sampler dpmpp_2m --nfe 15 ;;
+  *) echo "usage: bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-liquid-latent|cifar-dit|mnist-tld" >&2; exit 2 ;;
 esac 2>&1 | grep -v '^{"key"' | tail -40
 if ls $OUT/samples-*.png >/dev/null 2>&1; then (cd $OUT && tar czf grids.tgz samples-*.png && rm samples-*.png); fi
 ls -la $OUT
