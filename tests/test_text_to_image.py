@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from liquidgen import checkpoint as ckpt_io
+from liquidgen.bench.records import read_records
 from liquidgen.cli import main
+from liquidgen.data import stored_prompt_embeddings
 from liquidgen.generate import Pipeline
 from liquidgen.spec import ModelSpec, init_weights
 from liquidgen.text import encode_prompts
@@ -226,3 +228,45 @@ def test_token_contexts_from_precompute_to_prompted_samples(tmp_path):
     out = tmp_path / "seven.npz"
     main(["sample", str(run), "--prompt", "a handwritten seven", "--n", "2", "--steps", "2", "--out", str(out)])
     assert np.load(out)["images"].shape == (2, 8, 8, 1)
+
+
+def test_stored_prompt_embeddings_stand_in_for_the_text_model(tmp_path):
+    """A GPU machine without the text model conditions on the embeddings a captioned dataset stores: they are the
+    encoder's (to fp16), so the samples are those the encoder's embeddings give."""
+    data = tmp_path / "text"
+    main(["precompute", "digits", "--size", "8", "--limit", "40", "--out", str(data), "--text-encoder", "minilm",
+          "--caption-template", "a handwritten {}", "--device", "cpu"])
+    prompts = ["a handwritten 7", "a handwritten 2"]
+    stored = stored_prompt_embeddings(data, prompts)
+    spec = json.loads((data / "manifest.json").read_text())["request"]["text_encoder"]
+    encoded = encode_prompts(prompts, spec, 0, "cpu")[0]
+    torch.testing.assert_close(stored, encoded, atol=2e-3, rtol=1e-2)
+    with pytest.raises(ValueError, match="no image captioned 'a red apple'"):
+        stored_prompt_embeddings(data, ["a handwritten 1", "a red apple"])
+    run = tmp_path / "run"
+    main(["train", "configs/mnist-text-liquid-S.yaml", "--out", str(run), "--set", *QUICK, f"data.root={data}",
+          "model.preset=tiny"])
+    pipe = Pipeline.load(run, device="cpu")
+    settings = pipe.settings.with_(steps=2, cfg=2.0)
+    images, labels = pipe.generate(4, seed=3, prompts=prompts, settings=settings, progress=False)
+    again, _ = pipe.generate(4, seed=3, prompts=prompts, settings=settings, progress=False, prompt_context=stored)
+    assert labels.tolist() == [0, 1, 0, 1] and (images.int() - again.int()).abs().max() <= 2
+    with pytest.raises(ValueError, match="one pooled embedding per prompt"):
+        pipe.generate(4, prompts=prompts, prompt_context=stored[:1])
+
+
+def test_bench_quality_needs_a_text_models_prompts_and_conditions_on_them(tmp_path):
+    data, out = tmp_path / "text", tmp_path / "quality"
+    main(["precompute", "digits", "--size", "8", "--limit", "64", "--out", str(data), "--text-encoder", "minilm",
+          "--caption-template", "a handwritten {}", "--device", "cpu"])
+    args = ["bench", "quality", "configs/mnist-text-liquid-S.yaml", "liquid:tiny", "--set", "optim.schedule=constant",
+            f"data.root={data}", "train.batch_size=16", "--reference", "digits", "", "--out", str(out),
+            "--minutes", "0.01", "--curve-every", "1", "--nfe", "2", "--samples", "20", "--cfg", "1", "2",
+            "--classifier", str(tmp_path / "clf.safetensors"), "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    with pytest.raises(SystemExit):  # said before any training: unconditional samples would score nothing asked
+        main(args)
+    assert not (out / "runs").exists()
+    main(args + ["--prompts", *[f"a handwritten {k}" for k in range(10)], "--prompt-embeddings", str(data)])
+    records = [r for r in read_records(out / "quality.jsonl") if not r.get("floor")]
+    assert sorted(r["cfg"] for r in records) == [1.0, 2.0]
+    assert all(0 <= r["class_accuracy"] <= 1 and r["classifier_fd"] > 0 for r in records)

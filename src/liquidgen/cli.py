@@ -483,6 +483,9 @@ def cmd_eval(args) -> None:
     else:
         pipe = Pipeline.load(target, device=device, dist=dist, compile=args.compile)
         sample_size = pipe.space.image_size
+        if pipe.spec.text_encoder and not (prompts or args.prompt) and any(c != 1 for c in args.cfg or []):
+            raise ValueError("--cfg: this model conditions on text, and without --prompt (one per class) or "
+                             "--prompt-file its samples are unconditional, so guidance changes nothing")
     scorer = None
     if args.data:
         # The reference is loaded at the classifier's own size unless --size says otherwise (it must fit).
@@ -685,6 +688,10 @@ def add_bench(p: argparse.ArgumentParser) -> None:
     q.add_argument("--sample-batch", type=COUNT, default=500, help="samples per sampling call (sample i's noise "
                    "depends on the seed and i alone: the batch changes the time, not which samples are drawn)")
     q.add_argument("--cache", default="~/.cache/liquidgen/eval", help="folder for cached reference features")
+    q.add_argument("--prompts", nargs="+", help="text-conditioned recipes (required there): one prompt per class, in "
+                   "label order (prompt k should show class k); samples cycle through them")
+    q.add_argument("--prompt-embeddings", metavar="DATASET", help="a precomputed captioned dataset holding every "
+                   "--prompts as a caption: its stored embeddings replace the text model (for a machine without it)")
     add_device_arg(q)
     q = bench.add_parser("report", help="rewrite report.md and the plots from the records in --out")
     q.add_argument("--out", required=True, help="results folder holding speed.jsonl / quality.jsonl")
@@ -712,7 +719,8 @@ def cmd_bench(args) -> None:
             classifier=args.classifier,
             inception_weights=args.inception_weights, reference=tuple(args.reference) if args.reference else None,
             overrides=tuple(args.set), device=args.device, seed=args.seed, cache_dir=args.cache, runs=args.runs,
-            sample_batch=args.sample_batch))
+            sample_batch=args.sample_batch, prompts=tuple(args.prompts) if args.prompts else None,
+            prompt_embeddings=args.prompt_embeddings))
     report = write_report(args.out)
     print(f"wrote {report}")
     print(report.read_text())

@@ -757,6 +757,22 @@ def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedD
         text_tokens=manifest.get("text_tokens", 0))
 
 
+def stored_prompt_embeddings(root: str | Path, prompts: list[str]) -> Tensor:
+    """The pooled embeddings (len(prompts), D) that a precomputed captioned dataset stores for `prompts`, each of
+    which must be one of its captions: prompts encoded without the text model (a GPU machine that lacks it)."""
+    data = load_precomputed(root)
+    if data.captions is None or data.context is None:
+        raise ValueError(f"{root} stores no captions with text embeddings: precompute it with --text-encoder")
+    if data.text_tokens:
+        raise ValueError(f"{root} stores per-token text features; only pooled embeddings can stand in for prompts")
+    row = {caption: i for i, caption in enumerate(data.captions)}
+    if missing := [p for p in prompts if p not in row]:
+        raise ValueError(f"{root} has no image captioned {missing[0]!r}"
+                         + (f" (and {len(missing) - 1} more prompts)" if len(missing) > 1 else "")
+                         + f"; its captions include {data.captions[0]!r}")
+    return data.context[[row[p] for p in prompts]].float()
+
+
 # The keys a manifest needs before any shard is listed, and those `precompute` adds with the first shard.
 MANIFEST_KEYS = ("request", "shards", "count", "complete")
 SHARD_KEYS = ("class_names", "num_classes", "pixels", "context_dim", "latent_shape")

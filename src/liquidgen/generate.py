@@ -172,18 +172,22 @@ class Pipeline:
         return self.space.decode(x)
 
     def generate(self, n: int, seed: int = 0, labels: list[int] | None = None, prompts: list[str] | None = None,
-                 settings: SampleConfig | None = None, batch_size: int = 500, progress: bool = True
-                 ) -> tuple[Tensor, Tensor | None]:
+                 settings: SampleConfig | None = None, batch_size: int = 500, progress: bool = True,
+                 prompt_context: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """n decoded uint8 images (N, C, H, W) and their labels, reproducible from `seed`. Class-conditional
         models draw labels cyclically from `labels` (default: every class, so the set is class-balanced).
         A text model with `prompts` draws sample i from prompt i % len(prompts), whose index is its label:
-        prompt k is meant to show class k, so class accuracy measures prompt following."""
+        prompt k is meant to show class k, so class accuracy measures prompt following. `prompt_context`, the
+        prompts' pooled embeddings (e.g. `data.stored_prompt_embeddings`), stands in for the text model."""
         if n < 1:
             raise ValueError(f"the number of samples must be >= 1, got {n}")
+        if prompt_context is not None and (not prompts or len(prompt_context) != len(prompts)
+                                           or self.spec.text_tokens):
+            raise ValueError("prompt_context: one pooled embedding per prompt, for a model of pooled text")
         y = cond_rows = None
         cond: dict[str, Tensor] = {}
         if prompts:
-            context, mask = self.encode_prompts(prompts)
+            context, mask = self.encode_prompts(prompts) if prompt_context is None else (prompt_context, None)
             cond_rows = torch.arange(n) % len(prompts)
             cond["context"] = context.cpu()[cond_rows]
             if mask is not None:

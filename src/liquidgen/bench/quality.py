@@ -25,6 +25,7 @@ import torch
 
 from ..checkpoint import list_checkpoints
 from ..config import Config, ModelConfig, load_config, parse_options
+from ..data import read_manifest, stored_prompt_embeddings
 from ..distributed import pick_device
 from ..evaluation.evaluate import Scorer
 from ..generate import Pipeline
@@ -96,6 +97,8 @@ class QualityStudy:
     cache_dir: str | Path = "~/.cache/liquidgen/eval"
     runs: str | Path | None = None  # the contenders' run folders (default: out/runs)
     sample_batch: int = 500  # samples per sampling call
+    prompts: tuple[str, ...] | None = None  # a text model's prompt per class (prompt k meant to show class k)
+    prompt_embeddings: str | Path | None = None  # a captioned precomputed dataset: the prompts' stored embeddings
 
 
 def prepare_scorer(study: QualityStudy, base: Config, device: torch.device) -> Scorer:
@@ -113,6 +116,25 @@ def prepare_scorer(study: QualityStudy, base: Config, device: torch.device) -> S
         if f"floor|{n}" not in done:
             append_record(path, {"key": f"floor|{n}", **scorer.floor(n, study.seed), **environment(device)})
     return scorer
+
+
+def check_prompts(study: QualityStudy, base: Config) -> torch.Tensor | None:
+    """A text-conditioned recipe is scored on class-balanced samples of --prompts (prompt k meant to show class
+    k, so class accuracy is prompt following): without them every sample, and every guidance scale, would be
+    unconditional. Returns the prompts' stored embeddings when --prompt-embeddings names a dataset, else None
+    (the model's text encoder encodes them)."""
+    text = base.data.name == "precomputed" and read_manifest(Path(base.data.root).expanduser())["request"].get(
+        "text_encoder")
+    if text and not study.prompts:
+        raise ValueError(f"{base.data.root} conditions on text: give --prompts, one per class in label order "
+                         f"(e.g. 'a handwritten zero' ... 'a handwritten nine'), so that samples are conditioned")
+    if study.prompt_embeddings and not study.prompts:
+        raise ValueError("--prompt-embeddings: give the --prompts whose stored embeddings to use")
+    if study.prompts and not text:
+        raise ValueError("--prompts: this recipe is not text-conditioned (its data stores no text embeddings)")
+    if study.prompt_embeddings:
+        return stored_prompt_embeddings(study.prompt_embeddings, list(study.prompts))
+    return None
 
 
 def train_contender(study: QualityStudy, contender: Contender, base: Config, device: torch.device
@@ -136,6 +158,7 @@ def run_quality(study: QualityStudy) -> list[dict]:
     if base.optim.schedule != "constant":
         raise ValueError("bench quality stops runs by time, so optim.schedule must be constant (a cosine "
                          "schedule needs its length in steps): add --set optim.schedule=constant")
+    prompt_context = check_prompts(study, base)  # before any training: a text model needs its prompts
     scorer = prepare_scorer(study, base, device)
     steps = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
              else [(study.sampler, n) for n in study.nfes])
@@ -155,7 +178,7 @@ def run_quality(study: QualityStudy) -> list[dict]:
         at = dict(zip(marks[-len(ckpts):], ckpts))
         grid_nfe = max(n for _, n in steps)
         score_in_order(study, contender.name, marks, steps, at, lambda mark, todo: score_checkpoint(
-            study, scorer, contender, at[mark], mark, mark == marks[-1], todo, summary, grid_nfe))
+            study, scorer, contender, at[mark], mark, mark == marks[-1], todo, summary, grid_nfe, prompt_context))
     return read_records(path)
 
 
@@ -201,7 +224,8 @@ def score_plan(study: QualityStudy, name: str, marks: list[float], steps: list[t
 
 
 def score_checkpoint(study: QualityStudy, scorer: Scorer, contender: Contender, ckpt: Path, mark: float,
-                     final: bool, todo: list[tuple[str, int, float | None]], summary: dict, grid_nfe: int) -> None:
+                     final: bool, todo: list[tuple[str, int, float | None]], summary: dict, grid_nfe: int,
+                     prompt_context: torch.Tensor | None = None) -> None:
     """Score one checkpoint at each (sampler, NFE, cfg) of `todo` (cfg None: the run's); records are appended
     as they are made."""
     pipe = Pipeline.load(ckpt, device=scorer.device)
@@ -211,7 +235,8 @@ def score_checkpoint(study: QualityStudy, scorer: Scorer, contender: Contender, 
         settings = pipe.settings.with_(steps=nfe, sampler=sampler, cfg=cfg)
         t0 = time.perf_counter()
         images, labels = pipe.generate(n, seed=study.seed, settings=settings, batch_size=study.sample_batch,
-                                       progress=False)
+                                       progress=False, prompts=list(study.prompts or []) or None,
+                                       prompt_context=prompt_context)
         sample_seconds = time.perf_counter() - t0
         record = {"key": record_key(contender.name, mark, sampler, nfe, cfg), "name": contender.name,
                   "backbone": contender.backbone, "preset": contender.preset, "options": contender.options,
