@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Issue 20, item 4: the guidance sweep behind each shipped config's sample.cfg that the MNIST head-to-head did not
 # cover. One config per device call (an H200 call is capped at 10 minutes), from the repository root, $OUT set:
-#   bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-liquid-latent|cifar-dit|mnist-tld
+#   bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-liquid-latent|cifar-dit|mnist-tld|mnist-text
 # Each: the config's model trained for $MINUTES (default 200 s, the head-to-head's budget) of compiled training,
 # then every scale scored at the config's own sampler and steps with 10,000 samples, FD with a bootstrap interval
 # in both of the dataset's reference networks. Needs .carry/data/MNIST or .carry/data/cifar10 (the WebP tiles);
 # cifar-liquid-latent also the taef2 weights in .carry/taesd (its latents are encoded on the device first).
 # The MNIST reference networks are the head-to-head's files, so the FDs compare with its table; CIFAR-10's are
-# fitted on the device first (RECIPES["cifar10"], about 30 s). Not here: mnist-text-liquid-S (its precomputed
-# MiniLM dataset is too large to carry) and the emoji configs (benchmarks/emoji_study.py sweeps them).
+# fitted on the device first (RECIPES["cifar10"], about 30 s). mnist-text reads .carry/mnist-text, the config's
+# precompute with --limit 20000 (31 MB: carry [".carry/data/MNIST", ".carry/mnist-text"] alone); its samples are
+# prompted "a handwritten zero" ... "nine" through the embeddings stored there (no text model on the device).
+# Not here: the emoji configs (benchmarks/emoji_study.py sweeps them).
 set -uo pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 CACHE=/tmp/liquidgen-eval-cache
@@ -27,9 +29,12 @@ case "$1" in
     quality configs/cifar10-liquid-S-latent.yaml liquid:S:patch_size=1 --set $SET data.root=/tmp/cifar10-taef2-64 \
       --reference cifar10 .carry/data --cfg 1 1.5 2 3 4 --nfe 50 ;;
   cifar-dit) quality configs/cifar10-dit-S-fm.yaml dit:S --set $SET --cfg 1 1.5 2 3 4 --nfe 50 ;;
+  mnist-text) quality configs/mnist-text-liquid-S.yaml liquid:S --set $SET data.root=.carry/mnist-text \
+      --reference mnist .carry/data --prompt-embeddings .carry/mnist-text --cfg 1 1.25 1.5 2 --nfe 50 \
+      --prompts "a handwritten "{zero,one,two,three,four,five,six,seven,eight,nine} ;;
   mnist-tld) quality configs/mnist-dit-S-tld.yaml dit:S:mlp_conv=true --set $SET --cfg 1 1.25 1.5 2 \
       --sampler dpmpp_2m --nfe 15 ;;
-  *) echo "usage: bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-liquid-latent|cifar-dit|mnist-tld" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-liquid-latent|cifar-dit|mnist-tld|mnist-text" >&2; exit 2 ;;
 esac 2>&1 | grep -v '^{"key"' | tail -40
 if ls $OUT/samples-*.png >/dev/null 2>&1; then (cd $OUT && tar czf grids.tgz samples-*.png && rm samples-*.png); fi
 ls -la $OUT

@@ -230,7 +230,7 @@ def test_token_contexts_from_precompute_to_prompted_samples(tmp_path):
     assert np.load(out)["images"].shape == (2, 8, 8, 1)
 
 
-def test_stored_prompt_embeddings_stand_in_for_the_text_model(tmp_path):
+def test_stored_prompt_embeddings_stand_in_for_the_text_model(tmp_path, capsys):
     """A GPU machine without the text model conditions on the embeddings a captioned dataset stores: they are the
     encoder's (to fp16), so the samples are those the encoder's embeddings give."""
     data = tmp_path / "text"
@@ -253,6 +253,10 @@ def test_stored_prompt_embeddings_stand_in_for_the_text_model(tmp_path):
     assert labels.tolist() == [0, 1, 0, 1] and (images.int() - again.int()).abs().max() <= 2
     with pytest.raises(ValueError, match="one pooled embedding per prompt"):
         pipe.generate(4, prompts=prompts, prompt_context=stored[:1])
+    with pytest.raises(SystemExit):  # a guidance sweep of unconditional samples would measure nothing
+        main(["eval", str(run), "--data", "digits", "--cfg", "1", "2", "--n", "4", "--device", "cpu",
+              "--cache", str(tmp_path / "cache")])
+    assert "guidance changes nothing" in capsys.readouterr().err
 
 
 def test_bench_quality_needs_a_text_models_prompts_and_conditions_on_them(tmp_path):
