@@ -79,6 +79,8 @@ def test_wilson_interval():
     low, high = wilson(torch.tensor([True] * 80 + [False] * 20))
     assert low < 0.8 < high and high - low == pytest.approx(0.16, abs=0.02)
     assert wilson(torch.ones(10, dtype=torch.bool))[1] == pytest.approx(1.0)
+    none = wilson(torch.zeros(40, dtype=torch.bool))
+    assert none[0] == 0.0 and f"{none[0]:.3f}" == "0.000" and 0 < none[1] < 0.1  # not "-0.000"
 
 
 def test_fitted_matcher_retrieves_real_images_prompts(matcher_file):

@@ -184,7 +184,8 @@ def wilson(hits: Tensor, z: float = 1.96) -> list[float]:
     """Wilson's 95% score interval of a success rate (a bootstrap of a mean of 0/1 values gives about the same)."""
     n, p = len(hits), float(hits.float().mean())
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [(centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)]
+    # at p = 0 or 1 the bound is exactly 0 or 1; rounding leaves -1e-17, printed as "-0.000"
+    return [max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))]
 
 
 def save_matcher(net: PromptMatcher, info: dict, path: str | Path) -> Path:
