@@ -1,9 +1,9 @@
 """Training runs stopped by the clock, not by a step count: what every equal-GPU-minutes study needs.
 
 A budgeted run trains until `train.minutes` of training steps have passed (the compiling first step not
-counted), writes no samples or evaluations along the way, and keeps its checkpoints so that a rerun with the same
-run folder continues to the (possibly raised) budget instead of starting over: a device call cut short loses
-only the minutes since the last checkpoint.
+counted) and writes no samples or evaluations along the way. It checkpoints at the end, every `ckpt_minutes` if
+asked, and when stopped by SIGTERM or Ctrl-C (a `timeout`), so a rerun with the same run folder continues to the
+(possibly raised) budget instead of starting over.
 """
 from __future__ import annotations
 
