@@ -176,6 +176,27 @@ def test_init_from_needs_the_same_architecture(teacher, tmp_path):
         train(config, tmp_path)
 
 
+def test_tf32_applies_inside_the_consistency_loss_only():
+    """`tf32: true` changes the fp32 matmul precision for the loss and restores the process's afterwards (on a CPU
+    it changes nothing numerically here: the loss is the same)."""
+    model = randomize(build_model("unet", "tiny", 1, 8, 10)).eval()
+    x0, y = torch.randn(4, 1, 8, 8), torch.arange(4)
+    seen = []
+    original = model.forward
+
+    def forward(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return original(*args, **kwargs)
+    model.forward = forward
+    losses = []
+    for tf32 in (False, True):
+        torch.manual_seed(0)
+        losses.append(build_objective("consistency", tf32=tf32, tangent_warmup=0).loss(model, x0, y))
+        assert torch.get_float32_matmul_precision() == "highest"
+    assert set(seen[:len(seen) // 2]) == {"highest"} and set(seen[len(seen) // 2:]) == {"high"}
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-3, atol=1e-4)
+
+
 def test_a_student_with_a_logvar_head_starts_from_a_teacher_without_one(tmp_path):
     """A flow LiquidGen has no logvar head; its sCD student needs one for adaptive weighting: every other weight
     is the teacher's, the head starts fresh, and a real architecture difference still fails."""
