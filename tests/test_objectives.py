@@ -197,6 +197,40 @@ def test_tf32_applies_inside_the_consistency_loss_only():
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["ct", "cd"])
+def test_fp32_tangent_only_keeps_the_jvp_in_fp32_and_the_rest_in_the_training_autocast(mode, teacher):
+    """Under the training's bf16 autocast, `fp32_tangent_only` runs the JVP in fp32 and the teacher's and the
+    student's gradient passes in bf16; without it every pass is fp32. The loss moves by bf16 rounding only."""
+    from liquidgen.generate import Pipeline
+
+    pipe = Pipeline.load(teacher, device="cpu")
+    model = pipe.model
+    x0, y = torch.randn(4, 1, 8, 8), torch.arange(4)
+    seen = []
+    original = model.forward
+
+    def forward(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(*args, **kwargs)
+    model.forward = forward
+    losses = {}
+    for only in (False, True):
+        objective = build_objective("consistency", mode=mode, teacher=str(teacher), tangent_warmup=0,
+                                    fp32_tangent_only=only)
+        objective.bind_teacher(pipe.model, pipe.prediction)  # the same module: its passes are counted too
+        seen.clear()
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses[only] = objective.loss(model, x0, y)
+        teacher_pass = [seen[0]] if mode == "cd" else []
+        tangent, grad_pass = seen[len(teacher_pass)], seen[-1]
+        assert len(seen) == len(teacher_pass) + 2
+        assert not tangent, "the JVP runs in fp32 either way"
+        assert teacher_pass + [grad_pass] == [only] * (len(teacher_pass) + 1)
+        assert losses[only].dtype == torch.float32
+    torch.testing.assert_close(losses[True], losses[False], rtol=0.05, atol=0.05)
+
+
 def test_a_student_with_a_logvar_head_starts_from_a_teacher_without_one(tmp_path):
     """A flow LiquidGen has no logvar head; its sCD student needs one for adaptive weighting: every other weight
     is the teacher's, the head starts fresh, and a real architecture difference still fails."""

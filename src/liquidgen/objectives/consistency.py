@@ -20,11 +20,15 @@ probability-flow ODE, using the tangent of the continuous-time limit (sCM eq. 8 
 - Everything runs in fp32 (the JVP is sensitive): autocast is switched off inside the loss. `tf32: true` lets
   fp32 matmuls use TF32 tensor cores (10-bit mantissa, fp32 range) inside the loss, as cuDNN's convolutions
   already do by default: several times the matmul throughput, for a precision to be checked per recipe.
+  `fp32_tangent_only: true` keeps fp32 for the JVP alone (F-, dF-/dth and g, where differences of nearby
+  values are taken) and runs the teacher's velocity and the student's gradient pass in the training's autocast
+  (bf16): half of a step's model passes at bf16 speed. The bf16 rounding of F (about 0.4%) then enters the
+  residual F - F- beside the normalised tangent; whether the recipe tolerates it is measured, not assumed.
 Start a student from a pre-trained model with `train.init_from`.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +78,7 @@ def guided_trigflow(teacher: nn.Module, kind: str, cfg: float, x_t: Tensor, t: T
     return paths.convert(v, "v", "trigflow", x_t, t)
 
 
-@contextmanager
+@contextlib.contextmanager
 def matmul_precision(level: str):
     """fp32 matmuls at `level` ("highest": fp32; "high": TF32 where the GPU has it) inside the block only, so the
     rest of the step keeps the process's setting. torch.compile reads it when it compiles, inside the block."""
@@ -99,6 +103,7 @@ class Consistency:
     tangent_norm_c: float = 0.1
     adaptive_weighting: bool = True
     tf32: bool = False
+    fp32_tangent_only: bool = False
 
     prediction = "trigflow"
 
@@ -143,9 +148,15 @@ class Consistency:
         return self._velocity(teacher, kind, self.teacher_cfg, x_t, t, y, cond)
 
     def loss(self, model: nn.Module, x0: Tensor, y: Tensor | None = None, **cond: Tensor) -> Tensor:
-        with torch.autocast(x0.device.type, enabled=False), matmul_precision("high" if self.tf32 else "highest"):
+        with self._fp32(x0.device.type, not self.fp32_tangent_only), \
+                matmul_precision("high" if self.tf32 else "highest"):
             cond = {k: v.float() if v.is_floating_point() else v for k, v in cond.items()}  # masks stay bool
             return self._loss(model, x0.float(), y, cond)
+
+    @staticmethod
+    def _fp32(device_type: str, enabled: bool = True):
+        """The training's autocast switched off inside the block (a no-op when not `enabled`)."""
+        return torch.autocast(device_type, enabled=False) if enabled else contextlib.nullcontext()
 
     def _loss(self, model: nn.Module, x0: Tensor, y: Tensor | None, cond: dict[str, Tensor]) -> Tensor:
         sd = paths.SIGMA_D
@@ -161,7 +172,8 @@ class Consistency:
             else:
                 dx = sd * self.teacher_velocity(x / (c + sd * s), t, y, **cond)
             r = min(1.0, self.step / self.tangent_warmup) if self.tangent_warmup > 0 else 1.0
-            f_minus, g = self._tangent(model, x, theta, dx, torch.full((), r, device=x.device), y, cond)
+            with self._fp32(x.device.type):
+                f_minus, g = self._tangent(model, x, theta, dx.float(), torch.full((), r, device=x.device), y, cond)
             if self.tangent_norm == "normalize":
                 g = g / (g.flatten(1).norm(dim=1).reshape(-1, *[1] * (g.ndim - 1)) + self.tangent_norm_c)
             elif self.tangent_norm == "clamp":
