@@ -11,15 +11,9 @@
 # precompute with --limit 20000 (31 MB: carry [".carry/data/MNIST", ".carry/mnist-text"] alone); its samples are
 # prompted "a handwritten zero" ... "nine" through the embeddings stored there (no text model on the device).
 # Not here: the emoji configs (benchmarks/emoji_study.py sweeps them).
-set -uo pipefail
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-CACHE=/tmp/liquidgen-eval-cache
-RUNS=${RUNS:-/tmp/runs}
+source benchmarks/device_env.sh
 MINUTES=${MINUTES:-3.3333}
-mkdir -p $CACHE && cp benchmarks/results/2026-12-04-mnist-head-to-head/reference-networks/*.safetensors $CACHE/
-python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee $OUT/env.txt
 COMMON="--minutes $MINUTES --curve-every 1 --samples 10000 --sample-batch 2000 --cache $CACHE --runs $RUNS --out $OUT"
-SET="optim.schedule=constant data.root=.carry/data train.compile=true train.compile_mode=reduce-overhead"
 quality() { python -m liquidgen.cli bench quality "$@" $COMMON; }  # --set once per line: a second replaces it
 case "$1" in
   cifar-liquid) quality configs/cifar10-liquid-S.yaml liquid:S --set $SET --cfg 1 1.5 2 3 4 --nfe 50 ;;
@@ -36,5 +30,4 @@ case "$1" in
       --sampler dpmpp_2m --nfe 15 ;;
   *) echo "usage: bash benchmarks/guidance_defaults.sh cifar-liquid|cifar-liquid-latent|cifar-dit|mnist-tld|mnist-text" >&2; exit 2 ;;
 esac 2>&1 | grep -v '^{"key"' | tail -40
-if ls $OUT/samples-*.png >/dev/null 2>&1; then (cd $OUT && tar czf grids.tgz samples-*.png && rm samples-*.png); fi
-ls -la $OUT
+pack_grids

@@ -2,21 +2,12 @@
 # The MNIST head-to-head of issue 20, one contender per device call (an H200 call is capped at 10 minutes):
 #   bash benchmarks/head_to_head.sh unet|liquid|dit|fpdm|minrf      (from the repository root, $OUT set)
 # Needs .carry/data/MNIST (raw idx files) and, for minrf, minRF's rf.py + dit.py at 4fc10e0 in .carry/peers/minRF.
-# Every contender is scored by the same two reference networks, the files in
-# benchmarks/results/2026-12-04-mnist-head-to-head/reference-networks (fitted once on a CPU): refitting them
-# on another machine would give other weights, and FDs not comparable with the recorded ones.
-set -uo pipefail
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-CACHE=/tmp/liquidgen-eval-cache
-# A rerun with the same $RUNS and $OUT resumes: trained runs are kept, scored records skipped.
-RUNS=${RUNS:-/tmp/runs}
-mkdir -p $CACHE && cp benchmarks/results/2026-12-04-mnist-head-to-head/reference-networks/*.safetensors $CACHE/
-python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee $OUT/env.txt
+# Every contender is scored by the same two reference networks (see device_env.sh).
+source benchmarks/device_env.sh
 # LiquidGen-S samples about 2x slower than DiT-S/2: its whole protocol takes about 12 minutes, so run it twice
 # with RUNS and OUT under /tmp (the second call resumes).
 COMMON="--minutes 3.3333 --cfg 1 1.25 1.5 2 --nfe-at-best --curve-every 0.25 --curve-nfe 50 --samples 10000
         --curve-samples 2000 --sample-batch 2000 --cache $CACHE --out $OUT"
-SET="optim.schedule=constant data.root=.carry/data train.compile=true train.compile_mode=reduce-overhead"
 case "$1" in
   minrf) python benchmarks/peers/minrf_mnist.py --minrf .carry/peers/minRF --mnist-root .carry/data $COMMON ;;
   unet) python -m liquidgen.cli bench quality configs/mnist-unet.yaml unet:28 --set $SET --runs $RUNS $COMMON ;;
@@ -26,6 +17,4 @@ case "$1" in
           --runs $RUNS $COMMON ;;
   *) echo "usage: bash benchmarks/head_to_head.sh unet|liquid|dit|fpdm|minrf" >&2; exit 2 ;;
 esac 2>&1 | grep -v '^{"key"' | tail -40
-# A call returns at most 8 files: the grids travel as one archive.
-if ls $OUT/samples-*.png >/dev/null 2>&1; then (cd $OUT && tar czf grids.tgz samples-*.png && rm samples-*.png); fi
-ls -la $OUT
+pack_grids

@@ -15,6 +15,7 @@ from liquidgen.spec import init_weights
 from liquidgen.train import train
 
 from test_backbones import randomize
+from test_samplers import MU, S, gaussian_velocity
 
 
 class Oracle(torch.nn.Module):
@@ -117,21 +118,16 @@ def test_consistency_tangent_is_the_derivative_of_the_consistency_function():
 
 
 class GaussianFlow(torch.nn.Module):
-    """The exact flow velocity E[eps - x0 | x_t] of data x0 ~ N(0, s^2): a teacher that knows the answer."""
-
-    def __init__(self, s: float):
-        super().__init__()
-        self.s = s
+    """The exact flow velocity of test_samplers' Gaussian data: a teacher that knows the answer."""
 
     def forward(self, x_t, t, y=None):
-        t = paths.expand(t, x_t)
-        return (t - (1 - t) * self.s**2) / ((1 - t) ** 2 * self.s**2 + t**2) * x_t
+        return gaussian_velocity(x_t, t)
 
 
 class GaussianConsistency(torch.nn.Module):
-    """A TrigFlow F whose consistency function is that of data N(0, s^2): the probability-flow ODE keeps
-    x / std(th), so f(x, th) = x s / std(th), std^2 = cos^2 s^2 + sin^2 sigma_d^2 (sCM's TrigFlow), and
-    F = (cos x - f) / (sigma_d sin)."""
+    """A TrigFlow F whose consistency function is that of data N(MU, s^2): the probability-flow ODE keeps the
+    standardised value, so f(x, th) = MU + s (x - cos MU) / std(th), std^2 = cos^2 s^2 + sin^2 sigma_d^2 (sCM's
+    TrigFlow), and F = (cos x - f) / (sigma_d sin)."""
 
     def __init__(self, s: float):
         super().__init__()
@@ -141,20 +137,21 @@ class GaussianConsistency(torch.nn.Module):
         sd, th = paths.SIGMA_D, paths.t_to_theta(paths.expand(t, x_t))
         c, n = torch.cos(th), torch.sin(th)
         x = x_t * (c + sd * n)  # TrigFlow's x
-        return x * (c - self.s / torch.sqrt(c**2 * self.s**2 + n**2 * sd**2)) / (sd * n)
+        f = MU + self.s * (x - c * MU) / torch.sqrt(c**2 * self.s**2 + n**2 * sd**2)
+        return (c * x - f) / (sd * n)
 
 
-@pytest.mark.parametrize("student_s,vanishes", [(0.8, True), (0.6, False)])
+@pytest.mark.parametrize("student_s,vanishes", [(S, True), (0.75 * S, False)])
 def test_distillation_loss_vanishes_at_the_exact_consistency_function(student_s, vanishes):
     """sCD's target, end to end (the teacher's velocity converted to TrigFlow, the student's JVP, sCM's g): for
     Gaussian data, whose teacher and consistency function are known in closed form, the loss (without
     normalisation or weighting) is |g|^2, zero at the exact student and not at a wrong one."""
     objective = build_objective("consistency", mode="cd", teacher="exact", tangent_warmup=0, tangent_norm="none",
                                 adaptive_weighting=False, p_mean=0.0, p_std=0.5)
-    objective.bind_teacher(GaussianFlow(0.8), "v")
+    objective.bind_teacher(GaussianFlow(), "v")
     torch.manual_seed(0)
-    loss = objective.loss(GaussianConsistency(student_s), 0.8 * torch.randn(256, 1, 4, 4))
-    assert (loss < 1e-9) if vanishes else (loss > 1e-3), loss
+    loss = objective.loss(GaussianConsistency(student_s), MU + S * torch.randn(256, 1, 4, 4))
+    assert (loss < 1e-9) if vanishes else (loss > 1e-4), loss
 
 
 TINY = ["model.name=unet", "model.preset=tiny", "data.name=digits", "data.image_size=8",
