@@ -7,7 +7,7 @@ from torch import nn
 
 from liquidgen.bench.budget import budgeted_config, train_to_budget
 from liquidgen.bench.quality import parse_contender, record_key
-from liquidgen.bench.report import quality_tables, write_report
+from liquidgen.bench.report import floor_line, quality_tables, write_report
 from liquidgen.bench.speed import parse_presets, read_records
 from liquidgen.cli import main
 from liquidgen.config import load_config
@@ -216,3 +216,11 @@ def test_bench_quality_scores_other_nfe_and_the_curve_at_the_best_scale(tmp_path
     capsys.readouterr()
     main(args)
     assert "scored before, skipped" in capsys.readouterr().out
+
+
+def test_floor_line_says_when_the_floor_is_split_half():
+    held_out = [{"floor": True, "samples": 1000, "classifier_fd": 4.77}]
+    assert floor_line(held_out, "classifier_fd").startswith("Real training images score 4.77 at 1,000 images:")
+    halves = [{"floor": True, "floor_split_half": True, "samples": 2000, "classifier_fd": 3.1}]
+    assert "against the other half of the training set" in floor_line(halves, "classifier_fd")
+    assert floor_line([], "classifier_fd") == ""

@@ -239,3 +239,22 @@ def test_cifar10_has_its_own_recipes_and_cache_names():
     names = {reference_classifier("cifar10", 32, "/c", second=s).name for s in (False, True)}
     assert len(names) == 2 and all(recipe_tag(r) in " ".join(names) for r in (first, second))
     assert "classifier-cifar10-32px.safetensors" not in names  # a file of the old 36% recipe is not reused
+
+
+def test_floor_is_split_half_where_the_reference_is_the_training_set(digits, classifier_file, tmp_path, capsys):
+    """digits has no held-out split, so the samples' reference is the training set itself: real images drawn from
+    it would score against themselves (FD 0 once all are drawn), so the floor scores half against the other half."""
+    from liquidgen.evaluation.evaluate import Scorer
+
+    scorer = Scorer("digits", None, classifier_file[0], "cpu", size=16, cache_dir=tmp_path, bootstrap=20,
+                    second_classifier=False)
+    assert not scorer.held_out and len(scorer.reference) == len(digits)
+    itself = scorer(digits.images, digits.labels)
+    assert abs(itself["classifier_fd"]) < 1e-3  # the degenerate floor the split avoids
+    floor = scorer.floor(400)
+    assert floor["floor"] and floor["floor_split_half"]
+    assert floor["samples"] == 400 and floor["reference_images"] == len(digits) - len(digits) // 2
+    assert floor["classifier_fd"] > 100 * abs(itself["classifier_fd"]) and floor["classifier_fd"] > 0.01
+    capsys.readouterr()
+    capped = scorer.floor(5000)
+    assert capped["samples"] == len(digits) // 2 and "half of them" in capsys.readouterr().err

@@ -152,7 +152,9 @@ def floor_line(floors: list[dict], key: str) -> str:
     if not floors:
         return ""
     cells = ", ".join(f"{r[key]:.2f} at {r['samples']:,} images" for r in sorted(floors, key=lambda r: r["samples"]))
-    return f"Real training images score {cells}: differences of this size are noise.\n"
+    against = (" against the other half of the training set (the dataset has no held-out split, so the samples'"
+               " reference is the training set itself)" if any(r.get("floor_split_half") for r in floors) else "")
+    return f"Real training images score {cells}{against}: differences of this size are noise.\n"
 
 
 def write_report(folder: str | Path) -> Path:

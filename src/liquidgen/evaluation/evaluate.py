@@ -284,10 +284,14 @@ def inception_scores(images: Tensor, reference: ImageData, reference_name: str,
             "precision": pr["precision"], "recall": pr["recall"], "inception_seconds": time.perf_counter() - t0}
 
 
-def load_reference(name: str, root: str | None, split: str, size: int | None, limit: int | None) -> ImageData:
-    """The dataset to compare with: `split`, else (a dataset without it) the train split."""
+def load_reference(name: str, root: str | None, split: str, size: int | None, limit: int | None
+                   ) -> tuple[ImageData, bool]:
+    """The dataset to compare with, and whether it is held out: `split`, else (a dataset without it, such as
+    the CIFAR-10 subset or digits) the train split."""
     data = load_split(name, root, size, split, limit)
-    return data if data is not None else load_dataset(name, root, size, split="train", limit=limit)
+    if data is not None:
+        return data, True
+    return load_dataset(name, root, size, split="train", limit=limit), False
 
 
 def reference_classifier(data: str, size: int, cache_dir: str | Path, second: bool = False) -> Path | None:
@@ -311,7 +315,7 @@ class Scorer:
                  inception_weights: str | Path | None = None, cache_dir: str | Path = DEFAULT_CACHE,
                  use_inception: bool = False, bootstrap: int = BOOTSTRAP_ROUNDS,
                  second_classifier: str | Path | None | bool = None):
-        self.reference = load_reference(data, root, split, size, limit)
+        self.reference, self.held_out = load_reference(data, root, split, size, limit)
         if second_classifier is None:  # the built-in second network goes with the built-in first one
             second_classifier = (reference_classifier(data, self.reference.size, cache_dir, second=True)
                                  if classifier is None else False)
@@ -339,13 +343,27 @@ class Scorer:
     def floor(self, n: int, seed: int = 0) -> dict:
         """What n real training images (a seeded random pick; all of them if fewer) score against the
         reference: the floor below which no model can be told apart, at the sample count of the score it is
-        shown beside (FD's small-sample bias depends on n)."""
+        shown beside (FD's small-sample bias depends on n).
+        Where the reference is the training set itself (no held-out split), images drawn from it would score
+        against themselves - 0 once all are drawn, a floor no model can reach. The floor is then split-half: at
+        most half of the images, scored against the other half as the reference (`floor_split_half`)."""
         real = load_dataset(self.data, self.root, self.reference.size, split="train")
-        if len(real) < n:
-            warn(f"{self.data} has {len(real)} training images, fewer than the {n} samples scored: the real-data "
-                 f"floor is measured at {len(real)}, and is lower than it would be at {n}")
-        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
-        return {"floor": True, **self(real.images[pick], real.labels[pick])}
+        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+        available = len(real) if self.held_out else len(real) // 2
+        if available < n:
+            warn(f"{self.data} has {available} training images for the real-data floor"
+                 f"{'' if self.held_out else ' (half of them: the other half is its reference)'}, fewer than the "
+                 f"{n} samples scored: it is measured at {available}, and is lower than it would be at {n}")
+        drawn = pick[:min(n, available)]
+        if self.held_out:
+            return {"floor": True, **self(real.images[drawn], real.labels[drawn])}
+        rest = pick[available:]
+        other = ImageData(real.images[rest], real.labels[rest], real.num_classes, real.class_names)
+        return {"floor": True, "floor_split_half": True,
+                **evaluate(real.images[drawn], real.labels[drawn], other, f"{self.name}-half{seed}",
+                           classifier=self.classifier, inception_weights=self.inception_weights,
+                           use_inception=self.use_inception, cache_dir=self.cache_dir, device=self.device,
+                           bootstrap=self.bootstrap, second_classifier=self.second_classifier)}
 
 
 # (FD key, its label, KID key) of each feature space a score can hold, in the order the table shows them.
