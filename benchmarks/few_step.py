@@ -15,6 +15,7 @@ Scores, in both of `bench quality`'s feature spaces (the reference networks of t
 numbers compare with its table), FD with a bootstrap 95% interval:
 - teacher: guidance swept at Euler 50 steps (--cfg), then Euler, Heun and DPM-Solver++(2M), each on the uniform
   and on the Karras grid, at each NFE of --nfes at the best scale: what the teacher gives without distillation;
+  and the teacher sampled as a consistency model at the students' steps (its x0 jumps): where sCD starts from;
 - students: consistency sampling at 1, 2 and 4 steps at each --student-cfg (1: the guidance distilled in).
 Training throughput (median img/s of metrics.jsonl) is recorded with every stage: sCM's cost against the
 teacher's objective. Writes few_step.jsonl, a markdown table (few_step.md) and one grid per stage.
@@ -150,6 +151,8 @@ def stage_plan(name: str, args, rows: list[dict]) -> list[tuple[str, str, int, f
         for g in TEACHER_GRIDS:
             for n in sorted(args.nfes):
                 chosen.setdefault((s, g, steps_for(s, n)), (s, g, n, best))
+    for n in STUDENT_STEPS:  # distillation's starting point: the teacher itself sampled as a consistency model
+        chosen.setdefault(("consistency", "consistency", n), ("consistency", "consistency", n, best))
     return sweep + [x for x in chosen.values() if x not in sweep]
 
 

@@ -84,3 +84,15 @@ def test_the_compiled_teacher_velocity_matches_eager():
         unguided = Consistency(mode="cd", teacher="unused", teacher_cfg=1.0)
         unguided.bind_teacher(teacher, "v")
         assert (unguided.teacher_velocity(x_t, t, y) - expected).abs().max() > 1e-3  # guidance is applied
+
+
+def test_the_tangent_compiles_in_the_chosen_mode(monkeypatch):
+    """`compile_mode` reaches torch.compile for both the tangent and the teacher; the default passes no mode."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append((fn.__name__, kw.get("mode"))) or fn)
+    Consistency(mode="cd", teacher="unused", compile_mode="reduce-overhead").compile_tangent()
+    Consistency(mode="cd", teacher="unused").compile_tangent()
+    assert seen == [("student_tangent", "reduce-overhead"), ("guided_trigflow", "reduce-overhead"),
+                    ("student_tangent", None), ("guided_trigflow", None)]
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        Consistency(compile_mode="fast")

@@ -42,6 +42,7 @@ from .trigflow import adaptive_loss, lognormal_times
 
 MODES = ("ct", "cd")
 TANGENT_NORMS = ("normalize", "clamp", "none")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 def consistency_tangent(student, x: Tensor, theta: Tensor, dx: Tensor, r: float | Tensor = 1.0
@@ -104,6 +105,9 @@ class Consistency:
     adaptive_weighting: bool = True
     tf32: bool = False
     fp32_tangent_only: bool = False
+    # torch.compile's mode for the tangent and the teacher (train.compile): "reduce-overhead" replays them as CUDA
+    # graphs, for small models whose step is launch-bound; not the default until measured (issue 21)
+    compile_mode: str = "default"
 
     prediction = "trigflow"
 
@@ -112,6 +116,8 @@ class Consistency:
             raise ValueError(f"objective.mode must be one of {MODES}, got {self.mode!r}")
         if self.tangent_norm not in TANGENT_NORMS:
             raise ValueError(f"objective.tangent_norm must be one of {TANGENT_NORMS}, got {self.tangent_norm!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"objective.compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
         if self.mode == "cd" and not self.teacher:
             raise ValueError("objective.mode: cd needs objective.teacher, a checkpoint folder of a trained model")
         self.step = 0
@@ -123,8 +129,9 @@ class Consistency:
         """Run the tangent - the JVP, sCM's cost - and the teacher's guided velocity (sCD: two more forwards per
         step, CFG's pair) through torch.compile (train.compile). `kernels.compiled_jvp` steers the models onto the
         primitive paths that compile under forward-mode AD."""
-        compiled = torch.compile(student_tangent, backend=backend, dynamic=False)
-        self._velocity = torch.compile(guided_trigflow, backend=backend, dynamic=False)
+        mode = None if self.compile_mode == "default" or backend != "inductor" else self.compile_mode
+        compiled = torch.compile(student_tangent, backend=backend, dynamic=False, mode=mode)
+        self._velocity = torch.compile(guided_trigflow, backend=backend, dynamic=False, mode=mode)
 
         def run(*args) -> tuple[Tensor, Tensor]:
             with compiled_jvp():

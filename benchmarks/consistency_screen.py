@@ -1,0 +1,97 @@
+"""A small, CPU-sized screen of sCD recipes (issue 21) before a GPU call is spent on one: a TrigFlow UNet teacher on
+the bundled 8x8 digits, then one sCD student per recipe from its EMA, each for the same steps, scored at 1, 2 and 4
+consistency steps against the teacher's 50 Euler steps (classifier FD on 2,000 class-balanced samples, in the
+digits' reference network; a screen, not a result: the GPU study is few_step.py on MNIST).
+
+    python benchmarks/consistency_screen.py --out /tmp/screen                     # the recipes in RECIPES
+    python benchmarks/consistency_screen.py --out /tmp/screen --recipes base p_mean_-1
+
+Runs resume (a trained stage is reused), so recipes can be added to a screen already made.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from liquidgen.bench.budget import training_summary
+from liquidgen.config import load_config
+from liquidgen.evaluation.evaluate import Scorer
+from liquidgen.generate import Pipeline
+from liquidgen.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.device=cpu", "train.sample_every=0",
+         "train.ckpt_every=0", "train.log_every=100", "train.keep_checkpoints=1"]
+# Each recipe: overrides of configs/mnist-unet-scm.yaml. "base" is the shipped recipe (what the GPU measured).
+RECIPES = {
+    "base": [],
+    "p_mean_-1": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4"],  # sCM's CIFAR-10 density
+    "lr_2e-4": ["optim.lr=2e-4"],
+    "no_warmup": ["objective.options.tangent_warmup=0"],
+    "p_mean_-1_lr_2e-4": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4", "optim.lr=2e-4"],
+    "p_mean_-1_no_warmup": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
+                            "objective.options.tangent_warmup=0"],
+    "p_mean_0": ["objective.options.p_mean=0.0", "objective.options.p_std=1.4"],
+    "p_mean_-0.5": ["objective.options.p_mean=-0.5", "objective.options.p_std=1.4"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="run folders and screen.jsonl")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="recipes to run")
+    parser.add_argument("--teacher-steps", type=int, default=4000, help="TrigFlow teacher steps")
+    parser.add_argument("--student-steps", type=int, default=1500, help="sCD steps per recipe")
+    parser.add_argument("--batch", type=int, default=128, help="batch size of teacher and students")
+    parser.add_argument("--samples", type=int, default=2000, help="class-balanced samples per score")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scorer = Scorer("digits", None, None, "cpu", size=8, cache_dir=out / "cache", second_classifier=False)
+    records = out / "screen.jsonl"
+    done = {json.loads(line)["key"] for line in records.read_text().splitlines()} if records.exists() else set()
+
+    def stage(name: str, config_file: str, steps: int, overrides: list[str]) -> Path:
+        run = out / name
+        if not (run / "checkpoints").exists():
+            train(load_config(ROOT / "configs" / config_file,
+                              [*SMALL, f"train.steps={steps}", f"train.batch_size={args.batch}", *overrides]), run)
+        return run
+
+    def score(name: str, run: Path, sampler: str, steps: int) -> None:
+        key = f"{name}|{sampler}|{steps}"
+        if key in done:
+            return
+        pipe = Pipeline.load(run, device="cpu", compile="off")
+        settings = pipe.settings.with_(sampler=sampler, steps=steps, cfg=1.0,
+                                       grid="consistency" if sampler == "consistency" else "uniform")
+        images, labels = pipe.generate(args.samples, seed=0, settings=settings, progress=False)
+        s = scorer(images, labels)
+        record = {"key": key, "stage": name, "sampler": sampler, "steps": steps, **training_summary(run),
+                  "classifier_fd": s["classifier_fd"], "classifier_fd_ci95": s["classifier_fd_ci95"],
+                  "class_accuracy": s.get("class_accuracy")}
+        with records.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"{key}: FD {s['classifier_fd']:.2f} [{s['classifier_fd_ci95'][0]:.2f}, "
+              f"{s['classifier_fd_ci95'][1]:.2f}]", flush=True)
+
+    teacher = stage("teacher", "mnist-unet-trigflow.yaml", args.teacher_steps, ["optim.warmup_steps=200"])
+    for steps in (2, 4, 50):
+        score("teacher", teacher, "euler", steps)
+    for steps in (1, 2, 4):  # the students' starting point: the teacher's own x0 jumps
+        score("teacher", teacher, "consistency", steps)
+    for name in args.recipes:
+        student = stage(f"scd-{name}", "mnist-unet-scm.yaml", args.student_steps,
+                        [f"objective.options.teacher={teacher}", f"train.init_from={teacher}", *RECIPES[name]])
+        for steps in (1, 2, 4):
+            score(f"scd-{name}", student, "consistency", steps)
+
+
+if __name__ == "__main__":
+    main()
