@@ -6,7 +6,9 @@ digits' reference network; a screen, not a result: the GPU study is few_step.py 
     python benchmarks/consistency_screen.py --out /tmp/screen                     # the recipes in RECIPES
     python benchmarks/consistency_screen.py --out /tmp/screen --recipes base p_mean_-1
 
-Runs resume (a trained stage is reused), so recipes can be added to a screen already made.
+Runs resume (a trained stage is reused), so recipes can be added to a screen already made. At 1,000 student steps
+a student's seed moved its 2-step score 4x (results/2026-12-04-consistency-screen): compare recipes over several
+--seed replicates, never one.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="batch size of teacher and students")
     parser.add_argument("--samples", type=int, default=2000, help="class-balanced samples per score")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=0, help="the students' train.seed (a replicate: runs and "
+                        "records named -seedN; the teacher is shared)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,11 +90,13 @@ def main() -> None:
         score("teacher", teacher, "euler", steps)
     for steps in (1, 2, 4):  # the students' starting point: the teacher's own x0 jumps
         score("teacher", teacher, "consistency", steps)
-    for name in args.recipes:
-        student = stage(f"scd-{name}", "mnist-unet-scm.yaml", args.student_steps,
-                        [f"objective.options.teacher={teacher}", f"train.init_from={teacher}", *RECIPES[name]])
+    for recipe in args.recipes:
+        name = f"scd-{recipe}" + (f"-seed{args.seed}" if args.seed else "")
+        student = stage(name, "mnist-unet-scm.yaml", args.student_steps,
+                        [f"objective.options.teacher={teacher}", f"train.init_from={teacher}",
+                         f"train.seed={args.seed}", *RECIPES[recipe]])
         for steps in (1, 2, 4):
-            score(f"scd-{name}", student, "consistency", steps)
+            score(name, student, "consistency", steps)
 
 
 if __name__ == "__main__":
