@@ -11,7 +11,8 @@
 # the cifar-dit call fitted (results/2026-12-04-guidance-defaults; carry it, 11 MB, so the CIFAR FDs compare).
 # LiquidGen-S samples a guided scale of 10,000 at 256 tokens in about 100 s: the CIFAR LiquidGen sweeps stop at 3.
 # mnist-text reads .carry/mnist-text, the config's precompute with --limit 20000 (31 MB: carry
-# [".carry/data/MNIST", ".carry/mnist-text"] alone); its samples are prompted "a handwritten zero" ... "nine" through the embeddings stored there (no text model on the device).
+# [".carry/data/MNIST", ".carry/mnist-text"] alone); its samples are prompted "a handwritten zero" ... "nine"
+# through the embeddings stored there (no text model on the device).
 # Not here: the emoji configs (benchmarks/emoji_study.py sweeps them).
 source benchmarks/device_env.sh
 MINUTES=${MINUTES:-3.3333}

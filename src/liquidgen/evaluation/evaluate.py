@@ -335,7 +335,12 @@ class Scorer:
         self.device, self.bootstrap = device, bootstrap
 
     def __call__(self, images: Tensor, labels: Tensor | None, class_names: list[str] | None = None) -> dict:
-        return evaluate(images, labels, self.reference, self.name, classifier=self.classifier,
+        return self.against(self.reference, self.name, images, labels, class_names)
+
+    def against(self, reference: ImageData, name: str, images: Tensor, labels: Tensor | None,
+                class_names: list[str] | None = None) -> dict:
+        """The scores of `images` against another `reference` (cached under `name`), in this scorer's spaces."""
+        return evaluate(images, labels, reference, name, classifier=self.classifier,
                         inception_weights=self.inception_weights, use_inception=self.use_inception,
                         cache_dir=self.cache_dir, device=self.device, class_names=class_names,
                         bootstrap=self.bootstrap, second_classifier=self.second_classifier)
@@ -347,7 +352,8 @@ class Scorer:
         Where the reference is the training set itself (no held-out split), images drawn from it would score
         against themselves - 0 once all are drawn, a floor no model can reach. The floor is then split-half: at
         most half of the images, scored against the other half as the reference (`floor_split_half`)."""
-        real = load_dataset(self.data, self.root, self.reference.size, split="train")
+        real = (load_dataset(self.data, self.root, self.reference.size, split="train") if self.held_out
+                else self.reference)  # the reference is the training set: not read twice
         pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
         available = len(real) if self.held_out else len(real) // 2
         if available < n:
@@ -360,10 +366,7 @@ class Scorer:
         rest = pick[available:]
         other = ImageData(real.images[rest], real.labels[rest], real.num_classes, real.class_names)
         return {"floor": True, "floor_split_half": True,
-                **evaluate(real.images[drawn], real.labels[drawn], other, f"{self.name}-half{seed}",
-                           classifier=self.classifier, inception_weights=self.inception_weights,
-                           use_inception=self.use_inception, cache_dir=self.cache_dir, device=self.device,
-                           bootstrap=self.bootstrap, second_classifier=self.second_classifier)}
+                **self.against(other, f"{self.name}-half{seed}", real.images[drawn], real.labels[drawn])}
 
 
 # (FD key, its label, KID key) of each feature space a score can hold, in the order the table shows them.
