@@ -6,13 +6,17 @@ import torch
 from torch import nn
 
 from liquidgen.bench.budget import budgeted_config, train_to_budget
-from liquidgen.bench.quality import parse_contender, record_key
+from liquidgen.autoencoders import AUTOENCODERS, Identity
+from liquidgen.bench.quality import autoencoder_round_trip, parse_contender, record_key
 from liquidgen.bench.report import floor_line, quality_tables, write_report
 from liquidgen.bench.speed import parse_presets, read_records
 from liquidgen.cli import main
 from liquidgen.config import load_config
+from liquidgen.data import fit_images, load_dataset
 from liquidgen.flops import count_flops, forward_flops
+from liquidgen.latent_space import to_float, to_uint8
 from liquidgen.models import build_model
+from liquidgen.precompute import Request, precompute
 from liquidgen.train import train
 
 
@@ -161,6 +165,13 @@ def test_quality_tables_from_records(tmp_path):
     (tmp_path / "quality.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"cut')
     write_report(tmp_path)  # a last line cut off by a kill is ignored
     assert "90.00 (0.500)" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "quality_vs_nfe.png").is_file()  # two NFE each: a curve
+    one_nfe = tmp_path / "sweep"
+    one_nfe.mkdir()
+    (one_nfe / "quality.jsonl").write_text("".join(json.dumps({**r, "cfg": c}) + "\n"
+                                                   for c, r in zip((1.0, 2.0), records[:2])))
+    write_report(one_nfe)  # a guidance sweep at one NFE: no one-point "curve"
+    assert not (one_nfe / "quality_vs_nfe.png").exists() and "NFE" in (one_nfe / "report.md").read_text()
     assert "Kendall" not in text  # one feature space: nothing to compare
     for r, second in zip(records, [5.0, 4.0, 9.0, 6.0, 3.0, 8.0]):  # the second space: b ahead of a at NFE 16 too
         r["classifier2_fd"] = second
@@ -224,3 +235,38 @@ def test_floor_line_says_when_the_floor_is_split_half():
     halves = [{"floor": True, "floor_split_half": True, "samples": 2000, "classifier_fd": 3.1}]
     assert "against the other half of the training set" in floor_line(halves, "classifier_fd")
     assert floor_line([], "classifier_fd") == ""
+    through = [{"floor": True, "floor_autoencoder": "taesd-taef2", "samples": 2000, "classifier_fd": 41.5}]
+    line = floor_line(halves + through, "classifier_fd")
+    assert line.startswith("Real training images score 3.10 at 2,000 images")
+    assert "through the taesd-taef2 autoencoder (encoded, stored, decoded) score 41.50 at 2,000 images" in line
+
+
+class Coarse(Identity):
+    """A lossy stand-in autoencoder: 2x2 average-pooled latents, decoded by repetition."""
+
+    name = "coarse"
+
+    def __init__(self, channels: int = 3):
+        super().__init__(channels)
+        self.downscale = 2
+
+    def _encode(self, images):
+        return nn.functional.avg_pool2d(images, 2)
+
+    def _decode(self, latents):
+        return latents.repeat_interleave(2, -1).repeat_interleave(2, -2)
+
+
+def test_autoencoder_round_trip_resizes_encodes_stores_half_and_decodes(tmp_path, monkeypatch):
+    monkeypatch.setitem(AUTOENCODERS, "coarse", Coarse)
+    precompute(Request("digits", None, 8), tmp_path / "px", progress=False)
+    assert autoencoder_round_trip(str(tmp_path / "px"), torch.device("cpu")) is None  # pixels: nothing to add
+    precompute(Request("digits", None, 16, autoencoder={"name": "coarse"}), tmp_path / "lat", progress=False)
+    name, through = autoencoder_round_trip(str(tmp_path / "lat"), torch.device("cpu"))
+    images = load_dataset("digits", image_size=8).images[:10]
+    out = through(images)
+    assert name == "coarse" and out.dtype == torch.uint8 and out.shape == (10, 3, 16, 16)  # stored size, RGB
+    big = to_float(fit_images(images, 16))
+    expected = Coarse().decode(Coarse().encode(big).half().float())  # float16, as precompute stores latents
+    assert torch.equal(out, to_uint8(expected))
+    assert not torch.equal(out, fit_images(images, 16))  # lossy: the floor it gives is above the pixel one

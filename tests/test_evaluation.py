@@ -258,3 +258,17 @@ def test_floor_is_split_half_where_the_reference_is_the_training_set(digits, cla
     capsys.readouterr()
     capped = scorer.floor(5000)
     assert capped["samples"] == len(digits) // 2 and "half of them" in capsys.readouterr().err
+
+
+def test_floor_through_a_lossy_space_scores_what_a_perfect_model_of_it_would(digits, classifier_file, tmp_path):
+    """`through` maps the drawn real images into a model's space and back (an autoencoder's round trip): the
+    same draw, so a lossless map scores exactly the plain floor and a lossy one scores worse."""
+    from liquidgen.evaluation.evaluate import Scorer
+
+    scorer = Scorer("digits", None, classifier_file[0], "cpu", size=16, cache_dir=tmp_path, bootstrap=20,
+                    second_classifier=False)
+    plain, seen = scorer.floor(400), []
+    same = scorer.floor(400, through=lambda x: seen.append(x) or x.clone())
+    assert same["classifier_fd"] == pytest.approx(plain["classifier_fd"]) and seen[0].shape[0] == 400
+    posterized = scorer.floor(400, through=lambda x: (x // 128) * 255)
+    assert posterized["classifier_fd"] > 2 * plain["classifier_fd"]

@@ -162,7 +162,7 @@ def _pack(
 ) -> ImageData:
     """Build an ImageData from uint8 NCHW `images`; `labels` None means unlabelled; `where` (the file that
     holds the labels) names the culprit in errors."""
-    x = _fit(torch.from_numpy(np.array(images[:limit])), image_size)  # copy: sources may be read-only
+    x = fit_images(torch.from_numpy(np.array(images[:limit])), image_size)  # copy: sources may be read-only
     if labels is None:
         return ImageData(x, torch.zeros(len(x), dtype=torch.int64), 0, [])
     y = torch.from_numpy(np.array(labels[:limit], dtype=np.int64))
@@ -172,7 +172,7 @@ def _pack(
     return ImageData(x, y, len(class_names), list(class_names))
 
 
-def _fit(images: torch.Tensor, size: int | None) -> torch.Tensor:
+def fit_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
     """Center-crop uint8 (N, C, H, W) to a square, then resize it to `size` (None: keep)."""
     h, w = images.shape[-2:]
     side = min(h, w)

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import torch
 
+from ..autoencoders import build_autoencoder
 from ..checkpoint import list_checkpoints
 from ..config import Config, ModelConfig, load_config, parse_options
-from ..data import read_manifest, stored_prompt_embeddings
+from ..data import fit_images, read_manifest, stored_prompt_embeddings
 from ..distributed import pick_device
 from ..evaluation.evaluate import Scorer
 from ..generate import Pipeline
+from ..latent_space import to_float, to_uint8
 from ..plots import save_grid
 from .budget import budgeted_config, train_to_budget
 from .records import append_record, environment, read_records
@@ -115,7 +117,33 @@ def prepare_scorer(study: QualityStudy, base: Config, device: torch.device) -> S
     for n in sorted({study.samples, study.curve_samples}):
         if f"floor|{n}" not in done:
             append_record(path, {"key": f"floor|{n}", **scorer.floor(n, study.seed), **environment(device)})
+    if base.data.name == "precomputed" and f"floor-autoencoder|{study.samples}" not in done:
+        if trip := autoencoder_round_trip(base.data.root, device):
+            name, through = trip
+            append_record(path, {"key": f"floor-autoencoder|{study.samples}", "floor_autoencoder": name,
+                                 **scorer.floor(study.samples, study.seed, through), **environment(device)})
     return scorer
+
+
+def autoencoder_round_trip(root: str, device: torch.device, batch_size: int = 256
+                           ) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """A latent dataset's autoencoder, as (its name, uint8 images -> uint8 images as that space returns them:
+    resized to the dataset's image size as precompute resized them, encoded, stored as float16 as precompute
+    stores latents, decoded). Real images through it score what a perfect model of these latents would: the
+    autoencoder's share of a latent model's FD. None for a pixel dataset."""
+    request = read_manifest(Path(root).expanduser())["request"]
+    spec = request.get("autoencoder") or {"name": "identity"}
+    if spec["name"] == "identity":
+        return None
+    ae = build_autoencoder(**spec).to(device)
+    name = "-".join(str(v) for k, v in spec.items() if k in ("name", "variant", "model"))
+
+    @torch.no_grad()
+    def through(images: torch.Tensor) -> torch.Tensor:
+        x = fit_images(images, request["image_size"])
+        return torch.cat([to_uint8(ae.decode(ae.encode(to_float(b.to(device))).half().float())).cpu()
+                          for b in x.split(batch_size)])
+    return name, through
 
 
 def check_prompts(study: QualityStudy, base: Config) -> torch.Tensor | None:

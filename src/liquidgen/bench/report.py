@@ -151,10 +151,17 @@ def floor_line(floors: list[dict], key: str) -> str:
     """The score of real images against the reference: the noise floor at each sample count."""
     if not floors:
         return ""
-    cells = ", ".join(f"{r[key]:.2f} at {r['samples']:,} images" for r in sorted(floors, key=lambda r: r["samples"]))
+    def cells(rows: list[dict]) -> str:
+        return ", ".join(f"{r[key]:.2f} at {r['samples']:,} images" for r in sorted(rows, key=lambda r: r["samples"]))
+    real = [r for r in floors if not r.get("floor_autoencoder")]
     against = (" against the other half of the training set (the dataset has no held-out split, so the samples'"
                " reference is the training set itself)" if any(r.get("floor_split_half") for r in floors) else "")
-    return f"Real training images score {cells}{against}: differences of this size are noise.\n"
+    line = f"Real training images score {cells(real)}{against}: differences of this size are noise.\n" if real else ""
+    for name in dict.fromkeys(r["floor_autoencoder"] for r in floors if r.get("floor_autoencoder")):
+        line += (f"\nThe same real images through the {name} autoencoder (encoded, stored, decoded) score "
+                 f"{cells([r for r in floors if r.get('floor_autoencoder') == name])}: what a perfect model of its "
+                 f"latents would score, the autoencoder's share of a latent model's score.\n")
+    return line
 
 
 def write_report(folder: str | Path) -> Path:
@@ -186,10 +193,11 @@ def write_report(folder: str | Path) -> Path:
         for name in _names(quality):
             budget = max(r["minutes"] for r in quality if r["name"] == name)
             by_nfe[name] = {r["nfe"]: r[key] for r in quality if r["name"] == name and r["minutes"] == budget}
-        plot_curves(folder / "quality_vs_nfe.png", on_grid(by_nfe), xlabel="function evaluations (NFE)", logx=True,
-                    logy=True, ylabel=label.split(" (")[0], markers=True, title="quality vs NFE at the full budget",
-                    gaps=True)
-        parts.append("![quality vs NFE](quality_vs_nfe.png)\n")
+        if any(len(points) > 1 for points in by_nfe.values()):  # one NFE each (a guidance sweep): no curve to draw
+            plot_curves(folder / "quality_vs_nfe.png", on_grid(by_nfe), xlabel="function evaluations (NFE)",
+                        logx=True, logy=True, ylabel=label.split(" (")[0], markers=True,
+                        title="quality vs NFE at the full budget", gaps=True)
+            parts.append("![quality vs NFE](quality_vs_nfe.png)\n")
     path = folder / "report.md"
     path.write_text("\n".join(parts))
     return path

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -345,13 +346,15 @@ class Scorer:
                         cache_dir=self.cache_dir, device=self.device, class_names=class_names,
                         bootstrap=self.bootstrap, second_classifier=self.second_classifier)
 
-    def floor(self, n: int, seed: int = 0) -> dict:
+    def floor(self, n: int, seed: int = 0, through: Callable[[Tensor], Tensor] | None = None) -> dict:
         """What n real training images (a seeded random pick; all of them if fewer) score against the
         reference: the floor below which no model can be told apart, at the sample count of the score it is
         shown beside (FD's small-sample bias depends on n).
         Where the reference is the training set itself (no held-out split), images drawn from it would score
         against themselves - 0 once all are drawn, a floor no model can reach. The floor is then split-half: at
-        most half of the images, scored against the other half as the reference (`floor_split_half`)."""
+        most half of the images, scored against the other half as the reference (`floor_split_half`).
+        `through` maps the drawn uint8 images to what a model's data space makes of them (an autoencoder's round
+        trip), so the floor is what a perfect model of that space would score."""
         real = (load_dataset(self.data, self.root, self.reference.size, split="train") if self.held_out
                 else self.reference)  # the reference is the training set: not read twice
         pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
@@ -361,12 +364,13 @@ class Scorer:
                  f"{'' if self.held_out else ' (half of them: the other half is its reference)'}, fewer than the "
                  f"{n} samples scored: it is measured at {available}, and is lower than it would be at {n}")
         drawn = pick[:min(n, available)]
+        images = real.images[drawn] if through is None else through(real.images[drawn])
         if self.held_out:
-            return {"floor": True, **self(real.images[drawn], real.labels[drawn])}
+            return {"floor": True, **self(images, real.labels[drawn])}
         rest = pick[available:]
         other = ImageData(real.images[rest], real.labels[rest], real.num_classes, real.class_names)
         return {"floor": True, "floor_split_half": True,
-                **self.against(other, f"{self.name}-half{seed}", real.images[drawn], real.labels[drawn])}
+                **self.against(other, f"{self.name}-half{seed}", images, real.labels[drawn])}
 
 
 # (FD key, its label, KID key) of each feature space a score can hold, in the order the table shows them.
