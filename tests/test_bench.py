@@ -116,6 +116,27 @@ def test_bench_speed_on_cpu_records_resumes_and_reports(tmp_path, capsys):
     assert len(read_records(out / "speed.jsonl")) == 2
 
 
+def test_bench_speed_times_other_objectives_in_the_same_step(tmp_path, capsys):
+    """Issue 21's ratio: a consistency step against a flow step of the same backbone. sCT adds the JVP (about one
+    forward and its tangent); sCD also the teacher's forward on a frozen copy of the model."""
+    out = tmp_path / "speed"
+    main(["bench", "speed", "unet:tiny", "--out", str(out), "--batch", "4", "--mode", "eager", "--steps", "1",
+          "--warmup", "1", "--sample-batch", "2", "--sample-steps", "1", "--device", "cpu",
+          "--objective", "flow", "consistency:mode=ct", "consistency:mode=cd,teacher_cfg=2.0"])
+    flow, ct, cd = read_records(out / "speed.jsonl")
+    assert [r["objective"] for r in (flow, ct, cd)] == ["flow", "consistency:mode=ct",
+                                                        "consistency:mode=cd,teacher_cfg=2.0"]
+    assert ct["key"] == "unet:tiny:eager:b4:consistency:mode=ct" and flow["key"] == "unet:tiny:eager:b4"
+    forward = flow["sample_gflops_per_nfe"]
+    assert ct["train_gflops_per_img"] > flow["train_gflops_per_img"] + 0.9 * forward
+    assert cd["train_gflops_per_img"] == pytest.approx(ct["train_gflops_per_img"] + 2 * forward, rel=0.02)  # CFG pair
+    assert "| unet:tiny (consistency:mode=ct) |" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["bench", "speed", "unet:tiny", "--out", str(out), "--mode", "eager", "--device", "cpu",
+              "--objective", "consistency:nope=1"])
+    assert "unknown option 'nope' for objective 'consistency'" in capsys.readouterr().err
+
+
 def test_bench_quality_on_cpu(tmp_path, capsys):
     out = tmp_path / "quality"
     args = ["bench", "quality", "configs/digits-liquid-tiny.yaml", "liquid:tiny", "dit:tiny:patch_size=2",

@@ -657,6 +657,9 @@ def add_bench(p: argparse.ArgumentParser) -> None:
     q.add_argument("--warmup", type=NONNEGATIVE_INT, default=3, help="untimed steps first (compilation, autotuning)")
     q.add_argument("--sample-batch", type=COUNT, default=256, help="images per sampling call")
     q.add_argument("--sample-steps", type=COUNT, default=8, help="timed sampling steps (network calls)")
+    q.add_argument("--objective", nargs="+", default=["flow"], metavar="NAME[:KEY=VALUE,...]",
+                   help="losses of the timed step, each a case: e.g. flow consistency:mode=ct "
+                   "consistency:mode=cd,fp32_tangent_only=true (cd distils from a frozen copy of the model)")
     add_device_arg(q, default="cuda")
     q = bench.add_parser("quality", help="train contenders for equal minutes, score at several NFE")
     q.add_argument("config", help="the shared recipe (data, objective, optimiser, batch): a YAML config")
@@ -707,7 +710,7 @@ def cmd_bench(args) -> None:
 
         modes = tuple(dict.fromkeys("default" if m == "compiled" else m for m in args.mode))
         run_speed(args.presets, args.out, args.batch, modes, args.device, args.steps, args.warmup,
-                  args.sample_batch, args.sample_steps)
+                  args.sample_batch, args.sample_steps, tuple(dict.fromkeys(args.objective)))
     elif args.bench == "quality":
         from .bench.quality import QualityStudy, run_quality
 

@@ -14,7 +14,8 @@ from .speed import mode_label
 
 def case_name(r: dict) -> str:
     """backbone:preset[:options] of a speed record."""
-    return f"{r['backbone']}:{r['preset']}" + (f":{r['options']}" if r.get("options") else "")
+    return (f"{r['backbone']}:{r['preset']}" + (f":{r['options']}" if r.get("options") else "")
+            + (f" ({r['objective']})" if r.get("objective", "flow") != "flow" else ""))
 
 
 def _num(v, fmt: str) -> str:

@@ -2,8 +2,10 @@
 
 Each case builds a preset at its native input size (`liquidgen models`) and times the real training
 step (`train.train_step`: flow-matching loss, per-sample label dropout, bf16 autocast on CUDA, gradient
-clipping, AdamW, EMA) on a fixed synthetic batch, so data loading is not measured. Then it times the EMA
-model's sampling calls (Euler, no guidance: one network call per step).
+clipping, AdamW, EMA) on a fixed synthetic batch, so data loading is not measured. `--objective` times other
+losses in the same step: e.g. `consistency:mode=ct` (sCT's JVP) against `flow` is the price of consistency
+training; `consistency:mode=cd` distils from a frozen copy of the model (a teacher of the same cost). Then it
+times the EMA model's sampling calls (Euler, no guidance: one network call per step).
 
 MFU = counted FLOPs of a training step per image (forward + backward, `flops.count_flops`) x images/s
 / the GPU's dense bf16 peak. Counting runs the eager model at batch 2, averaged over a few steps (a
@@ -12,6 +14,7 @@ multiplies, attention, other kernels and GPU idle time: the reasons behind a low
 """
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -57,6 +60,7 @@ class Case:
     # "key=value,...": architecture options over the preset (e.g. kernels=torch), and `checkpointing=N`
     # (model.checkpointing: recomputed blocks)
     options: str = ""
+    objective: str = "flow"  # "name[:key=value,...]": the loss of the timed step (`speed_objective`)
 
     @property
     def name(self) -> str:
@@ -64,7 +68,8 @@ class Case:
 
     @property
     def key(self) -> str:
-        return f"{self.name}:{mode_label(self.compile)}:b{self.batch}"
+        return f"{self.name}:{mode_label(self.compile)}:b{self.batch}" + (
+            f":{self.objective}" if self.objective != "flow" else "")
 
     def build(self, channels: int, size: int, classes: int) -> torch.nn.Module:
         options = parse_options(filter(None, self.options.split(",")), f"preset {self.name!r}:")
@@ -75,6 +80,19 @@ class Case:
                 raise ValueError(f"preset {self.name!r}: checkpointing needs a block stack (liquid, dit)")
             model.set_checkpointing(recompute)
         return model
+
+
+def speed_objective(spec: str, model: torch.nn.Module):
+    """The objective of `spec` ("name[:key=value,...]"), ready for `model`'s training step: distillation
+    (consistency's mode=cd) gets a frozen copy of the model as its teacher, whose cost is what is timed."""
+    name, _, text = spec.partition(":")
+    options = parse_options(filter(None, text.split(",")), f"objective {spec!r}:")
+    if name == "consistency" and options.get("mode") == "cd":
+        options.setdefault("teacher", "a frozen copy of the model")  # a name only: bound below, not loaded
+    objective = build_objective(name, **options)
+    if getattr(objective, "mode", None) == "cd":
+        objective.bind_teacher(copy.deepcopy(model).eval(), "v")
+    return objective
 
 
 def mode_label(mode: str | bool) -> str:
@@ -179,12 +197,12 @@ def profile_step(step, device: torch.device, repeats: int = 3) -> dict:
 
 def time_training(model, batch: int, device: torch.device, steps: int, warmup: int, flop_steps: int = 3,
                   compile_mode: str = "eager", precision: str = "auto", label_dropout: float | None = 0.1,
-                  weight_decay: float = 0.01) -> tuple[dict, EMA]:
+                  weight_decay: float = 0.01, objective: str = "flow") -> tuple[dict, EMA]:
     """Time `steps` training steps of `model` (any module with liquidgen's call signature and geometry
     attributes) after `warmup` untimed ones; returns the timing record and the EMA (for sampling)."""
     config = Config()
     config.optim.grad_clip, config.optim.weight_decay, config.train.precision = 1.0, weight_decay, precision
-    objective = build_objective("flow")
+    loss = speed_objective(objective, model)
     optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config.optim, 10**9)
     ema = EMA(model, 0.9999)
@@ -194,18 +212,20 @@ def time_training(model, batch: int, device: torch.device, steps: int, warmup: i
 
     small = synthetic_batches(model, 2, device)
     with model_flops_mode(model):  # model FLOPs: no recomputed forwards, depthwise convs as convs
-        flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, objective, small, i, 1, label_dropout,
+        flops = statistics.mean(count_flops(lambda: accumulate_gradients(model, loss, small, i, 1, label_dropout,
                                                                          amp=amp)) for i in range(flop_steps)) / 2
     optimizer.zero_grad(set_to_none=True)
     if compile_mode != "eager":
         model.compile(mode=compile_mode)
+        if hasattr(loss, "compile_tangent"):  # as `train` does: consistency's JVP compiled too
+            loss.compile_tangent()
     batches = synthetic_batches(model, batch, device)
     counter = iter(range(10**9))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def step():
-        train_step(model, objective, batches, next(counter), optimizer, scheduler, ema, config, label_dropout, amp)
+        train_step(model, loss, batches, next(counter), optimizer, scheduler, ema, config, label_dropout, amp)
 
     warmup_s = timed(step, warmup, device)
     img_s = steps * batch / timed(step, steps, device)
@@ -231,7 +251,7 @@ def measure_training(case: Case, device: torch.device, steps: int, warmup: int, 
         torch.cuda.empty_cache()
     model = case.build(channels, size, classes).to(device)
     record, ema = time_training(model, case.batch, device, steps, warmup, flop_steps, case.compile,
-                                label_dropout=0.1 if classes else None)
+                                label_dropout=0.1 if classes else None, objective=case.objective)
     return {"key": case.key, **asdict(case), "input": f"{channels}x{size}x{size}", "classes": classes,
             **record}, ema
 
@@ -276,7 +296,7 @@ def measure(case: Case, device: torch.device, steps: int = 20, warmup: int = 3, 
 
 def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tuple[str, ...] = ("eager", "default"),
               device: str = "cuda", steps: int = 20, warmup: int = 3, sample_batch: int = 256,
-              sample_steps: int = 8) -> list[dict]:
+              sample_steps: int = 8, objectives: tuple[str, ...] = ("flow",)) -> list[dict]:
     """Measure every (preset, compile mode) not yet in `out/speed.jsonl`, appending each record as it
     finishes, so a command cut short (a time limit, a crash) continues where it stopped when rerun."""
     out = Path(out)
@@ -285,8 +305,8 @@ def run_speed(presets: list[str], out: str | Path, batch: int = 128, modes: tupl
     done = {r["key"] for r in read_records(path)}
     dev = torch.device(device)
     for backbone, preset, options in parse_presets(presets):
-        for mode in modes:
-            case = Case(backbone, preset, mode, batch, options)
+        for mode, objective in ((m, o) for o in objectives for m in modes):
+            case = Case(backbone, preset, mode, batch, options, objective)
             if case.key in done:
                 print(f"{case.key}: done before, skipped", flush=True)
                 continue
