@@ -8,7 +8,8 @@ digits' reference network; a screen, not a result: the GPU study is few_step.py 
 
 Runs resume (a trained stage is reused), so recipes can be added to a screen already made. At 1,000 student steps
 a student's seed moved its 2-step score 4x (results/2026-12-04-consistency-screen): compare recipes over several
---seed replicates, never one.
+--seed replicates, never one. `--trajectory N` keeps a student checkpoint every N steps and scores each at 2 steps
+with its EMA and its raw weights: whether a score reads a settled model or one point of a swinging one.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from liquidgen.bench.budget import training_summary
+from liquidgen.checkpoint import list_checkpoints
 from liquidgen.config import load_config
 from liquidgen.evaluation.evaluate import Scorer
 from liquidgen.generate import Pipeline
@@ -50,6 +52,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="batch size of teacher and students")
     parser.add_argument("--samples", type=int, default=2000, help="class-balanced samples per score")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--trajectory", type=int, default=0, help="students checkpoint every this many steps, each "
+                        "scored at 2 steps with EMA and raw weights (0: the final checkpoint only)")
     parser.add_argument("--seed", type=int, default=0, help="the students' train.seed (a replicate: runs and "
                         "records named -seedN; the teacher is shared)")
     args = parser.parse_args()
@@ -68,16 +72,17 @@ def main() -> None:
                               [*SMALL, f"train.steps={steps}", f"train.batch_size={args.batch}", *overrides]), run)
         return run
 
-    def score(name: str, run: Path, sampler: str, steps: int) -> None:
-        key = f"{name}|{sampler}|{steps}"
+    def score(name: str, run: Path, sampler: str, steps: int, ema: bool = True, tag: str = "") -> None:
+        key = f"{name}|{sampler}|{steps}" + tag
         if key in done:
             return
-        pipe = Pipeline.load(run, device="cpu", compile="off")
+        pipe = Pipeline.load(run, ema=ema, device="cpu", compile="off")
         settings = pipe.settings.with_(sampler=sampler, steps=steps, cfg=1.0,
                                        grid="consistency" if sampler == "consistency" else "uniform")
         images, labels = pipe.generate(args.samples, seed=0, settings=settings, progress=False)
         s = scorer(images, labels)
-        record = {"key": key, "stage": name, "sampler": sampler, "steps": steps, **training_summary(run),
+        record = {"key": key, "stage": name, "sampler": sampler, "steps": steps, "ema": ema,
+                  **training_summary(run if (run / "metrics.jsonl").exists() else run.parent.parent),
                   "classifier_fd": s["classifier_fd"], "classifier_fd_ci95": s["classifier_fd_ci95"],
                   "class_accuracy": s.get("class_accuracy")}
         with records.open("a") as f:
@@ -92,11 +97,17 @@ def main() -> None:
         score("teacher", teacher, "consistency", steps)
     for recipe in args.recipes:
         name = f"scd-{recipe}" + (f"-seed{args.seed}" if args.seed else "")
+        keep = [f"train.ckpt_every={args.trajectory}", "train.keep_checkpoints=0"] if args.trajectory else []
         student = stage(name, "mnist-unet-scm.yaml", args.student_steps,
                         [f"objective.options.teacher={teacher}", f"train.init_from={teacher}",
-                         f"train.seed={args.seed}", *RECIPES[recipe]])
+                         f"train.seed={args.seed}", *RECIPES[recipe], *keep])
         for steps in (1, 2, 4):
             score(name, student, "consistency", steps)
+        if args.trajectory:
+            for ckpt in list_checkpoints(student):
+                step = int(ckpt.name.split("-")[-1])
+                for ema in (True, False):
+                    score(name, ckpt, "consistency", 2, ema, f"|step{step}|{'ema' if ema else 'raw'}")
 
 
 if __name__ == "__main__":
