@@ -130,7 +130,7 @@ def autoencoder_round_trip(root: str, device: torch.device, batch_size: int = 25
     """A latent dataset's autoencoder, as (its name, uint8 images -> uint8 images as that space returns them:
     resized to the dataset's image size as precompute resized them, encoded, stored as float16 as precompute
     stores latents, decoded). Real images through it score what a perfect model of these latents would: the
-    autoencoder's share of a latent model's FD. None for a pixel dataset."""
+    floor under a latent model's FD. None for a pixel dataset."""
     request = read_manifest(Path(root).expanduser())["request"]
     spec = request.get("autoencoder") or {"name": "identity"}
     if spec["name"] == "identity":

@@ -161,7 +161,7 @@ def floor_line(floors: list[dict], key: str) -> str:
     for name in dict.fromkeys(r["floor_autoencoder"] for r in floors if r.get("floor_autoencoder")):
         line += (f"\nThe same real images through the {name} autoencoder (encoded, stored, decoded) score "
                  f"{cells([r for r in floors if r.get('floor_autoencoder') == name])}: what a perfect model of its "
-                 f"latents would score, the autoencoder's share of a latent model's score.\n")
+                 f"latents would score, the floor of a latent model's score.\n")
     return line
 
 
