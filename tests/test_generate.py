@@ -65,6 +65,29 @@ def test_generate_is_class_balanced_and_independent_of_the_batch_size(pipe):
         pipe.generate(0)
 
 
+def test_consistency_sampling_is_reproducible_from_the_seed_whatever_the_batch(pipe):
+    """Consistency sampling re-noises between its steps: that noise too comes from the seed and the row, not
+    from torch's global generator, so a multi-step score can be reproduced."""
+    settings = pipe.settings.with_(sampler="consistency", steps=3)
+    images, _ = pipe.generate(300, seed=1, settings=settings, batch_size=300, progress=False)
+    torch.manual_seed(123)  # the global generator's state must not matter
+    again, _ = pipe.generate(300, seed=1, settings=settings, batch_size=7, progress=False)
+    assert torch.allclose(images.float(), again.float(), atol=1)
+    other, _ = pipe.generate(300, seed=2, settings=settings, progress=False)
+    assert not torch.equal(images, other)
+
+
+def test_step_noise_depends_on_seed_step_and_row_alone(pipe):
+    whole = pipe.step_noise(0, 1, slice(0, 700))
+    assert whole.shape == (700, 1, 8, 8)
+    assert torch.equal(pipe.step_noise(0, 1, slice(250, 600)), whole[250:600])  # across generator blocks
+    assert not torch.equal(pipe.step_noise(0, 2, slice(0, 700)), whole)  # another step
+    assert not torch.equal(pipe.step_noise(1, 1, slice(0, 700)), whole)  # another seed
+    assert not torch.equal(whole[:300], whole[300:600])  # blocks are not copies of each other
+    assert not torch.equal(pipe.step_noise(0, 0, slice(0, 4)), pipe.noise(4, 0))  # nor of the starting noise
+    assert abs(float(whole.mean())) < 0.02 and abs(float(whole.std()) - 1) < 0.02
+
+
 def test_conditions_of_a_picture(pipe):
     y, cond, n, row = pipe.conditions()
     assert cond == {} and n == 24 and row == 8 and y.tolist() == [0] * 8 + [1] * 8 + [2] * 8  # a class grid

@@ -161,6 +161,25 @@ def test_stochastic_ddim_samples_the_right_distribution():
     assert not torch.allclose(out, exact_endpoint(noise), atol=0.05)  # a different (stochastic) map
 
 
+@pytest.mark.parametrize("sampler, kw", [("ddim", {"eta": 1.0}), ("consistency", {})])
+def test_stochastic_samplers_draw_their_fresh_noise_from_fresh(sampler, kw):
+    """The noise a stochastic sampler draws on the way comes from `fresh(i, x)` when given (how `Pipeline`
+    makes it reproducible), once per step but the last, and not from torch's global generator."""
+    x, ts = torch.randn(64, 2, dtype=torch.float64), GRIDS[SAMPLERS[sampler].grid](4).double()
+    calls = []
+
+    def fresh(i, like):
+        calls.append(i)
+        return torch.randn(like.shape, generator=torch.Generator().manual_seed(i), dtype=like.dtype)
+    out = SAMPLERS[sampler].run(gaussian_velocity, x, ts, fresh=fresh, **kw)
+    assert calls == [0, 1, 2]
+    torch.manual_seed(1)
+    torch.testing.assert_close(SAMPLERS[sampler].run(gaussian_velocity, x, ts, fresh=fresh, **kw), out)
+    torch.manual_seed(1)
+    assert not torch.allclose(SAMPLERS[sampler].run(gaussian_velocity, x, ts, **kw), out)  # global generator
+    assert SAMPLERS[sampler].stochastic
+
+
 def flow_map_velocity(x, t):
     """The 'velocity' whose data estimate x - t v is the exact consistency function of the Gaussian:
     the probability-flow map f(x_t, t) = MU + S (x_t - (1 - t) MU) / sqrt((1 - t)^2 S^2 + t^2)."""

@@ -126,7 +126,7 @@ class LiquidPipeline:
         y, cond, n, _ = pipe.conditions(num_images * len(prompts or wanted or self.class_names or [None]),
                                         expanded, prompts)
         x = pipe.decode(pipe.sample(pipe.noise(n, seed), y, settings, batch_size=None if callback else batch_size,
-                                    progress=progress, callback=callback, **cond)).clamp(-1, 1).cpu()
+                                    progress=progress, callback=callback, seed=seed, **cond)).clamp(-1, 1).cpu()
         if output == "pt":
             return (x + 1) / 2
         return [image_grid(image[None], padding=0) for image in x]

@@ -224,7 +224,7 @@ def cmd_sample(args) -> None:
     estimates: list[torch.Tensor] = []
     # A trajectory and a fixed-point solver's statistics need every row in one call.
     batch = None if args.trajectory or state is not None else args.batch
-    x = pipe.sample(pipe.noise(n, args.seed), y, settings, batch_size=batch, state=state, progress=True,
+    x = pipe.sample(pipe.noise(n, args.seed), y, settings, batch_size=batch, state=state, progress=True, seed=args.seed,
                     callback=(lambda t, x0: estimates.append(x0.float())) if args.trajectory else None, **cond)
     if not dist.main:
         return

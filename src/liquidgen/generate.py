@@ -86,6 +86,18 @@ class Pipeline:
         batch size or the number of processes."""
         return torch.randn(n, *self.spec.shape, generator=torch.Generator().manual_seed(seed))
 
+    def step_noise(self, seed: int, step: int, rows: slice) -> Tensor:
+        """The fresh noise of `rows` at step `step` of a stochastic sampler (consistency sampling's re-noising,
+        DDIM with eta > 0), on the CPU. Like `noise`, row r's depends on (seed, step, r) alone: it is drawn in
+        blocks of NOISE_BLOCK rows, each from a generator of its own (seed, step, block), so that a batch
+        draws only the blocks it overlaps."""
+        first, last = rows.start // NOISE_BLOCK, (rows.stop - 1) // NOISE_BLOCK
+        blocks = [torch.randn(NOISE_BLOCK, *self.spec.shape,
+                              generator=torch.Generator().manual_seed(_mix(seed, step, block)))
+                  for block in range(first, last + 1)]
+        offset = first * NOISE_BLOCK
+        return torch.cat(blocks)[rows.start - offset:rows.stop - offset]
+
     def encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor | None]:
         """(context, token mask or None) of `prompts` through the model's own text encoder."""
         return encode_prompts(prompts, self.spec.text_encoder, self.spec.text_tokens, self.device)
@@ -93,12 +105,15 @@ class Pipeline:
     @torch.no_grad()
     def sample(self, noise: Tensor, labels: Tensor | None = None, settings: SampleConfig | None = None, *,
                batch_size: int | None = None, state=None, callback: Callable[[Tensor, Tensor], None] | None = None,
-               progress: bool = False, **cond: Tensor) -> Tensor:
+               progress: bool = False, seed: int | None = None, **cond: Tensor) -> Tensor:
         """Model-space samples from `noise`, row i conditioned on labels[i] (class indices, or class weights
         (B, classes + 1) to blend embeddings) and on row i of each `cond` tensor (context, context_mask,
         concat). `batch_size` None draws each process's rows in one call (a fixed-point `state` and a
         trajectory `callback` then see them all); otherwise a progress bar counts batches. A compiled
-        network gets every batch padded to `batch_size` rows, so that one CUDA graph serves them all."""
+        network gets every batch padded to `batch_size` rows, so that one CUDA graph serves them all.
+        `seed`: the one `noise` was drawn with (`noise(n, seed)`); the noise stochastic samplers draw on the way
+        then comes from `step_noise`, so that their samples too are reproducible and independent of the batch
+        size (None: from torch's global generator)."""
         s = settings or self.settings
         if labels is not None and self.model.num_classes == 0:
             raise ValueError("this model is unconditional; labels do not apply")
@@ -117,11 +132,14 @@ class Pipeline:
 
                 def rows_of(v: Tensor) -> Tensor:
                     return _pad(v[b], pad).to(self.device)
+
+                def fresh(i: int, x: Tensor, b: slice = b, pad: int = pad) -> Tensor:
+                    return _pad(self.step_noise(seed, i, b), pad).to(x.device, x.dtype)
                 with autocast(self.device, self.precision):
                     x = sample(net, self.prediction, rows_of(noise), None if labels is None else rows_of(labels),
                                s.steps, s.cfg, s.sampler, progress=progress and not bar and self.dist.main,
                                state=state, grid=s.grid or None, cfg_interval=s.cfg_interval, callback=callback,
-                               **{k: rows_of(v) for k, v in cond.items()})
+                               fresh=None if seed is None else fresh, **{k: rows_of(v) for k, v in cond.items()})
                 out.append(x[:step - pad].float())
             return torch.cat(out) if out else noise[:0].to(self.device)
 
@@ -194,9 +212,18 @@ class Pipeline:
                 cond["context_mask"] = mask.cpu()[cond_rows]
         if self.model.num_classes:
             y = cycle(labels or list(range(self.model.num_classes)), n)
-        x = self.sample(self.noise(n, seed), y, settings, batch_size=batch_size, progress=progress, **cond)
+        x = self.sample(self.noise(n, seed), y, settings, batch_size=batch_size, progress=progress, seed=seed,
+                        **cond)
         images = torch.cat([to_uint8(self.decode(b)).cpu() for b in x.split(batch_size)])
         return images, cond_rows if prompts else y
+
+
+NOISE_BLOCK = 256  # rows per generator of `Pipeline.step_noise`
+
+
+def _mix(seed: int, step: int, block: int) -> int:
+    """One generator seed per (seed, step, block), distinct from `noise`'s (seed) and from each other."""
+    return (((seed * 1_000_003 + step + 1) * 1_000_003 + block) * 2_654_435_761 + 0x9E3779B97F4A7C15) % 2**63
 
 
 COMPILE = ("auto", "on", "off")

@@ -23,6 +23,13 @@ from . import paths
 from .models.base import null_token_mask
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
+# Fresh standard-normal noise for step i of a stochastic sampler, shaped like its state x (`Pipeline.sample`
+# derives it from the seed and the row, so that samples are reproducible); None: torch's global generator.
+NoiseFn = Callable[[int, Tensor], Tensor]
+
+
+def _global_noise(i: int, x: Tensor) -> Tensor:
+    return torch.randn_like(x)
 
 
 def denoiser(model: nn.Module, prediction: str, y: Tensor | None = None, cfg: float = 1.0,
@@ -166,7 +173,8 @@ def sample_heun(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False) -
     return x
 
 
-def sample_ddim(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False, eta: float = 0.0) -> Tensor:
+def sample_ddim(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False, eta: float = 0.0,
+                fresh: NoiseFn | None = None) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12) on the variance-preserving path through x_t. eta = 0 is the
     deterministic sampler (identical to Euler here); eta = 1 is ancestral DDPM sampling."""
     x = _at_least_fp32(x)
@@ -180,7 +188,7 @@ def sample_ddim(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False, e
         noise_std = 0 * t if _last(i, ts) else eta * s_next / s * torch.sqrt((1 - (a / a_next) ** 2).clamp_min(0))
         x_vp = a_next * x0 + torch.sqrt((s_next**2 - noise_std**2).clamp_min(0)) * eps
         if eta > 0 and not _last(i, ts):
-            x_vp = x_vp + noise_std * torch.randn_like(x)
+            x_vp = x_vp + noise_std * (fresh or _global_noise)(i, x)
         x = x_vp / (a_next + s_next)  # back to the flow path's scale
     return x
 
@@ -215,7 +223,8 @@ def sample_dpmpp_2m(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = Fals
     return x
 
 
-def sample_consistency(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False) -> Tensor:
+def sample_consistency(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = False,
+                       fresh: NoiseFn | None = None) -> Tensor:
     """Consistency sampling (Song et al. 2023, Alg. 1; sCM): jump to the data estimate
     x0 = x - t v (for a TrigFlow model this is exactly its consistency function), then re-noise to
     the next time with fresh noise. One evaluation per step."""
@@ -223,7 +232,7 @@ def sample_consistency(fn: VelocityFn, x: Tensor, ts: Tensor, progress: bool = F
     for i in _progress(len(ts) - 1, progress):
         t = ts[i]
         x0 = x - t * fn(x, t.expand(x.shape[0]))
-        x = x0 if _last(i, ts) else paths.interpolate(x0, torch.randn_like(x0), ts[i + 1])
+        x = x0 if _last(i, ts) else paths.interpolate(x0, (fresh or _global_noise)(i, x0), ts[i + 1])
     return x
 
 
@@ -231,14 +240,15 @@ class Sampler(NamedTuple):
     run: Callable[..., Tensor]
     nfe: Callable[[int], int]  # model evaluations for a number of steps (CFG's doubled batch counts once)
     grid: str  # default time grid
+    stochastic: bool = False  # draws fresh noise on the way (`run` takes `fresh`, a NoiseFn)
 
 
 SAMPLERS: dict[str, Sampler] = {
     "euler": Sampler(sample_euler, lambda n: n, "uniform"),
     "heun": Sampler(sample_heun, lambda n: 2 * n - 1, "uniform"),
-    "ddim": Sampler(sample_ddim, lambda n: n, "uniform"),
+    "ddim": Sampler(sample_ddim, lambda n: n, "uniform", stochastic=True),  # with eta > 0
     "dpmpp_2m": Sampler(sample_dpmpp_2m, lambda n: n, "uniform"),
-    "consistency": Sampler(sample_consistency, lambda n: n, "consistency"),
+    "consistency": Sampler(sample_consistency, lambda n: n, "consistency", stochastic=True),
 }
 
 
@@ -247,9 +257,10 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
            cfg: float = 1.0, sampler: str = "euler", progress: bool = False, state=None, grid: str | None = None,
            cfg_interval: tuple[float, float] | None = None, context: Tensor | None = None,
            concat: Tensor | None = None, context_mask: Tensor | None = None,
-           callback: Callable[[Tensor, Tensor], None] | None = None) -> Tensor:
+           callback: Callable[[Tensor, Tensor], None] | None = None, fresh: NoiseFn | None = None) -> Tensor:
     """Generate from `noise` (standard normal): returns x0 in the model's data space. `y`, `context` and
-    `concat` (and `context_mask` for token contexts) condition the model (see `denoiser`).
+    `concat` (and `context_mask` for token contexts) condition the model (see `denoiser`). `fresh` supplies
+    the noise that stochastic samplers draw on the way (default: torch's global generator).
 
     The run starts at the grid's first time t0 from t0 * noise (exact at t0 = 1; grids that start
     lower, like karras or consistency, drop the (1 - t0) x0 part, as EDM and sCM do).
@@ -270,7 +281,8 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
     fn = denoiser(model, prediction, y, cfg, state, cfg_interval, context, concat, context_mask)
     if callback is not None:
         fn = _observed(fn, callback)
-    return SAMPLERS[sampler].run(fn, ts[0] * noise.float(), ts, progress=progress)
+    extra = {"fresh": fresh} if SAMPLERS[sampler].stochastic else {}
+    return SAMPLERS[sampler].run(fn, ts[0] * noise.float(), ts, progress=progress, **extra)
 
 
 def _observed(fn: VelocityFn, callback: Callable[[Tensor, Tensor], None]) -> VelocityFn:

@@ -237,6 +237,7 @@ class Grid:
     labels: torch.Tensor | None
     cond: dict[str, torch.Tensor]
     row: int  # samples per row
+    seed: int  # of the noise, and of what stochastic samplers draw on the way (`Pipeline.sample`)
 
 
 def training_grid(run: Run) -> Grid:
@@ -260,12 +261,12 @@ def training_grid(run: Run) -> Grid:
             cond["context_mask"] = data.context_mask[rows]
         if run.dist.main:
             (run.out / "samples" / "prompts.txt").write_text("".join(f"row {i}: {p}\n" for i, p in enumerate(first)))
-    g = torch.Generator().manual_seed(run.config.train.seed + 1)
-    return Grid(torch.randn(n, *run.spec.shape, generator=g), labels, cond, row)
+    seed = run.config.train.seed + 1
+    return Grid(run.pipe.noise(n, seed), labels, cond, row, seed)
 
 
 def save_samples(run: Run, grid: Grid, step: int) -> None:
-    x = run.pipe.sample(grid.noise, grid.labels, **grid.cond)
+    x = run.pipe.sample(grid.noise, grid.labels, seed=grid.seed, **grid.cond)
     if run.dist.main:
         save_grid(run.pipe.decode(x), run.out / "samples" / f"step-{step:06d}.png", nrow=grid.row)
         plot_metrics_jsonl(run.metrics.path, run.out / "loss.png")
