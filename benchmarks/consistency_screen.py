@@ -42,6 +42,7 @@ RECIPES = {
     "p_mean_-0.5": ["objective.options.p_mean=-0.5", "objective.options.p_std=1.4"],
     # against the swings that --trajectory showed: a smaller step, or an EMA over ~200 steps from the start
     "lr_1e-5": ["optim.lr=1e-5"],
+    "lr_2e-5": ["optim.lr=2e-5"],
     "ema_0.995": ["train.ema_decay=0.995", "train.ema_warmup=false"],
 }
 
