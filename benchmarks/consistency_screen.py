@@ -9,7 +9,8 @@ digits' reference network; a screen, not a result: the GPU study is few_step.py 
 Runs resume (a trained stage is reused), so recipes can be added to a screen already made. At 1,000 student steps
 a student's seed moved its 2-step score 4x (results/2026-12-04-consistency-screen): compare recipes over several
 --seed replicates, never one. `--trajectory N` keeps a student checkpoint every N steps and scores each at 2 steps
-with its EMA and its raw weights: whether a score reads a settled model or one point of a swinging one.
+with its EMA and its raw weights: whether a score reads a settled model or one point of a swinging one. `--sct`
+also trains each recipe as sCT from scratch for the teacher's and the student's steps together.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="batch size of teacher and students")
     parser.add_argument("--samples", type=int, default=2000, help="class-balanced samples per score")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--sct", action="store_true", help="also train each recipe as sCT (mode ct, from scratch) for "
+                        "the teacher's and the student's steps together: consistency training at sCD's total cost")
     parser.add_argument("--trajectory", type=int, default=0, help="students checkpoint every this many steps, each "
                         "scored at 2 steps with EMA and raw weights (0: the final checkpoint only)")
     parser.add_argument("--seed", type=int, default=0, help="the students' train.seed (a replicate: runs and "
@@ -107,8 +110,16 @@ def main() -> None:
                          f"train.seed={args.seed}", *RECIPES[recipe], *keep])
         for steps in (1, 2, 4):
             score(name, student, "consistency", steps)
-        if args.trajectory:
-            for ckpt in list_checkpoints(student):
+        runs = [(name, student)]
+        if args.sct:
+            sct = "sct-" + name.removeprefix("scd-")
+            runs.append((sct, stage(sct, "mnist-unet-scm.yaml", args.teacher_steps + args.student_steps,
+                                    ["objective.options.mode=ct", 'objective.options.teacher=""', 'train.init_from=""',
+                                     f"train.seed={args.seed}", *RECIPES[recipe], *keep])))
+            for steps in (1, 2, 4):
+                score(sct, runs[-1][1], "consistency", steps)
+        for name, run in runs if args.trajectory else []:
+            for ckpt in list_checkpoints(run):
                 step = int(ckpt.name.split("-")[-1])
                 for ema in (True, False):
                     score(name, ckpt, "consistency", 2, ema, f"|step{step}|{'ema' if ema else 'raw'}")
