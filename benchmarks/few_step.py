@@ -16,7 +16,9 @@ numbers compare with its table), FD with a bootstrap 95% interval:
 - teacher: guidance swept at Euler 50 steps (--cfg), then Euler, Heun and DPM-Solver++(2M), each on the uniform
   and on the Karras grid, at each NFE of --nfes at the best scale: what the teacher gives without distillation;
   and the teacher sampled as a consistency model at the students' steps (its x0 jumps): where sCD starts from;
-- students: consistency sampling at 1, 2 and 4 steps at each --student-cfg (1: the guidance distilled in).
+- students: consistency sampling at 1, 2 and 4 steps at each --student-cfg (1: the guidance distilled in); with
+  --trajectory K also at 2 steps at each of K checkpoints through the budget, EMA and raw weights (a CPU screen
+  found sCD students swinging between checkpoints: results/2026-12-04-consistency-screen), in trajectory.md.
 Training throughput (median img/s of metrics.jsonl) is recorded with every stage: sCM's cost against the
 teacher's objective. Writes few_step.jsonl, a markdown table (few_step.md) and one grid per stage.
 """
@@ -31,6 +33,7 @@ import torch
 
 from liquidgen.bench.budget import budgeted_config, train_to_budget, training_summary
 from liquidgen.bench.records import append_record, read_records
+from liquidgen.checkpoint import list_checkpoints
 from liquidgen.evaluation.evaluate import Scorer, best_point
 from liquidgen.generate import Pipeline
 from liquidgen.plots import save_grid
@@ -71,8 +74,10 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
     minutes = {"teacher": args.teacher_minutes, "scd": args.distill_minutes,
                "sct": args.teacher_minutes + args.distill_minutes}[name]
     file = CONFIGS[args.backbone][name != "teacher"]
+    trajectory = {"keep_checkpoints": 0, "ckpt_minutes": minutes / args.trajectory} if (
+        args.trajectory and name != "teacher") else {}
     config = budgeted_config(ROOT / "configs" / file, minutes, args.device, [f"data.root={args.mnist_root}",
-                             *args.set], compiled=args.device != "cpu", log_every=50)
+                             *args.set], compiled=args.device != "cpu", log_every=50, **trajectory)
     if name == "scd":
         teacher = str(teacher_run(args))
         config.train.init_from = teacher
@@ -133,6 +138,38 @@ def score(name: str, run: Path, trained: dict, plan: list[tuple[str, str, int, f
                                       ("consistency", "consistency", 2)):
             save_grid(images[:100].float() / 127.5 - 1, out / f"grid-{name}-{sampler}-{steps}-cfg{cfg:g}.png", nrow=10)
     return rows
+
+
+def score_trajectory(name: str, run: Path, scorer: Scorer, args, out: Path) -> list[dict]:
+    """A student's 2-step FD at each of its checkpoints, with its EMA and its raw weights (records keyed
+    ...|stepN|ema or raw in few_step.jsonl): whether its final score reads a settled model."""
+    path = out / "few_step.jsonl"
+    done = {r["key"]: r for r in read_records(path)}
+    rows = []
+    for ckpt in list_checkpoints(run):
+        step = int(ckpt.name.split("-")[-1])
+        for ema in (True, False):
+            key = f"{name}|trajectory|step{step}|{'ema' if ema else 'raw'}"
+            if key not in done:
+                pipe = Pipeline.load(ckpt, ema=ema, device=args.device)
+                settings = pipe.settings.with_(sampler="consistency", grid="consistency", steps=2, cfg=1.0)
+                images, labels = pipe.generate(args.samples, seed=0, settings=settings, batch_size=args.batch)
+                done[key] = {"key": key, "stage": name, "train_steps": step, "ema": ema, "nfe": 2,
+                             **scorer(images, labels)}
+                append_record(path, done[key])
+            rows.append(done[key])
+    return rows
+
+
+def trajectory_table(rows: list[dict]) -> str:
+    """Markdown: one row per training step, the 2-step classifier FD of the EMA and of the raw weights."""
+    lines = ["| stage | step | EMA FD [95%] | raw FD [95%] |", "| --- | ---: | ---: | ---: |"]
+    for stage, step in dict.fromkeys((r["stage"], r["train_steps"]) for r in rows):
+        cells = {r["ema"]: r for r in rows if (r["stage"], r["train_steps"]) == (stage, step)}
+        lines.append(f"| {stage} | {step:,} | " + " | ".join(
+            f"{cells[e]['classifier_fd']:.2f} [{cells[e]['classifier_fd_ci95'][0]:.2f}, "
+            f"{cells[e]['classifier_fd_ci95'][1]:.2f}]" for e in (True, False)) + " |")
+    return "\n".join(lines)
 
 
 def stage_plan(name: str, args, rows: list[dict]) -> list[tuple[str, str, int, float]]:
@@ -196,6 +233,8 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/liquidgen-eval-cache",
                         help="eval cache; the head-to-head's reference networks are copied there")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
+    parser.add_argument("--trajectory", type=int, default=0, help="students: also score 2 steps (EMA and raw "
+                        "weights) at this many checkpoints through their budget (0: the final one only)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every stage trained in this "
                         "call (a student recipe, e.g. optim.lr=1e-4 objective.options.p_mean=-1.0, with --variant)")
     parser.add_argument("--variant", default="", help="name of the students' recipe: their runs and records become "
@@ -210,6 +249,7 @@ def main() -> None:
     print("torch", torch.__version__, torch.cuda.get_device_name() if args.device != "cpu" else "cpu", flush=True)
     scorer = Scorer("mnist", args.mnist_root, None, args.device, cache_dir=args.cache)
     rows: list[dict] = []
+    trajectories: list[dict] = []
     for name in args.stages:
         (run, trained), stage_rows = train_stage(name, args), []
         while True:  # the teacher's plan grows once its sweep is scored
@@ -219,6 +259,9 @@ def main() -> None:
                 break
         rows += stage_rows
         (out / "few_step.md").write_text(table(rows, args.samples) + "\n")
+        if args.trajectory and name != "teacher":
+            trajectories += score_trajectory(label(name, args), run, scorer, args, out)
+            (out / "trajectory.md").write_text(trajectory_table(trajectories) + "\n")
     print(table(rows, args.samples))
 
 
