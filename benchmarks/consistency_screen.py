@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from liquidgen.bench.budget import training_summary
-from liquidgen.checkpoint import list_checkpoints
+from liquidgen.checkpoint import checkpoint_step, list_checkpoints
 from liquidgen.config import load_config
 from liquidgen.evaluation.evaluate import Scorer
 from liquidgen.generate import Pipeline
@@ -79,17 +79,18 @@ def main() -> None:
                               [*SMALL, f"train.steps={steps}", f"train.batch_size={args.batch}", *overrides]), run)
         return run
 
-    def score(name: str, run: Path, sampler: str, steps: int, ema: bool = True, tag: str = "") -> None:
-        key = f"{name}|{sampler}|{steps}" + tag
+    def score(name: str, run: Path, sampler: str, steps: int, ema: bool = True, ckpt: Path | None = None) -> None:
+        """Score the run's newest checkpoint, or `ckpt` (a trajectory point: its step and weights in the key)."""
+        key = f"{name}|{sampler}|{steps}" + (f"|step{checkpoint_step(ckpt)}|{'ema' if ema else 'raw'}" if ckpt else "")
         if key in done:
             return
-        pipe = Pipeline.load(run, ema=ema, device="cpu", compile="off")
+        pipe = Pipeline.load(ckpt or run, ema=ema, device="cpu", compile="off")
         settings = pipe.settings.with_(sampler=sampler, steps=steps, cfg=1.0,
                                        grid="consistency" if sampler == "consistency" else "uniform")
         images, labels = pipe.generate(args.samples, seed=0, settings=settings, progress=False)
         s = scorer(images, labels)
         record = {"key": key, "stage": name, "sampler": sampler, "steps": steps, "ema": ema,
-                  **training_summary(run if (run / "metrics.jsonl").exists() else run.parent.parent),
+                  **training_summary(run),
                   "classifier_fd": s["classifier_fd"], "classifier_fd_ci95": s["classifier_fd_ci95"],
                   "class_accuracy": s.get("class_accuracy")}
         with records.open("a") as f:
@@ -120,9 +121,8 @@ def main() -> None:
                 score(sct, runs[-1][1], "consistency", steps)
         for name, run in runs if args.trajectory else []:
             for ckpt in list_checkpoints(run):
-                step = int(ckpt.name.split("-")[-1])
                 for ema in (True, False):
-                    score(name, ckpt, "consistency", 2, ema, f"|step{step}|{'ema' if ema else 'raw'}")
+                    score(name, run, "consistency", 2, ema, ckpt)
 
 
 if __name__ == "__main__":

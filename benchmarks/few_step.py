@@ -33,7 +33,7 @@ import torch
 
 from liquidgen.bench.budget import budgeted_config, train_to_budget, training_summary
 from liquidgen.bench.records import append_record, read_records
-from liquidgen.checkpoint import list_checkpoints
+from liquidgen.checkpoint import checkpoint_step, list_checkpoints
 from liquidgen.evaluation.evaluate import Scorer, best_point
 from liquidgen.generate import Pipeline
 from liquidgen.plots import save_grid
@@ -147,7 +147,7 @@ def score_trajectory(name: str, run: Path, scorer: Scorer, args, out: Path) -> l
     done = {r["key"]: r for r in read_records(path)}
     rows = []
     for ckpt in list_checkpoints(run):
-        step = int(ckpt.name.split("-")[-1])
+        step = checkpoint_step(ckpt)
         for ema in (True, False):
             key = f"{name}|trajectory|step{step}|{'ema' if ema else 'raw'}"
             if key not in done:

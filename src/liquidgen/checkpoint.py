@@ -33,11 +33,16 @@ def step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step-{step:06d}"
 
 
+def checkpoint_step(ckpt: Path) -> int:
+    """The training step of a checkpoint folder (`step_dir`'s name)."""
+    return int(STEP_DIR.match(Path(ckpt).name).group(1))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     root = Path(run_dir) / "checkpoints"
     found = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+    return sorted(found, key=checkpoint_step)
 
 
 def resolve(path: str | Path) -> Path:
@@ -125,7 +130,7 @@ def save_checkpoint(run_dir: Path, step: int, config, spec: dict, model: torch.n
     tmp.rename(final)
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
-            if not (keep_every and int(STEP_DIR.match(old.name).group(1)) % keep_every == 0):
+            if not (keep_every and checkpoint_step(old) % keep_every == 0):
                 shutil.rmtree(old)
     return final
 

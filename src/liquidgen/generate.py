@@ -133,7 +133,7 @@ class Pipeline:
                 def rows_of(v: Tensor) -> Tensor:
                     return _pad(v[b], pad).to(self.device)
 
-                def fresh(i: int, x: Tensor, b: slice = b, pad: int = pad) -> Tensor:
+                def fresh(i: int, x: Tensor) -> Tensor:
                     return _pad(self.step_noise(seed, i, b), pad).to(x.device, x.dtype)
                 with autocast(self.device, self.precision):
                     x = sample(net, self.prediction, rows_of(noise), None if labels is None else rows_of(labels),

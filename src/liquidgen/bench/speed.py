@@ -87,10 +87,11 @@ def speed_objective(spec: str, model: torch.nn.Module):
     (consistency's mode=cd) gets a frozen copy of the model as its teacher, whose cost is what is timed."""
     name, _, text = spec.partition(":")
     options = parse_options(filter(None, text.split(",")), f"objective {spec!r}:")
-    if name == "consistency" and options.get("mode") == "cd":
+    distils = name == "consistency" and options.get("mode") == "cd"
+    if distils:
         options.setdefault("teacher", "a frozen copy of the model")  # a name only: bound below, not loaded
     objective = build_objective(name, **options)
-    if getattr(objective, "mode", None) == "cd":
+    if distils:
         objective.bind_teacher(copy.deepcopy(model).eval(), "v")
     return objective
 
