@@ -88,8 +88,12 @@ def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, a
             rows.append(record)
             print(f"{key}: top-5 {record['prompt_top5']:.3f}  FD {record['classifier_fd']:.2f}  category acc "
                   f"{record.get('class_accuracy', float('nan')):.3f}", flush=True)
-            grid = torch.cat([images[rows_of == k][:4] for k in range(min(16, len(captions)))])
-            save_grid(grid.float() / 127.5 - 1, out / f"grid-{name}-{split}-cfg{cfg:g}.png", nrow=8)
+            # one row per prompt, captioned: a reader judges prompt following only if a row is one prompt
+            shown = range(min(args.grid_prompts, len(captions), args.n))
+            per = min(6, args.n // len(captions)) or 1
+            grid = torch.cat([images[rows_of == k][:per] for k in shown])
+            save_grid(grid.float() / 127.5 - 1, out / f"grid-{name}-{split}-cfg{cfg:g}.png", nrow=per,
+                      row_labels=[captions[k][:48] for k in shown])
     return rows
 
 
@@ -133,6 +137,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="samples per prompt set and scale")
     parser.add_argument("--prompts", type=int, default=500, help="seen prompts (training captions) to draw")
     parser.add_argument("--batch", type=int, default=500, help="sampling batch")
+    parser.add_argument("--grid-prompts", type=int, default=12, help="prompts shown in each grid, one row each")
     parser.add_argument("--matcher-epochs", type=int, default=MatcherRecipe.epochs, help="the prompt matcher's epochs")
     parser.add_argument("--classifier-epochs", type=int, help="the reference networks' epochs (default: their "
                         "recipes'; fewer only for smoke tests)")
