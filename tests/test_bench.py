@@ -128,6 +128,7 @@ def test_bench_speed_times_other_objectives_in_the_same_step(tmp_path, capsys):
                                                         "consistency:mode=cd,teacher_cfg=2.0"]
     assert ct["key"] == "unet:tiny:eager:b4:consistency:mode=ct" and flow["key"] == "unet:tiny:eager:b4"
     forward = flow["sample_gflops_per_nfe"]
+    assert "sample_img_nfe_s" not in ct and "sample_img_nfe_s" not in cd  # sampling is timed once per preset
     assert ct["train_gflops_per_img"] > flow["train_gflops_per_img"] + 0.9 * forward
     assert cd["train_gflops_per_img"] == pytest.approx(ct["train_gflops_per_img"] + 2 * forward, rel=0.02)  # CFG pair
     assert "| unet:tiny (consistency:mode=ct) |" in (out / "report.md").read_text()

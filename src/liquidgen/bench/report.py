@@ -44,7 +44,7 @@ def speed_table(records: list[dict]) -> str:
             f"| {case_name(r)} | {r['input']} | {r['params_M']:.1f}M "
             f"| {mode_label(r['compile'])} | {r['batch']} | {r['train_img_s']:,.0f} "
             f"| {r['train_gflops_per_img']:.2f} | {r['train_tflops']:.1f} | {_num(r['mfu'], '.1%')} "
-            f"| {_num(r.get('train_peak_gb'), '.2f')} | {_time_split(r)} | {r['sample_img_nfe_s']:,.0f} "
+            f"| {_num(r.get('train_peak_gb'), '.2f')} | {_time_split(r)} | {_num(r.get('sample_img_nfe_s'), ',.0f')} "
             f"| {_num(r.get('sample_mfu'), '.1%')} | {r['warmup_s']:.0f} |")
     first = next((r for r in records if "device" in r), {})
     return (f"Device: {first.get('device', '?')}, torch {first.get('torch', '?')}, {first.get('date', '?')}. "
