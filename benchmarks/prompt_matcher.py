@@ -7,8 +7,9 @@ to choose `MatcherRecipe`'s defaults from measurement.
 --train / --heldout: pixel datasets precomputed with MiniLM captions (`liquidgen precompute folder ...
 --text-encoder minilm`), so no text model is needed where this runs; image folders work too where MiniLM is
 installed. Every combination of the lists is fitted (the rest of the recipe is `MatcherRecipe`'s) and its ceilings
-recorded: real training images (a seeded pick) and real held-out images, top-1 / top-5 among every caption of
-both. Writes prompt_matcher.jsonl (rerun: finished recipes skipped) and a markdown table.
+recorded: real training images the matcher fitted and as many it did not (a seeded pick, withheld from fitting), and
+real held-out images, top-1 / top-5 among every caption of both. Writes prompt_matcher.jsonl (rerun: finished
+recipes skipped) and a markdown table.
 """
 from __future__ import annotations
 
@@ -48,19 +49,20 @@ def main() -> None:
         t0 = time.perf_counter()
         info = fit_prompt_matcher(args.train, [args.heldout], 64, out / "last.safetensors", recipe=recipe,
                                   device=args.device)
-        heldout = next(v for k, v in info["ceilings"].items() if k != "training")
+        c = info["ceilings"]
         rows[key] = {"key": key, "recipe": asdict(recipe), "seconds": time.perf_counter() - t0,
-                     "training": info["ceilings"]["training"], "heldout": heldout}
+                     "training": c["training"], "withheld": c["withheld"], "heldout": c[Path(args.heldout).name]}
         append_record(path, rows[key])
-        print(f"{key}: training top-5 {rows[key]['training']['prompt_top5']:.3f}, held-out top-5 "
-              f"{heldout['prompt_top5']:.3f} ({rows[key]['seconds']:.0f} s)", flush=True)
-    lines = ["| epochs | size | width | batch | fit s | training top-1 / top-5 | held-out top-1 / top-5 |",
-             "|---|---|---|---|---|---|---|"]
+        print(f"{key}: top-5 of fitted / withheld training images {c['training']['prompt_top5']:.3f} / "
+              f"{c['withheld']['prompt_top5']:.3f}, of held-out concepts {rows[key]['heldout']['prompt_top5']:.3f} "
+              f"({rows[key]['seconds']:.0f} s)", flush=True)
+    lines = ["| epochs | size | width | batch | fit s | fitted training top-1 / top-5 "
+             "| withheld training top-1 / top-5 | held-out concepts top-1 / top-5 |", "|---" * 8 + "|"]
     for r in rows.values():
         c = r["recipe"]
         lines.append(f"| {c['epochs']} | {c['size']} | {c['width']} | {c['batch_size']} | {r['seconds']:.0f} | "
-                     f"{r['training']['prompt_top1']:.3f} / {r['training']['prompt_top5']:.3f} | "
-                     f"{r['heldout']['prompt_top1']:.3f} / {r['heldout']['prompt_top5']:.3f} |")
+                     + " | ".join(f"{r[k]['prompt_top1']:.3f} / {r[k]['prompt_top5']:.3f}" if k in r else "-"
+                                  for k in ("training", "withheld", "heldout")) + " |")
     pool = next(iter(rows.values()))["training"]["prompt_pool"] if rows else 0
     table = "\n".join(lines) + f"\n\nRetrieval among {pool:,} captions (both splits)."
     (out / "prompt_matcher.md").write_text(table + "\n")

@@ -86,7 +86,12 @@ def test_wilson_interval():
 def test_fitted_matcher_retrieves_real_images_prompts(matcher_file):
     path, info, heldout = matcher_file
     ceilings = info["ceilings"]
-    assert set(ceilings) == {"training", "heldout"} and "a red square" in info["pool"]
+    assert set(ceilings) == {"training", "withheld", "heldout"} and "a red square" in info["pool"]
+    # a tenth of the training images (at most RECIPE.ceiling_images) is withheld from fitting and scored beside as
+    # many fitted ones
+    total = len(list((path.parent / "train" / "all").glob("*.png")))
+    assert info["train_images"] == total - total // 10
+    assert ceilings["withheld"]["prompt_images"] == ceilings["training"]["prompt_images"] == total // 10
     assert len(info["pool"]) == 12  # the held-out folder's captions are the same 12
     # 12 candidates: chance is 1/12 top-1 and 5/12 top-5
     assert ceilings["heldout"]["prompt_top1"] > 0.6, ceilings
