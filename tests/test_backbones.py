@@ -62,9 +62,14 @@ def test_time_class_and_null_class_reach_the_output(name, preset, options):
 
 @pytest.mark.parametrize("name,preset", [("liquid", "tiny"), ("dit", "tiny"), ("unet", "tiny")])
 @pytest.mark.parametrize("tokens", [False, True])
-def test_text_context_reaches_the_output_and_none_is_the_null_context(name, preset, tokens):
-    extra = dict(context_dim=6) if name != "dit" else dict(context_dim=6, cross_attention=True)
+@pytest.mark.parametrize("mlp", [False, True])
+def test_text_context_reaches_the_output_and_none_is_the_null_context(name, preset, tokens, mlp):
+    extra = dict(context_dim=6, context_mlp=mlp) | (dict(cross_attention=True) if name == "dit" else {})
     model = randomize(build(name, preset, {}, classes=0, **extra)).eval()
+    # the pooled text's embedding into c: affine as one linear map, not with the MLP
+    a, b, zero = torch.randn(1, 6), torch.randn(1, 6), torch.zeros(1, 6)
+    f = model.context_embed
+    assert torch.allclose(f(a) + f(b) - f(zero), f(a + b), atol=1e-5) != mlp
     x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
     context = torch.randn(2, 5, 6) if tokens else torch.randn(2, 6)
     assert not torch.allclose(model(x, t, None, context), model(x, t, None, None), atol=1e-6)

@@ -94,13 +94,14 @@ class Backbone(nn.Module):
     """Base class: holds the input geometry and builds the conditioning vector c(t, y, context).
 
     Options every backbone accepts: `time_scale` (see TimestepEmbedding), `context_dim` (> 0 enables
-    text conditioning; pooled context is added to c), `logvar` (a head predicting the per-time
+    text conditioning; pooled context is added to c, through one linear map, or with `context_mlp` through
+    Linear-SiLU-Linear like FLUX's pooled-text embedder), `logvar` (a head predicting the per-time
     log-variance used by the adaptive loss weighting of EDM2 / sCM), `concat_channels` (extra input
     channels concatenated to x, whose stem weights start at zero: see `zero_extra_inputs`)."""
 
     def __init__(self, in_channels: int, input_size: int, num_classes: int, cond_dim: int,
                  out_channels: int | None = None, time_scale: float = 1000.0, context_dim: int = 0,
-                 logvar: bool = False, concat_channels: int = 0):
+                 logvar: bool = False, concat_channels: int = 0, context_mlp: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
@@ -116,7 +117,11 @@ class Backbone(nn.Module):
             # The null context lives in the encoder's output space, so the pooled path and the token
             # path (cross-attention) see the same "no text" input.
             self.null_context = nn.Parameter(torch.zeros(context_dim))
-            self.context_embed = nn.Linear(context_dim, cond_dim)
+            # A unit-norm sentence embedding (MiniLM) of captions that differ in a word or two ("google style"
+            # / "twitter style") moves little; the MLP can pull such neighbours apart, one linear map only scales.
+            self.context_embed = (nn.Sequential(nn.Linear(context_dim, cond_dim), nn.SiLU(),
+                                                nn.Linear(cond_dim, cond_dim))
+                                  if context_mlp else nn.Linear(context_dim, cond_dim))
         # EDM2 (Karras et al. 2024, eq. 21): u(t) is a linear map of the time features.
         self.logvar_head = nn.Linear(self.time_embed.freq_dim, 1) if logvar else None
 
