@@ -3,6 +3,7 @@
 
     python benchmarks/emoji_study.py --data /tmp/emoji --runs /tmp/runs --out $OUT --minutes 5 \\
         liquid dit liquid-latent dit-latent
+    python benchmarks/emoji_study.py ... liquid --variant mlp --set model.options.context_mlp=true   # a recipe
 
 --data holds four datasets precomputed with MiniLM captions (`liquidgen precompute folder ... --text-encoder
 minilm`, from `liquidgen data emoji`'s train/ and heldout/): emoji-64 and emoji-64-heldout (pixels), emoji-taef2-64
@@ -44,8 +45,9 @@ CONTENDERS = {"liquid": ("emoji-liquid-S-text.yaml", "emoji-64"), "dit": ("emoji
               "dit-latent": ("emoji-dit-S-tld-latent.yaml", "emoji-taef2-64")}
 
 
-def train_contender(name: str, args) -> Path:
-    file, data = CONTENDERS[name]
+def train_contender(contender: str, name: str, args) -> Path:
+    """Train `contender` (a CONTENDERS key) with --set into the run folder `name` (the contender and --variant)."""
+    file, data = CONTENDERS[contender]
     config = budgeted_config(ROOT / "configs" / file, args.minutes, args.device,
                              [f"data.root={Path(args.data) / data}", *args.set], compiled=args.device != "cpu")
     run = Path(args.runs) / name
@@ -81,7 +83,7 @@ def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, a
             x = pipe.sample(pipe.noise(args.n, seed=0), None, pipe.settings.with_(cfg=cfg), batch_size=args.batch,
                             context=context[rows_of])
             images = torch.cat([to_uint8(pipe.decode(b)).cpu() for b in x.split(args.batch)])
-            record = {"key": key, "name": name, "cfg": cfg, "prompts": split, "n": args.n,
+            record = {"key": key, "name": name, "cfg": cfg, "prompts": split, "n": args.n, "set": args.set,
                       "sample_seconds": time.perf_counter() - t0,
                       **scorer(images, labels[rows_of]), **matcher.retrieval(images, [captions[i] for i in rows_of])}
             append_record(path, record)
@@ -145,7 +147,10 @@ def main() -> None:
                         metavar="CAPTION", help="two training captions: a prompt-interpolation strip and GIF")
     parser.add_argument("--frames", type=int, default=8, help="frames of the interpolation")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
-    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every contender (smoke tests)")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every contender (a recipe "
+                        "variant with --variant, or smoke tests)")
+    parser.add_argument("--variant", default="", help="name of a --set recipe: runs, records and grids become "
+                        "CONTENDER-VARIANT, so that variants from several calls share one table")
     args = parser.parse_args()
     out, data = Path(args.out), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,8 +173,9 @@ def main() -> None:
     ceilings = describe_ceilings(matcher.info)
     print(ceilings, flush=True)
     rows = []
-    for name in args.contenders:
-        run = train_contender(name, args)
+    for contender in args.contenders:
+        name = f"{contender}-{args.variant}" if args.variant else contender
+        run = train_contender(contender, name, args)
         scored = score_contender(name, run, sets, scorer, matcher, args, out)
         interpolation(name, run, scored, matcher, args, out)
         rows += scored
