@@ -117,8 +117,9 @@ class Backbone(nn.Module):
             # The null context lives in the encoder's output space, so the pooled path and the token
             # path (cross-attention) see the same "no text" input.
             self.null_context = nn.Parameter(torch.zeros(context_dim))
-            # A unit-norm sentence embedding (MiniLM) of captions that differ in a word or two ("google style"
-            # / "twitter style") moves little; the MLP can pull such neighbours apart, one linear map only scales.
+            # MiniLM embeds "..., medium skin tone, ..." and "..., dark skin tone, ..." at cosine 0.97 (emoji
+            # captions; random pairs 0.38): one linear map separates such neighbours only as far as it stretches
+            # every direction, the MLP can stretch them alone (a hypothesis for context_mlp, not yet measured).
             self.context_embed = (nn.Sequential(nn.Linear(context_dim, cond_dim), nn.SiLU(),
                                                 nn.Linear(cond_dim, cond_dim))
                                   if context_mlp else nn.Linear(context_dim, cond_dim))
