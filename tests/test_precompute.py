@@ -195,3 +195,35 @@ def test_hugging_face_dataset_from_disk(tmp_path):
     assert data.images[2, 0].float().mean() == pytest.approx(60, abs=1)  # row 2's red value survives
     with pytest.raises(ValueError, match="no column 'caption'"):
         pc.HFSource(str(tmp_path / "hf"), 8, "train", None, None, True, caption_column="caption")
+
+
+def test_a_precomputed_pixel_dataset_is_encoded_again_with_its_caption_features(tmp_path, monkeypatch):
+    """Source 'precomputed': a pixel dataset into latents on a machine without the text model (the GPU's), its
+    images, labels and captions carried over and its stored caption features copied, not encoded again."""
+    monkeypatch.setitem(AUTOENCODERS, "affine", Affine)
+    text = {"name": "minilm"}
+    pixels = tmp_path / "px"
+    precompute(_digits(limit=40, shard_size=16, text_encoder=text, caption_templates=["a handwritten {}"]), pixels,
+               progress=False)
+
+    def no_text_model(**kwargs):
+        raise AssertionError("the text model was built")
+
+    monkeypatch.setattr(pc, "build_text_encoder", no_text_model)
+    req = Request(source="precomputed", root=str(pixels), image_size=8, shard_size=16, autoencoder={"name": "affine"},
+                  text_encoder=text)
+    precompute(req, tmp_path / "lat", progress=False)
+    before, after = load_precomputed(pixels), load_precomputed(tmp_path / "lat")
+    rgb = before.images.expand(-1, 3, -1, -1)  # the autoencoder takes RGB; digits are grayscale
+    assert after.images.dtype == torch.float16 and after.images.shape == rgb.shape
+    torch.testing.assert_close(after.images.float(), Affine().encode(to_float(rgb)), atol=1e-2, rtol=0)
+    assert torch.equal(after.labels, before.labels) and after.captions == before.captions
+    assert torch.equal(after.context, before.context) and after.text_encoder == text and after.text_tokens == 0
+    assert json.loads((tmp_path / "lat" / "manifest.json").read_text())["context_dim"] == before.context.shape[1]
+    # features of another kind (per-token) are not stored there: the text model is needed, and asked for
+    with pytest.raises(AssertionError, match="text model was built"):
+        precompute(Request(source="precomputed", root=str(pixels), image_size=8, autoencoder={"name": "affine"},
+                           text_encoder=text, text_tokens=4), tmp_path / "tok", progress=False)
+    with pytest.raises(ValueError, match="holds latents, not pixels"):
+        precompute(Request(source="precomputed", root=str(tmp_path / "lat"), image_size=8), tmp_path / "again",
+                   progress=False)

@@ -317,7 +317,9 @@ def cmd_interpolate(args) -> None:
 
 def add_precompute(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=SOURCES, help="folder (class subfolders or flat; captions from .txt files or "
-                   "metadata.jsonl), digits, mnist, cifar10, npz, or hf (a Hugging Face datasets folder or hub name)")
+                   "metadata.jsonl), digits, mnist, cifar10, npz, hf (a Hugging Face datasets folder or hub name), or "
+                   "precomputed (a pixel dataset made by this command, to encode into latents: its caption "
+                   "features are copied when --text-encoder names the encoder that made them)")
     p.add_argument("--root", help="the source's folder or file (or hub name for hf)")
     p.add_argument("--out", required=True, help="output folder; rerunning the same command resumes it")
     p.add_argument("--overwrite", action="store_true",

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from .autoencoders import build_autoencoder
@@ -40,8 +41,10 @@ from .data import (
     chw,
     decoding,
     fit_image,
+    fit_images,
     folder_files,
     load_dataset,
+    load_precomputed,
     read_image,
     read_manifest,
     shard_problem,
@@ -72,6 +75,11 @@ class Source:
 
     def read(self, i: int) -> tuple[np.ndarray, int, str | None]:  # pragma: no cover
         raise NotImplementedError
+
+    def stored_text(self, text_encoder: dict, tokens: int) -> tuple[dict[str, Tensor], int] | None:
+        """({"context": (N, ...), maybe "context_mask"}, feature size) when this source already holds its captions'
+        features by `text_encoder` at `tokens`, so that they are copied rather than encoded again; else None."""
+        return None
 
 
 class MemorySource(Source):
@@ -141,6 +149,43 @@ class FolderSource(Source):
             raise ValueError(f"image {path} has no caption (no {path.with_suffix('.txt').name} beside it and no "
                              f"metadata.jsonl entry), but other images have one")
         return chw(image), label, caption
+
+
+class PrecomputedSource(Source):
+    """A pixel dataset precomputed before (`--autoencoder identity`), read again to encode it into a latent space:
+    the same images, labels and captions, and its stored caption features copied when the text encoder asked for
+    is the one that made them, so no text model is needed (a GPU machine without MiniLM)."""
+
+    def __init__(self, root: str | None, size: int, limit: int | None, channels: int | None, resize: bool):
+        if root is None:
+            raise ValueError("source 'precomputed' needs --root <a precomputed pixel dataset>")
+        self.data = load_precomputed(root, limit)
+        if self.data.images.dtype != torch.uint8:
+            raise ValueError(f"{root} holds latents, not pixels: source 'precomputed' re-encodes a dataset "
+                             f"precomputed with --autoencoder identity")
+        if self.data.size != size and not resize:
+            raise ValueError(f"--no-resize: the images of {root} are {self.data.size}x{self.data.size}, not --size "
+                             f"{size}")
+        self.images = fit_images(self.data.images, size)
+        if channels == 3 and self.images.shape[1] == 1:  # autoencoders take RGB, as from the other sources
+            self.images = self.images.expand(-1, 3, -1, -1)
+        elif channels is not None and channels != self.images.shape[1]:
+            raise ValueError(f"{root} has {self.images.shape[1]}-channel images; {channels} were asked for")
+        self.class_names, self.captions = self.data.class_names, self.data.captions
+        self.has_captions = self.captions is not None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
+        return self.images[i].numpy(), int(self.data.labels[i]), self.captions[i] if self.captions else None
+
+    def stored_text(self, text_encoder: dict, tokens: int) -> tuple[dict[str, Tensor], int] | None:
+        d = self.data
+        if d.context is None or d.text_encoder != text_encoder or d.text_tokens != tokens:
+            return None
+        arrays = {"context": d.context} | ({"context_mask": d.context_mask} if d.context_mask is not None else {})
+        return arrays, d.context.shape[-1]
 
 
 def folder_captions(base: Path, images: list[Path]) -> dict[Path, str] | None:
@@ -227,7 +272,7 @@ class HFSource(Source):
         return chw(image), label, str(row[self.caption_column]) if self.caption_column else None
 
 
-SOURCES = ("digits", "mnist", "cifar10", "npz", "folder", "hf")
+SOURCES = ("digits", "mnist", "cifar10", "npz", "folder", "hf", "precomputed")
 
 
 @dataclass
@@ -266,14 +311,16 @@ class Request:
                              + (".txt files or metadata.jsonl" if self.source == "folder" else "--caption-column"))
         if self.class_words and not self.caption_templates:
             raise ValueError("--class-words are the words caption templates use: give --caption-template too")
-        if self.source == "folder" and self.split != "train":
-            raise ValueError(f"source 'folder' has no splits (got --split {self.split}): point --root at the "
+        if self.source in ("folder", "precomputed") and self.split != "train":
+            raise ValueError(f"source {self.source!r} has no splits (got --split {self.split}): point --root at the "
                              f"folder of that split")
 
 
 def open_source(req: Request, channels: int | None) -> Source:
     if req.source == "folder":
         return FolderSource(req.root, req.image_size, req.limit, channels, req.resize)
+    if req.source == "precomputed":
+        return PrecomputedSource(req.root, req.image_size, req.limit, channels, req.resize)
     if req.source == "hf":
         return HFSource(req.root, req.image_size, req.split, req.limit, channels, req.resize, **req.hf_columns)
     return MemorySource(req.source, req.root, req.image_size, req.split, req.limit, req.caption_templates,
@@ -313,11 +360,12 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
     if req.text_encoder is not None and not source.has_captions:
         raise ValueError(f"a text encoder was given but source {req.source!r} has no captions "
                          f"(.txt files or metadata.jsonl beside the images, a caption column, or caption templates)")
-    text = None if req.text_encoder is None else build_text_encoder(**req.text_encoder)
+    stored = None if req.text_encoder is None else source.stored_text(req.text_encoder, req.text_tokens)
+    text = None if req.text_encoder is None or stored else build_text_encoder(**req.text_encoder)
+    context_dim = stored[1] if stored else 0 if not text else text.token_dim if req.text_tokens else text.dim
     n_shards = math.ceil(len(source) / req.shard_size)
     manifest.update(class_names=source.class_names, num_classes=len(source.class_names), total=len(source),
-                    pixels=pixels, context_dim=0 if not text else text.token_dim if req.text_tokens else text.dim,
-                    text_tokens=req.text_tokens, captions=source.has_captions)
+                    pixels=pixels, context_dim=context_dim, text_tokens=req.text_tokens, captions=source.has_captions)
     done = {s["name"] for s in manifest["shards"]}
     skipped: list[Exception] = []
     bar = tqdm(total=len(source), desc="precompute", unit="img", disable=None if progress else True)
@@ -346,7 +394,9 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
             raise ValueError(f"{name}: images differ in channels (grayscale and RGB); set the identity "
                              f"autoencoder's channels option (1 or 3) to read them all alike")
         arrays, stats = _encode(images, ae, None if pixels else device, batch_size)
-        if text is not None:
+        if stored:  # a source without unreadable images: the shard's rows are `rows`
+            arrays.update({key: v[rows.start:rows.stop].numpy() for key, v in stored[0].items()})
+        elif text is not None:
             arrays.update(_embed(captions, text, req.text_tokens))
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
         _write_shard(out, name, arrays, captions if source.has_captions else None)
