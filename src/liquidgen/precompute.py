@@ -76,9 +76,9 @@ class Source:
     def read(self, i: int) -> tuple[np.ndarray, int, str | None]:  # pragma: no cover
         raise NotImplementedError
 
-    def stored_text(self, text_encoder: dict, tokens: int) -> tuple[dict[str, Tensor], int] | None:
-        """({"context": (N, ...), maybe "context_mask"}, feature size) when this source already holds its captions'
-        features by `text_encoder` at `tokens`, so that they are copied rather than encoded again; else None."""
+    def stored_text(self, text_encoder: dict, tokens: int) -> dict[str, Tensor] | None:
+        """{"context": (N, ...), maybe "context_mask"} when this source already holds its captions' features by
+        `text_encoder` at `tokens`, so that they are copied rather than encoded again; else None."""
         return None
 
 
@@ -180,12 +180,11 @@ class PrecomputedSource(Source):
     def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
         return self.images[i].numpy(), int(self.data.labels[i]), self.captions[i] if self.captions else None
 
-    def stored_text(self, text_encoder: dict, tokens: int) -> tuple[dict[str, Tensor], int] | None:
+    def stored_text(self, text_encoder: dict, tokens: int) -> dict[str, Tensor] | None:
         d = self.data
         if d.context is None or d.text_encoder != text_encoder or d.text_tokens != tokens:
             return None
-        arrays = {"context": d.context} | ({"context_mask": d.context_mask} if d.context_mask is not None else {})
-        return arrays, d.context.shape[-1]
+        return {"context": d.context} | ({"context_mask": d.context_mask} if d.context_mask is not None else {})
 
 
 def folder_captions(base: Path, images: list[Path]) -> dict[Path, str] | None:
@@ -362,7 +361,8 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
                          f"(.txt files or metadata.jsonl beside the images, a caption column, or caption templates)")
     stored = None if req.text_encoder is None else source.stored_text(req.text_encoder, req.text_tokens)
     text = None if req.text_encoder is None or stored else build_text_encoder(**req.text_encoder)
-    context_dim = stored[1] if stored else 0 if not text else text.token_dim if req.text_tokens else text.dim
+    context_dim = stored["context"].shape[-1] if stored else 0 if not text else text.token_dim if req.text_tokens \
+        else text.dim
     n_shards = math.ceil(len(source) / req.shard_size)
     manifest.update(class_names=source.class_names, num_classes=len(source.class_names), total=len(source),
                     pixels=pixels, context_dim=context_dim, text_tokens=req.text_tokens, captions=source.has_captions)
@@ -395,7 +395,7 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
                              f"autoencoder's channels option (1 or 3) to read them all alike")
         arrays, stats = _encode(images, ae, None if pixels else device, batch_size)
         if stored:  # a source without unreadable images: the shard's rows are `rows`
-            arrays.update({key: v[rows.start:rows.stop].numpy() for key, v in stored[0].items()})
+            arrays.update({key: v[rows.start:rows.stop].numpy() for key, v in stored.items()})
         elif text is not None:
             arrays.update(_embed(captions, text, req.text_tokens))
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
