@@ -12,7 +12,7 @@
 # LiquidGen-S samples a guided scale of 10,000 at 256 tokens in 100-130 s: the pixel sweep stops at 3, and even so
 # needed a second call (2026-12-04: the first stopped after cfg 1.5; rerun at once on the still-warm machine with
 # its quality.jsonl copied into $OUT, it resumed the trained run). At 64 latent tokens a scale takes ~25 s, and the
-# latent sweep goes on to 5 (its 2026-12-04 run, to 3, was still falling there).
+# latent sweep goes on to 5 (its 2026-12-04 run, to 3, was still falling there); CFG="2 3 4 5" sweeps those only.
 # mnist-text reads .carry/mnist-text, the config's precompute with --limit 20000 (31 MB: carry
 # [".carry/data/MNIST", ".carry/mnist-text"] alone); its samples are prompted "a handwritten zero" ... "nine"
 # through the embeddings stored there (no text model on the device).
@@ -27,7 +27,7 @@ case "$1" in
     python -m liquidgen.cli precompute cifar10 --root .carry/data --size 64 --autoencoder taesd \
       --ae-option variant=taef2 weights=.carry/taesd --out /tmp/cifar10-taef2-64 &&
     quality configs/cifar10-liquid-S-latent.yaml liquid:S:patch_size=1 --set $SET data.root=/tmp/cifar10-taef2-64 \
-      --reference cifar10 .carry/data --cfg 1 1.5 2 3 4 5 --nfe 50 ;;
+      --reference cifar10 .carry/data --cfg ${CFG:-1 1.5 2 3 4 5} --nfe 50 ;;
   cifar-dit) quality configs/cifar10-dit-S-fm.yaml dit:S --set $SET --cfg 1 1.5 2 3 4 --nfe 50 ;;
   mnist-text) quality configs/mnist-text-liquid-S.yaml liquid:S --set $SET data.root=.carry/mnist-text \
       --reference mnist .carry/data --prompt-embeddings .carry/mnist-text --cfg 1 1.25 1.5 2 --nfe 50 \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The MNIST head-to-head of issue 20, one contender per device call (an H200 call is capped at 10 minutes):
-#   bash benchmarks/head_to_head.sh unet|liquid|dit|fpdm|minrf      (from the repository root, $OUT set)
+#   bash benchmarks/head_to_head.sh unet|liquid|liquid-p4|dit|fpdm|minrf      (from the repository root, $OUT set)
 # Needs .carry/data/MNIST (raw idx files) and, for minrf, minRF's rf.py + dit.py at 4fc10e0 in .carry/peers/minRF.
 # Every contender is scored by the same two reference networks (see device_env.sh).
 source benchmarks/device_env.sh
@@ -12,9 +12,12 @@ case "$1" in
   minrf) python benchmarks/peers/minrf_mnist.py --minrf .carry/peers/minRF --mnist-root .carry/data $COMMON ;;
   unet) python -m liquidgen.cli bench quality configs/mnist-unet.yaml unet:28 --set $SET --runs $RUNS $COMMON ;;
   liquid) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S --set $SET --runs $RUNS $COMMON ;;
+  # Issue 19: the same recipe at patch 4 (49 tokens, a quarter of the FLOPs per forward), to see what it costs in FD.
+  liquid-p4) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S:patch_size=4 --set $SET \
+               --runs $RUNS $COMMON ;;
   dit) python -m liquidgen.cli bench quality configs/mnist-dit-S.yaml dit:S --set $SET --runs $RUNS $COMMON ;;
   fpdm) python -m liquidgen.cli bench quality configs/mnist-fixed-point-dit-S.yaml fixed_point:dit-S --set $SET \
           --runs $RUNS $COMMON ;;
-  *) echo "usage: bash benchmarks/head_to_head.sh unet|liquid|dit|fpdm|minrf" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/head_to_head.sh unet|liquid|liquid-p4|dit|fpdm|minrf" >&2; exit 2 ;;
 esac 2>&1 | grep -v '^{"key"' | tail -40
 pack_grids

@@ -19,11 +19,14 @@ import time
 from pathlib import Path
 
 
-def end_to_end(run: str, n: int, steps: int, cfg: float, python_path: str | None, extra: list[str]) -> dict:
+def end_to_end(run: str, n: int, steps: int, cfg: float, python_path: str | None, extra: list[str],
+               cold: bool) -> dict:
     env = dict(os.environ)
     if python_path:
         env["PYTHONPATH"] = python_path
     with tempfile.TemporaryDirectory() as tmp:
+        if cold:  # what a user's first call meets: nothing compiled before, by inductor or Triton
+            env["TORCHINDUCTOR_CACHE_DIR"] = env["TRITON_CACHE_DIR"] = str(Path(tmp) / "compile-cache")
         out = Path(tmp) / "samples.npz"
         cmd = [sys.executable, "-m", "liquidgen.cli", "sample", run, "--labels", *map(str, range(10)), "--n", str(n),
                "--steps", str(steps), "--cfg", str(cfg), "--out", str(out), *extra]
@@ -32,7 +35,7 @@ def end_to_end(run: str, n: int, steps: int, cfg: float, python_path: str | None
         wall = time.perf_counter() - t0
         if done.returncode or not out.exists():
             raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return {"wall_s": wall, "command": " ".join(cmd[1:]).replace(str(out), "samples.npz")}
+    return {"wall_s": wall, "cold_cache": cold, "command": " ".join(cmd[1:]).replace(str(out), "samples.npz")}
 
 
 def in_process(run: str, n: int, steps: int, batch: int) -> dict:
@@ -61,6 +64,8 @@ def main() -> None:
     p.add_argument("--fast-batch", type=int, default=2000, help="batch of the in-process timing")
     p.add_argument("--python-path", help="PYTHONPATH of the liquidgen to time (default: the installed one)")
     p.add_argument("--sample-args", default="", help="extra flags for `liquidgen sample`, as one string")
+    p.add_argument("--cold", action="store_true",
+                   help="end to end from an empty compile cache (default: the machine's, warm after the first run)")
     p.add_argument("--label", required=True, help="name of this variant in the records, e.g. before / after")
     p.add_argument("--out", required=True, help="results folder")
     args = p.parse_args()
@@ -68,7 +73,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
         record = {"run": run, "label": args.label, "n": args.n, "steps": args.steps, "cfg": args.cfg,
-                  **end_to_end(run, args.n, args.steps, args.cfg, args.python_path, args.sample_args.split())}
+                  **end_to_end(run, args.n, args.steps, args.cfg, args.python_path, args.sample_args.split(),
+                                     args.cold)}
         if args.fast_steps:
             record[f"img_s_at_{args.fast_steps}_steps"] = in_process(run, 4 * args.fast_batch, args.fast_steps,
                                                                       args.fast_batch)["img_s"]

@@ -6,7 +6,8 @@ import torch
 
 from liquidgen import checkpoint as ckpt_io
 from liquidgen.config import ConfigError, SampleConfig, load_config
-from liquidgen.generate import Pipeline
+from liquidgen.generate import CompiledForward, Pipeline
+from liquidgen.models import build_model
 from liquidgen.samplers import sample
 from liquidgen.spec import ModelSpec
 
@@ -124,19 +125,26 @@ def test_sampling_settings_override_one_field_and_are_checked():
 
 
 def test_a_compiled_network_sees_equal_batches_and_gives_the_eager_samples(tmp_path, monkeypatch):
-    """With compile on, every batch reaches the network padded to batch_size rows (one CUDA graph for all),
-    the padding is dropped, and the samples equal the eager ones (torch.compile replaced by a recorder)."""
+    """With compile on, every batch reaches the network padded to batch_size rows (one compiled shape for all),
+    the padding is dropped, and the samples equal the eager ones (torch.compile replaced by a recorder). A
+    block stack compiles block by block and leaves the loaded model's own blocks eager."""
     import liquidgen.generate as generate
+    from liquidgen.models.liquid import LiquidBlock
 
-    shapes = []
+    calls, shapes = [], []
 
-    def recording_compile(model, **options):
-        assert options == {"mode": "reduce-overhead", "dynamic": False}
+    class Recorded(torch.nn.Module):  # what torch.compile returns is a module too
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
 
-        def forward(x, *args, **kwargs):
+        def forward(self, x, *args, **kwargs):
             shapes.append(x.shape[0])
-            return model(x, *args, **kwargs)
-        return forward
+            return self.module(x, *args, **kwargs)
+
+    def recording_compile(module, **options):
+        calls.append((type(module), options))
+        return Recorded(module)
     monkeypatch.setattr(generate.torch, "compile", recording_compile)
     ckpt = write_checkpoint(tmp_path, CLASSES)
     eager, compiled = Pipeline.load(ckpt, device="cpu", compile="off"), Pipeline.load(ckpt, device="cpu", compile="on")
@@ -147,9 +155,29 @@ def test_a_compiled_network_sees_equal_batches_and_gives_the_eager_samples(tmp_p
     want = eager.sample(noise, labels, settings, batch_size=3)
     got = compiled.sample(noise, labels, settings, batch_size=3)
     assert torch.allclose(got, want, atol=1e-6) and got.shape == (7, 1, 8, 8)
+    assert calls == [(LiquidBlock, {"dynamic": False})] * SMALL["depth"]
     assert set(shapes) == {6}  # 3 rows, doubled for guidance, in every call: the last batch of 1 was padded
+    assert all(type(block) is LiquidBlock for block in compiled.model.blocks)
     with pytest.raises(ValueError, match="compile must be one of auto, on, off"):
         Pipeline.load(ckpt, device="cpu", compile="yes")
+
+    calls.clear()
+    unet = build_model("unet", "tiny", 1, 8, 3).eval()
+    x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 2])
+    whole = CompiledForward(unet)
+    out = whole(x, t, y)
+    assert calls == [(type(unet), {"mode": "reduce-overhead", "dynamic": False})]  # one CUDA graph per call
+    assert torch.equal(out, unet(x, t, y))
+
+
+def test_regional_compilation_computes_what_the_eager_stack_does():
+    """Real torch.compile (the CPU's inductor) of a small LiquidGen, one block compiled for all of them."""
+    model = build_model("liquid", "tiny", 1, 8, 3, **SMALL).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t, y = torch.randn(4, 1, 8, 8), torch.rand(4), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        assert torch.allclose(CompiledForward(model)(x, t, y), model(x, t, y), atol=1e-5)
 
 
 def test_a_checkpoint_trained_with_triton_kernels_loads_without_them(tmp_path):

@@ -114,8 +114,8 @@ def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (
     p.add_argument("--batch", type=COUNT, default=500,
                    help="samples per network call (doubled with guidance); lower it if the GPU runs out of memory")
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                   help="run the network through torch.compile with CUDA graphs (auto: on CUDA); the first "
-                        "batch then takes longer")
+                   help="run the network through torch.compile (auto: on CUDA, for jobs of 200,000 samples x "
+                        "steps or more); the first batch then takes longer")
     add_device_arg(p)
 
 
