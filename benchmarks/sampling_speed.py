@@ -5,7 +5,9 @@ timed from process start to the file written, then, inside one process, images p
         --out benchmarks/results/<date>-sampling --label after [--python-path OLD/src --label before]
 
 `--python-path` runs another copy of liquidgen (an older commit's src/) for a before/after table in one call;
-`--sample-args` passes extra flags to that copy's `sample` (e.g. --batch 1000). Appends to <out>/sampling.jsonl.
+`--sample-args` passes extra flags to that copy's `sample` (e.g. --batch 1000). `--compile-cache DIR` points each run's
+compile caches at DIR/<run name>: empty, the run times a user's first call (`cold_cache` in the record); rerun with
+the same DIR, a later one. Appends to <out>/sampling.jsonl.
 """
 from __future__ import annotations
 
@@ -20,13 +22,16 @@ from pathlib import Path
 
 
 def end_to_end(run: str, n: int, steps: int, cfg: float, python_path: str | None, extra: list[str],
-               cold: bool) -> dict:
+               compile_cache: str | None) -> dict:
     env = dict(os.environ)
     if python_path:
         env["PYTHONPATH"] = python_path
+    cold = None
+    if compile_cache:  # inductor's and Triton's caches, one folder per run; empty, what a user's first call meets
+        folder = Path(compile_cache) / Path(run).name
+        cold = not (folder.is_dir() and any(folder.iterdir()))
+        env["TORCHINDUCTOR_CACHE_DIR"] = env["TRITON_CACHE_DIR"] = str(folder)
     with tempfile.TemporaryDirectory() as tmp:
-        if cold:  # what a user's first call meets: nothing compiled before, by inductor or Triton
-            env["TORCHINDUCTOR_CACHE_DIR"] = env["TRITON_CACHE_DIR"] = str(Path(tmp) / "compile-cache")
         out = Path(tmp) / "samples.npz"
         cmd = [sys.executable, "-m", "liquidgen.cli", "sample", run, "--labels", *map(str, range(10)), "--n", str(n),
                "--steps", str(steps), "--cfg", str(cfg), "--out", str(out), *extra]
@@ -64,8 +69,8 @@ def main() -> None:
     p.add_argument("--fast-batch", type=int, default=2000, help="batch of the in-process timing")
     p.add_argument("--python-path", help="PYTHONPATH of the liquidgen to time (default: the installed one)")
     p.add_argument("--sample-args", default="", help="extra flags for `liquidgen sample`, as one string")
-    p.add_argument("--cold", action="store_true",
-                   help="end to end from an empty compile cache (default: the machine's, warm after the first run)")
+    p.add_argument("--compile-cache", help="folder for the compile caches of the end-to-end runs: a new one times a "
+                   "first call, the same one again a later call (default: the machine's own cache)")
     p.add_argument("--label", required=True, help="name of this variant in the records, e.g. before / after")
     p.add_argument("--out", required=True, help="results folder")
     args = p.parse_args()
@@ -74,7 +79,7 @@ def main() -> None:
     for run in args.runs:
         record = {"run": run, "label": args.label, "n": args.n, "steps": args.steps, "cfg": args.cfg,
                   **end_to_end(run, args.n, args.steps, args.cfg, args.python_path, args.sample_args.split(),
-                                     args.cold)}
+                                     args.compile_cache)}
         if args.fast_steps:
             record[f"img_s_at_{args.fast_steps}_steps"] = in_process(run, 4 * args.fast_batch, args.fast_steps,
                                                                       args.fast_batch)["img_s"]

@@ -1,6 +1,7 @@
 # One device call (issue 19, item 6): end-to-end sampling of 10,000 MNIST images, 50 Euler steps, cfg 2, from an
 # empty compile cache. before = commit 3509401 (whole-model torch.compile with CUDA graphs; its src/ in
 # .carry/before), after = regional compilation of block stacks. Speed does not depend on training: 1-step runs.
+# Run as committed in 9e9f635; `--cold` (a new empty compile cache per run) is `--compile-cache NEW_DIR` since.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 R=/tmp/r; L="data.root=.carry/data train.steps=1 train.sample_every=0 train.ckpt_every=0 train.log_every=1"
 python -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())"
