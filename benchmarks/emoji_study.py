@@ -60,6 +60,8 @@ def prompt_sets(args, train, heldout) -> dict[str, tuple[list[str], torch.Tensor
     training captions (of the precomputed `train`), and every held-out one."""
     sets = {}
     for split, data in (("seen", train), ("heldout", heldout)):
+        if split not in args.sets:
+            continue
         pick = torch.arange(len(data.captions))
         if split == "seen":
             pick = torch.randperm(len(pick), generator=torch.Generator().manual_seed(0))[:args.prompts]
@@ -101,7 +103,10 @@ def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, a
 
 def interpolation(name: str, run: Path, rows: list[dict], matcher, args, out: Path) -> None:
     """A strip and a GIF from the first --interpolate prompt to the second, at the scale with the best seen top-5:
-    their pooled embeddings blended linearly (`interpolate.blend_contexts`), one noise."""
+    their pooled embeddings blended linearly (`interpolate.blend_contexts`), one noise. None with --frames 0 or
+    without the seen prompts."""
+    if not args.frames or "seen" not in args.sets:
+        return
     best = max((r for r in rows if r["prompts"] == "seen"), key=lambda r: r["prompt_top5"])["cfg"]
     pipe = Pipeline.load(run, device=args.device)
     missing = [p for p in args.interpolate if p not in matcher.features]
@@ -145,7 +150,9 @@ def main() -> None:
                         "recipes'; fewer only for smoke tests)")
     parser.add_argument("--interpolate", nargs=2, default=["red apple, google style", "green apple, google style"],
                         metavar="CAPTION", help="two training captions: a prompt-interpolation strip and GIF")
-    parser.add_argument("--frames", type=int, default=8, help="frames of the interpolation")
+    parser.add_argument("--frames", type=int, default=8, help="frames of the interpolation (0: none)")
+    parser.add_argument("--sets", nargs="+", choices=["seen", "heldout"], default=["seen", "heldout"],
+                        help="prompt sets drawn at each scale (seen alone, for a guidance sweep at 10,000 samples)")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every contender (a recipe "
                         "variant with --variant, or smoke tests)")
