@@ -158,6 +158,9 @@ def test_a_compiled_network_sees_equal_batches_and_gives_the_eager_samples(tmp_p
     assert calls == [(LiquidBlock, {"dynamic": False})] * SMALL["depth"]
     assert set(shapes) == {6}  # 3 rows, doubled for guidance, in every call: the last batch of 1 was padded
     assert all(type(block) is LiquidBlock for block in compiled.model.blocks)
+    before = len(shapes)
+    compiled.model(noise[:2], torch.rand(2), labels[:2])  # the model itself: eager, not through the compiled blocks
+    assert len(shapes) == before
     with pytest.raises(ValueError, match="compile must be one of auto, on, off"):
         Pipeline.load(ckpt, device="cpu", compile="yes")
 
