@@ -11,8 +11,10 @@ COMMON="--minutes 3.3333 --cfg 1 1.25 1.5 2 --nfe-at-best --curve-every 0.25 --c
 case "$1" in
   minrf) python benchmarks/peers/minrf_mnist.py --minrf .carry/peers/minRF --mnist-root .carry/data $COMMON ;;
   unet) python -m liquidgen.cli bench quality configs/mnist-unet.yaml unet:28 --set $SET --runs $RUNS $COMMON ;;
-  liquid) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S --set $SET --runs $RUNS $COMMON ;;
-  # Issue 19: the same recipe at patch 4 (49 tokens, a quarter of the FLOPs per forward), to see what it costs in FD.
+  # LiquidGen-S as the head-to-head ran it, at patch 2 (196 tokens); the config has used patch 4 since (liquid-p4,
+  # 49 tokens: a quarter of the FLOPs per forward, issue 19).
+  liquid) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S:patch_size=2 --set $SET \
+            --runs $RUNS $COMMON ;;
   liquid-p4) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S:patch_size=4 --set $SET \
                --runs $RUNS $COMMON ;;
   dit) python -m liquidgen.cli bench quality configs/mnist-dit-S.yaml dit:S --set $SET --runs $RUNS $COMMON ;;
