@@ -156,7 +156,7 @@ class PrecomputedSource(Source):
     the same images, labels and captions, and its stored caption features copied when the text encoder asked for
     is the one that made them, so no text model is needed (a GPU machine without MiniLM)."""
 
-    def __init__(self, root: str | None, size: int, limit: int | None, channels: int | None, resize: bool):
+    def __init__(self, root: str | None, size: int, limit: int | None, resize: bool):
         if root is None:
             raise ValueError("source 'precomputed' needs --root <a precomputed pixel dataset>")
         self.data = load_precomputed(root, limit)
@@ -166,11 +166,7 @@ class PrecomputedSource(Source):
         if self.data.size != size and not resize:
             raise ValueError(f"--no-resize: the images of {root} are {self.data.size}x{self.data.size}, not --size "
                              f"{size}")
-        self.images = fit_images(self.data.images, size)
-        if channels == 3 and self.images.shape[1] == 1:  # autoencoders take RGB, as from the other sources
-            self.images = self.images.expand(-1, 3, -1, -1)
-        elif channels is not None and channels != self.images.shape[1]:
-            raise ValueError(f"{root} has {self.images.shape[1]}-channel images; {channels} were asked for")
+        self.images = fit_images(self.data.images, size)  # grayscale stays so: autoencoders read it as RGB
         self.class_names, self.captions = self.data.class_names, self.data.captions
         self.has_captions = self.captions is not None
 
@@ -319,7 +315,7 @@ def open_source(req: Request, channels: int | None) -> Source:
     if req.source == "folder":
         return FolderSource(req.root, req.image_size, req.limit, channels, req.resize)
     if req.source == "precomputed":
-        return PrecomputedSource(req.root, req.image_size, req.limit, channels, req.resize)
+        return PrecomputedSource(req.root, req.image_size, req.limit, req.resize)
     if req.source == "hf":
         return HFSource(req.root, req.image_size, req.split, req.limit, channels, req.resize, **req.hf_columns)
     return MemorySource(req.source, req.root, req.image_size, req.split, req.limit, req.caption_templates,
@@ -361,8 +357,10 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
                          f"(.txt files or metadata.jsonl beside the images, a caption column, or caption templates)")
     stored = None if req.text_encoder is None else source.stored_text(req.text_encoder, req.text_tokens)
     text = None if req.text_encoder is None or stored else build_text_encoder(**req.text_encoder)
-    context_dim = stored["context"].shape[-1] if stored else 0 if not text else text.token_dim if req.text_tokens \
-        else text.dim
+    if stored:
+        context_dim = stored["context"].shape[-1]
+    else:
+        context_dim = 0 if text is None else text.token_dim if req.text_tokens else text.dim
     n_shards = math.ceil(len(source) / req.shard_size)
     manifest.update(class_names=source.class_names, num_classes=len(source.class_names), total=len(source),
                     pixels=pixels, context_dim=context_dim, text_tokens=req.text_tokens, captions=source.has_captions)
