@@ -13,9 +13,9 @@ recipes skipped) and a markdown table.
 
     python benchmarks/prompt_matcher.py --train ... --heldout ... --out DIR --robustness MATCHER.safetensors
 
-scores 500 real training images (precomputed pixels) with a fitted matcher as they are and under small changes a
-generator's drawing would have (a 2-pixel shift, blur, resolution, noise, a mirror), beside the held-out images:
-whether the score reads concepts or memorised pixels. Writes robustness.md.
+scores the real training images of a fitted matcher's own training ceiling (precomputed pixels) as they are and
+under small changes a generator's drawing would have (a 2-pixel shift, blur, resolution, noise, a mirror), beside
+the held-out images: whether the score reads concepts or memorised pixels. Writes robustness.md.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from liquidgen.bench.records import append_record, read_records
 from liquidgen.data import load_precomputed
-from liquidgen.evaluation.retrieval import MatcherRecipe, fit_prompt_matcher, load_matcher
+from liquidgen.evaluation.retrieval import MatcherRecipe, ceiling_split, fit_prompt_matcher, load_matcher
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -48,7 +48,11 @@ def robustness(matcher_file: str, train_root: str, heldout_root: str, out: Path)
     if train.images.dtype != torch.uint8:
         raise SystemExit(f"{train_root} holds latents; --robustness needs precomputed pixels")
     matcher.features = {c: v.float() for d in (train, heldout) for c, v in zip(d.captions, d.context)}
-    pick = torch.randperm(len(train.captions), generator=torch.Generator().manual_seed(0))[:500]
+    # the images of the matcher's fitted-training ceiling (a matcher fitted before the withheld split drew them
+    # from all images)
+    withheld, fitted = ceiling_split(len(train.captions), MatcherRecipe(**matcher.info["recipe"]))
+    pick = (fitted[:len(withheld)] if "withheld" in matcher.info.get("ceilings", {})
+            else torch.cat([withheld, fitted])[:matcher.info["recipe"]["ceiling_images"]])
     x, captions = train.images[pick], [train.captions[i] for i in pick]
     xf, size = x.float(), x.shape[-1]
     noise = torch.randn(xf.shape, generator=torch.Generator().manual_seed(1))
@@ -60,7 +64,7 @@ def robustness(matcher_file: str, train_root: str, heldout_root: str, out: Path)
     lines = ["| real images | top-1 | top-5 | median rank |", "|---|---:|---:|---:|"]
     for name, images in changed.items():
         r = matcher.retrieval(images.round().clamp(0, 255).to(torch.uint8), captions)
-        lines.append(f"| 500 training, {name} | {r['prompt_top1']:.3f} | {r['prompt_top5']:.3f} | "
+        lines.append(f"| {len(pick)} training, {name} | {r['prompt_top1']:.3f} | {r['prompt_top5']:.3f} | "
                      f"{r['prompt_median_rank']:.0f} |")
     r = matcher.retrieval(heldout.images, list(heldout.captions))
     lines.append(f"| {len(heldout.captions)} held-out | {r['prompt_top1']:.3f} | {r['prompt_top5']:.3f} | "

@@ -260,6 +260,13 @@ def _read_precomputed(root: Path) -> tuple[Tensor, list[str], dict[str, Tensor],
     return images, list(data.captions), features, data.text_encoder
 
 
+def ceiling_split(n: int, recipe: MatcherRecipe) -> tuple[Tensor, Tensor]:
+    """(withheld, fitted): indices of n training images, a seeded pick of `recipe.ceiling_images` (at most a tenth)
+    withheld from fitting and the rest. The fitted-training ceiling scores the first len(withheld) fitted ones."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.seed))
+    return order.tensor_split([min(recipe.ceiling_images, n // 10)])
+
+
 def fit_prompt_matcher(train_root: str | Path, heldout_roots: Sequence[str | Path], size: int, out: str | Path,
                        text_encoder: dict | None = None, recipe: MatcherRecipe = MatcherRecipe(),
                        device: torch.device | str = "cpu") -> dict:
@@ -277,8 +284,7 @@ def fit_prompt_matcher(train_root: str | Path, heldout_roots: Sequence[str | Pat
     if made_by and made_by != text_encoder:
         raise ValueError(f"the precomputed captions were embedded by {made_by}, not the requested {text_encoder}; "
                          f"leave the text encoder out to use theirs")
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(recipe.seed))
-    withheld, fitted = order.tensor_split([min(recipe.ceiling_images, len(images) // 10)])
+    withheld, fitted = ceiling_split(len(images), recipe)
     net = fit_matcher(images[fitted], [captions[i] for i in fitted], text_encoder, recipe, device, features=features)
     pool = list(dict.fromkeys([*captions, *(c for _, caps in heldout.values() for c in caps)]))
     matcher = Matcher(net, {"pool": pool, "text_encoder": text_encoder}, features)
@@ -300,6 +306,6 @@ def describe_ceilings(info: dict) -> str:
                      for name, c in info.get("ceilings", {}).items())
 
 
-__all__ = ["Matcher", "MatcherRecipe", "PromptMatcher", "contrastive_loss", "describe_ceilings", "fit_matcher",
-           "fit_prompt_matcher", "embed_captions", "load_matcher", "read_captioned", "save_matcher", "unique_captions",
-           "wilson"]
+__all__ = ["Matcher", "MatcherRecipe", "PromptMatcher", "ceiling_split", "contrastive_loss", "describe_ceilings",
+           "embed_captions", "fit_matcher", "fit_prompt_matcher", "load_matcher", "read_captioned", "save_matcher",
+           "unique_captions", "wilson"]
