@@ -103,3 +103,25 @@ def test_bad_model_options_are_named():
 def test_odd_depth_leaves_the_middle_block_unpaired():
     model = build_model("liquid", "tiny", 1, 8, 0, depth=3)
     assert model(torch.randn(1, 1, 8, 8), torch.rand(1)).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["liquid", "dit"])
+def test_with_blocks_swaps_blocks_in_a_copy_that_shares_parameters(name):
+    model = build_model(name, "tiny", 1, 8, 3).eval()
+    x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 2])
+    calls = []
+
+    class Counted(torch.nn.Module):  # a wrapper like torch.compile's: the same block, seen being called
+        def __init__(self, block):
+            super().__init__()
+            self.block = block
+
+        def forward(self, *args):
+            calls.append(1)
+            return self.block(*args)
+
+    stack = model.with_blocks([Counted(b) for b in model.blocks])
+    torch.testing.assert_close(stack(x, t, y), model(x, t, y), rtol=0, atol=0)
+    assert len(calls) == len(model.blocks)  # the copy ran the wrapped blocks; the model below ran its own
+    assert not any(isinstance(b, Counted) for b in model.blocks)
+    assert {id(p) for p in stack.parameters()} == {id(p) for p in model.parameters()}

@@ -12,7 +12,6 @@ benchmark scripts.
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -249,10 +248,8 @@ class CompiledForward:
     def __init__(self, model: Backbone):
         self.model = model
         if isinstance(model, BlockStack):
-            stack = copy.copy(model)  # shares the parameters; its own module table holds the compiled blocks
-            stack._modules = dict(model._modules)
-            stack.blocks = torch.nn.ModuleList(torch.compile(block, dynamic=False) for block in model.blocks)
-            self.forward, self.copy_out = stack, False
+            blocks = [torch.compile(block, dynamic=False) for block in model.blocks]
+            self.forward, self.copy_out = model.with_blocks(blocks), False
         else:
             self.forward, self.copy_out = torch.compile(model, mode="reduce-overhead", dynamic=False), True
 

@@ -17,6 +17,7 @@ wrapper (`fixed_point.py`) makes the middle of any such stack implicit.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -280,6 +281,14 @@ class BlockStack(Backbone):
 
     def head(self, h: Tensor, cond: Any, x: Tensor) -> Tensor:
         raise NotImplementedError  # pragma: no cover
+
+    def with_blocks(self, blocks: Sequence[nn.Module]) -> BlockStack:
+        """This stack with `blocks` in place of its own (wrapped ones, e.g. compiled): a shallow copy that shares
+        every parameter and has its own module table, so that this stack is left as it was."""
+        stack = copy.copy(self)
+        stack._modules = dict(self._modules)
+        stack.blocks = nn.ModuleList(blocks)
+        return stack
 
     def set_checkpointing(self, blocks: int) -> None:
         """Recompute the activations of the first `blocks` blocks in the backward instead of keeping them
