@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,6 +101,19 @@ def test_prompts_give_num_images_per_prompt_in_order(tiny_text_run):
     assert x.shape == (4, 1, 8, 8) and torch.allclose(x, (expected.clamp(-1, 1) + 1) / 2)
     with pytest.raises(ValueError, match="this model has no classes, so labels do not apply"):
         pipe(labels=[7])
+
+
+@pytest.mark.slow
+def test_a_text_run_standardizes_captions_with_its_datasets_statistics(tiny_text_run):
+    from liquidgen.data import load_precomputed
+
+    model = liquidgen.load(tiny_text_run, device="cpu").pipeline.model  # folder-dit-text-latent.yaml turns it on
+    context = load_precomputed(Path(tiny_text_run).parent / "captions").context.double()
+    assert model.standardize_context
+    torch.testing.assert_close(model.context_mean.double(), context.mean(0), rtol=0, atol=1e-6)
+    spread = context.std(0)
+    torch.testing.assert_close(model.context_std.double(), spread.clamp_min(0.01 * float(spread.mean())),
+                               rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")

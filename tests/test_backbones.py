@@ -79,6 +79,38 @@ def test_text_context_reaches_the_output_and_none_is_the_null_context(name, pres
         model(x, t, None, torch.randn(2, 7))
 
 
+@pytest.mark.parametrize("name,preset,extra", [("liquid", "tiny", {}), ("unet", "tiny", {}),
+                                                ("dit", "tiny", dict(cross_attention=True))])
+@pytest.mark.parametrize("tokens", [False, True])
+def test_standardized_context_is_the_plain_models_on_z_scored_features(name, preset, extra, tokens):
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(200, 5, 6, generator=g) * torch.tensor([1.0, 2, 3, 4, 5, 0]) + 7  # one constant feature
+    mask = torch.rand(200, 5, generator=g) < 0.7 if tokens else None
+    standard = randomize(build(name, preset, {}, classes=0, context_dim=6, standardize_context=True, **extra)).eval()
+    standard.fit_context(data if tokens else data[:, 0], mask)
+    rows = data[mask] if tokens else data[:, 0]
+    torch.testing.assert_close(standard.context_mean, rows.mean(0))
+    spread = rows.std(0)
+    torch.testing.assert_close(standard.context_std[:5], spread[:5])
+    assert standard.context_std[5] == pytest.approx(0.01 * float(spread.mean()))  # constant: bounded, not 0
+    plain = build(name, preset, {}, classes=0, context_dim=6, **extra).eval()
+    plain.load_state_dict({k: v for k, v in standard.state_dict().items() if k not in ("context_mean", "context_std")})
+    x, t = torch.randn(3, 1, 8, 8), torch.rand(3)
+    context = data[:3] if tokens else data[:3, 0]
+    z = (context - standard.context_mean) / standard.context_std
+    torch.testing.assert_close(standard(x, t, None, context), plain(x, t, None, z))
+    # the null context goes through the same map, as the unconditional half of guidance must
+    torch.testing.assert_close(standard(x, t, None, None),
+                               plain(x, t, None, ((standard.null_context - standard.context_mean)
+                                                  / standard.context_std).expand(3, 6)))
+    assert {"context_mean", "context_std"} <= set(standard.state_dict())  # saved with the weights
+
+
+def test_fit_context_needs_the_option():
+    with pytest.raises(ValueError, match="standardize_context"):
+        build("liquid", "tiny", {}, classes=0, context_dim=6).fit_context(torch.randn(4, 6))
+
+
 def test_context_needs_context_dim():
     model = build_model("dit", "tiny", 1, 8, 0)
     with pytest.raises(ValueError, match="without text conditioning"):

@@ -165,6 +165,9 @@ def start_run(config: Config, out: Path) -> Run:
                              0 if data.context is None else data.context.shape[-1], data.space, data.text_encoder,
                              data.text_tokens)
     model = spec.build().to(device)
+    for m in model.modules():  # a fixed-point model's inner stack holds the text input
+        if getattr(m, "standardize_context", False):
+            m.fit_context(data.context, data.context_mask)  # a resumed run then loads the same from its checkpoint
     if config.model.checkpointing:
         if not isinstance(model, BlockStack):
             raise ValueError(f"model.checkpointing needs a block stack (liquid, dit); {config.model.name!r} is not one")

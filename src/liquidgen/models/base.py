@@ -96,13 +96,15 @@ class Backbone(nn.Module):
 
     Options every backbone accepts: `time_scale` (see TimestepEmbedding), `context_dim` (> 0 enables
     text conditioning; pooled context is added to c, through one linear map, or with `context_mlp` through
-    Linear-SiLU-Linear like FLUX's pooled-text embedder), `logvar` (a head predicting the per-time
+    Linear-SiLU-Linear like FLUX's pooled-text embedder), `standardize_context` (every context feature z-scored
+    with its training data's statistics, `fit_context`, before any use), `logvar` (a head predicting the per-time
     log-variance used by the adaptive loss weighting of EDM2 / sCM), `concat_channels` (extra input
     channels concatenated to x, whose stem weights start at zero: see `zero_extra_inputs`)."""
 
     def __init__(self, in_channels: int, input_size: int, num_classes: int, cond_dim: int,
                  out_channels: int | None = None, time_scale: float = 1000.0, context_dim: int = 0,
-                 logvar: bool = False, concat_channels: int = 0, context_mlp: bool = False):
+                 logvar: bool = False, concat_channels: int = 0, context_mlp: bool = False,
+                 standardize_context: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
@@ -124,6 +126,14 @@ class Backbone(nn.Module):
             self.context_embed = (nn.Sequential(nn.Linear(context_dim, cond_dim), nn.SiLU(),
                                                 nn.Linear(cond_dim, cond_dim))
                                   if context_mlp else nn.Linear(context_dim, cond_dim))
+        # MiniLM's unit-norm caption embeddings share a large common part and vary by about 0.04 per feature, so at
+        # initialisation two captions move c tens of times less than two class embeddings do. Z-scored, a tiny
+        # LiquidGen drew the prompted one of 256 emoji (nearest image) for 99% of captions after 7,500 steps, against
+        # 20% raw (benchmarks/results/2026-12-04-emoji-conditioning-screen). Buffers: saved with the weights.
+        self.standardize_context = standardize_context and context_dim > 0
+        if self.standardize_context:
+            self.register_buffer("context_mean", torch.zeros(context_dim))
+            self.register_buffer("context_std", torch.ones(context_dim))
         # EDM2 (Karras et al. 2024, eq. 21): u(t) is a linear map of the time features.
         self.logvar_head = nn.Linear(self.time_embed.freq_dim, 1) if logvar else None
 
@@ -162,14 +172,32 @@ class Backbone(nn.Module):
         return null_y, null_context
 
     def context_tokens(self, context: Tensor | None, batch: int) -> Tensor:
-        """Context as (B, L, context_dim) tokens; None -> one null token per sample."""
+        """Context as (B, L, context_dim) tokens, standardized if the model does; None -> one null token per
+        sample."""
         if self.context_dim == 0:
             raise ValueError(f"{type(self).__name__} was built without text conditioning (context_dim=0)")
         if context is None:
-            return self.null_context.expand(batch, 1, -1)
-        if context.shape[-1] != self.context_dim:
+            tokens = self.null_context.expand(batch, 1, -1)
+        elif context.shape[-1] != self.context_dim:
             raise ValueError(f"context has {context.shape[-1]} features, the model expects {self.context_dim}")
-        return context[:, None] if context.ndim == 2 else context
+        else:
+            tokens = context[:, None] if context.ndim == 2 else context
+        if not self.standardize_context:
+            return tokens
+        return ((tokens.float() - self.context_mean) / self.context_std).to(tokens.dtype)
+
+    @torch.no_grad()
+    def fit_context(self, context: Tensor, mask: Tensor | None = None) -> None:
+        """Set the standardization of `standardize_context` from a dataset's contexts: pooled (N, D), or tokens
+        (N, L, D) with their mask (the real tokens' statistics)."""
+        if not self.standardize_context:
+            raise ValueError(f"{type(self).__name__} was built without standardize_context")
+        rows = context.reshape(-1, context.shape[-1]) if mask is None or context.ndim == 2 else context[mask.bool()]
+        rows = rows.to(self.context_mean.device, torch.float64)
+        std = rows.std(0)
+        # a feature constant over the data would divide by zero; a hundredth of the typical spread bounds it
+        self.context_mean.copy_(rows.mean(0))
+        self.context_std.copy_(std.clamp_min(0.01 * float(std.mean())))
 
     def condition(self, t: Tensor, y: Tensor | None, context: Tensor | None = None,
                   context_mask: Tensor | None = None) -> Tensor:

@@ -119,7 +119,8 @@ class DiT(BlockStack):
                  width: int = 384, depth: int = 12, heads: int = 6, patch_size: int = 2, mlp_ratio: float = 4.0,
                  pos_embed: str = "sincos", adaln: bool = True, cross_attention: bool = False,
                  mlp_conv: bool = False, time_scale: float = 1000.0, context_dim: int = 0, logvar: bool = False,
-                 concat_channels: int = 0, context_mlp: bool = False):
+                 concat_channels: int = 0, context_mlp: bool = False,
+                 standardize_context: bool = False):
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
         if pos_embed not in POS_EMBEDS:
@@ -128,7 +129,7 @@ class DiT(BlockStack):
             raise ValueError("a DiT without adaLN needs cross_attention: true, or it cannot see the time")
         super().__init__(in_channels, input_size, num_classes, cond_dim=width, time_scale=time_scale,
                          context_dim=context_dim, logvar=logvar, concat_channels=concat_channels,
-                         context_mlp=context_mlp)
+                         context_mlp=context_mlp, standardize_context=standardize_context)
         self.width, self.patch_size, self.adaln = width, patch_size, adaln
         grid = input_size // patch_size
         self.patch_embed = nn.Conv2d(in_channels + concat_channels, width, patch_size, stride=patch_size)

@@ -205,6 +205,7 @@ class LiquidGen(BlockStack):
                  width: int = 512, depth: int = 12, patch_size: int = 2, mlp_ratio: float = 4.0,
                  stim_kernel: int = 7, scan_kernel: int = 31, groups: int = 32, time_scale: float = 1000.0,
                  context_dim: int = 0, logvar: bool = False, context_mlp: bool = False,
+                 standardize_context: bool = False,
                  concat_channels: int = 0, kernels: str = "auto", depthwise: str = "auto"):
         check_choice(kernels)
         check_depthwise(depthwise)
@@ -212,7 +213,7 @@ class LiquidGen(BlockStack):
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
         super().__init__(in_channels, input_size, num_classes, cond_dim=width, time_scale=time_scale,
                          context_dim=context_dim, logvar=logvar, concat_channels=concat_channels,
-                         context_mlp=context_mlp)
+                         context_mlp=context_mlp, standardize_context=standardize_context)
         self.width, self.patch_size = width, patch_size
         tokens = input_size // patch_size
         self.patch_embed = nn.Conv2d(in_channels + concat_channels, width, patch_size, stride=patch_size)

@@ -94,10 +94,11 @@ class UNet(Backbone):
     def __init__(self, in_channels: int = 1, input_size: int = 28, num_classes: int = 10, width: int = 64,
                  mults: tuple[int, ...] = (1, 2, 2), blocks: int = 2, attention_res: tuple[int, ...] = (7,),
                  heads: int = 4, groups: int = 32, dropout: float = 0.0, time_scale: float = 1000.0,
-                 context_dim: int = 0, logvar: bool = True, concat_channels: int = 0, context_mlp: bool = False):
+                 context_dim: int = 0, logvar: bool = True, concat_channels: int = 0, context_mlp: bool = False,
+                 standardize_context: bool = False):
         super().__init__(in_channels, input_size, num_classes, cond_dim=4 * width, time_scale=time_scale,
                          context_dim=context_dim, logvar=logvar, concat_channels=concat_channels,
-                         context_mlp=context_mlp)
+                         context_mlp=context_mlp, standardize_context=standardize_context)
         cond_dim = 4 * width
         self.stem_conv = nn.Conv2d(in_channels + concat_channels, width, 3, padding=1)
         zero_extra_inputs(self.stem_conv, in_channels)
