@@ -7,8 +7,8 @@ right kind of emoji but rarely the prompted one (seen-prompt top-5 0.045 against
     python benchmarks/emoji_conditioning_screen.py ... --variants linear mlp      # a subset of VARIANTS
 
 A seeded pick of --captions training captions (every caption is a distinct image), downsized to --size, is trained
-into a tiny LiquidGen (0.4M parameters, patch 4) for --minutes per variant, each with a checkpoint every --ckpt-minutes. Each
-checkpoint draws one sample per caption at each --cfg and is scored two ways:
+into a tiny LiquidGen (0.4M parameters, patch 4) for --minutes per variant, with a checkpoint every --ckpt-minutes.
+Each checkpoint draws one sample per caption at each --cfg and is scored two ways:
 - identity: the rank of the prompted image among the subset's images by pixel distance to the sample (top-1 /
   top-5 among --captions): whether the model draws *that* emoji, with no learned judge;
 - prompt retrieval by the study's prompt matcher (--matcher; samples upsampled to its 64 px), among every caption

@@ -106,7 +106,9 @@ def test_standardized_context_is_the_plain_models_on_z_scored_features(name, pre
     assert {"context_mean", "context_std"} <= set(standard.state_dict())  # saved with the weights
 
 
-def test_fit_context_needs_the_option():
+def test_standardize_context_needs_a_context_and_fit_context_the_option():
+    with pytest.raises(ValueError, match="standardize_context needs a text context"):
+        build("liquid", "tiny", {}, classes=3, standardize_context=True)
     with pytest.raises(ValueError, match="standardize_context"):
         build("liquid", "tiny", {}, classes=0, context_dim=6).fit_context(torch.randn(4, 6))
 

@@ -120,9 +120,9 @@ class Backbone(nn.Module):
             # The null context lives in the encoder's output space, so the pooled path and the token
             # path (cross-attention) see the same "no text" input.
             self.null_context = nn.Parameter(torch.zeros(context_dim))
-            # MiniLM embeds "..., medium skin tone, ..." and "..., dark skin tone, ..." at cosine 0.97 (emoji
-            # captions; random pairs 0.38): one linear map separates such neighbours only as far as it stretches
-            # every direction, the MLP can stretch them alone (a hypothesis for context_mlp, not yet measured).
+            # context_mlp was meant to stretch apart neighbours such as "..., medium skin tone, ..." and "..., dark
+            # skin tone, ..." (MiniLM cosine 0.97; random emoji captions 0.38). In the emoji screen it learned no
+            # faster than the linear map; standardize_context, below, is what helped.
             self.context_embed = (nn.Sequential(nn.Linear(context_dim, cond_dim), nn.SiLU(),
                                                 nn.Linear(cond_dim, cond_dim))
                                   if context_mlp else nn.Linear(context_dim, cond_dim))
@@ -130,8 +130,11 @@ class Backbone(nn.Module):
         # initialisation two captions move c tens of times less than two class embeddings do. Z-scored, a tiny
         # LiquidGen drew the prompted one of 256 emoji (nearest image) for 99% of captions after 7,500 steps, against
         # 20% raw (benchmarks/results/2026-12-04-emoji-conditioning-screen). Buffers: saved with the weights.
-        self.standardize_context = standardize_context and context_dim > 0
-        if self.standardize_context:
+        if standardize_context and context_dim == 0:
+            raise ValueError("model option standardize_context needs a text context: train on a dataset precomputed "
+                             "with --text-encoder, or leave the option out")
+        self.standardize_context = standardize_context
+        if standardize_context:
             self.register_buffer("context_mean", torch.zeros(context_dim))
             self.register_buffer("context_std", torch.ones(context_dim))
         # EDM2 (Karras et al. 2024, eq. 21): u(t) is a linear map of the time features.
