@@ -196,7 +196,7 @@ class Backbone(nn.Module):
         if not self.standardize_context:
             raise ValueError(f"{type(self).__name__} was built without standardize_context")
         rows = context.reshape(-1, context.shape[-1]) if mask is None or context.ndim == 2 else context[mask.bool()]
-        rows = rows.to(self.context_mean.device, torch.float64)
+        rows = rows.detach().cpu().double()  # statistics in float64 on the CPU (MPS has no float64)
         std = rows.std(0)
         # a feature constant over the data would divide by zero; a hundredth of the typical spread bounds it
         self.context_mean.copy_(rows.mean(0))
