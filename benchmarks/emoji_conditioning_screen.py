@@ -103,7 +103,9 @@ def identity_ranks(samples: Tensor, images: Tensor, truth: Tensor) -> Tensor:
     return (d < d[torch.arange(len(samples)), truth][:, None]).sum(1)
 
 
-def score(run: Path, name: str, text, conditions: dict, matcher, args, out: Path) -> None:
+def score(run: Path, name: str, tag: str, text, conditions: dict, matcher, args, out: Path) -> None:
+    """Score each checkpoint of `run` (variant `name`; `tag` names it in records and grids: the variant and a
+    training seed other than 0)."""
     path = out / "screen.jsonl"
     done = {r["key"] for r in read_records(path)}
     captions = text.captions
@@ -111,7 +113,7 @@ def score(run: Path, name: str, text, conditions: dict, matcher, args, out: Path
         step = checkpoint_step(ckpt)
         pipe = None
         for cfg in args.cfg:
-            key = f"{name}|step{step}|cfg{cfg:g}"
+            key = f"{tag}|step{step}|cfg{cfg:g}"
             if key in done:
                 continue
             pipe = pipe or Pipeline.load(ckpt, device="cpu")
@@ -123,7 +125,8 @@ def score(run: Path, name: str, text, conditions: dict, matcher, args, out: Path
             images = to_uint8(pipe.decode(x)).cpu()
             ranks = identity_ranks(images, text.images, torch.arange(n))
             big = F.interpolate(images.float(), size=64, mode="bilinear", antialias=False).round().clamp(0, 255)
-            record = {"key": key, "variant": name, "step": step, "epochs": step * args.batch / n, "cfg": cfg,
+            record = {"key": key, "variant": name, "train_seed": args.train_seed, "step": step,
+                      "epochs": step * args.batch / n, "cfg": cfg,
                       "captions": n, "identity_top1": float((ranks < 1).float().mean()),
                       "identity_top1_ci95": wilson(ranks < 1), "identity_top5": float((ranks < 5).float().mean()),
                       **matcher.retrieval(big.to(torch.uint8), captions)}
@@ -132,7 +135,7 @@ def score(run: Path, name: str, text, conditions: dict, matcher, args, out: Path
                   f"prompt top-5 {record['prompt_top5']:.3f}", flush=True)
             shown = 16
             pairs = torch.stack([text.images[:shown], images[:shown]], 1).flatten(0, 1)
-            save_grid(pairs.float() / 127.5 - 1, out / f"grid-{name}-cfg{cfg:g}.png", nrow=8)
+            save_grid(pairs.float() / 127.5 - 1, out / f"grid-{tag}-cfg{cfg:g}.png", nrow=8)
 
 
 def main() -> None:
@@ -150,6 +153,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="Euler steps per sample")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (run variants side by side)")
     parser.add_argument("--seed", type=int, default=0, help="the subset's pick")
+    parser.add_argument("--train-seed", type=int, default=0, help="the runs' seed (initial weights, batch order)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -160,11 +164,13 @@ def main() -> None:
     for name in args.variants:
         kind, overrides = VARIANTS[name]
         config = budgeted_config(ROOT / "configs/emoji-liquid-S-text.yaml", args.minutes, "cpu",
-                                 [f"data.root={roots[kind]}", *SMALL, f"train.batch_size={args.batch}", *overrides],
+                                 [f"data.root={roots[kind]}", *SMALL, f"train.batch_size={args.batch}",
+                                  f"train.seed={args.train_seed}", *overrides],
                                  compiled=False, keep_checkpoints=0, ckpt_minutes=args.ckpt_minutes)
-        run = out / f"run-{name}"
+        tag = f"{name}-seed{args.train_seed}" if args.train_seed else name
+        run = out / f"run-{tag}"
         train_to_budget(config, run)
-        score(run, name, text, conditions, matcher, args, out)
+        score(run, name, tag, text, conditions, matcher, args, out)
 
 
 if __name__ == "__main__":
