@@ -121,15 +121,15 @@ class Backbone(nn.Module):
             # path (cross-attention) see the same "no text" input.
             self.null_context = nn.Parameter(torch.zeros(context_dim))
             # context_mlp was meant to stretch apart neighbours such as "..., medium skin tone, ..." and "..., dark
-            # skin tone, ..." (MiniLM cosine 0.97; random emoji captions 0.38). In the emoji screen it learned no
-            # faster than the linear map; standardize_context, below, is what helped.
+            # skin tone, ..." (MiniLM cosine 0.97; random emoji captions 0.38). Its one run in the emoji screen
+            # stalled like the linear map's run of the same seed.
             self.context_embed = (nn.Sequential(nn.Linear(context_dim, cond_dim), nn.SiLU(),
                                                 nn.Linear(cond_dim, cond_dim))
                                   if context_mlp else nn.Linear(context_dim, cond_dim))
         # MiniLM's unit-norm caption embeddings share a large common part and vary by about 0.04 per feature, so at
-        # initialisation two captions move c tens of times less than two class embeddings do. Z-scored, a tiny
-        # LiquidGen drew the prompted one of 256 emoji (nearest image) for 99% of captions after 7,500 steps, against
-        # 20% raw (benchmarks/results/2026-12-04-emoji-conditioning-screen). Buffers: saved with the weights.
+        # initialisation two captions move c tens of times less than two class embeddings do. In a CPU screen
+        # (benchmarks/results/2026-12-04-emoji-conditioning-screen) all four z-scored runs learned 256 emoji prompts
+        # at once; one of four raw runs stalled (20% drawn against 99%). Buffers: saved with the weights.
         if standardize_context and context_dim == 0:
             raise ValueError("model option standardize_context needs a text context: train on a dataset precomputed "
                              "with --text-encoder, or leave the option out")
