@@ -134,3 +134,25 @@ def test_every_preset_loads():
     for path in presets:
         # unknown keys, bad types and bad choices would raise, naming the key
         load_config(path, cls=AutoencoderConfig if path.stem.endswith("-vae") else Config)
+
+
+def test_set_refuses_to_replace_a_whole_section(tmp_path, capsys):
+    """`--set model=` would swap the config's model for the defaults (another backbone) without a word."""
+    for section in ("model", "train"):
+        with pytest.raises(SystemExit):
+            main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(tmp_path / "run"), "--set", f"{section}="])
+        assert f"{section} is a section of the config" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_sample_says_when_n_is_rounded_and_reads_the_suffix_in_any_case(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "train.steps=2",
+          "train.batch_size=8", "train.sample_every=0", "data.image_size=8"])
+    capsys.readouterr()
+    main(["sample", str(run), "--n", "15", "--steps", "2", "--out", str(tmp_path / "s.NPZ")])
+    assert "--n 15 is drawn as 10 samples, 1 for each of the 10 classes" in capsys.readouterr().err
+    with np.load(tmp_path / "s.NPZ") as f:  # an archive, not a PNG grid under an .NPZ name
+        assert f["images"].shape == (10, 8, 8, 1)
+    main(["sample", str(run), "--n", "5", "--labels", "3", "--steps", "2", "--out", str(tmp_path / "t.npz")])
+    assert "drawn as" not in capsys.readouterr().err

@@ -45,7 +45,7 @@ def test_unknown_name_and_bad_arguments() -> None:
         load_dataset("digits", split="val")
     with pytest.raises(ValueError, match="limit"):
         load_dataset("digits", limit=0)
-    with pytest.raises(ValueError, match="needs root"):
+    with pytest.raises(ValueError, match="needs its folder or file"):
         load_dataset("mnist")
 
 

@@ -1,10 +1,12 @@
 """Reference classifiers, `liquidgen eval` and in-training evaluation."""
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from liquidgen.cli import main
 from liquidgen.data import ImageData, load_dataset
@@ -183,7 +185,9 @@ def test_eval_sweeps_scales_and_fits_its_classifier_once(tmp_path, capsys, monke
         for space in ("classifier", "classifier2"):
             low, high = r[f"{space}_fd_ci95"]
             assert low < high and r[f"{space}_kid_std"] > 0
-    *table, agreement = out.rstrip().splitlines()[-4:]  # printed last: the two scales, the floor, the agreement
+    # printed last: the two scales, the floor, the floor's caveat (digits has no held-out split), the agreement
+    *table, caveat, agreement = out.rstrip().splitlines()[-5:]
+    assert caveat.startswith("digits has no held-out split")
     assert agreement.startswith("classifier FD vs classifier-2 FD: Kendall tau")
     assert [row.split(" | ")[0] for row in table] == [f"| {p['cfg']:g}" + (" (best)" if p is best else "")
                                                       for p in points] + ["| real (60)"]
@@ -242,22 +246,50 @@ def test_cifar10_has_its_own_recipes_and_cache_names():
 
 
 def test_floor_is_split_half_where_the_reference_is_the_training_set(digits, classifier_file, tmp_path, capsys):
-    """digits has no held-out split, so the samples' reference is the training set itself: real images drawn from
-    it would score against themselves (FD 0 once all are drawn), so the floor scores half against the other half."""
+    """digits has no held-out split, so the reference is the training set itself: real images drawn from it would
+    score against themselves (FD 0 once all are drawn). The training set is split in two fixed halves: samples and
+    the floor are scored against the same one, and the floor draws from the other."""
     from liquidgen.evaluation.evaluate import Scorer
 
     scorer = Scorer("digits", None, classifier_file[0], "cpu", size=16, cache_dir=tmp_path, bootstrap=20,
                     second_classifier=False)
-    assert not scorer.held_out and len(scorer.reference) == len(digits)
-    itself = scorer(digits.images, digits.labels)
+    half = len(digits) // 2
+    assert not scorer.held_out and len(scorer.reference) == len(digits) - half and len(scorer.pool) == half
+    both = torch.cat([scorer.reference.images, scorer.pool.images]).flatten(1)
+    assert len(torch.unique(both, dim=0)) == len(torch.unique(digits.images.flatten(1), dim=0))  # halves partition
+    itself = scorer(scorer.reference.images, scorer.reference.labels)
     assert abs(itself["classifier_fd"]) < 1e-3  # the degenerate floor the split avoids
     floor = scorer.floor(400)
     assert floor["floor"] and floor["floor_split_half"]
-    assert floor["samples"] == 400 and floor["reference_images"] == len(digits) - len(digits) // 2
+    assert floor["samples"] == 400 and floor["reference_images"] == len(scorer.reference)
     assert floor["classifier_fd"] > 100 * abs(itself["classifier_fd"]) and floor["classifier_fd"] > 0.01
+    # the floor is what the same real images score as samples: one reference for both
+    drawn = torch.randperm(half, generator=torch.Generator().manual_seed(0))[:400]
+    as_samples = scorer(scorer.pool.images[drawn], scorer.pool.labels[drawn])
+    assert as_samples["classifier_fd"] == pytest.approx(floor["classifier_fd"])
     capsys.readouterr()
     capped = scorer.floor(5000)
-    assert capped["samples"] == len(digits) // 2 and "half of them" in capsys.readouterr().err
+    assert capped["samples"] == half and "half of them" in capsys.readouterr().err
+
+
+def test_reference_features_are_cached_per_dataset_content(classifier_file, tmp_path):
+    """Two reference .npz files with the same count and size are two datasets: the second must not be scored
+    against the first one's cached features."""
+    from liquidgen.evaluation.evaluate import Scorer
+
+    g = torch.Generator().manual_seed(0)
+    images = {k: torch.randint(0, 256, (300, 1, 16, 16), dtype=torch.uint8, generator=g) for k in "ab"}
+    images["b"] = images["b"] // 8  # dark noise: a different distribution, same shape and count
+    for k, x in images.items():
+        np.savez(tmp_path / f"ref-{k}.npz", images=x.permute(0, 2, 3, 1).numpy(),
+                 labels=np.arange(300) % 10)
+    samples = images["a"][:100]
+    fds = [Scorer("npz", str(tmp_path / f"ref-{k}.npz"), classifier_file[0], "cpu", size=16,
+                  cache_dir=tmp_path / "cache", bootstrap=2, second_classifier=False)(samples, None)["classifier_fd"]
+           for k in "ab"]
+    fresh = Scorer("npz", str(tmp_path / "ref-b.npz"), classifier_file[0], "cpu", size=16,
+                   cache_dir=tmp_path / "fresh", bootstrap=2, second_classifier=False)(samples, None)["classifier_fd"]
+    assert fds[1] == pytest.approx(fresh) and fds[1] > 2 * fds[0]
 
 
 def test_floor_through_a_lossy_space_scores_what_a_perfect_model_of_it_would(digits, classifier_file, tmp_path):
@@ -272,3 +304,43 @@ def test_floor_through_a_lossy_space_scores_what_a_perfect_model_of_it_would(dig
     assert same["classifier_fd"] == pytest.approx(plain["classifier_fd"]) and seen[0].shape[0] == 400
     posterized = scorer.floor(400, through=lambda x: (x // 128) * 255)
     assert posterized["classifier_fd"] > 2 * plain["classifier_fd"]
+
+
+def test_eval_refuses_what_it_cannot_finish_before_drawing_a_sample(classifier_file, tmp_path, monkeypatch, capsys):
+    """Every check eval can make is made before its sampling: a classifier of another dataset, missing Inception
+    weights, too few samples, a --classifier path in a folder that does not exist, an unreadable prompt file.
+    Sampling is replaced by a failure, so any of these found late fails the test."""
+    from liquidgen.generate import Pipeline
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("samples were drawn before the check")
+
+    def refused(args, match):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            main(args)
+        assert re.search(match, capsys.readouterr().err)
+
+    run = tmp_path / "run"
+    main(["train", "configs/digits-liquid-tiny.yaml", "--out", str(run), "--set", "train.steps=2",
+          "train.batch_size=8", "train.sample_every=0", "data.image_size=8"])
+    monkeypatch.setattr(Pipeline, "generate", no_sampling)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv("LIQUIDGEN_INCEPTION", raising=False)
+    base = ["eval", str(run), "--data", "digits", "--size", "16", "--cache", str(tmp_path / "cache"),
+            "--device", "cpu"]
+    mnist_file = tmp_path / "mnist.safetensors"  # the digits classifier, relabelled as MNIST's
+    state = load_file(classifier_file[0])
+    with safe_open(classifier_file[0], "pt") as f:
+        info = json.loads(f.metadata()["liquidgen_classifier"])
+    save_file(state, mnist_file, metadata={"liquidgen_classifier": json.dumps({**info, "dataset": "mnist"})})
+    refused([*base, "--classifier", str(mnist_file)], "fitted on mnist")
+    refused([*base, "--inception"], "pt_inception")
+    assert not list((tmp_path / "cache").glob("classifier-*"))  # FID alone fits no classifier
+    refused([*base, "--classifier", str(classifier_file[0]), "--n", "1"], "at least 2")
+    refused([*base, "--classifier", str(tmp_path / "typo" / "c.safetensors")], "no folder")
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "prompts.txt").write_bytes(b"caf\xe9\n")
+    for name, problem in (("prompts.txt", "not UTF-8"), ("missing.txt", "cannot be read")):
+        refused([*base, "--prompt-file", str(tmp_path / name), "--prompt-matcher", "m.safetensors"],
+                f"--prompt-file file .* {problem}")

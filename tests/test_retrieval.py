@@ -99,7 +99,7 @@ def test_fitted_matcher_retrieves_real_images_prompts(matcher_file):
     assert ceilings["heldout"]["prompt_pool"] == 12
 
 
-def test_wrong_prompts_score_at_chance(matcher_file):
+def test_wrong_prompts_score_at_chance(matcher_file, capsys):
     from liquidgen.evaluation.retrieval import read_captioned
 
     path, info, heldout = matcher_file
@@ -115,6 +115,9 @@ def test_wrong_prompts_score_at_chance(matcher_file):
     # a prompt outside the pool joins it, so it can still be retrieved
     out = matcher.retrieval(images[:2], ["a purple star", "a purple star"])
     assert out["prompt_pool"] == 13 and out["prompt_images"] == 2
+    capsys.readouterr()
+    matcher.retrieval(images[:2], ["a purple star"] * 2, pool=["a red circle", "a blue square"])
+    assert "top-5 is 1 by construction" in capsys.readouterr().err  # 3 candidates: top-5 says nothing
 
 
 def test_matcher_file_errors(matcher_file, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import zipfile
 from collections.abc import Callable
@@ -211,6 +212,10 @@ def cmd_sample(args) -> None:
     settings = sampling_settings(args, pipe.settings)
     names = pipe.spec.class_names
     y, cond, n, nrow = pipe.conditions(args.n, parse_labels(args.labels, names), args.prompt)
+    if args.n is not None and n != args.n:  # a grid has as many samples per row (class or prompt) in every row
+        rows = f"{len(args.prompt)} prompts" if args.prompt else f"{pipe.model.num_classes} classes"
+        print(f"note: --n {args.n} is drawn as {n} samples, {nrow} for each of the {rows}; give --labels to draw "
+              f"exactly --n", file=sys.stderr)
     if pipe.spec.text_encoder and not args.prompt:
         print("note: a text-conditioned model sampled without --prompt generates from the null (empty) context")
     init = None
@@ -237,10 +242,11 @@ def cmd_sample(args) -> None:
         print(f"wrote the trajectory ({len(frames)} frames) to {args.trajectory}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
+    if out.suffix.lower() == ".npz":
         labels = (y.numpy() if y is not None else np.zeros(n)).astype(np.int64)
-        np.savez(out, images=to_uint8(x).permute(0, 2, 3, 1).cpu().numpy(), labels=labels,
-                 class_names=np.array(names, dtype=str))
+        with out.open("wb") as f:  # a file object: np.savez would append ".npz" to a name ending in ".NPZ"
+            np.savez(f, images=to_uint8(x).permute(0, 2, 3, 1).cpu().numpy(), labels=labels,
+                     class_names=np.array(names, dtype=str))
     else:
         save_grid(x, out, nrow=nrow)
     print(f"wrote {n} samples ({settings.steps} steps, cfg {settings.cfg}) to {out}")
@@ -419,8 +425,9 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=COUNT, help="reference image size (default: the --classifier's, else the "
                    "samples' size)")
     p.add_argument("--reference-limit", type=COUNT, help="use only the first N reference images")
-    p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier; default for "
-                   "digits, mnist and cifar10: the dataset's, fitted into --cache on first use)")
+    p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier; a path in an "
+                   "existing folder where none is yet: fitted there first; default for digits, mnist and cifar10: the "
+                   "dataset's, fitted into --cache on first use)")
     p.add_argument("--classifier2", help="second, independent reference classifier (another architecture and seed: "
                    "classifier-2 FD beside the first, and whether the two rank the scales alike); fitted there if "
                    "missing; default for the built-in datasets without --classifier: fitted into --cache; 'none' "
@@ -449,8 +456,13 @@ def add_eval(p: argparse.ArgumentParser) -> None:
 
 def read_lines(path: str, what: str) -> list[str]:
     """The non-empty, stripped lines of a text file (prompts, candidates); an empty file is an error."""
-    lines = [line.strip() for line in Path(path).expanduser().read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"{what} file {path} cannot be read: {e.strerror or e}") from None
+    lines = [line for line in (line.strip() for line in text.splitlines()) if line]
     if not lines:
         raise ValueError(f"{what} file {path} holds no lines")
     return lines
@@ -470,9 +482,21 @@ def cmd_eval(args) -> None:
     if args.data and not (args.classifier or args.inception or args.inception_weights or args.data in BUILT_IN):
         raise ValueError("nothing to measure with: give --classifier (make one with `liquidgen eval fit-classifier`) "
                          "and/or --inception-weights / --inception")  # said before any sample is drawn
+    if args.n is not None and args.n < 2:
+        raise ValueError(f"--n {args.n}: a distance between image sets needs at least 2 samples")
+    if args.classifier:
+        given = Path(args.classifier).expanduser()
+        if not given.is_file() and not given.parent.is_dir():  # a typo, not a place to fit a new one
+            raise ValueError(f"--classifier {args.classifier}: no such file, and no folder {given.parent} to fit one "
+                             f"into; give an existing classifier, or a path in an existing folder to fit one there")
+    if args.out:  # before the sampling, not after it
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir() or not os.access(out.parent, os.W_OK):
+            raise ValueError(f"--out {args.out}: cannot write a file there")
     target = Path(args.target)
     samples = pipe = None
-    if target.suffix == ".npz":
+    if target.suffix.lower() == ".npz":
         if args.cfg:
             raise ValueError(f"--cfg: {target} holds samples made at one guidance scale; give a checkpoint to sweep")
         if prompts:
@@ -538,6 +562,9 @@ def cmd_eval(args) -> None:
         print("classifier FD / KID and class acc use liquidgen's reference classifier (offline; not FID)")
     if scorer:
         print(sweep_table(points, floor))
+        if floor.get("floor_split_half"):
+            print(f"{args.data} has no held-out split: the reference is half of the training images and the floor the "
+                  f"other half, so a model that reproduces its training images can score below the floor")
     if matcher:
         print(retrieval_table(points, ceiling))
     agreement = (rank_agreement(points, [f"cfg {p['cfg']:g}" for p in points])
@@ -685,6 +712,10 @@ def add_bench(p: argparse.ArgumentParser) -> None:
                    "curve at each contender's best scale there (quality against NFE at the best scale, for less)")
     q.add_argument("--classifier", help="reference classifier .safetensors; fitted there first if missing "
                    "(default for digits, mnist and cifar10: the dataset's, in --cache)")
+    q.add_argument("--classifier2", help="second, independent reference classifier (another architecture and seed): "
+                   "classifier-2 FD beside the first, and whether the two rank the contenders alike; fitted there if "
+                   "missing; default for the built-in datasets without --classifier: fitted into --cache; 'none' "
+                   "to skip")
     q.add_argument("--inception-weights", help="also FID / KID with pytorch-fid's Inception weights")
     q.add_argument("--reference", nargs=2, metavar=("DATA", "ROOT"),
                    help="pixel dataset to score against (default: the config's data; needed for latents)")
@@ -721,7 +752,7 @@ def cmd_bench(args) -> None:
             curve_every=args.curve_every, nfes=tuple(args.nfe), curve_nfe=args.curve_nfe, samples=args.samples,
             curve_samples=args.curve_samples, sampler=args.sampler, cfgs=tuple(args.cfg) if args.cfg else None,
             nfe_at_best=args.nfe_at_best,
-            classifier=args.classifier,
+            classifier=args.classifier, classifier2=False if args.classifier2 == "none" else args.classifier2,
             inception_weights=args.inception_weights, reference=tuple(args.reference) if args.reference else None,
             overrides=tuple(args.set), device=args.device, seed=args.seed, cache_dir=args.cache, runs=args.runs,
             sample_batch=args.sample_batch, prompts=tuple(args.prompts) if args.prompts else None,

@@ -190,7 +190,8 @@ def fit_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def _need_root(name: str, root: Path | None) -> Path:
     if root is None:
-        raise ValueError(f"dataset {name!r} needs root=<path>")
+        raise ValueError(f"dataset {name!r} needs its folder or file: --root on the command line (eval, precompute), "
+                         f"data.root in a config")
     return root
 
 

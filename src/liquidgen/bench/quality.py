@@ -91,6 +91,9 @@ class QualityStudy:
     cfgs: tuple[float, ...] | None = None  # guidance scales swept at every score (None: each run's sample.cfg)
     nfe_at_best: bool = False  # sweep the scales at the top NFE only; score the rest at the best of them
     classifier: str | Path | None = None  # reference classifier, fitted first if the file is missing
+    # the second, independent one (fitted there if missing); None: the built-in dataset's with the built-in first,
+    # False: none (its CIFAR-10 recipe takes hours on a CPU)
+    classifier2: str | Path | None | bool = None
     inception_weights: str | None = None
     reference: tuple[str, str | None] | None = None  # (dataset, root) to score against; default: the config's
     overrides: tuple[str, ...] = ()  # --set for every contender
@@ -111,7 +114,7 @@ def prepare_scorer(study: QualityStudy, base: Config, device: torch.device) -> S
         raise ValueError("latent (precomputed) data: name the pixel dataset to score against with --reference")
     size = None if study.reference else base.data.image_size  # the size the models are trained at
     scorer = Scorer(name, root, study.classifier, device, size, inception_weights=study.inception_weights,
-                    cache_dir=study.cache_dir)
+                    cache_dir=study.cache_dir, second_classifier=study.classifier2)
     path = Path(study.out) / "quality.jsonl"
     done = {r["key"] for r in read_records(path)}
     for n in sorted({study.samples, study.curve_samples}):

@@ -8,8 +8,9 @@ same number. Feature networks:
 - a second, independent one (`classifier.recipes_for`: another architecture and seed): classifier-2 FD / KID, so
   that a ranking can be checked in two feature spaces (`rank_agreement`);
 - the FID Inception-v3 (`inception.py`), when its weights are available: FID, KID, precision/recall.
-Reference features are cached per (dataset, split, size, feature network) under `cache_dir`, so only
-the samples are featurised after the first run.
+Reference features are cached per (dataset, split, size, a fingerprint of the reference images, feature network)
+under `cache_dir`, so only the samples are featurised after the first run, and another dataset of the same name,
+count and size (another --root, another .npz) is never scored against the first one's features.
 
 Samples that differ from the reference in channels, size or classes are scored with a warning (the number is
 still a distance, but not the one expected); a classifier fitted on other images than the reference's is an
@@ -17,6 +18,7 @@ error, since its features and classes mean nothing there.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -148,9 +150,11 @@ def comparable_labels(images: Tensor, labels: Tensor | None, names: list[str] | 
     return labels
 
 
-def check_classifier(info: dict, reference: ImageData, reference_name: str, path: str | Path) -> None:
+def check_classifier(info: dict, reference: ImageData, reference_name: str, path: str | Path,
+                     dataset_name: str | None = None) -> None:
     """ValueError when the reference classifier was fitted on images unlike the reference's: its features and
-    classes would mean nothing there."""
+    classes would mean nothing there. `dataset_name` (the reference's dataset, where known): a classifier of
+    another built-in dataset is refused even when its image shape fits (MNIST's classifier on digits, say)."""
     fitted = describe(info["channels"], info["size"], info["num_classes"])
     wanted = describe(reference.channels, reference.size, reference.num_classes or None)
     dataset = f" ({info['dataset']})" if info.get("dataset") else ""
@@ -163,6 +167,12 @@ def check_classifier(info: dict, reference: ImageData, reference_name: str, path
         raise ValueError(f"reference classifier {path} was fitted on {info['size']} px images, but {reference_name} "
                          f"is loaded at {reference.size} px; load the reference at the classifier's size "
                          f"(eval --size {info['size']}) or fit a classifier at {reference.size} px")
+    fitted_on = info.get("dataset")
+    if dataset_name in BUILT_IN and fitted_on in BUILT_IN and fitted_on != dataset_name:
+        raise ValueError(f"reference classifier {path} was fitted on {fitted_on}, but the reference is "
+                         f"{dataset_name}: its features would not describe {dataset_name}'s images; leave out "
+                         f"--classifier to use {dataset_name}'s own (fitted once and cached), or fit one with "
+                         f"`liquidgen eval fit-classifier --data {dataset_name} --out FILE`")
 
 
 def cache_folder(cache_dir: str | Path) -> Path:
@@ -303,34 +313,72 @@ def reference_classifier(data: str, size: int, cache_dir: str | Path, second: bo
     return cache_folder(cache_dir) / f"{name}.safetensors" if data in BUILT_IN else None
 
 
+def fingerprint(data: ImageData) -> str:
+    """8 hex digits of a hash of a dataset's images and labels: the cache names of two datasets that share a name,
+    a count and a size (another --root, another .npz) differ, so neither is scored against the other's features."""
+    digest = hashlib.sha1(data.images.contiguous().numpy().tobytes())
+    digest.update(data.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:8]
+
+
+def subset(data: ImageData, index: Tensor) -> ImageData:
+    return ImageData(data.images[index], data.labels[index], data.num_classes, data.class_names)
+
+
 class Scorer:
     """Scores uint8 samples against one reference dataset (`split`, else train) with a reference classifier,
     fitted into `classifier` first if that file is missing (`classifier.ensure_classifier`; None: the cached one
-    of a built-in dataset, `reference_classifier`), and FID / KID where Inception weights are given: what
-    `eval`, `bench quality` and the benchmark scripts share. `second_classifier`: the independent second feature
-    space (the dataset's second recipe, `classifier.recipes_for`), fitted there if missing; None: a built-in
-    dataset's cached one when `classifier` is None too; False: none."""
+    of a built-in dataset, `reference_classifier`, unless Inception is asked for), and FID / KID where Inception
+    weights are given: what `eval`, `bench quality` and the benchmark scripts share. `second_classifier`: the
+    independent second feature space (the dataset's second recipe, `classifier.recipes_for`), fitted there if
+    missing; None: a built-in dataset's cached one when the first is the cached one too; False: none.
+
+    Where the dataset has no held-out split (digits, the CIFAR-10 subset), the reference is the training set
+    itself, and real images drawn from it would score against themselves (FD 0 once all are drawn). So the
+    training set is split in two halves once (a fixed seeded pick): samples and the real-data floor are both
+    scored against the same half, and the floor draws its real images from the other (`floor`).
+    Everything a score needs (the classifiers fit the reference, the Inception weights exist) is checked here,
+    before any sample is drawn."""
 
     def __init__(self, data: str, root: str | None, classifier: str | Path | None, device: torch.device | str,
                  size: int | None = None, split: str = "test", limit: int | None = None,
                  inception_weights: str | Path | None = None, cache_dir: str | Path = DEFAULT_CACHE,
                  use_inception: bool = False, bootstrap: int = BOOTSTRAP_ROUNDS,
                  second_classifier: str | Path | None | bool = None):
-        self.reference, self.held_out = load_reference(data, root, split, size, limit)
+        reference, self.held_out = load_reference(data, root, split, size, limit)
+        inception = bool(use_inception or inception_weights)
+        if inception:
+            from .inception import find_weights
+            find_weights(inception_weights)  # a missing file is said now, not after the sampling
+        built_in = classifier is None and not inception  # FID alone fits no classifier
         if second_classifier is None:  # the built-in second network goes with the built-in first one
-            second_classifier = (reference_classifier(data, self.reference.size, cache_dir, second=True)
-                                 if classifier is None else False)
-        classifier = classifier or reference_classifier(data, self.reference.size, cache_dir)
-        if classifier is None and not (use_inception or inception_weights):
+            second_classifier = built_in and reference_classifier(data, reference.size, cache_dir, second=True)
+        if built_in:
+            classifier = reference_classifier(data, reference.size, cache_dir)
+        if classifier is None and not inception:
             raise ValueError(f"nothing to measure with: give --classifier (make one with `liquidgen eval "
                              f"fit-classifier`) and/or --inception-weights / --inception ({data} is not one of the "
                              f"built-in datasets {', '.join(BUILT_IN)}, whose classifier is fitted when missing)")
-        self.classifier = None if classifier is None else ensure_classifier(classifier, data, root,
-                                                                            self.reference.size, device)
-        self.second_classifier = (ensure_classifier(second_classifier, data, root, self.reference.size, device,
-                                                    recipes_for(data)[1])
-                                  if second_classifier else None)
-        self.name = f"{data}-{split}-{self.reference.size}px-{len(self.reference)}"
+        shown = f"{data}-{split}-{reference.size}px-{len(reference)}"  # the reference's name in messages
+        self.name = f"{shown}-{fingerprint(reference)}"
+        self.pool = None  # where the floor's real images come from, without a held-out split
+        if not self.held_out:
+            pick = torch.randperm(len(reference), generator=torch.Generator().manual_seed(0))
+            half = len(reference) // 2
+            self.pool, reference = subset(reference, pick[:half]), subset(reference, pick[half:])
+            self.name += "-half"
+        self.reference = reference
+        self.classifier = self.second_classifier = None
+        for attr, file, recipe in (("classifier", classifier, recipes_for(data)[0]),
+                                   ("second_classifier", second_classifier, recipes_for(data)[1])):
+            if file:
+                setattr(self, attr, ensure_classifier(file, data, root, reference.size, device, recipe))
+                info = load_classifier(getattr(self, attr))[1]
+                check_classifier(info, reference, shown, file, data)
+                if built_in and info.get("root") not in (None, "None", str(root)):
+                    warn(f"the cached reference classifier {file} was fitted on {data} from {info['root']}, this "
+                         f"reference is read from {root}; if that folder holds other images, pass --cache a "
+                         f"folder of its own")
         self.data, self.root = data, root
         self.inception_weights, self.use_inception, self.cache_dir = inception_weights, use_inception, cache_dir
         self.device, self.bootstrap = device, bootstrap
@@ -349,28 +397,19 @@ class Scorer:
     def floor(self, n: int, seed: int = 0, through: Callable[[Tensor], Tensor] | None = None) -> dict:
         """What n real training images (a seeded random pick; all of them if fewer) score against the
         reference: the floor below which no model can be told apart, at the sample count of the score it is
-        shown beside (FD's small-sample bias depends on n).
-        Where the reference is the training set itself (no held-out split), images drawn from it would score
-        against themselves - 0 once all are drawn, a floor no model can reach. The floor is then split-half: at
-        most half of the images, scored against the other half as the reference (`floor_split_half`).
+        shown beside (FD's small-sample bias depends on n). Without a held-out split they come from the half of
+        the training set that is not the reference (`floor_split_half`).
         `through` maps the drawn uint8 images to what a model's data space makes of them (an autoencoder's round
         trip), so the floor is what a perfect model of that space would score."""
-        real = (load_dataset(self.data, self.root, self.reference.size, split="train") if self.held_out
-                else self.reference)  # the reference is the training set: not read twice
-        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
-        available = len(real) if self.held_out else len(real) // 2
-        if available < n:
-            warn(f"{self.data} has {available} training images for the real-data floor"
-                 f"{'' if self.held_out else ' (half of them: the other half is its reference)'}, fewer than the "
-                 f"{n} samples scored: it is measured at {available}, and is lower than it would be at {n}")
-        drawn = pick[:min(n, available)]
+        real = load_dataset(self.data, self.root, self.reference.size, split="train") if self.held_out else self.pool
+        if len(real) < n:
+            warn(f"{self.data} has {len(real)} training images for the real-data floor"
+                 f"{'' if self.held_out else ' (half of them: the other half is the reference)'}, fewer than the "
+                 f"{n} samples scored: it is measured at {len(real)}, and is higher than it would be at {n}")
+        drawn = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
         images = real.images[drawn] if through is None else through(real.images[drawn])
-        if self.held_out:
-            return {"floor": True, **self(images, real.labels[drawn])}
-        rest = pick[available:]
-        other = ImageData(real.images[rest], real.labels[rest], real.num_classes, real.class_names)
-        return {"floor": True, "floor_split_half": True,
-                **self.against(other, f"{self.name}-half{seed}", images, real.labels[drawn])}
+        return {"floor": True, **({} if self.held_out else {"floor_split_half": True}),
+                **self(images, real.labels[drawn])}
 
 
 # (FD key, its label, KID key) of each feature space a score can hold, in the order the table shows them.

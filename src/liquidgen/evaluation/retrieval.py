@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import state_dict_problems
+from ..data import warn
 from ..latent_space import to_float
 from ..text import build_text_encoder
 from .classifier import ResidualClassifier, fit_input, random_shift, read_safetensors_with_metadata
@@ -177,6 +178,9 @@ class Matcher:
         pool = list(pool if pool is not None else self.pool)
         known = set(pool)
         pool += [p for p in dict.fromkeys(prompts) if p not in known]
+        if len(pool) <= 5:
+            warn(f"prompt retrieval among {len(pool)} candidates: top-5 is 1 by construction and top-1 is at least "
+                 f"1/{len(pool)} by chance; give --candidates more prompts")
         where = {p: i for i, p in enumerate(pool)}
         sims = self.embed_images(images) @ self.embed_prompts(pool).T
         true = sims[torch.arange(len(images)), torch.tensor([where[p] for p in prompts])]
