@@ -292,3 +292,17 @@ def test_autoencoder_round_trip_resizes_encodes_stores_half_and_decodes(tmp_path
     expected = Coarse().decode(Coarse().encode(big).half().float())  # float16, as precompute stores latents
     assert torch.equal(out, to_uint8(expected))
     assert not torch.equal(out, fit_images(images, 16))  # lossy: the floor it gives is above the pixel one
+
+
+def test_bench_quality_passes_its_second_classifier_on(tmp_path, monkeypatch):
+    """--classifier2 none skips the second network (hours on a CPU for CIFAR-10); a file is used as given."""
+    import liquidgen.bench.quality as quality
+
+    studies = []
+    monkeypatch.setattr(quality, "run_quality", studies.append)
+    base = ["bench", "quality", "configs/digits-liquid-tiny.yaml", "liquid:tiny", "--out", str(tmp_path),
+            "--minutes", "0.1"]
+    main([*base, "--classifier2", "none"])
+    main([*base, "--classifier2", str(tmp_path / "c2.safetensors")])
+    main(base)
+    assert [s.classifier2 for s in studies] == [False, str(tmp_path / "c2.safetensors"), None]
