@@ -127,9 +127,39 @@ def test_a_rerun_does_nothing_and_other_settings_need_overwrite(tmp_path, capsys
     assert "--overwrite" in capsys.readouterr().err and Image.open(image).size == (64, 64)
     build(tmp_path, "--holdout", "0", "--size", "32", "--overwrite")
     assert Image.open(image).size == (32, 32)
-    (out / "emoji-dataset.json").unlink()  # an interrupted build: the same command finishes it
-    build(tmp_path, "--holdout", "0")
-    assert Image.open(image).size == (64, 64)
+
+
+def test_an_interrupted_build_is_finished_and_a_folder_of_other_files_is_kept(tmp_path, monkeypatch, capsys):
+    import liquidgen.emoji as emoji_module
+
+    real, calls = emoji_module.composite, []
+
+    def failing(*args):  # the build is cut short after two images
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(emoji_module, "composite", failing)
+    with pytest.raises(SystemExit):  # the CLI's exit on Ctrl-C
+        build(tmp_path, "--holdout", "0")
+    out = tmp_path / "emoji"
+    assert not (out / "emoji-dataset.json").exists() and (out / "train").is_dir()
+    monkeypatch.setattr(emoji_module, "composite", real)
+    build(tmp_path, "--holdout", "0")  # the same command finishes it
+    assert len(rows(out / "train")) == 6 and not (out / ".emoji-dataset-building").exists()
+
+    mine = tmp_path / "mine"  # a folder of the user's own files, named like what a build writes
+    (mine / "train" / "cats").mkdir(parents=True)
+    (mine / "train" / "cats" / "img1.txt").write_text("precious")
+    (mine / "NOTICE-mine.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        build(tmp_path, out="mine")
+    err = capsys.readouterr().err
+    assert "NOTICE-mine.txt, train" in err and "--overwrite" in err
+    assert (mine / "train" / "cats" / "img1.txt").read_text() == "precious" and (mine / "NOTICE-mine.txt").exists()
+    build(tmp_path, "--overwrite", out="mine")  # asked for: replaced
+    assert not (mine / "train" / "cats").exists() and (mine / "emoji-dataset.json").is_file()
 
 
 def test_npm_is_run_for_the_styles_and_its_absence_named(tmp_path, monkeypatch, capsys):
@@ -185,3 +215,62 @@ def test_the_emoji_configs_train_on_it_and_draw_prompts(tmp_path, config, latent
     main(["sample", str(run), "--prompt", "red apple, google style", "--n", "2", "--steps", "2", "--out", str(samples),
           "--device", "cpu"])
     assert np.load(samples)["images"].shape == (2, 64, 64, 3)
+
+
+def without(key):
+    return [{k: v for k, v in e.items() if k != key} for e in EMOJIS]
+
+
+@pytest.mark.parametrize("entries, says", [
+    (without("sort_order"), "entry 0 (THUMBS UP SIGN): 'sort_order' is missing or not an integer"),
+    (without("category"), "'category' is missing"),
+    ([{**e, "sort_order": str(e["sort_order"])} for e in EMOJIS], "'sort_order' is missing or not an integer"),
+    ({"emoji": EMOJIS}, "is a dict, not a list"),
+    ([{**EMOJIS[0], "skin_variations": ["1F3FB"]}], "'skin_variations' is not a mapping"),
+    ([], "lists no emoji"),
+], ids=["no-sort-order", "no-category", "str-sort-order", "object", "variations-list", "empty"])
+def test_a_malformed_emoji_json_is_one_line_naming_the_tarball(tmp_path, capsys, entries, says):
+    tarball = make_tarball(tmp_path / "odd.tgz", EMOJIS)  # its images, then the odd emoji.json
+    replace_member(tarball, "package/emoji.json", json.dumps(entries).encode())
+    with pytest.raises(SystemExit):
+        main(["data", "emoji", "--tarball", str(tarball), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert says in err and str(tarball) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def replace_member(tarball, name, data):
+    with tarfile.open(tarball) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(tarball, "w:gz") as tar:
+        for member, old in members:
+            new = data if member.name == name else old
+            member.size = len(new)
+            tar.addfile(member, io.BytesIO(new))
+
+
+def test_missing_and_broken_images_and_an_empty_training_split(tmp_path, capsys):
+    tarball = make_tarball(tmp_path / "emoji-datasource-google-16.0.0.tgz")
+    with tarfile.open(tarball) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(tarball, "w:gz") as tar:  # drop the two apples' images
+        for member, data in members:
+            if not member.name.endswith(("1f34e.png", "1f34f.png")):
+                tar.addfile(member, io.BytesIO(data))
+    out = build(tmp_path, "--holdout", "0")
+    err = capsys.readouterr().err
+    assert "2 images that emoji.json lists are not in the tarball" in err and "google/1f34e.png" in err
+    summary = json.loads((out / "emoji-dataset.json").read_text())
+    assert summary["images"] == {"train": 4} and summary["concepts"] == {"train": 2, "heldout": 0}
+    assert len(rows(out / "train")) == 4
+
+    replace_member(tarball, "package/img/google/64/1f44d.png", b"not a png")
+    with pytest.raises(SystemExit):
+        build(tmp_path, "--holdout", "0", out="broken")
+    err = capsys.readouterr().err
+    assert f"{tarball}: package/img/google/64/1f44d.png is not a readable image" in err
+
+    one = make_tarball(tmp_path / "one.tgz", EMOJIS[2:3])  # one concept: a hold-out would take it all
+    with pytest.raises(SystemExit):
+        main(["data", "emoji", "--tarball", str(one), "--out", str(tmp_path / "one")])
+    assert "leaving no training images" in capsys.readouterr().err and not (tmp_path / "one").exists()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image, ImageColor
 
+from .data import warn
 from .run_folder import DATASET_MARK, RUN_MARK, claim
 
 __all__ = ["STYLES", "VERSION", "EmojiRequest", "build_emoji", "fetch_tarball", "read_package"]
@@ -41,8 +42,9 @@ STYLES = {
 SKIN_TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": "medium-dark", "1F3FF": "dark"}
 SPLITS = ("train", "heldout")
 MARKER = "emoji-dataset.json"  # written last: its presence means the build finished
+BUILDING = ".emoji-dataset-building"  # written first, removed after MARKER: a build that was cut short
 # What a build writes into --out, and what --overwrite (or finishing an interrupted build) deletes.
-OWNED = (*SPLITS, MARKER, "NOTICE-*.txt", "LICENSE-emoji-data.txt")
+OWNED = (*SPLITS, MARKER, BUILDING, "NOTICE-*.txt", "LICENSE-emoji-data.txt")
 
 
 class EmojiSourceError(ValueError):
@@ -69,6 +71,7 @@ class Package:
     emojis: list[dict]
     images: dict[str, bytes]
     license: str
+    path: Path  # the tarball, for messages
 
 
 @dataclass(frozen=True)
@@ -151,30 +154,56 @@ def read_package(path: Path) -> Package:
     if style not in STYLES:
         raise EmojiSourceError(f"{path} holds {meta['name']}; styles with a known licence: "
                                f"{', '.join(f'emoji-datasource-{s}' for s in STYLES)}")
+    check_entries(emojis, path)
     folder = f"img/{style}/{IMAGE_FOLDER}/"
     images = {n.removeprefix(folder): data for n, data in files.items() if n.startswith(folder)}
     if not images:
         raise EmojiSourceError(f"{path}: no images in package/{folder}; expected the file `npm pack "
                                f"emoji-datasource-{style}@{VERSION}` writes")
-    return Package(name, style, emojis, images, files.get("LICENSE", b"").decode())
+    return Package(name, style, emojis, images, files.get("LICENSE", b"").decode(), path)
+
+
+# The emoji.json fields a build reads, and their types (skin_variations: optional, a mapping of tones to entries
+# that have an image name).
+ENTRY_FIELDS = {"unified": str, "name": str, "image": str, "short_names": list, "category": str, "subcategory": str,
+                "sort_order": int}
+
+
+def check_entries(emojis, path: Path) -> None:
+    """EmojiSourceError naming the tarball and the first entry of emoji.json that a build could not read."""
+    def bad(what: str) -> EmojiSourceError:
+        return EmojiSourceError(f"{path}: package/emoji.json {what} (not emoji-datasource's layout?)")
+
+    if not isinstance(emojis, list):
+        raise bad(f"is a {type(emojis).__name__}, not a list of emoji")
+    if not emojis:
+        raise bad("lists no emoji")
+    for k, e in enumerate(emojis):
+        if not isinstance(e, dict):
+            raise bad(f"entry {k} is a {type(e).__name__}, not an object")
+        for key, kind in ENTRY_FIELDS.items():
+            if not isinstance(e.get(key), kind) or (kind is int and isinstance(e[key], bool)):
+                what = {str: "a string", int: "an integer", list: "a list"}[kind]
+                raise bad(f"entry {k} ({e.get('name', '?')}): {key!r} is missing or not {what}")
+        variations = e.get("skin_variations") or {}
+        if not isinstance(variations, dict) or not all(isinstance(v, dict) and isinstance(v.get("image"), str)
+                                                       for v in variations.values()):
+            raise bad(f"entry {k} ({e['name']}): 'skin_variations' is not a mapping of tones to entries with an "
+                      f"'image'")
 
 
 def items(package: Package) -> list[Item]:
     """Every image the package has for its style: each emoji and each of its skin-tone variations."""
     flag = f"has_img_{package.style}"
     found = []
-    try:
-        for e in package.emojis:
-            base = dict(unified=e["unified"], name=e["name"], short_names=tuple(e["short_names"]),
-                        category=e["category"], subcategory=e["subcategory"])
-            if e.get(flag):
-                found.append(Item(image=e["image"], skin_tone="", **base))
-            for tones, variation in (e.get("skin_variations") or {}).items():
-                if variation.get(flag):
-                    found.append(Item(image=variation["image"], skin_tone=tone_words(tones), **base))
-    except (KeyError, TypeError) as e:
-        raise EmojiSourceError(f"{package.name}: emoji.json entry without {e} (not emoji-datasource's layout?)"
-                               ) from None
+    for e in package.emojis:  # `check_entries` has checked every field read here
+        base = dict(unified=e["unified"], name=e["name"], short_names=tuple(e["short_names"]),
+                    category=e["category"], subcategory=e["subcategory"])
+        if e.get(flag):
+            found.append(Item(image=e["image"], skin_tone="", **base))
+        for tones, variation in (e.get("skin_variations") or {}).items():
+            if variation.get(flag):
+                found.append(Item(image=variation["image"], skin_tone=tone_words(tones), **base))
     return found
 
 
@@ -247,9 +276,19 @@ def build_emoji(tarballs: list[Path], out: str | Path, size: int = 64, backgroun
             return done
         raise ValueError(f"{out} holds an emoji dataset built from another request ({done['request']}): replace "
                          f"it with --overwrite, or choose another --out")
-    # Reaching here means rebuild: a fresh folder, an interrupted build (no marker) or --overwrite.
+    # Reaching here means build: a fresh folder, an interrupted build or --overwrite. Anything else named like what
+    # a build writes (train/, heldout/, NOTICE-*.txt) is the user's, and is not deleted unasked.
+    if done is None and not overwrite and not (out / BUILDING).is_file() and out.is_dir():
+        theirs = sorted({path.name for pattern in OWNED for path in out.glob(pattern)})
+        if theirs:
+            raise ValueError(f"{out} already holds {', '.join(theirs)}, not written by `liquidgen data emoji`: "
+                             f"choose another --out, or delete them with --overwrite")
+    chosen = select(packages, request)
     with claim(out, resume=False, overwrite=True, owned=OWNED, foreign=RUN_MARK + DATASET_MARK):
-        return write_dataset(packages, out, request)
+        (out / BUILDING).write_text(json.dumps(asdict(request)) + "\n")
+        summary = write_dataset(packages, out, request, chosen)
+        (out / BUILDING).unlink()
+        return summary
 
 
 def read_marker(out: Path) -> dict | None:
@@ -262,29 +301,60 @@ def read_marker(out: Path) -> dict | None:
         return None  # a marker cut short is an unfinished build: it is rebuilt
 
 
-def write_dataset(packages: list[Package], out: Path, request: EmojiRequest) -> dict:
-    cats = categories(packages)
-    folders = [category_folder(k, c) for k, c in enumerate(cats)]
-    per_style = {p.style: items(p) for p in packages}
+@dataclass(frozen=True)
+class Selection:
+    """What a build writes: the images each style has (listed in emoji.json and present in its tarball), the
+    held-out concepts, and the listed images the tarballs lack."""
+
+    per_style: dict[str, list[Item]]
+    held: set[str]
+    missing: list[str]
+
+    @property
+    def pictured(self) -> set[str]:  # concepts with an image
+        return {i.unified for found in self.per_style.values() for i in found}
+
+
+def select(packages: list[Package], request: EmojiRequest) -> Selection:
+    """The images to write, checked before anything is written: an error when no image or no training concept
+    would be left, a warning naming the listed images that a tarball lacks (left out, not fatal)."""
+    listed = {p.style: items(p) for p in packages}
+    missing = [f"{p.style}/{i.image}" for p in packages for i in listed[p.style] if i.image not in p.images]
     # Drawn over every concept of emoji.json, with an image or not, so that each style's build holds out the same.
     held = heldout_concepts({e["unified"] for p in packages for e in p.emojis}, request.holdout, request.seed)
-    pictured = {i.unified for found in per_style.values() for i in found}  # concepts with an image here
+    chosen = Selection({p.style: [i for i in listed[p.style] if i.image in p.images] for p in packages}, held,
+                       missing)
+    if not chosen.pictured:
+        raise EmojiSourceError(f"none of the images emoji.json lists is in {', '.join(str(p.path) for p in packages)}")
+    if not chosen.pictured - held:
+        raise ValueError(f"--holdout {request.holdout} holds out all {len(chosen.pictured)} concepts with an image, "
+                         f"leaving no training images: lower --holdout")
+    if missing:
+        warn(f"{len(missing)} images that emoji.json lists are not in the tarball and are left out: "
+             f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}")
+    return chosen
+
+
+def write_dataset(packages: list[Package], out: Path, request: EmojiRequest, chosen: Selection) -> dict:
+    cats = categories(packages)
+    folders = [category_folder(k, c) for k, c in enumerate(cats)]
+    per_style, held, pictured = chosen.per_style, chosen.held, chosen.pictured
     splits = SPLITS if held else SPLITS[:1]
     for split in splits:  # every category folder in every split: labels come from the sorted folder names
         for folder in folders:
             (out / split / folder).mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[str]] = {split: [] for split in splits}
-    missing: list[str] = []
     for package in packages:
         for item in per_style[package.style]:
-            png = package.images.get(item.image)
-            if png is None:  # emoji.json says the style has it, the tarball does not: reported, not fatal
-                missing.append(f"{package.style}/{item.image}")
-                continue
             label = cats.index(item.category)
             split = "heldout" if item.unified in held else "train"
             file_name = f"{folders[label]}/{Path(item.image).stem}-{package.style}.png"
-            composite(png, request.size, request.background).save(out / split / file_name)
+            try:
+                image = composite(package.images[item.image], request.size, request.background)
+            except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+                raise EmojiSourceError(f"{package.path}: package/img/{package.style}/{IMAGE_FOLDER}/{item.image} is "
+                                       f"not a readable image ({e})") from None
+            image.save(out / split / file_name)
             rows[split].append(json.dumps({
                 "file_name": file_name, "text": item.caption(package.style), "label": label,
                 "category": item.category, "subcategory": item.subcategory, "unified": item.unified,
@@ -295,7 +365,7 @@ def write_dataset(packages: list[Package], out: Path, request: EmojiRequest) -> 
     summary = {"request": asdict(request), "categories": cats, "category_folders": folders,
                "images": {split: len(lines) for split, lines in rows.items()},
                "concepts": {"train": len(pictured - held), "heldout": len(pictured & held)},
-               "heldout_concepts": sorted(pictured & held), "missing_images": missing}
+               "heldout_concepts": sorted(pictured & held), "missing_images": chosen.missing}
     (out / MARKER).write_text(json.dumps(summary, indent=1) + "\n")
     return read_marker(out)
 
