@@ -344,3 +344,31 @@ def test_eval_refuses_what_it_cannot_finish_before_drawing_a_sample(classifier_f
     for name, problem in (("prompts.txt", "not UTF-8"), ("missing.txt", "cannot be read")):
         refused([*base, "--prompt-file", str(tmp_path / name), "--prompt-matcher", "m.safetensors"],
                 f"--prompt-file file .* {problem}")
+
+
+def test_a_cached_classifier_of_another_root_is_named(tmp_path, capsys):
+    """The built-in classifier is cached by dataset name and size: read from another folder, the same name may be
+    other images (Fashion-MNIST in MNIST's layout, say), so the reuse is said."""
+    import gzip
+
+    from liquidgen.evaluation.evaluate import Scorer
+
+    def idx(a):
+        return (0x0800 + a.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in a.shape) + a.tobytes()
+
+    rng = np.random.default_rng(0)
+    for name in ("one", "two"):
+        raw = tmp_path / name / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for split, n in (("train", 80), ("t10k", 40)):
+            (raw / f"{split}-images-idx3-ubyte.gz").write_bytes(
+                gzip.compress(idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))))
+            (raw / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(np.arange(n, dtype=np.uint8) % 10)))
+    cache = tmp_path / "cache"
+    Scorer("mnist", str(tmp_path / "one"), None, "cpu", size=8, cache_dir=cache, second_classifier=False)
+    capsys.readouterr()
+    Scorer("mnist", str(tmp_path / "one") + "/", None, "cpu", size=8, cache_dir=cache, second_classifier=False)
+    assert "fitted on mnist from" not in capsys.readouterr().err  # the same folder, spelt otherwise
+    Scorer("mnist", str(tmp_path / "two"), None, "cpu", size=8, cache_dir=cache, second_classifier=False)
+    err = capsys.readouterr().err
+    assert "fitted on mnist from" in err and str(tmp_path / "one") in err and "--cache" in err

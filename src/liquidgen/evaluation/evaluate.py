@@ -375,7 +375,9 @@ class Scorer:
                 setattr(self, attr, ensure_classifier(file, data, root, reference.size, device, recipe))
                 info = load_classifier(getattr(self, attr))[1]
                 check_classifier(info, reference, shown, file, data)
-                if built_in and info.get("root") not in (None, "None", str(root)):
+                fitted_root = info.get("root")
+                if built_in and fitted_root not in (None, "None") and (
+                        root is None or Path(fitted_root).expanduser().resolve() != Path(root).expanduser().resolve()):
                     warn(f"the cached reference classifier {file} was fitted on {data} from {info['root']}, this "
                          f"reference is read from {root}; if that folder holds other images, pass --cache a "
                          f"folder of its own")
