@@ -482,18 +482,7 @@ def cmd_eval(args) -> None:
     if args.data and not (args.classifier or args.inception or args.inception_weights or args.data in BUILT_IN):
         raise ValueError("nothing to measure with: give --classifier (make one with `liquidgen eval fit-classifier`) "
                          "and/or --inception-weights / --inception")  # said before any sample is drawn
-    if args.n is not None and args.n < 2:
-        raise ValueError(f"--n {args.n}: a distance between image sets needs at least 2 samples")
-    if args.classifier:
-        given = Path(args.classifier).expanduser()
-        if not given.is_file() and not given.parent.is_dir():  # a typo, not a place to fit a new one
-            raise ValueError(f"--classifier {args.classifier}: no such file, and no folder {given.parent} to fit one "
-                             f"into; give an existing classifier, or a path in an existing folder to fit one there")
-    if args.out:  # before the sampling, not after it
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.is_dir() or not os.access(out.parent, os.W_OK):
-            raise ValueError(f"--out {args.out}: cannot write a file there")
+    check_eval_paths(args)
     target = Path(args.target)
     samples = pipe = None
     if target.suffix.lower() == ".npz":
@@ -571,6 +560,22 @@ def cmd_eval(args) -> None:
                  if scorer and points[0]["cfg"] is not None else None)
     if agreement:
         print(agreement)
+
+
+def check_eval_paths(args) -> None:
+    """eval's --n, --classifier and --out, checked before any sample is drawn."""
+    if args.n is not None and args.n < 2:
+        raise ValueError(f"--n {args.n}: a distance between image sets needs at least 2 samples")
+    if args.classifier:
+        given = Path(args.classifier).expanduser()
+        if not given.is_file() and not given.parent.is_dir():  # a typo, not a place to fit a new one
+            raise ValueError(f"--classifier {args.classifier}: no such file, and no folder {given.parent} to fit one "
+                             f"into; give an existing classifier, or a path in an existing folder to fit one there")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir() or not os.access(out.parent, os.W_OK):
+            raise ValueError(f"--out {args.out}: cannot write a file there")
 
 
 def prompt_scoring(args, device):

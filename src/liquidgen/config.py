@@ -324,7 +324,7 @@ def apply_override(data: dict, assignment: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
     # `--set model=` would replace a whole section by nothing, i.e. by its defaults (another backbone, say)
-    if not isinstance(value, dict) and (len(parts) == 1 or isinstance(node.get(parts[-1]), dict)):
+    if not isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
         raise ConfigError(f"--set {assignment}: {key} is a section of the config, not a value; set its keys one by "
                           f"one ({key}.KEY=VALUE)")
     node[parts[-1]] = value

@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image, ImageColor
+from PIL import Image, ImageColor, UnidentifiedImageError
 
 from .data import warn
 from .run_folder import DATASET_MARK, RUN_MARK, claim
@@ -352,8 +352,9 @@ def write_dataset(packages: list[Package], out: Path, request: EmojiRequest, cho
             try:
                 image = composite(package.images[item.image], request.size, request.background)
             except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+                why = "not an image PIL can identify" if isinstance(e, UnidentifiedImageError) else str(e)
                 raise EmojiSourceError(f"{package.path}: package/img/{package.style}/{IMAGE_FOLDER}/{item.image} is "
-                                       f"not a readable image ({e})") from None
+                                       f"not a readable image ({why})") from None
             image.save(out / split / file_name)
             rows[split].append(json.dumps({
                 "file_name": file_name, "text": item.caption(package.style), "label": label,
