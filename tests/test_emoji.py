@@ -249,28 +249,61 @@ def replace_member(tarball, name, data):
             tar.addfile(member, io.BytesIO(new))
 
 
-def test_missing_and_broken_images_and_an_empty_training_split(tmp_path, capsys):
-    tarball = make_tarball(tmp_path / "emoji-datasource-google-16.0.0.tgz")
+def drop_members(tarball, *endings):
     with tarfile.open(tarball) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar]
-    with tarfile.open(tarball, "w:gz") as tar:  # drop the two apples' images
+    with tarfile.open(tarball, "w:gz") as tar:
         for member, data in members:
-            if not member.name.endswith(("1f34e.png", "1f34f.png")):
+            if not member.name.endswith(endings):
                 tar.addfile(member, io.BytesIO(data))
+
+
+def test_listed_images_a_tarball_lacks_are_warned_about_and_not_counted(tmp_path, capsys):
+    tarball = make_tarball(tmp_path / "emoji-datasource-google-16.0.0.tgz")
+    drop_members(tarball, "1f34e.png", "1f34f.png")  # the two apples
     out = build(tmp_path, "--holdout", "0")
     err = capsys.readouterr().err
     assert "2 images that emoji.json lists are not in the tarball" in err and "google/1f34e.png" in err
     summary = json.loads((out / "emoji-dataset.json").read_text())
     assert summary["images"] == {"train": 4} and summary["concepts"] == {"train": 2, "heldout": 0}
-    assert len(rows(out / "train")) == 4
+    assert summary["missing_images"] == ["google/1f34e.png", "google/1f34f.png"] and len(rows(out / "train")) == 4
 
+
+def test_a_held_out_concept_without_images_is_not_counted(tmp_path, capsys):
+    tarball = make_tarball(tmp_path / "emoji-datasource-google-16.0.0.tgz")
+    held = heldout_concepts({e["unified"] for e in EMOJIS}, 0.5, 0)
+    lacking = sorted(held - {"1F347"})[0]  # a held-out concept that has google images, whose images go missing
+    drop_members(tarball, *(f"{lacking.lower()}{tail}.png" for tail in ("", "-1f3fb", "-1f3ff")))
+    out = build(tmp_path, "--holdout", "0.5")
+    summary = json.loads((out / "emoji-dataset.json").read_text())
+    assert lacking not in summary["heldout_concepts"]
+    assert summary["concepts"]["heldout"] == len(summary["heldout_concepts"]) == len(
+        {row["unified"] for row in rows(out / "heldout")})
+    assert f"google/{lacking.lower()}.png" in capsys.readouterr().err
+
+
+def test_an_unreadable_png_names_the_tarball_and_the_member(tmp_path, capsys):
+    tarball = make_tarball(tmp_path / "emoji-datasource-google-16.0.0.tgz")
     replace_member(tarball, "package/img/google/64/1f44d.png", b"not a png")
     with pytest.raises(SystemExit):
-        build(tmp_path, "--holdout", "0", out="broken")
-    err = capsys.readouterr().err
+        build(tmp_path, "--holdout", "0")
+    err = capsys.readouterr().err.strip()
     assert f"{tarball}: package/img/google/64/1f44d.png is not a readable image" in err
+    assert "BytesIO" not in err and len(err.splitlines()) == 1
 
+
+def test_no_build_without_images_or_without_training_concepts(tmp_path, capsys):
     one = make_tarball(tmp_path / "one.tgz", EMOJIS[2:3])  # one concept: a hold-out would take it all
     with pytest.raises(SystemExit):
         main(["data", "emoji", "--tarball", str(one), "--out", str(tmp_path / "one")])
     assert "leaving no training images" in capsys.readouterr().err and not (tmp_path / "one").exists()
+    main(["data", "emoji", "--tarball", str(one), "--out", str(tmp_path / "one"), "--holdout", "0"])  # fine
+    assert len(rows(tmp_path / "one" / "train")) == 1
+
+    none = make_tarball(tmp_path / "none.tgz")  # images, but none that emoji.json lists
+    renamed = [{**e, "image": "x" + e["image"], "skin_variations": {}} for e in EMOJIS]
+    replace_member(none, "package/emoji.json", json.dumps(renamed).encode())
+    with pytest.raises(SystemExit):
+        main(["data", "emoji", "--tarball", str(none), "--out", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert "none of the images emoji.json lists" in err and str(none) in err and not (tmp_path / "none").exists()
