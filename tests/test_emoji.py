@@ -279,7 +279,10 @@ def test_a_held_out_concept_without_images_is_not_counted(tmp_path, capsys):
     assert lacking not in summary["heldout_concepts"]
     assert summary["concepts"]["heldout"] == len(summary["heldout_concepts"]) == len(
         {row["unified"] for row in rows(out / "heldout")})
-    assert f"google/{lacking.lower()}.png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"google/{lacking.lower()}.png" in err
+    assert f"of the {len(held)} held-out concepts have no image here: the held-out split holds " \
+           f"{summary['concepts']['heldout']}" in err
 
 
 def test_an_unreadable_png_names_the_tarball_and_the_member(tmp_path, capsys):

@@ -332,6 +332,9 @@ def select(packages: list[Package], request: EmojiRequest) -> Selection:
     if missing:
         warn(f"{len(missing)} images that emoji.json lists are not in the tarball and are left out: "
              f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}")
+    if held - chosen.pictured:  # drawn over emoji.json, so concepts without an image shrink the held-out split
+        warn(f"{len(held - chosen.pictured)} of the {len(held)} held-out concepts have no image here: the held-out "
+             f"split holds {len(held & chosen.pictured)}")
     return chosen
 
 
