@@ -309,10 +309,7 @@ class Selection:
     per_style: dict[str, list[Item]]
     held: set[str]
     missing: list[str]
-
-    @property
-    def pictured(self) -> set[str]:  # concepts with an image
-        return {i.unified for found in self.per_style.values() for i in found}
+    pictured: set[str]  # concepts with an image
 
 
 def select(packages: list[Package], request: EmojiRequest) -> Selection:
@@ -322,8 +319,8 @@ def select(packages: list[Package], request: EmojiRequest) -> Selection:
     missing = [f"{p.style}/{i.image}" for p in packages for i in listed[p.style] if i.image not in p.images]
     # Drawn over every concept of emoji.json, with an image or not, so that each style's build holds out the same.
     held = heldout_concepts({e["unified"] for p in packages for e in p.emojis}, request.holdout, request.seed)
-    chosen = Selection({p.style: [i for i in listed[p.style] if i.image in p.images] for p in packages}, held,
-                       missing)
+    per_style = {p.style: [i for i in listed[p.style] if i.image in p.images] for p in packages}
+    chosen = Selection(per_style, held, missing, {i.unified for found in per_style.values() for i in found})
     if not chosen.pictured:
         raise EmojiSourceError(f"none of the images emoji.json lists is in {', '.join(str(p.path) for p in packages)}")
     if not chosen.pictured - held:

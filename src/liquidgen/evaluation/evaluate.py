@@ -386,12 +386,7 @@ class Scorer:
         self.device, self.bootstrap = device, bootstrap
 
     def __call__(self, images: Tensor, labels: Tensor | None, class_names: list[str] | None = None) -> dict:
-        return self.against(self.reference, self.name, images, labels, class_names)
-
-    def against(self, reference: ImageData, name: str, images: Tensor, labels: Tensor | None,
-                class_names: list[str] | None = None) -> dict:
-        """The scores of `images` against another `reference` (cached under `name`), in this scorer's spaces."""
-        return evaluate(images, labels, reference, name, classifier=self.classifier,
+        return evaluate(images, labels, self.reference, self.name, classifier=self.classifier,
                         inception_weights=self.inception_weights, use_inception=self.use_inception,
                         cache_dir=self.cache_dir, device=self.device, class_names=class_names,
                         bootstrap=self.bootstrap, second_classifier=self.second_classifier)
