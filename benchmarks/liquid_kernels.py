@@ -224,8 +224,8 @@ def curves(out: Path, steps: int, batch: int, mnist_root: str, runs: Path, devic
            compile_mode: str, depthwise_paths: list[str]) -> None:
     """LiquidGen-S trained on MNIST from one seed with each kernel path in `paths` and depthwise path (eager, or
     torch.compile'd in `compile_mode`), each curve written to out/curve-<path>.jsonl; once two or more such
-    files are there (paths may run as separate processes side by side), both curves are plotted and how far
-    apart their last 500 steps' mean losses are is recorded."""
+    files are there (paths may run as separate processes side by side), they are plotted and compared
+    (`compare_curves`)."""
     from liquidgen.config import load_config
     from liquidgen.plots import plot_curves
     from liquidgen.train import train as train_run
@@ -247,16 +247,27 @@ def curves(out: Path, steps: int, batch: int, mnist_root: str, runs: Path, devic
              for f in sorted(out.glob("curve-*.jsonl"))}
     if len(found) < 2:
         return
-    tails = {k: statistics.mean(r["loss"] for r in rows[len(rows) // 4 * 3:]) for k, rows in found.items()}
     plot_curves(out / "curves.png", {f"kernels={k}": ([r["step"] for r in rows], [r["loss"] for r in rows])
                                      for k, rows in found.items()},
                 title=f"LiquidGen-S, MNIST, batch {batch}, {compile_mode}: each kernel path",
                 ylabel="flow-matching loss", logy=True, smooth=0.9)
-    record = {"steps": steps, "batch": batch, "compile_mode": compile_mode, "tail_loss": tails,
-              "tail_spread": (max(tails.values()) - min(tails.values())) / min(tails.values()),
+    record = {"steps": steps, "batch": batch, "compile_mode": compile_mode, **compare_curves(found),
               **environment(torch.device(device))}
     append_record(out / "curves.jsonl", record)
     print(json.dumps(record))
+
+
+def compare_curves(found: dict[str, list[dict]]) -> dict:
+    """Mean loss of each curve over the last quarter of the logged steps that every curve reached, and their
+    relative spread. Only shared steps count: a run cut short (a device call's timeout) must not be compared
+    with another's later, lower losses."""
+    common = set.intersection(*({r["step"] for r in rows} for rows in found.values()))
+    if not common:
+        raise SystemExit(f"the curves {sorted(found)} share no logged step")
+    steps = sorted(common)[len(common) // 4 * 3:]
+    tails = {k: statistics.mean(r["loss"] for r in rows if r["step"] in steps) for k, rows in found.items()}
+    return {"compared_steps": [steps[0], steps[-1]], "tail_loss": tails,
+            "tail_spread": (max(tails.values()) - min(tails.values())) / min(tails.values())}
 
 
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,

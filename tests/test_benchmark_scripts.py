@@ -30,3 +30,20 @@ def test_the_script_imports_only_the_package(script):
                   and ast.unparse(n.func) in ("sys.path.insert", "sys.path.append")]
     # Only a fetched peer's own folder may be put on the path (its code is read, never copied).
     assert all("args." in call for call in path_edits), path_edits
+
+
+def test_kernel_curves_are_compared_on_the_steps_both_reached():
+    """A reference run cut short at step 80 (as a device call's timeout did on 2026-12-05) must not be compared
+    with the fused run's losses at step 2,000."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("liquid_kernels", BENCHMARKS / "liquid_kernels.py")
+    kernels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernels)
+    fused = [{"step": s, "loss": 2.0 / s} for s in range(20, 2001, 20)]
+    cut = [{"step": s, "loss": 2.0 / s * 1.01} for s in range(20, 81, 20)]
+    record = kernels.compare_curves({"triton": fused, "torch": cut})
+    assert record["compared_steps"] == [80, 80]
+    assert record["tail_spread"] == pytest.approx(0.01)
+    with pytest.raises(SystemExit, match="share no logged step"):
+        kernels.compare_curves({"triton": fused, "torch": [{"step": 7, "loss": 1.0}]})
