@@ -7,7 +7,8 @@ timed from process start to the file written, then, inside one process, images p
 `--python-path` runs another copy of liquidgen (an older commit's src/) for a before/after table in one call;
 `--sample-args` passes extra flags to that copy's `sample` (e.g. --batch 1000). `--compile-cache DIR` points each run's
 compile caches at DIR/<run name>: empty, the run times a user's first call (`cold_cache` in the record); rerun with
-the same DIR, a later one. Appends to <out>/sampling.jsonl.
+the same DIR, a later one. Appends to <out>/sampling.jsonl. `--phases BATCH` times the parts of such a call instead,
+in a fresh process (import, load, the first batch with its compilation, the rest), into <out>/phases.jsonl.
 """
 from __future__ import annotations
 
@@ -21,16 +22,25 @@ import time
 from pathlib import Path
 
 
+def compile_cache_env(run: str, compile_cache: str | None) -> dict:
+    """Inductor's and Triton's caches in one folder per run under `compile_cache` (empty: what a user's first
+    call meets); none: the machine's own cache."""
+    if not compile_cache:
+        return {}
+    folder = str(Path(compile_cache) / Path(run).name)
+    return {"TORCHINDUCTOR_CACHE_DIR": folder, "TRITON_CACHE_DIR": folder}
+
+
 def end_to_end(run: str, n: int, steps: int, cfg: float, python_path: str | None, extra: list[str],
                compile_cache: str | None) -> dict:
     env = dict(os.environ)
     if python_path:
         env["PYTHONPATH"] = python_path
     cold = None
-    if compile_cache:  # inductor's and Triton's caches, one folder per run; empty, what a user's first call meets
+    if compile_cache:
         folder = Path(compile_cache) / Path(run).name
         cold = not (folder.is_dir() and any(folder.iterdir()))
-        env["TORCHINDUCTOR_CACHE_DIR"] = env["TRITON_CACHE_DIR"] = str(folder)
+        env.update(compile_cache_env(run, compile_cache))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "samples.npz"
         cmd = [sys.executable, "-m", "liquidgen.cli", "sample", run, "--labels", *map(str, range(10)), "--n", str(n),
@@ -59,6 +69,31 @@ def in_process(run: str, n: int, steps: int, batch: int) -> dict:
     return {"img_s": n / (time.perf_counter() - t0)}
 
 
+def phases(run: str, n: int, steps: int, cfg: float, batch: int) -> dict:
+    """Where one end-to-end call's seconds go, timed inside one process: importing torch, importing liquidgen
+    and loading the run, the first batch (compilation, from whatever cache the environment points at), and
+    the other n - batch samples. On CUDA where there is one (the CPU: a smoke test)."""
+    t0 = time.perf_counter()
+    import torch
+    t1 = time.perf_counter()
+    from liquidgen.generate import Pipeline
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    pipe = Pipeline.load(run, device=device)
+    sync()
+    t2 = time.perf_counter()
+    settings = pipe.settings.with_(steps=steps, cfg=cfg)
+    pipe.generate(batch, settings=settings, batch_size=batch, progress=False)
+    sync()
+    t3 = time.perf_counter()
+    pipe.generate(n - batch, settings=settings, batch_size=batch, progress=False)
+    sync()
+    t4 = time.perf_counter()
+    return {"import_torch_s": t1 - t0, "load_s": t2 - t1, "first_batch_s": t3 - t2, "rest_s": t4 - t3,
+            "rest_img_s": (n - batch) / (t4 - t3)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (checkpoints of MNIST models)")
@@ -71,12 +106,33 @@ def main() -> None:
     p.add_argument("--sample-args", default="", help="extra flags for `liquidgen sample`, as one string")
     p.add_argument("--compile-cache", help="folder for the compile caches of the end-to-end runs: a new one times a "
                    "first call, the same one again a later call (default: the machine's own cache)")
+    p.add_argument("--phases", type=int, default=0, help="instead of the end-to-end command, time its phases "
+                   "inside a fresh process at this batch (import, load, first batch, the rest)")
+    p.add_argument("--phases-here", action="store_true", help="with --phases: time them in this process and print "
+                   "them as JSON (what --phases runs in its fresh process)")
     p.add_argument("--label", required=True, help="name of this variant in the records, e.g. before / after")
     p.add_argument("--out", required=True, help="results folder")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
+        if args.phases_here:
+            print(json.dumps(phases(run, args.n, args.steps, args.cfg, args.phases)))
+            continue
+        if args.phases:  # a fresh process, so that importing torch is timed as a user's call meets it
+            cmd = [sys.executable, __file__, run, "--n", str(args.n), "--steps", str(args.steps), "--cfg",
+                   str(args.cfg), "--phases", str(args.phases), "--phases-here", "--label", args.label,
+                   "--out", str(out)]
+            done = subprocess.run(cmd, env=dict(os.environ, **compile_cache_env(run, args.compile_cache)),
+                                  capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(done.stderr[-3000:])
+            record = {"run": run, "label": args.label, "n": args.n, "steps": args.steps, "cfg": args.cfg,
+                      "batch": args.phases, **json.loads(done.stdout.strip().splitlines()[-1])}
+            print(json.dumps(record), flush=True)
+            with (out / "phases.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            continue
         record = {"run": run, "label": args.label, "n": args.n, "steps": args.steps, "cfg": args.cfg,
                   **end_to_end(run, args.n, args.steps, args.cfg, args.python_path, args.sample_args.split(),
                                      args.compile_cache)}
