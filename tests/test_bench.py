@@ -13,7 +13,7 @@ from liquidgen.bench.speed import parse_presets, read_records
 from liquidgen.cli import main
 from liquidgen.config import load_config
 from liquidgen.data import fit_images, load_dataset
-from liquidgen.flops import count_flops, forward_flops
+from liquidgen.flops import count_flops, forward_bytes, forward_flops
 from liquidgen.latent_space import to_float, to_uint8
 from liquidgen.models import build_model
 from liquidgen.precompute import Request, precompute
@@ -42,6 +42,22 @@ def test_training_step_costs_three_forward_passes(name, preset):
     step = count_flops(lambda: model(x, t, y).square().mean().backward())
     # backward = 2 x forward for every counted op, except that the stem's input needs no gradient
     assert 2.8 * fwd <= step <= 3.0 * fwd
+
+
+def test_forward_bytes_count_activations_per_image_without_the_weights():
+    class ConvRelu(torch.nn.Module):  # a backbone's call signature, t and y unused
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x, t, y):
+            return torch.relu(self.conv(x))
+
+    side = 6
+    moved = forward_bytes(ConvRelu(), 1, side, 0, element_size=2)
+    # conv: reads 1 channel, writes 4; relu: reads 4, writes 4 (the conv's 40 weights drop out of the difference)
+    assert moved["gemm"] == 2 * (1 + 4) * side**2
+    assert moved["unfused"] == 2 * (1 + 4 + 4 + 4) * side**2
 
 
 def test_parse_presets_and_contenders():

@@ -69,14 +69,16 @@ def test_bad_config_key_is_a_clear_error(tmp_path, capsys):
 def test_models_table_lists_presets():
     out = subprocess.run([sys.executable, "-m", "liquidgen.cli", "models"], capture_output=True, text=True,
                          check=True).stdout
-    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()[1:-1]}
     from liquidgen.models import BACKBONES
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines() if line.split()[0] in BACKBONES}
     assert set(rows) == {(name, preset) for name, entry in BACKBONES.items() for preset in entry.presets}
     assert rows[("liquid", "S")][:2] == ["16x32x32", "27"]
     assert 49.5 < float(rows[("liquid", "S")][2].rstrip("M")) < 60.5
     # DiT-S/2 and DiT-B/2 as in the DiT paper (Table 4: 6.06 and 23.01 GMACs at 256 px ImageNet latents)
     assert abs(float(rows[("dit", "S")][3]) - 2 * 6.06) < 0.1
     assert abs(float(rows[("dit", "B")][3]) - 2 * 23.01) < 0.2
+    unfused, fused = (float(v) for v in rows[("unet", "28")][4:6])
+    assert 0 < fused < unfused  # fusing can only remove memory traffic
 
 
 def test_every_flag_has_help():

@@ -774,10 +774,11 @@ def add_models(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args) -> None:
-    from .flops import forward_flops
+    from .flops import forward_bytes, forward_flops
     from .models import BACKBONES, build_model
 
-    print(f"{'backbone':<12} {'preset':<12} {'input':<9} {'classes':>7} {'params':>9} {'GFLOPs':>8}")
+    print(f"{'backbone':<12} {'preset':<12} {'input':<9} {'classes':>7} {'params':>9} {'GFLOPs':>8} "
+          f"{'MB unfused':>10} {'MB fused':>8}")
     for name, (_, presets, native) in BACKBONES.items():
         for preset in presets:
             channels, size, classes = native[preset]
@@ -787,9 +788,14 @@ def cmd_models(args) -> None:
             with torch.device("meta"):  # count parameters and FLOPs without allocating anything
                 model = build_model(name, preset, channels, size, classes)
                 flops = forward_flops(model, channels, size, classes)
+                moved = forward_bytes(model, channels, size, classes)
             print(f"{name:<12} {preset:<12} {f'{channels}x{size}x{size}':<9} {classes:>7} "
-                  f"{model.num_params() / 1e6:>8.2f}M {flops / 1e9:>8.2f}")
-    print("GFLOPs: one forward pass per image (matmuls, convolutions, attention; 2 per multiply-add)")
+                  f"{model.num_params() / 1e6:>8.2f}M {flops / 1e9:>8.2f} {moved['unfused'] / 1e6:>10.1f} "
+                  f"{moved['gemm'] / 1e6:>8.1f}")
+    print("GFLOPs: one forward pass per image (matmuls, convolutions, attention; 2 per multiply-add)\n"
+          "MB: bf16 activations read and written per image, each operator a kernel of its own (unfused) or only\n"
+          "the matmuls, convolutions and attention touching memory (fused); on an H200 (4.8 TB/s, 989 dense bf16\n"
+          "TFLOP/s) a forward whose MB exceed 4.9 x its GFLOPs is bound by memory, not arithmetic")
 
 
 def add_serve(p: argparse.ArgumentParser) -> None:

@@ -1,8 +1,9 @@
-"""Counted (not estimated) floating-point operations of a model's forward pass.
+"""Counted (not estimated) floating-point operations of a model's forward pass, and the bytes it moves.
 
 PyTorch's FlopCounterMode counts matrix multiplies, convolutions and attention from their shapes
 (2 FLOPs per multiply-add); elementwise work is not counted, as in the usual MFU accounting. Running
-on the meta device makes counting free: no memory, no arithmetic.
+on the meta device makes counting free: no memory, no arithmetic. `forward_bytes` gives the other axis
+of a roofline: how many bytes per image a forward must move, unfused and ideally fused.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models.base import model_flops_mode
@@ -48,3 +51,49 @@ def forward_flops(model: nn.Module, channels: int, size: int, num_classes: int, 
             return count_flops(lambda: model(x, t, y))
     finally:
         model.train(was_training)
+
+
+# Operators whose inputs and outputs stay in memory even in an ideally fused forward: everything else can ride in
+# their prologues and epilogues.
+GEMMS = {"convolution", "mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention",
+         "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+         "_scaled_dot_product_flash_attention_for_cpu"}
+
+
+class _ByteCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.unfused = self.gemm = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:  # a view moves no data
+            touched = [a for a in tree_leaves((args, kwargs, out)) if isinstance(a, torch.Tensor)]
+            elements = sum(a.numel() for a in touched)
+            self.unfused += elements
+            if func.overloadpacket.__name__ in GEMMS:
+                self.gemm += elements
+        return out
+
+
+def forward_bytes(model: nn.Module, channels: int, size: int, num_classes: int, element_size: int = 2,
+                  batch: int = 4) -> dict[str, float]:
+    """Bytes per image that one forward moves, at `element_size` bytes per element (2: bf16): `unfused` if every
+    operator reads its tensor inputs and writes its outputs once (eager PyTorch, roughly), `gemm_io` if only the
+    matrix multiplies, convolutions and attention touch memory (all else fused into them: the floor). Counted
+    at two batch sizes and differenced, so that the weights, read once per call whatever the batch, drop out,
+    as they do at a sampling batch of thousands."""
+    counts = []
+    was_training = model.training
+    model.eval()
+    try:
+        for b in (batch, 2 * batch):
+            x = torch.zeros(b, channels, size, size)
+            t = torch.full((b,), 0.5)
+            y = torch.zeros(b, dtype=torch.long) if num_classes else None
+            with torch.no_grad(), _ByteCounter() as counter:
+                model(x, t, y)
+            counts.append(counter)
+    finally:
+        model.train(was_training)
+    return {k: (getattr(counts[1], k) - getattr(counts[0], k)) / batch * element_size for k in ("unfused", "gemm")}
