@@ -5,6 +5,7 @@
                                                                # whole-model training img/s, MFU, peak memory
     python benchmarks/liquid_kernels.py curves --out DIR --mnist-root ROOT   # MNIST loss, fused vs reference
     python benchmarks/liquid_kernels.py sample --out DIR [--inputs native mnist] # sampling forwards, per kernel
+    python benchmarks/liquid_kernels.py sample --out DIR --backbone unet --presets 28 --inputs mnist  # another
 
 Each command takes `--depthwise conv matmul` to time the depthwise convs as cuDNN convs and as dense per-channel
 matrices (models.toeplitz) side by side.
@@ -271,9 +272,12 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 
 
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
-           depthwise_paths: list[str]) -> None:
+           depthwise_paths: list[str], backbone: str = "liquid") -> None:
     """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path),
-    with the compile time and the profiled kernel split."""
+    with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built, its
+    preset at each input, for the same per-kernel view."""
+    if backbone != "liquid":
+        depthwise_paths = ["-"]  # LiquidGen's options only
     env = environment(torch.device("cuda"))
     records = []
     for data, preset in itertools.product(inputs, presets):
@@ -282,8 +286,8 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             torch._dynamo.reset()
             torch.cuda.empty_cache()
             torch.manual_seed(0)
-            model = build_model("liquid", preset, channels, size, classes, kernels="torch",
-                                depthwise=depthwise).cuda().eval()
+            options = {"kernels": "torch", "depthwise": depthwise} if backbone == "liquid" else {}
+            model = build_model(backbone, preset, channels, size, classes, **options).cuda().eval()
             flops = forward_flops(model, channels, size, classes) * batch
             x = torch.randn(batch, channels, size, size, device="cuda")
             t = torch.rand(batch, device="cuda")
@@ -300,7 +304,8 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             compile_s = time.perf_counter() - t0
             ms = cuda_median_ms(forward)
             rows, busy = kernel_table(forward)
-            record = {"input": data, "preset": preset, "mode": mode, "depthwise": depthwise, "batch": batch,
+            record = {"backbone": backbone, "input": data, "preset": preset, "mode": mode, "depthwise": depthwise,
+                      "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
                       "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
@@ -354,7 +359,9 @@ def main() -> None:
                     help="depthwise conv paths to train with (each with each kernel path)")
     sa = sub.add_parser("sample", help="whole-model sampling forward passes, per depthwise path and compile mode")
     sa.add_argument("--out", type=Path, required=True)
-    sa.add_argument("--presets", nargs="+", default=["S"])
+    sa.add_argument("--presets", nargs="+", default=["S"], help="presets of --backbone")
+    sa.add_argument("--backbone", default="liquid", help="another backbone for the same per-kernel view (e.g. unet "
+                    "--presets 28 --inputs mnist)")
     sa.add_argument("--inputs", nargs="+", default=["native", "mnist"], choices=list(INPUTS))
     sa.add_argument("--modes", nargs="+", default=["reduce-overhead"], help="torch.compile modes (or eager)")
     sa.add_argument("--batch", type=int, default=2000, help="rows per forward (guidance doubles a sampler's batch)")
@@ -366,7 +373,7 @@ def main() -> None:
         profile(args.out, args.batch, args.tokens, args.kernels, (False, True) if args.compiled else (False,),
                 args.depthwise)
     elif args.command == "sample":
-        sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise)
+        sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone)
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)
