@@ -79,7 +79,7 @@ class _ByteCounter(TorchDispatchMode):
 def forward_bytes(model: nn.Module, channels: int, size: int, num_classes: int, element_size: int = 2,
                   batch: int = 4) -> dict[str, float]:
     """Bytes per image that one forward moves, at `element_size` bytes per element (2: bf16): `unfused` if every
-    operator reads its tensor inputs and writes its outputs once (eager PyTorch, roughly), `gemm_io` if only the
+    operator reads its tensor inputs and writes its outputs once (eager PyTorch, roughly), `gemm` if only the
     matrix multiplies, convolutions and attention touch memory (all else fused into them: the floor). Counted
     at two batch sizes and differenced, so that the weights, read once per call whatever the batch, drop out,
     as they do at a sampling batch of thousands."""
