@@ -210,7 +210,7 @@ def test_distillation_teacher_velocity_is_the_converted_teacher(teacher):
 
 def test_init_from_needs_the_same_architecture(teacher, tmp_path):
     config = load_config(None, TINY + ["train.steps=2", f"train.init_from={teacher}", "model.preset=28"])
-    with pytest.raises(ValueError, match="architectures differ"):
+    with pytest.raises(ValueError, match=r"ema\.safetensors \(architectures differ\)"):
         train(config, tmp_path)
 
 

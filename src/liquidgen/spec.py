@@ -95,8 +95,8 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
     with a logvar head (a consistency student's adaptive weighting) may start from one without (a flow or
     diffusion teacher): the head keeps its fresh weights."""
     ckpt = resolve(path)
-    name = "ema.safetensors" if ema else "model.safetensors"
-    weights = read_files(ckpt, (name,))[name]
+    file = "ema.safetensors" if ema else "model.safetensors"
+    weights = read_files(ckpt, (file,))[file]
     own = model.state_dict()
     extra = getattr(model, "concat_channels", 0)
     for name, w in weights.items():
@@ -106,5 +106,5 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
             weights[name] = torch.cat([w.to(target.dtype), target[:, w.shape[1]:]], dim=1)
     if not any(k.startswith("logvar_head.") for k in weights):
         weights |= {k: v for k, v in own.items() if k.startswith("logvar_head.")}
-    check_fits(model, weights, f"train.init_from: {ckpt / name} (architectures differ)")
+    check_fits(model, weights, f"train.init_from: {ckpt / file} (architectures differ)")
     model.load_state_dict(weights)
