@@ -195,6 +195,20 @@ def test_resume_continues_the_same_trajectory(tmp_path, optimizer):
     assert losses("straight") == losses("split")
 
 
+def test_resume_continues_with_the_changed_optimizer_settings(tmp_path):
+    """`--resume` announces a changed lr or weight decay; the resumed steps must use them, not the checkpoint's."""
+    base = TINY + ["train.log_every=1", "train.ckpt_every=3", "optim.schedule=constant", "optim.warmup_steps=0"]
+    train(load_config(None, base + ["train.steps=3", "optim.lr=1e-3"]), tmp_path)
+    train(load_config(None, base + ["train.steps=5", "optim.lr=2e-2", "optim.weight_decay=0.5"]), tmp_path,
+          resume=True)
+    logged = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+              if "lr" in r}
+    assert logged[3] == pytest.approx(1e-3) and logged[5] == pytest.approx(2e-2)
+    state = json.loads((tmp_path / "checkpoints" / "step-000005" / "state.json").read_text())
+    decays = {g["weight_decay"] for g in state["optimizer"]["param_groups"]}
+    assert 0.5 in decays and 0.01 not in decays
+
+
 def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
     """A checkpoint cut short (a crash or a full disk mid-write of a file) is named and skipped: the run
     resumes from the previous good one and still follows the uninterrupted trajectory."""

@@ -239,8 +239,18 @@ def load_training_state(ckpt: Path, model, ema, optimizer, scheduler) -> dict:
     tensors = files["optimizer.safetensors"]
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
     opt = {k: v for k, v in tensors.items() if not k.startswith("rng.")}
+    # The run's config, not the checkpoint, sets the hyperparameters a resumed run continues with (`--resume`
+    # announces a changed lr, betas or weight decay): loading would bring back the old ones with the moments.
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    base_lrs = list(scheduler.base_lrs) if scheduler is not None else None
     optimizer.load_state_dict(_join_optimizer(opt, state["optimizer"]))
+    for group, fresh in zip(optimizer.param_groups, settings):
+        group.update(fresh)
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
+        scheduler.base_lrs = base_lrs
+        for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
+            group["initial_lr"], group["lr"] = base, base * factor(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
     _set_rng_state(rng, state["rng"])
     return state
