@@ -16,7 +16,7 @@ Per contender (resumable: a run trained to its budget is reused, a scored record
   and through every held-out caption, and score each set: prompt retrieval (top-1 / top-5 among all captions of
   both splits, by a prompt matcher fitted here on the pixel datasets), the emoji category's accuracy, and FD in two
   reference networks' features (CIFAR-10's small-data recipes, fitted here on the training pixels);
-- grids of seen and held-out prompts at each scale, and a prompt-interpolation strip and GIF at the best.
+- grids of seen and held-out prompts at each scale, and a prompt-interpolation strip and GIF at the run's own scale.
 The real images' retrieval (the ceilings) comes with the matcher. Writes emoji_study.jsonl, emoji_study.md, grids.
 """
 from __future__ import annotations
@@ -101,13 +101,12 @@ def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, a
     return rows
 
 
-def interpolation(name: str, run: Path, rows: list[dict], matcher, args, out: Path) -> None:
-    """A strip and a GIF from the first --interpolate prompt to the second, at the scale with the best seen top-5:
-    their pooled embeddings blended linearly (`interpolate.blend_contexts`), one noise. None with --frames 0 or
-    without the seen prompts."""
-    if not args.frames or "seen" not in args.sets:
+def interpolation(name: str, run: Path, matcher, args, out: Path) -> None:
+    """A strip and a GIF from the first --interpolate prompt to the second, at the run's own guidance scale (made
+    before the scoring, so that a call cut short by its time limit still has it): their pooled embeddings blended
+    linearly (`interpolate.blend_contexts`), one noise. None with --frames 0."""
+    if not args.frames:
         return
-    best = max((r for r in rows if r["prompts"] == "seen"), key=lambda r: r["prompt_top5"])["cfg"]
     pipe = Pipeline.load(run, device=args.device)
     missing = [p for p in args.interpolate if p not in matcher.features]
     if missing:
@@ -116,7 +115,7 @@ def interpolation(name: str, run: Path, rows: list[dict], matcher, args, out: Pa
     w = interp.weights(args.frames)
     context, _ = interp.blend_contexts(torch.stack([matcher.features[p] for p in args.interpolate]), None, w)
     noise = pipe.noise(1, seed=0).expand(args.frames, *pipe.spec.shape)
-    images = pipe.decode(pipe.sample(noise, None, pipe.settings.with_(cfg=best), context=context))
+    images = pipe.decode(pipe.sample(noise, None, pipe.settings, context=context))
     save_grid(images, out / f"interpolation-{name}.png", nrow=args.frames)
     save_gif([im[None] for im in images], out / f"interpolation-{name}.gif", nrow=1, duration_ms=120,
              pingpong=True)
@@ -183,8 +182,8 @@ def main() -> None:
     for contender in args.contenders:
         name = f"{contender}-{args.variant}" if args.variant else contender
         run = train_contender(contender, name, args)
+        interpolation(name, run, matcher, args, out)
         scored = score_contender(name, run, sets, scorer, matcher, args, out)
-        interpolation(name, run, scored, matcher, args, out)
         rows += scored
         (out / "emoji_study.md").write_text(table(rows, ceilings) + "\n")
     print(table(rows, ceilings))
