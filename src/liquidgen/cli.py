@@ -168,7 +168,8 @@ def add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", nargs="*", help="class indices or names to sample (cycled); default: a class grid")
     p.add_argument("--prompt", nargs="+", help="text-conditioned models: one or more prompts, a row of samples each")
     p.add_argument("--init", help="inpainting models: the image to complete (resized and center-cropped)")
-    p.add_argument("--mask", help="inpainting models: mask image, white = generate, black = keep from --init")
+    p.add_argument("--mask", help="inpainting models: mask image, white = generate, black = keep from --init "
+                   "(resized and center-cropped as --init is)")
     add_sampling_args(p)
     p.add_argument("--out", default="samples.png", help="output .png grid, or .npz of uint8 images + labels")
     p.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA weights")
