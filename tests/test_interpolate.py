@@ -147,3 +147,17 @@ def test_sample_trajectory_gif(run, tmp_path):
           "--out", str(tmp_path / "without.png")])
     assert np.array_equal(np.asarray(Image.open(tmp_path / "with.png")), np.asarray(Image.open(tmp_path / "without.png")))
     assert gif_milliseconds(tmp_path / "t.gif") == 6 * 500  # one per model evaluation (5 Euler steps), the result
+
+
+def test_sample_refuses_a_bad_trajectory_path_before_loading_the_model(tmp_path, capsys):
+    """No run at the checkpoint path: each refusal must come from the path check, before anything is loaded."""
+    (tmp_path / "folder.gif").mkdir()
+    (tmp_path / "file").touch()
+    out = tmp_path / "out.png"
+    problems = {tmp_path / "t.txt": "give a .gif", out: "is the --out file too",
+                tmp_path / "folder.gif": "is a folder", tmp_path / "file" / "t.gif": "cannot make the folder"}
+    for trajectory, problem in problems.items():
+        with pytest.raises(SystemExit):
+            main(["sample", str(tmp_path / "no-run"), "--out", str(out), "--trajectory", str(trajectory)])
+        assert problem in capsys.readouterr().err
+    assert not out.exists()

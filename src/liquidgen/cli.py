@@ -125,6 +125,19 @@ def sampling_settings(args, base: SampleConfig) -> SampleConfig:
     return base.with_(steps=args.steps, cfg=cfg, sampler=args.sampler, grid=args.grid, cfg_interval=args.cfg_interval)
 
 
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse a file path that cannot be written (a folder, a folder not made or not writable) before the work
+    whose result goes there. Missing folders are made, as the writers would make them."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot make the folder {path.parent} ({e.strerror or e})") from None
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: no permission to write there")
+
+
 def run_folder(args) -> Path:
     return Path(args.out) if args.out else default_folder(args.config)
 
@@ -201,13 +214,26 @@ def fixed_point_state(model, args):
     return state
 
 
+def check_sample_paths(args) -> None:
+    """sample's --out and --trajectory, checked before the model loads: a bad path found after sampling
+    would throw the samples away."""
+    if Path(args.out).suffix.lower() not in (".png", ".npz"):
+        raise ValueError(f"--out {args.out}: give a .png (a grid) or a .npz (uint8 images and labels)")
+    if not args.trajectory:
+        return
+    trajectory = Path(args.trajectory)
+    if trajectory.resolve() == Path(args.out).resolve():
+        raise ValueError(f"--trajectory {args.trajectory} is the --out file too; give them different paths")
+    if trajectory.suffix.lower() != ".gif":
+        raise ValueError(f"--trajectory {args.trajectory}: give a .gif (the trajectory is an animated GIF)")
+    check_writable(trajectory, "--trajectory")
+
+
 def cmd_sample(args) -> None:
     from .generate import Pipeline
     from .latent_space import to_uint8
 
-    if Path(args.out).suffix.lower() not in (".png", ".npz"):
-        raise ValueError(f"--out {args.out}: give a .png (a grid) or a .npz (uint8 images and labels)")
-
+    check_sample_paths(args)
     dist, device = setup(args.device, "--device")
     pipe = Pipeline.load(args.checkpoint, ema=not args.no_ema, device=device, dist=dist, compile=args.compile)
     settings = sampling_settings(args, pipe.settings)
@@ -573,10 +599,7 @@ def check_eval_paths(args) -> None:
             raise ValueError(f"--classifier {args.classifier}: no such file, and no folder {given.parent} to fit one "
                              f"into; give an existing classifier, or a path in an existing folder to fit one there")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.is_dir() or not os.access(out.parent, os.W_OK):
-            raise ValueError(f"--out {args.out}: cannot write a file there")
+        check_writable(Path(args.out), "--out")
 
 
 def prompt_scoring(args, device):
