@@ -79,6 +79,15 @@ class OrderedPair(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+class TwoDifferent(argparse.Action):
+    """An interpolation's two ends (--seeds A B, --prompts P0 P1): the same twice would walk nowhere."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values[0] == values[1]:
+            parser.error(f"argument {option_string}: both ends are {values[0]!r}; give two different ones")
+        setattr(namespace, self.dest, values)
+
+
 # --- arguments shared by several commands ---------------------------------------------------------
 
 
@@ -284,18 +293,24 @@ def cmd_sample(args) -> None:
               f"max {max(r):.2e}")
 
 
+# Every frame is sampled, laid side by side in one PNG strip (cells of 64 pixels or more) and played twice in
+# the GIF: 1000 already make a strip over 64,000 pixels wide and a GIF of minutes.
+MAX_FRAMES = 1000
+
+
 def add_interpolate(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder or a run folder (newest)")
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--seeds", nargs=2, type=SEED_INT, metavar=("A", "B"),
+    mode.add_argument("--seeds", nargs=2, type=SEED_INT, action=TwoDifferent, metavar=("A", "B"),
                       help="walk the great circle between the noises of two seeds (at --label / --prompt)")
     mode.add_argument("--labels", nargs=2, metavar=("A", "B"),
                       help="blend two class embeddings (indices or names) at the noise of --seed")
-    mode.add_argument("--prompts", nargs=2, metavar=("P0", "P1"),
+    mode.add_argument("--prompts", nargs=2, action=TwoDifferent, metavar=("P0", "P1"),
                       help="text models: blend the embeddings of two prompts at the noise of --seed")
     p.add_argument("--label", help="with --seeds: the class (index or name) of every frame (default: none)")
     p.add_argument("--prompt", help="with --seeds, text models: the prompt of every frame (default: none)")
-    p.add_argument("--frames", type=bounded(int, Bound(2)), default=9, help="frames, endpoints included")
+    p.add_argument("--frames", type=bounded(int, Bound(2, MAX_FRAMES)), default=9,
+                   help=f"frames, endpoints included (at most {MAX_FRAMES})")
     add_sampling_args(p, seed_help="noise seed for --labels / --prompts")
     p.add_argument("--duration", type=COUNT, default=120, help="milliseconds per GIF frame")
     p.add_argument("--out", default="interpolation.png", help="the PNG strip; the GIF goes beside it (.gif)")
@@ -322,8 +337,6 @@ def cmd_interpolate(args) -> None:
                          "to --labels or --prompts")
     y, cond = None, {}
     if args.seeds:
-        if args.seeds[0] == args.seeds[1]:
-            raise ValueError("--seeds: give two different seeds")
         a, b = pipe.noise(1, args.seeds[0])[0], pipe.noise(1, args.seeds[1])[0]
         noise = interp.slerp(a, b, w)
         if args.label is not None:
@@ -332,8 +345,12 @@ def cmd_interpolate(args) -> None:
             cond = dict(zip(("context", "context_mask"), pipe.encode_prompts([args.prompt] * args.frames)))
     else:
         noise = pipe.noise(1, args.seed).expand(args.frames, *pipe.spec.shape)
-        if args.labels:
-            y = interp.class_weights(*parse_labels(args.labels, names), w, len(names))
+        if args.labels:  # compared as classes, as an index and its class name are one class
+            a, b = parse_labels(args.labels, names)
+            if a == b:
+                raise ValueError(f"--labels {' '.join(args.labels)}: both ends are class {a} ({names[a]}); give two "
+                                 f"different classes")
+            y = interp.class_weights(a, b, w, len(names))
         else:
             cond = dict(zip(("context", "context_mask"), interp.blend_contexts(*pipe.encode_prompts(args.prompts), w)))
     cond = {k: v for k, v in cond.items() if v is not None}
