@@ -83,7 +83,7 @@ FLAG_CASES = [
     (["sample", "ckpt", "--seed", "-1"], "argument --seed: must be in [0, 2^63), got -1"),
     (["sample", "ckpt", "--device", "gpu"], "argument --device: 'gpu' is not a device; expected auto, cpu, cuda"),
     (["sample", "ckpt", "--device", "cuda:x"], "argument --device: 'cuda:x' is not a device"),
-    (["interpolate", "ckpt", "--seeds", "1", "2", "--frames", "1"], "argument --frames: must be >= 2, got 1"),
+    (["interpolate", "ckpt", "--seeds", "1", "2", "--frames", "1"], "argument --frames: must be in [2, 1000], got 1"),
     (["interpolate", "ckpt", "--seeds", "1", "-2"], "argument --seeds: must be in [0, 2^63), got -2"),
     (["interpolate", "ckpt", "--seeds", "1", "2", "--duration", "0"], "argument --duration: must be >= 1, got 0"),
     (["precompute", "digits", "--out", "pre", "--size", "0"], "argument --size: must be >= 1, got 0"),

@@ -140,6 +140,20 @@ def test_interpolate_errors(run, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_interpolate_refuses_endless_frames_and_a_walk_from_a_thing_to_itself(run, tmp_path, capsys):
+    """--frames and the --prompts are refused as they are parsed (no run at the checkpoint path); --labels once
+    the model has named its classes, before sampling."""
+    out = str(tmp_path / "x.png")
+    problems = [(tmp_path / "no-run", ["--seeds", "1", "2", "--frames", "100000"], "must be in [2, 1000], got 100000"),
+                (tmp_path / "no-run", ["--prompts", "a cat", "a cat"], "both ends are 'a cat'"),
+                (run, ["--labels", "3", "3"], "both ends are class 3")]
+    for checkpoint, argv, problem in problems:
+        with pytest.raises(SystemExit):
+            main(["interpolate", str(checkpoint), *argv, "--out", out, "--device", "cpu"])
+        assert problem in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_sample_trajectory_gif(run, tmp_path):
     main(["sample", str(run), "--labels", "0", "1", "--n", "2", "--steps", "5", "--seed", "3", "--device", "cpu",
           "--out", str(tmp_path / "with.png"), "--trajectory", str(tmp_path / "t.gif")])
@@ -147,3 +161,17 @@ def test_sample_trajectory_gif(run, tmp_path):
           "--out", str(tmp_path / "without.png")])
     assert np.array_equal(np.asarray(Image.open(tmp_path / "with.png")), np.asarray(Image.open(tmp_path / "without.png")))
     assert gif_milliseconds(tmp_path / "t.gif") == 6 * 500  # one per model evaluation (5 Euler steps), the result
+
+
+def test_sample_refuses_a_bad_trajectory_path_before_loading_the_model(tmp_path, capsys):
+    """No run at the checkpoint path: each refusal must come from the path check, before anything is loaded."""
+    (tmp_path / "folder.gif").mkdir()
+    (tmp_path / "file").touch()
+    out = tmp_path / "out.png"
+    problems = {tmp_path / "t.txt": "give a .gif", out: "is the --out file too",
+                tmp_path / "folder.gif": "is a folder", tmp_path / "file" / "t.gif": "cannot make the folder"}
+    for trajectory, problem in problems.items():
+        with pytest.raises(SystemExit):
+            main(["sample", str(tmp_path / "no-run"), "--out", str(out), "--trajectory", str(trajectory)])
+        assert problem in capsys.readouterr().err
+    assert not out.exists()

@@ -11,12 +11,12 @@ from PIL import Image
 from liquidgen import checkpoint as ckpt_io
 from liquidgen.bench.records import read_records
 from liquidgen.cli import main
-from liquidgen.data import stored_prompt_embeddings
+from liquidgen.data import read_image, stored_prompt_embeddings
 from liquidgen.generate import Pipeline
 from liquidgen.spec import ModelSpec, init_weights
 from liquidgen.text import encode_prompts
 from liquidgen.config import load_config
-from liquidgen.inpainting import concat_input, random_masks
+from liquidgen.inpainting import concat_input, load_mask, random_masks
 from liquidgen.models import build_model
 from liquidgen.samplers import denoiser
 from liquidgen.train import drop_context
@@ -182,6 +182,21 @@ def test_inpainting_training_and_sampling_keep_the_known_pixels(tmp_path, capsys
     with pytest.raises(SystemExit) as exc:
         main(["sample", str(plain), "--init", str(init), "--mask", str(mask)])
     assert exc.value.code == 2 and "need an inpainting model" in capsys.readouterr().err
+
+
+def test_a_mask_is_cropped_like_the_init_image_it_masks(tmp_path):
+    """A wide mask marking the left half of the init's centre square marks the left half of the square the
+    init is cropped to, not the squashed strip a plain resize would give."""
+    marked = np.zeros((16, 32), np.uint8)
+    marked[:, 8:16] = 255
+    Image.fromarray(marked).save(tmp_path / "mask.png")
+    Image.fromarray(np.stack([marked] * 3, -1)).save(tmp_path / "init.png")
+    mask = load_mask(tmp_path / "mask.png", 8)
+    expected = torch.zeros(1, 1, 8, 8)
+    expected[..., :4] = 1
+    assert torch.equal(mask, expected)
+    init = torch.from_numpy(read_image(tmp_path / "init.png", 8, 3)[..., 0] > 127).float()
+    assert torch.equal(mask[0, 0], init)
 
 
 def _plain_run(tmp_path: Path) -> Path:

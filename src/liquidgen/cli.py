@@ -79,6 +79,15 @@ class OrderedPair(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+class TwoDifferent(argparse.Action):
+    """An interpolation's two ends (--seeds A B, --prompts P0 P1): the same twice would walk nowhere."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values[0] == values[1]:
+            parser.error(f"argument {option_string}: both ends are {values[0]!r}; give two different ones")
+        setattr(namespace, self.dest, values)
+
+
 # --- arguments shared by several commands ---------------------------------------------------------
 
 
@@ -125,6 +134,19 @@ def sampling_settings(args, base: SampleConfig) -> SampleConfig:
     return base.with_(steps=args.steps, cfg=cfg, sampler=args.sampler, grid=args.grid, cfg_interval=args.cfg_interval)
 
 
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse a file path that cannot be written (a folder, a folder not made or not writable) before the work
+    whose result goes there. Missing folders are made, as the writers would make them."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot make the folder {path.parent} ({e.strerror or e})") from None
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: no permission to write there")
+
+
 def run_folder(args) -> Path:
     return Path(args.out) if args.out else default_folder(args.config)
 
@@ -168,7 +190,8 @@ def add_sample(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", nargs="*", help="class indices or names to sample (cycled); default: a class grid")
     p.add_argument("--prompt", nargs="+", help="text-conditioned models: one or more prompts, a row of samples each")
     p.add_argument("--init", help="inpainting models: the image to complete (resized and center-cropped)")
-    p.add_argument("--mask", help="inpainting models: mask image, white = generate, black = keep from --init")
+    p.add_argument("--mask", help="inpainting models: mask image, white = generate, black = keep from --init "
+                   "(resized and center-cropped as --init is)")
     add_sampling_args(p)
     p.add_argument("--out", default="samples.png", help="output .png grid, or .npz of uint8 images + labels")
     p.add_argument("--no-ema", action="store_true", help="use the live weights instead of the EMA weights")
@@ -200,13 +223,26 @@ def fixed_point_state(model, args):
     return state
 
 
+def check_sample_paths(args) -> None:
+    """sample's --out and --trajectory, checked before the model loads: a bad path found after sampling
+    would throw the samples away."""
+    if Path(args.out).suffix.lower() not in (".png", ".npz"):
+        raise ValueError(f"--out {args.out}: give a .png (a grid) or a .npz (uint8 images and labels)")
+    if not args.trajectory:
+        return
+    trajectory = Path(args.trajectory)
+    if trajectory.resolve() == Path(args.out).resolve():
+        raise ValueError(f"--trajectory {args.trajectory} is the --out file too; give them different paths")
+    if trajectory.suffix.lower() != ".gif":
+        raise ValueError(f"--trajectory {args.trajectory}: give a .gif (the trajectory is an animated GIF)")
+    check_writable(trajectory, "--trajectory")
+
+
 def cmd_sample(args) -> None:
     from .generate import Pipeline
     from .latent_space import to_uint8
 
-    if Path(args.out).suffix.lower() not in (".png", ".npz"):
-        raise ValueError(f"--out {args.out}: give a .png (a grid) or a .npz (uint8 images and labels)")
-
+    check_sample_paths(args)
     dist, device = setup(args.device, "--device")
     pipe = Pipeline.load(args.checkpoint, ema=not args.no_ema, device=device, dist=dist, compile=args.compile)
     settings = sampling_settings(args, pipe.settings)
@@ -257,18 +293,24 @@ def cmd_sample(args) -> None:
               f"max {max(r):.2e}")
 
 
+# Every frame is sampled, laid side by side in one PNG strip (cells of 64 pixels or more) and played twice in
+# the GIF: 1000 already make a strip over 64,000 pixels wide and a GIF of minutes.
+MAX_FRAMES = 1000
+
+
 def add_interpolate(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint folder or a run folder (newest)")
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--seeds", nargs=2, type=SEED_INT, metavar=("A", "B"),
+    mode.add_argument("--seeds", nargs=2, type=SEED_INT, action=TwoDifferent, metavar=("A", "B"),
                       help="walk the great circle between the noises of two seeds (at --label / --prompt)")
     mode.add_argument("--labels", nargs=2, metavar=("A", "B"),
                       help="blend two class embeddings (indices or names) at the noise of --seed")
-    mode.add_argument("--prompts", nargs=2, metavar=("P0", "P1"),
+    mode.add_argument("--prompts", nargs=2, action=TwoDifferent, metavar=("P0", "P1"),
                       help="text models: blend the embeddings of two prompts at the noise of --seed")
     p.add_argument("--label", help="with --seeds: the class (index or name) of every frame (default: none)")
     p.add_argument("--prompt", help="with --seeds, text models: the prompt of every frame (default: none)")
-    p.add_argument("--frames", type=bounded(int, Bound(2)), default=9, help="frames, endpoints included")
+    p.add_argument("--frames", type=bounded(int, Bound(2, MAX_FRAMES)), default=9,
+                   help=f"frames, endpoints included (at most {MAX_FRAMES})")
     add_sampling_args(p, seed_help="noise seed for --labels / --prompts")
     p.add_argument("--duration", type=COUNT, default=120, help="milliseconds per GIF frame")
     p.add_argument("--out", default="interpolation.png", help="the PNG strip; the GIF goes beside it (.gif)")
@@ -295,8 +337,6 @@ def cmd_interpolate(args) -> None:
                          "to --labels or --prompts")
     y, cond = None, {}
     if args.seeds:
-        if args.seeds[0] == args.seeds[1]:
-            raise ValueError("--seeds: give two different seeds")
         a, b = pipe.noise(1, args.seeds[0])[0], pipe.noise(1, args.seeds[1])[0]
         noise = interp.slerp(a, b, w)
         if args.label is not None:
@@ -305,8 +345,12 @@ def cmd_interpolate(args) -> None:
             cond = dict(zip(("context", "context_mask"), pipe.encode_prompts([args.prompt] * args.frames)))
     else:
         noise = pipe.noise(1, args.seed).expand(args.frames, *pipe.spec.shape)
-        if args.labels:
-            y = interp.class_weights(*parse_labels(args.labels, names), w, len(names))
+        if args.labels:  # compared as classes, as an index and its class name are one class
+            a, b = parse_labels(args.labels, names)
+            if a == b:
+                raise ValueError(f"--labels {' '.join(args.labels)}: both ends are class {a} ({names[a]}); give two "
+                                 f"different classes")
+            y = interp.class_weights(a, b, w, len(names))
         else:
             cond = dict(zip(("context", "context_mask"), interp.blend_contexts(*pipe.encode_prompts(args.prompts), w)))
     cond = {k: v for k, v in cond.items() if v is not None}
@@ -572,10 +616,7 @@ def check_eval_paths(args) -> None:
             raise ValueError(f"--classifier {args.classifier}: no such file, and no folder {given.parent} to fit one "
                              f"into; give an existing classifier, or a path in an existing folder to fit one there")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.is_dir() or not os.access(out.parent, os.W_OK):
-            raise ValueError(f"--out {args.out}: cannot write a file there")
+        check_writable(Path(args.out), "--out")
 
 
 def prompt_scoring(args, device):

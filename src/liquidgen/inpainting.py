@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
+
+from .data import read_image
 
 KINDS = ("box", "border", "all")  # drawn uniformly
 
@@ -47,13 +47,10 @@ def random_masks(n: int, height: int, width: int, device: torch.device | str = "
 
 
 def load_mask(path: str | Path, size: int) -> Tensor:
-    """A mask image (white = generate, black = keep) as a (1, 1, size, size) {0, 1} tensor."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L").resize((size, size), Image.Resampling.NEAREST)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"cannot read mask {path}: {e}") from e
-    return torch.from_numpy((np.asarray(img) > 127).astype(np.float32))[None, None]
+    """A mask image (white = generate, black = keep) as a (1, 1, size, size) {0, 1} tensor. It is cropped and
+    resized by `read_image`, as the init image is, so that a mask of the init's shape marks the same pixels
+    whatever that shape."""
+    return torch.from_numpy(read_image(path, size, channels=1) > 127).float()[None, None]
 
 
 def to_latent_grid(mask: Tensor, size: int) -> Tensor:
