@@ -175,3 +175,7 @@ def test_sample_refuses_a_bad_trajectory_path_before_loading_the_model(tmp_path,
             main(["sample", str(tmp_path / "no-run"), "--out", str(out), "--trajectory", str(trajectory)])
         assert problem in capsys.readouterr().err
     assert not out.exists()
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(SystemExit):
+        main(["sample", str(tmp_path / "no-run"), "--out", str(tmp_path / "folder.png")])
+    assert "is a folder" in capsys.readouterr().err

@@ -228,6 +228,7 @@ def check_sample_paths(args) -> None:
     would throw the samples away."""
     if Path(args.out).suffix.lower() not in (".png", ".npz"):
         raise ValueError(f"--out {args.out}: give a .png (a grid) or a .npz (uint8 images and labels)")
+    check_writable(Path(args.out), "--out")
     if not args.trajectory:
         return
     trajectory = Path(args.trajectory)
