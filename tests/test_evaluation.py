@@ -112,6 +112,42 @@ def test_inception_needs_its_weights(digits, tmp_path, monkeypatch):
         evaluate(digits.images[:4], None, digits, "x", use_inception=True, cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("argv", [["eval", "fit-classifier", "--data", "digits", "--size", "8"],
+                                  ["eval", "fit-prompt-matcher", "--root", "captions"]], ids=lambda a: a[1])
+def test_fit_commands_check_out_before_fitting(argv, tmp_path, monkeypatch, capsys):
+    """A folder or an existing file at --out is refused before minutes of fitting, and leaves nothing behind."""
+    monkeypatch.chdir(tmp_path)
+    for fit in ("liquidgen.evaluation.classifier.fit_classifier", "liquidgen.evaluation.retrieval.fit_prompt_matcher"):
+        monkeypatch.setattr(fit, lambda *a, **k: pytest.fail("fitted before --out was checked"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "old.safetensors").write_bytes(b"old")
+    for out, message in [("folder", "--out folder is a folder"),
+                         ("old.safetensors", "--out old.safetensors already exists; replace it with --overwrite")]:
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, "--out", out])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "old.safetensors"]  # no .tmp
+    assert (tmp_path / "old.safetensors").read_bytes() == b"old"
+
+
+def test_fit_classifier_creates_the_folder_and_overwrites_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setitem(classifier_module.RECIPES, "digits", (Recipe(epochs=1), SECOND))  # seconds, not minutes
+    out = tmp_path / "new" / "digits.safetensors"
+    fit = ["eval", "fit-classifier", "--data", "digits", "--size", "8", "--out", str(out), "--device", "cpu"]
+    main(fit)
+    fitted = out.read_bytes()
+    out.write_bytes(b"old")
+    main([*fit, "--overwrite"])
+    assert out.read_bytes() == fitted and [p.name for p in out.parent.iterdir()] == ["digits.safetensors"]
+
+
+def test_a_failed_save_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError):
+        save_classifier(torch.nn.Linear(2, 2), {}, tmp_path / "taken")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
 @pytest.mark.slow
 def test_cli_fit_classifier_eval_and_in_training_eval(tmp_path, capsys):
     clf = tmp_path / "digits.safetensors"

@@ -313,7 +313,8 @@ def test_precompute_with_every_image_unreadable_is_an_error(tmp_path):
 
 def test_image_size_must_match_a_precomputed_dataset(tmp_path, clean):
     assert len(load_dataset("precomputed", clean, image_size=8)) == 40  # the same size is no error
-    with pytest.raises(ValueError, match=f"data.image_size 16 does not match {clean}, precomputed at 8x8: .*--size 16"):
+    with pytest.raises(ValueError, match=rf"image size 16 \(--size on the command line, data.image_size in a config\) "
+                                         rf"does not match {clean}, precomputed at 8x8: .*--size 16"):
         load_dataset("precomputed", clean, image_size=16)
     with pytest.raises(ValueError, match="manifest.json is a file; a precomputed dataset is the folder"):
         load_dataset("precomputed", clean / "manifest.json")

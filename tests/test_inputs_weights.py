@@ -385,7 +385,7 @@ KL = {"kind": "kl", "channels": 8, "channel_mult": [1], "latent_channels": 2}
     (lambda run: fake_checkpoint(run, "{not json", {"x": torch.zeros(1)}), "model.json"),
     (lambda run: fake_checkpoint(run, {"name": "autoencoder", "options": KL}), "ema.safetensors"),
     (lambda run: fake_checkpoint(run, {"name": "liquid", "options": {}}, {"x": torch.zeros(1)}),
-     "is not a `liquidgen train-autoencoder` checkpoint"),
+     "is a checkpoint of a generator run (made by `liquidgen train`), not of an autoencoder run"),
     (lambda run: fake_checkpoint(run, {"name": "autoencoder", "options": KL | {"bogus": 1}}, {"x": torch.zeros(1)}),
      "model.json does not describe an autoencoder this version builds"),
     (lambda run: fake_checkpoint(run, {"name": "autoencoder", "options": KL}, {"x": torch.zeros(1)}),

@@ -24,6 +24,8 @@ from liquidgen.train import train
 
 TINY = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "data.limit=64", "train.batch_size=16",
         "train.log_every=1", "train.sample_every=0", "train.ckpt_every=2", "train.steps=2", "sample.steps=2"]
+AE_TINY = ["data.name=digits", "data.image_size=8", "model.channels=8", "model.channel_mult=[1, 2]", "train.steps=2",
+           "train.batch_size=16", "train.holdout=16", "train.log_every=1", "train.sample_every=0", "train.ckpt_every=0"]
 
 
 def snapshot(folder: Path) -> dict:
@@ -167,19 +169,51 @@ def test_a_checkpoint_that_does_not_fit_names_the_tensors_and_restores_nothing(f
 
 def test_train_autoencoder_owns_its_folder(tmp_path):
     from liquidgen.train_autoencoder import AutoencoderConfig, train_autoencoder
-    overrides = ["data.name=digits", "data.image_size=8", "model.channels=8", "model.channel_mult=[1, 2]",
-                 "train.steps=2", "train.batch_size=16", "train.holdout=16", "train.log_every=1",
-                 "train.sample_every=0", "train.ckpt_every=0"]
-    config = load_config(None, overrides, cls=AutoencoderConfig)
+    config = load_config(None, AE_TINY, cls=AutoencoderConfig)
     train_autoencoder(config, tmp_path / "ae")
     before = snapshot(tmp_path / "ae")
     with pytest.raises(RunFolderError, match="already holds a run"):
         train_autoencoder(config, tmp_path / "ae")
     assert snapshot(tmp_path / "ae") == before
-    bigger = load_config(None, overrides + ["model.latent_channels=8", "train.steps=4"], cls=AutoencoderConfig)
+    bigger = load_config(None, AE_TINY + ["model.latent_channels=8", "train.steps=4"], cls=AutoencoderConfig)
     with pytest.raises(ValueError, match=r"model.latent_channels \(4 there, 8 now\)"):
         train_autoencoder(bigger, tmp_path / "ae", resume=True)
     assert snapshot(tmp_path / "ae") == before
+
+
+@pytest.fixture(scope="module")
+def autoencoder_run(tmp_path_factory):
+    from liquidgen.train_autoencoder import AutoencoderConfig, train_autoencoder
+    out = tmp_path_factory.mktemp("runs") / "ae"
+    train_autoencoder(load_config(None, AE_TINY, cls=AutoencoderConfig), out)
+    return out
+
+
+GENERATOR_RUN = "a generator run (made by `liquidgen train`)"
+AUTOENCODER_RUN = "an autoencoder run (made by `liquidgen train-autoencoder`)"
+
+
+@pytest.mark.parametrize("argv, found, expected, advice", [
+    (["sample", "{ae}", "--out", "{tmp}/s.png", "--device", "cpu"], AUTOENCODER_RUN, GENERATOR_RUN,
+     "an autoencoder encodes and decodes images but does not generate them: encode a dataset with it"),
+    (["train", "configs/digits-liquid-tiny.yaml", "--out", "{tmp}/run", "--set", *TINY, "train.init_from={ae}"],
+     AUTOENCODER_RUN, GENERATOR_RUN, "train.init_from starts a generator from another generator's weights"),
+    (["train", "configs/digits-liquid-tiny.yaml", "--out", "{ae}", "--resume", "--set", *TINY, "train.steps=4"],
+     AUTOENCODER_RUN, GENERATOR_RUN, "resume it with the command that made it"),
+    (["train-autoencoder", "configs/mnist-vq-vae.yaml", "--out", "{gen}", "--resume", "--set", *AE_TINY],
+     GENERATOR_RUN, AUTOENCODER_RUN, "resume it with the command that made it"),
+    (["precompute", "digits", "--size", "8", "--autoencoder", "own", "--ae-option", "path={gen}", "--out",
+      "{tmp}/pre"], GENERATOR_RUN, AUTOENCODER_RUN, "the own autoencoder's path= takes the folder of a `liquidgen "
+                                                  "train-autoencoder` run"),
+], ids=["sample-ae", "init-from-ae", "train-resume-ae", "train-autoencoder-resume-generator", "precompute-generator"])
+def test_a_run_of_the_other_kind_is_named_as_such(argv, found, expected, advice, autoencoder_run, finished_run,
+                                                  tmp_path, capsys):
+    runs = {"ae": autoencoder_run, "gen": finished_run}
+    before = {name: snapshot(run) for name, run in runs.items()}
+    code, text = cli([a.format(tmp=tmp_path, **runs) for a in argv], capsys)
+    assert code == 2 and text.count("\n") == 1, text
+    assert f"is a checkpoint of {found}, not of {expected}; {advice}" in text
+    assert {name: snapshot(run) for name, run in runs.items()} == before and not any(tmp_path.iterdir())
 
 
 def test_precompute_continues_its_own_dataset_and_refuses_another(tmp_path, capsys):

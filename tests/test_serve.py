@@ -2,9 +2,14 @@
 `chromium-driver`, driven by Selenium; `.ci/run` installs them and sets LIQUIDGEN_REQUIRE_BROWSER=1, so CI runs
 the browser test rather than skipping it)."""
 import io
+import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -134,6 +139,45 @@ def test_the_page_in_a_browser_generates_a_class(run, tmp_path):
     finally:
         browser.quit()
         app.close()
+
+
+def call_generate(port: int, data: list) -> str:
+    """The event stream answering one Generate request sent through Gradio's HTTP API, as any client may."""
+    url = f"http://127.0.0.1:{port}/gradio_api/call/generate"
+    request = urllib.request.Request(url, json.dumps({"data": data}).encode(), {"Content-Type": "application/json"})
+    event = json.load(urllib.request.urlopen(request))["event_id"]
+    return urllib.request.urlopen(f"{url}/{event}").read().decode()
+
+
+def test_an_error_the_handler_does_not_catch_reaches_the_client_with_its_message(run):
+    port = _free_port()
+    app = serve(run, port=port, device="cpu", block=False)
+    try:
+        stream = call_generate(port, [ALL, "", 6, 1.5, ["euler"], 0, 1])  # a TypeError in the handler
+    finally:
+        app.close()
+    assert "event: error" in stream and "unhashable type: 'list'" in stream, stream
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_serve_removes_its_scratch_folder_when_stopped(run, tmp_path):
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "liquidgen.cli", "serve", str(run), "--port", str(port),
+                               "--device", "cpu"], env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("liquidgen-serve-*")) or not _listening(port):
+            assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.2)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    finally:
+        server.kill()
+    assert not list(tmp_path.glob("liquidgen-serve-*"))
 
 
 @pytest.mark.slow

@@ -209,6 +209,24 @@ def load_module_and_optimizer(ckpt: Path, name: str, module: nn.Module, optimize
     optimizer.load_state_dict(_join_optimizer(files[f"{name}-optimizer.safetensors"], plain))
 
 
+# The two kinds of run, each made by its own command; an autoencoder's model.json names it "autoencoder".
+RUN_KINDS = {"generator": "a generator run (made by `liquidgen train`)",
+             "autoencoder": "an autoencoder run (made by `liquidgen train-autoencoder`)"}
+
+
+def run_kind(model_json) -> str:
+    """The kind of run (a key of RUN_KINDS) whose checkpoint holds this model.json."""
+    return "autoencoder" if isinstance(model_json, dict) and model_json.get("name") == "autoencoder" else "generator"
+
+
+def check_kind(ckpt: Path, model_json, expected: str, instead: str) -> None:
+    """A ValueError naming both kinds, and what to do `instead`, when the checkpoint `ckpt` (its parsed model.json)
+    is not of kind `expected`: the other kind's files would fail later, with a message about their contents."""
+    found = run_kind(model_json)
+    if found != expected:
+        raise ValueError(f"{ckpt} is a checkpoint of {RUN_KINDS[found]}, not of {RUN_KINDS[expected]}; {instead}")
+
+
 class CorruptCheckpoint(ValueError):
     """A checkpoint file is missing, truncated or not what it should be."""
 

@@ -617,7 +617,17 @@ def check_eval_paths(args) -> None:
             raise ValueError(f"--classifier {args.classifier}: no such file, and no folder {given.parent} to fit one "
                              f"into; give an existing classifier, or a path in an existing folder to fit one there")
     if args.out:
-        check_writable(Path(args.out), "--out")
+        output_file(args.out, overwrite=True)  # the records of a rerun replace the last run's
+
+
+def output_file(out: str, overwrite: bool) -> Path:
+    """An --out file, checked before the work that fills it, so that a mistake costs no fitting or sampling: an
+    existing file without `overwrite` (--overwrite) is refused, and whatever `check_writable` refuses."""
+    path = Path(out)
+    if path.is_file() and not overwrite:
+        raise ValueError(f"--out {out} already exists; replace it with --overwrite, or choose another --out")
+    check_writable(path, "--out")
+    return path
 
 
 def prompt_scoring(args, device):
@@ -671,6 +681,7 @@ def add_fit_classifier(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="dataset folder or file")
     p.add_argument("--size", type=COUNT, help="image size (default: the dataset's own)")
     p.add_argument("--out", help="output .safetensors (default: classifiers/<data>-<size>.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace the file at --out (refused otherwise)")
     p.add_argument("--second", action="store_true",
                    help="fit the dataset's second, independent reference network (eval's --classifier2) instead")
     add_device_arg(p)
@@ -680,14 +691,14 @@ def cmd_fit_classifier(args) -> None:
     from .data import load_dataset, load_split
     from .evaluation.classifier import fit_classifier, recipes_for, save_classifier
 
+    recipe = recipes_for(args.data)[1 if args.second else 0]
     train_set = load_dataset(args.data, args.root, args.size, split="train")
+    suffix = f"-{recipe.arch}" if args.second else ""
+    out = output_file(args.out or f"classifiers/{args.data}-{train_set.size}{suffix}.safetensors", args.overwrite)
     # Without a test split, fit_classifier holds out the last images instead.
     test_set = load_split(args.data, args.root, args.size, split="test")
-    recipe = recipes_for(args.data)[1 if args.second else 0]
     model, info = fit_classifier(train_set, test_set, pick_device(args.device, "--device"), recipe)
     info.update(dataset=args.data, root=str(args.root))
-    suffix = f"-{recipe.arch}" if args.second else ""
-    out = Path(args.out or f"classifiers/{args.data}-{train_set.size}{suffix}.safetensors")
     save_classifier(model, info, out)
     print(f"wrote {out}: test accuracy {info['test_accuracy']:.4f} on {info['test_images']} images")
 
@@ -703,15 +714,17 @@ def add_fit_prompt_matcher(p: argparse.ArgumentParser) -> None:
                    "precomputed dataset's, whose embeddings then spare loading it, else minilm)")
     p.add_argument("--text-option", nargs="*", default=[], metavar="KEY=VALUE", help="text encoder options")
     p.add_argument("--out", required=True, help="output .safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace the file at --out (refused otherwise)")
     add_device_arg(p)
 
 
 def cmd_fit_prompt_matcher(args) -> None:
     from .evaluation.retrieval import describe_ceilings, fit_prompt_matcher
 
+    out = output_file(args.out, args.overwrite)
     spec = ({"name": args.text_encoder, **parse_options(args.text_option, "--text-option")}
             if args.text_encoder else None)
-    info = fit_prompt_matcher(args.root, args.heldout, args.size, args.out, spec,
+    info = fit_prompt_matcher(args.root, args.heldout, args.size, out, spec,
                               device=pick_device(args.device, "--device"))
     print(f"wrote {args.out}: fitted on {info['train_images']:,} images, {len(info['pool']):,} candidate prompts")
     print(describe_ceilings(info))

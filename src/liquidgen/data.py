@@ -375,7 +375,8 @@ def _load_folder(root: Path | None, split: str, image_size: int | None, limit: i
     base = _need_root("folder", root)
     _train_only("folder", split)
     if image_size is None:
-        raise ValueError("dataset 'folder' needs image_size (its images may differ in size)")
+        raise ValueError("dataset 'folder' needs an image size (its images may differ in size): --size on the command "
+                         "line (eval, fit-classifier), data.image_size in a config")
     classes, files = folder_files(base)
     files = files[:limit]
     arrays, kept, bad = [], [], []
@@ -865,8 +866,9 @@ def _load_precomputed(root: Path | None, split: str, image_size: int | None, lim
     root = _need_root("precomputed", root)
     made = read_manifest(root)["request"].get("image_size")
     if image_size is not None and image_size != made:
-        raise ValueError(f"data.image_size {image_size} does not match {root}, precomputed at {made}x{made}: leave "
-                         f"data.image_size unset, or precompute again with --size {image_size}")
+        raise ValueError(f"image size {image_size} (--size on the command line, data.image_size in a config) does not "
+                         f"match {root}, precomputed at {made}x{made}: leave it out, or precompute again with --size "
+                         f"{image_size}")
     return load_precomputed(root, limit)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CorruptCheckpoint, list_checkpoints, read_files
+from .checkpoint import CorruptCheckpoint, check_kind, list_checkpoints, read_files, run_kind
 
 
 def seed_everything(seed: int) -> None:
@@ -93,6 +93,8 @@ def check_resume(ckpt: Path, config: dict, spec: dict, fixed: tuple[str, ...],
     differs (not a CorruptCheckpoint: an older checkpoint differs the same way). Other changed settings
     (more steps, another learning rate) are allowed and listed."""
     files = read_files(ckpt, ("config.json", "model.json"))
+    check_kind(ckpt, files["model.json"], run_kind(spec), "resume it with the command that made it, or give this run "
+               "another --out")
     changes = _changes(files["config.json"], config)
     locked = [c for c in changes if c[0].split(".")[0] in fixed] or _changes(files["model.json"], spec)
     if locked:

@@ -88,7 +88,9 @@ def build_app(pipe: LiquidPipeline, title: str = "liquidgen"):
     gr = _gradio()
     settings = pipe.pipeline.settings
     spec = pipe.pipeline.spec
-    out_dir = Path(tempfile.mkdtemp(prefix="liquidgen-serve-"))
+    # The trajectories' GIFs: removed when the server stops (`serve`), at the latest with the app or at exit.
+    scratch = tempfile.TemporaryDirectory(prefix="liquidgen-serve-")
+    out_dir = Path(scratch.name)
     with gr.Blocks(title=title) as app:
         kind = ("text-conditioned" if pipe.text else f"{len(pipe.class_names)} classes" if pipe.class_names
                 else "unconditional")
@@ -111,7 +113,7 @@ def build_app(pipe: LiquidPipeline, title: str = "liquidgen"):
                 trajectory = gr.Image(label="denoising trajectory", type="filepath", elem_id="trajectory")
         button.click(make_generate(pipe, out_dir), [label, prompts, steps, cfg, sampler, seed, images],
                      [grid, trajectory, status])
-    app.out_dir = out_dir
+    app.out_dir, app.scratch = out_dir, scratch
     return app
 
 
@@ -123,7 +125,11 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 7860, device: st
     app = build_app(pipe, f"liquidgen · {Path(run).name}")
     if block:
         print(f"serving {run} at http://{host}:{port} (Ctrl-C stops)", flush=True)
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
+    # show_error: an exception the handler does not turn into a status line (a TypeError from a client's malformed
+    # request, a bug) reaches the client with its message, not as {"error": null}
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block, show_error=True,
                ssr_mode=False, footer_links=[], allowed_paths=[str(app.out_dir)])
+    if block:  # stopped by Ctrl-C
+        app.scratch.cleanup()
     return app
 

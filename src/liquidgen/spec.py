@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import check_fits, read_files, resolve
+from .checkpoint import check_fits, check_kind, read_files, resolve
 from .config import Config, from_dict
 from .latent_space import LatentSpace
 from .models import Backbone, build_model
@@ -71,12 +71,20 @@ class ModelSpec:
         return spec
 
 
+# What an autoencoder run is for, said where a command that generates is given one.
+ENCODE_INSTEAD = ("an autoencoder encodes and decodes images but does not generate them: encode a dataset with it "
+                  "(liquidgen precompute SOURCE --autoencoder own --ae-option path=RUN --size SIZE --out DIR), train a "
+                  "generator on those latents (liquidgen train CONFIG --set data.name=precomputed data.root=DIR), and "
+                  "use that run here")
+
+
 def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"
                ) -> tuple[Backbone, Config, ModelSpec]:
     """Rebuild a checkpoint's backbone (EMA weights by default) in eval mode: (model, config, spec)."""
     ckpt = resolve(path)
     weights = "ema.safetensors" if ema else "model.safetensors"
     files = read_files(ckpt, ("config.json", "model.json", weights))
+    check_kind(ckpt, files["model.json"], "generator", ENCODE_INSTEAD)
     config, spec = from_dict(Config, files["config.json"]), ModelSpec.from_json(files["model.json"])
     # Which kernels run (LiquidGen's fused Triton ops or plain PyTorch, its depthwise convs as convs or dense
     # matrices) is this machine's choice, not the weights': a run trained with kernels=triton loads on a CPU too.
@@ -96,7 +104,10 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
     diffusion teacher): the head keeps its fresh weights."""
     ckpt = resolve(path)
     file = "ema.safetensors" if ema else "model.safetensors"
-    weights = read_files(ckpt, (file,))[file]
+    files = read_files(ckpt, ("model.json", file))
+    check_kind(ckpt, files["model.json"], "generator", "train.init_from starts a generator from another generator's "
+               "weights")
+    weights = files[file]
     own = model.state_dict()
     extra = getattr(model, "concat_channels", 0)
     for name, w in weights.items():

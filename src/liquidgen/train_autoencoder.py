@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt_io
 from .autoencoders.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
 from .autoencoders.own import ConvAutoencoder, psnr
-from .config import AT_LEAST_ONE, CHOICES, MOMENTUM, NONNEGATIVE, RANGES, DataConfig, OptimConfig, _plain
+from .config import AT_LEAST_ONE, CHOICES, MOMENTUM, NONNEGATIVE, RANGES, ConfigError, DataConfig, OptimConfig, _plain
 from .data import BatchSampler, ImageData, load_dataset, load_split
 from .distributed import launched_world, part_seed, pick_device
 from .ema import EMA
@@ -82,6 +82,12 @@ class AutoencoderConfig:
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     train: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
 
+    def __post_init__(self):
+        # Here, at load, not in CHOICES: optim.name's choices there are train's, which has linear layers for Muon.
+        if self.optim.name == "muon":
+            raise ConfigError("optim.name: muon trains the weights of linear layers (optim.py), and "
+                              "train-autoencoder's networks have none, only convolutions; use optim.name=adamw")
+
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
 
@@ -105,10 +111,12 @@ def split_data(config: AutoencoderConfig) -> tuple[ImageData, ImageData]:
     test = load_split(d.name, d.root, d.image_size, "test", config.train.holdout)
     if test is not None:
         return train, test
-    keep = len(train) - config.train.holdout
-    if keep < config.train.batch_size:
-        raise ValueError(f"{len(train)} images leave {keep} for training after the {config.train.holdout} held out "
-                         f"(train.holdout); that is less than a batch of {config.train.batch_size}")
+    holdout, batch = config.train.holdout, config.train.batch_size
+    keep = len(train) - holdout
+    if keep < batch:
+        left = f"only {keep}, less than a batch of {batch} (train.batch_size)," if keep > 0 else "none"
+        raise ValueError(f"train.holdout {holdout}: holding out {holdout} of the {len(train)} images leaves {left} "
+                         f"to train on; lower train.holdout, or give more images")
     return tuple(ImageData(train.images[rows], train.labels[rows], train.num_classes, train.class_names)
                  for rows in (slice(0, keep), slice(keep, None)))
 

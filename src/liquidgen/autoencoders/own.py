@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import check_fits, read_files, resolve
+from ..checkpoint import check_fits, check_kind, read_files, resolve
 from .base import Autoencoder
 from .quantize import VectorQuantizer
 
@@ -134,9 +134,8 @@ def load_trained(path: str | Path, ema: bool = True) -> tuple[ConvAutoencoder, d
     weights = "ema.safetensors" if ema else "model.safetensors"
     files = read_files(ckpt, ("model.json", weights))
     spec = files["model.json"]
-    if not isinstance(spec, dict) or spec.get("name") != "autoencoder":
-        name = spec.get("name") if isinstance(spec, dict) else spec
-        raise ValueError(f"{ckpt} is not a `liquidgen train-autoencoder` checkpoint (its model is {name!r})")
+    check_kind(ckpt, spec, "autoencoder", "the own autoencoder's path= takes the folder of a `liquidgen "
+               "train-autoencoder` run or one of its checkpoints")
     try:
         net = ConvAutoencoder(**spec["options"])
     except (KeyError, TypeError, ValueError) as e:  # a model.json edited by hand, or from another version

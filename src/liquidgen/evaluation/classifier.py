@@ -227,14 +227,22 @@ def extract(model: nn.Module, images: Tensor, batch_size: int = 1000) -> tuple[T
     return torch.cat([o[0].cpu() for o in outs]), torch.cat([o[1].double().cpu() for o in outs])
 
 
-def save_classifier(model: nn.Module, info: dict, path: str | Path) -> Path:
+def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write `tensors` to `path` through a temporary file beside it, renamed into place: a reader never sees a
+    half-written file, and a failure (a full disk, a folder at `path`) leaves neither it nor the temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp,
-              metadata={"liquidgen_classifier": json.dumps(info)})
-    tmp.replace(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after a successful rename
     return path
+
+
+def save_classifier(model: nn.Module, info: dict, path: str | Path) -> Path:
+    return save_safetensors(model.state_dict(), path, {"liquidgen_classifier": json.dumps(info)})
 
 
 def ensure_classifier(path: str | Path, data: str, root: str | None, size: int | None,

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from ..autoencoders.safe_loading import first_line
 from ..data import ImageData, load_dataset, load_split, read_npz, warn
 from ..latent_space import to_float
-from .classifier import ensure_classifier, extract, file_id, load_classifier, recipe_tag, recipes_for
+from .classifier import ensure_classifier, extract, file_id, load_classifier, recipe_tag, recipes_for, save_safetensors
 from .metrics import (
     bootstrap_frechet,
     frechet_distance,
@@ -197,10 +197,8 @@ def reference_features(name: str, feature_id: str, featurize, data: ImageData, c
     if not os.access(path.parent, os.W_OK):  # before the featurising, which can take minutes
         raise OSError(f"eval cache folder {path.parent} is not writable; pass --cache a writable folder")
     features = featurize(data.images)
-    tmp = path.with_suffix(".tmp")
     try:
-        save_file({"features": features.float().contiguous()}, tmp)
-        tmp.replace(path)
+        save_safetensors({"features": features.float()}, path)
     except OSError as e:
         raise OSError(f"could not write {path} to the eval cache ({e.strerror or e}); pass --cache a writable "
                       f"folder") from None

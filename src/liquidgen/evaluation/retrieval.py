@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -33,7 +32,7 @@ from ..checkpoint import state_dict_problems
 from ..data import warn
 from ..latent_space import to_float
 from ..text import build_text_encoder
-from .classifier import ResidualClassifier, fit_input, random_shift, read_safetensors_with_metadata
+from .classifier import ResidualClassifier, fit_input, random_shift, read_safetensors_with_metadata, save_safetensors
 
 META_KEY = "liquidgen_prompt_matcher"
 
@@ -200,12 +199,7 @@ def wilson(hits: Tensor, z: float = 1.96) -> list[float]:
 
 
 def save_matcher(net: PromptMatcher, info: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp, metadata={META_KEY: json.dumps(info)})
-    tmp.replace(path)
-    return path
+    return save_safetensors(net.state_dict(), path, {META_KEY: json.dumps(info)})
 
 
 def load_matcher(path: str | Path, device: torch.device | str = "cpu") -> Matcher:
