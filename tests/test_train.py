@@ -229,6 +229,23 @@ def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_resume_sets_an_unreadable_checkpoint_aside_so_pruning_keeps_good_ones(tmp_path, capsys):
+    """Once --resume has fallen back past a broken checkpoint, that one is renamed out of the way: else, in a
+    resumed run ending before its step (fewer steps here; a time budget, a stop), it would count among the
+    newest two kept, pruning would delete the good step-000006, and the run's newest would be the broken one."""
+    from liquidgen.checkpoint import resolve
+
+    base = TINY + ["train.ckpt_every=3"]
+    train(load_config(None, base + ["train.steps=9", "train.keep_checkpoints=0"]), tmp_path)
+    bad = tmp_path / "checkpoints" / "step-000009" / "model.safetensors"
+    bad.write_bytes(bad.read_bytes()[:100])
+    final = train(load_config(None, base + ["train.steps=8", "train.keep_checkpoints=2"]), tmp_path, resume=True)
+    assert final == resolve(tmp_path) == tmp_path / "checkpoints" / "step-000008"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-000006", "step-000008", "step-000009.unreadable"]
+    assert "step-000009 to step-000009.unreadable" in capsys.readouterr().out
+
+
 def test_keep_every_spares_milestones(tmp_path):
     train(load_config(None, TINY + ["train.steps=8", "train.ckpt_every=2", "train.keep_checkpoints=1",
                                     "train.keep_every=4"]), tmp_path / "run")

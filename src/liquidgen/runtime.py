@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CorruptCheckpoint, list_checkpoints, read_files
+from .checkpoint import CorruptCheckpoint, list_checkpoints, read_files, set_aside
 
 
 def seed_everything(seed: int) -> None:
@@ -52,17 +52,26 @@ class StopRequest:
             signal.signal(sig, old)
 
 
-def resume_newest(run_dir: Path, restore: Callable[[Path], dict], say: Callable[[str], None] = print
-                  ) -> tuple[Path, dict] | None:
+def resume_newest(run_dir: Path, restore: Callable[[Path], dict], say: Callable[[str], None] = print,
+                  move_aside: bool = True) -> tuple[Path, dict] | None:
     """`restore(checkpoint)` from the newest checkpoint of `run_dir` that reads, falling back one at a time
     past unreadable ones (a truncated file): (checkpoint, what `restore` returned), or None when the run has
-    no checkpoint. `restore` must change nothing when it raises CorruptCheckpoint."""
+    no checkpoint. `restore` must change nothing when it raises CorruptCheckpoint. Once one restores, the
+    unreadable ones passed over are set aside (`checkpoint.set_aside`) where `move_aside` (one process of
+    several does it); when none reads, all stay, so that a second --resume does not start the run afresh."""
     existing = list_checkpoints(run_dir)
+    skipped = []
     for ckpt in reversed(existing):
         try:
-            return ckpt, restore(ckpt)
+            found = ckpt, restore(ckpt)
         except CorruptCheckpoint as e:
             say(f"warning: {e}; trying the previous checkpoint")
+            skipped.append(ckpt)
+            continue
+        for bad in skipped if move_aside else []:
+            say(f"warning: renamed the unreadable {bad} to {set_aside(bad).name}, so that neither pruning nor "
+                f"the run's newest checkpoint counts it")
+        return found
     if existing:
         raise CorruptCheckpoint(f"none of the {len(existing)} checkpoints in {run_dir} is readable")
     return None

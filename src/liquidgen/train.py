@@ -210,7 +210,8 @@ def restore(run: Run, resume: bool) -> dict:
     """Continue from the newest readable checkpoint (with `resume`), or start afresh; then writes
     config.yaml. Returns the state to go on from: step, train_seconds, skipped_steps."""
     state = {"step": 0, "train_seconds": 0.0, "skipped_steps": 0}
-    found = resume_newest(run.out, lambda ckpt: load_checkpoint(run, ckpt), run.say) if resume else None
+    found = resume_newest(run.out, lambda ckpt: load_checkpoint(run, ckpt), run.say,
+                          move_aside=run.dist.main) if resume else None
     if resume and found is None:
         run.say(f"warning: --resume: {run.out} holds no checkpoint to resume from; starting a new run there")
     if found is not None:
