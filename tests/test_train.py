@@ -246,6 +246,16 @@ def test_resume_sets_an_unreadable_checkpoint_aside_so_pruning_keeps_good_ones(t
     assert "step-000009 to step-000009.unreadable" in capsys.readouterr().out
 
 
+def test_resuming_a_fine_tune_no_longer_needs_the_run_it_started_from(tmp_path):
+    """train.init_from's weights are replaced by the checkpoint's on --resume, so that run may be gone."""
+    train(load_config(None, TINY + ["train.steps=2"]), tmp_path / "base")
+    tune = TINY + [f"train.init_from={tmp_path / 'base'}", "train.ckpt_every=2"]
+    train(load_config(None, tune + ["train.steps=2"]), tmp_path / "tune")
+    (tmp_path / "base").rename(tmp_path / "moved")
+    final = train(load_config(None, tune + ["train.steps=4"]), tmp_path / "tune", resume=True)
+    assert final == tmp_path / "tune" / "checkpoints" / "step-000004"
+
+
 def test_keep_every_spares_milestones(tmp_path):
     train(load_config(None, TINY + ["train.steps=8", "train.ckpt_every=2", "train.keep_checkpoints=1",
                                     "train.keep_every=4"]), tmp_path / "run")

@@ -148,8 +148,9 @@ class Run:
             print(text, flush=True)
 
 
-def start_run(config: Config, out: Path) -> Run:
-    """Data, model, objective, optimizer and EMA of a fresh run (weights from the seed, or `train.init_from`)."""
+def start_run(config: Config, out: Path, resume: bool = False) -> Run:
+    """Data, model, objective, optimizer and EMA of a fresh run (weights from the seed, or `train.init_from`
+    unless `resume` finds checkpoints to restore)."""
     tc = config.train
     check_tracker(tc.log_with)  # before anything is loaded
     dist, device = setup(tc.device)
@@ -172,7 +173,8 @@ def start_run(config: Config, out: Path) -> Run:
         if not isinstance(model, BlockStack):
             raise ValueError(f"model.checkpointing needs a block stack (liquid, dit); {config.model.name!r} is not one")
         model.set_checkpointing(config.model.checkpointing)
-    if tc.init_from:
+    # Resuming, the checkpoint's weights replace init_from's: the run they came from may be gone by now.
+    if tc.init_from and not (resume and ckpt_io.list_checkpoints(out)):
         init_weights(model, tc.init_from)
     objective = objective_from(config.objective)
     if getattr(objective, "teacher", ""):  # distillation: any checkpoint teaches, through the converters
@@ -358,7 +360,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, overwrite: 
 def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
     """`train` once the folder is this run's."""
     tc = config.train
-    run = start_run(config, out_dir)
+    run = start_run(config, out_dir, resume)
     state = restore(run, resume)
     start, dist = state["step"], run.dist
     # What the training step calls: DDP with several processes, after a probe step on the bare model.
