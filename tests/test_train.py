@@ -379,6 +379,18 @@ def test_a_non_finite_step_changes_nothing_and_is_counted(tmp_path, monkeypatch)
         train(load_config(None, TINY + ["train.steps=10", "train.max_bad_steps=3"]), tmp_path / "bad")
 
 
+def test_a_log_window_of_skipped_steps_has_no_made_up_loss(tmp_path, monkeypatch, capsys):
+    """Every step since the last log line skipped: there is no loss to log, and it must not read as 0.0."""
+    import liquidgen.train as train_module
+
+    monkeypatch.setattr(train_module, "objective_from", lambda config: PoisonedFlow(range(4, 8)))
+    train(load_config(None, TINY + ["train.steps=8", "train.log_every=4"]), tmp_path)
+    first, second = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert first["skipped_steps"] == 0 and first["loss"] > 0 and first["grad_norm"] > 0
+    assert second["skipped_steps"] == 4 and "loss" not in second and "grad_norm" not in second
+    assert "step 8/8  loss n/a (all 4 steps skipped)" in capsys.readouterr().out
+
+
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_path, monkeypatch):
     """A kill mid-write (here: an interrupt inside the second checkpoint's weight file) leaves only a
     .tmp folder, which nothing reads; the previous checkpoint loads and --resume goes on from it."""

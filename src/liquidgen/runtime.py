@@ -141,6 +141,11 @@ class NonFiniteGuard:
         return int(self.total)
 
 
+def loss_text(record: dict, steps: int) -> str:
+    """A log line's loss; a window of `steps` that were all skipped (non-finite) has none, and says so."""
+    return f"{record['loss']:.4f}" if "loss" in record else f"n/a (all {steps} steps skipped)"
+
+
 class MetricsLog:
     """metrics.jsonl: one JSON object per line, each with its `step`. A `tracker` (`trackers.open_tracker`:
     TensorBoard, W&B) gets each record too."""

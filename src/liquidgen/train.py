@@ -36,7 +36,8 @@ from .objectives import Objective, objective_from
 from .optim import make_optimizer, make_scheduler, skip_on_device
 from .plots import plot_metrics_jsonl, save_grid
 from .run_folder import claim, default_folder
-from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, resume_newest, seed_everything
+from .runtime import (MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, loss_text, resume_newest,
+                      seed_everything)
 from .spec import ModelSpec, init_weights
 from .trackers import check_tracker, open_tracker
 
@@ -328,9 +329,12 @@ class Window:
         self.steps += 1
 
     def record(self, run: Run, step: int, state: dict) -> dict:
-        n = self.taken.clamp(min=1)
-        record = {"step": step, "loss": run.dist.mean(self.loss / n).item(), "grad_norm": (self.norm / n).item(),
-                  "lr": run.scheduler.get_last_lr()[0],
+        """The window's log record. Loss and gradient norm are means over the taken steps; with none taken
+        they are left out rather than made up (readers of metrics.jsonl skip a missing key)."""
+        means = {}
+        if self.taken.item():  # the same on every process, as the gradient that decides it is all-reduced
+            means = {"loss": run.dist.mean(self.loss / self.taken).item(), "grad_norm": (self.norm / self.taken).item()}
+        record = {"step": step, **means, "lr": run.scheduler.get_last_lr()[0],
                   "images_per_s": self.steps * run.config.train.batch_size / max(self.seconds, 1e-9),
                   "skipped_steps": state["skipped_steps"], "train_seconds": state["train_seconds"]}
         if run.device.type == "cuda":
@@ -404,12 +408,14 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
             if done % tc.log_every == 0 or saving:
                 state["skipped_steps"] = guard.check()  # reads the device's counts; raises after a bad streak
             if done % tc.log_every == 0 or last:
+                steps = window.steps
                 record = window.record(run, done, state)
                 if dist.main:
                     run.metrics.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                loss = loss_text(record, steps)
+                bar.set_postfix(loss=loss, img_s=f"{record['images_per_s']:.0f}")
                 if bar.disable:
-                    run.say(f"step {done}/{tc.steps}  loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s")
+                    run.say(f"step {done}/{tc.steps}  loss {loss}  {record['images_per_s']:.0f} img/s")
             if tc.sample_every and (done % tc.sample_every == 0 or last):
                 save_samples(run, grid, done)
             if run.evaluator is not None and (done % tc.eval_every == 0 or last):
