@@ -143,7 +143,7 @@ class NonFiniteGuard:
 
 def loss_text(record: dict, steps: int) -> str:
     """A log line's loss; a window of `steps` that were all skipped (non-finite) has none, and says so."""
-    return f"{record['loss']:.4f}" if "loss" in record else f"n/a (all {steps} steps skipped)"
+    return f"{record['loss']:.4f}" if "loss" in record else f"n/a (all {steps} step{'s' * (steps != 1)} skipped)"
 
 
 class MetricsLog:
