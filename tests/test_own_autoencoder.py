@@ -199,3 +199,27 @@ def test_an_unreadable_discriminator_changes_nothing_and_resume_falls_back(tmp_p
     assert f"resumed from {tmp_path / 'run' / 'checkpoints' / 'step-000003'} at step 3" in out
     steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 6
+
+
+def test_skipped_final_steps_still_end_with_the_final_checkpoint(tmp_path, monkeypatch, capsys):
+    """The last steps non-finite, hence skipped: the run still ends with the held-out measurement and the final
+    checkpoint, of the last good weights, and says how many steps it skipped."""
+    import liquidgen.train_autoencoder as train_module
+
+    calls = []
+
+    def nan_after_four_steps(recon, x):
+        calls.append(None)
+        return train_module.F.l1_loss(recon, x) * (float("nan") if len(calls) > 4 else 1.0)
+
+    monkeypatch.setitem(train_module.RECONSTRUCTION, "l1", nan_after_four_steps)
+    config = load_config(None, TINY + ["train.steps=6", "train.ckpt_every=3"], cls=AutoencoderConfig)
+    final = train_autoencoder(config, tmp_path)
+    assert final == tmp_path / "checkpoints" / "step-000006"
+    state = json.loads((final / "state.json").read_text())
+    assert state["skipped_steps"] == 2 and "heldout" in state
+    assert all(torch.isfinite(w).all() for w in load_file(final / "model.safetensors").values())
+    *_, window, held = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert window["step"] == 6 and "loss" not in window and held["heldout_psnr"] == state["heldout"]["psnr"]
+    out = capsys.readouterr().out
+    assert "step 6/6  loss n/a (all 1 step skipped)" in out and "2 of 6 steps skipped" in out

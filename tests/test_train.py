@@ -229,6 +229,33 @@ def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_resume_sets_an_unreadable_checkpoint_aside_so_pruning_keeps_good_ones(tmp_path, capsys):
+    """Once --resume has fallen back past a broken checkpoint, that one is renamed out of the way: else, in a
+    resumed run ending before its step (fewer steps here; a time budget, a stop), it would count among the
+    newest two kept, pruning would delete the good step-000006, and the run's newest would be the broken one."""
+    from liquidgen.checkpoint import resolve
+
+    base = TINY + ["train.ckpt_every=3"]
+    train(load_config(None, base + ["train.steps=9", "train.keep_checkpoints=0"]), tmp_path)
+    bad = tmp_path / "checkpoints" / "step-000009" / "model.safetensors"
+    bad.write_bytes(bad.read_bytes()[:100])
+    final = train(load_config(None, base + ["train.steps=8", "train.keep_checkpoints=2"]), tmp_path, resume=True)
+    assert final == resolve(tmp_path) == tmp_path / "checkpoints" / "step-000008"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-000006", "step-000008", "step-000009.unreadable"]
+    assert "step-000009 to step-000009.unreadable" in capsys.readouterr().out
+
+
+def test_resuming_a_fine_tune_no_longer_needs_the_run_it_started_from(tmp_path):
+    """train.init_from's weights are replaced by the checkpoint's on --resume, so that run may be gone."""
+    train(load_config(None, TINY + ["train.steps=2"]), tmp_path / "base")
+    tune = TINY + [f"train.init_from={tmp_path / 'base'}", "train.ckpt_every=2"]
+    train(load_config(None, tune + ["train.steps=2"]), tmp_path / "tune")
+    (tmp_path / "base").rename(tmp_path / "moved")
+    final = train(load_config(None, tune + ["train.steps=4"]), tmp_path / "tune", resume=True)
+    assert final == tmp_path / "tune" / "checkpoints" / "step-000004"
+
+
 def test_keep_every_spares_milestones(tmp_path):
     train(load_config(None, TINY + ["train.steps=8", "train.ckpt_every=2", "train.keep_checkpoints=1",
                                     "train.keep_every=4"]), tmp_path / "run")
@@ -350,6 +377,18 @@ def test_a_non_finite_step_changes_nothing_and_is_counted(tmp_path, monkeypatch)
     monkeypatch.setattr(train_module, "objective_from", lambda config: PoisonedFlow(range(2, 100)))
     with pytest.raises(FloatingPointError, match="3 consecutive steps with non-finite gradients .* up to step 5"):
         train(load_config(None, TINY + ["train.steps=10", "train.max_bad_steps=3"]), tmp_path / "bad")
+
+
+def test_a_log_window_of_skipped_steps_has_no_made_up_loss(tmp_path, monkeypatch, capsys):
+    """Every step since the last log line skipped: there is no loss to log, and it must not read as 0.0."""
+    import liquidgen.train as train_module
+
+    monkeypatch.setattr(train_module, "objective_from", lambda config: PoisonedFlow(range(4, 8)))
+    train(load_config(None, TINY + ["train.steps=8", "train.log_every=4"]), tmp_path)
+    first, second = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert first["skipped_steps"] == 0 and first["loss"] > 0 and first["grad_norm"] > 0
+    assert second["skipped_steps"] == 4 and "loss" not in second and "grad_norm" not in second
+    assert "step 8/8  loss n/a (all 4 steps skipped)" in capsys.readouterr().out
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_to_resume_from(tmp_path, monkeypatch):

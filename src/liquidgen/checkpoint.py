@@ -57,6 +57,19 @@ def resolve(path: str | Path) -> Path:
     return found[-1]
 
 
+def set_aside(ckpt: Path) -> Path:
+    """Rename an unreadable checkpoint to `step-XXXXXX.unreadable` (`.unreadable.2`, ... if taken), which
+    `list_checkpoints` does not match: pruning would count it among the newest it keeps and delete good ones
+    instead, and `resolve` would name it as the run's newest. Kept rather than deleted, to see what broke."""
+    ckpt = Path(ckpt)
+    target, n = ckpt.with_name(f"{ckpt.name}.unreadable"), 1
+    while target.exists():
+        n += 1
+        target = ckpt.with_name(f"{ckpt.name}.unreadable.{n}")
+    ckpt.rename(target)
+    return target
+
+
 def _rng_state() -> tuple[dict, dict]:
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CorruptCheckpoint, check_kind, list_checkpoints, read_files, run_kind
+from .checkpoint import CorruptCheckpoint, check_kind, list_checkpoints, read_files, run_kind, set_aside
 
 
 def seed_everything(seed: int) -> None:
@@ -52,17 +52,26 @@ class StopRequest:
             signal.signal(sig, old)
 
 
-def resume_newest(run_dir: Path, restore: Callable[[Path], dict], say: Callable[[str], None] = print
-                  ) -> tuple[Path, dict] | None:
+def resume_newest(run_dir: Path, restore: Callable[[Path], dict], say: Callable[[str], None] = print,
+                  move_aside: bool = True) -> tuple[Path, dict] | None:
     """`restore(checkpoint)` from the newest checkpoint of `run_dir` that reads, falling back one at a time
     past unreadable ones (a truncated file): (checkpoint, what `restore` returned), or None when the run has
-    no checkpoint. `restore` must change nothing when it raises CorruptCheckpoint."""
+    no checkpoint. `restore` must change nothing when it raises CorruptCheckpoint. Once one restores, the
+    unreadable ones passed over are set aside (`checkpoint.set_aside`) where `move_aside` (one process of
+    several does it); when none reads, all stay, so that a second --resume does not start the run afresh."""
     existing = list_checkpoints(run_dir)
+    skipped = []
     for ckpt in reversed(existing):
         try:
-            return ckpt, restore(ckpt)
+            found = ckpt, restore(ckpt)
         except CorruptCheckpoint as e:
             say(f"warning: {e}; trying the previous checkpoint")
+            skipped.append(ckpt)
+            continue
+        for bad in skipped if move_aside else []:
+            say(f"warning: renamed the unreadable {bad} to {set_aside(bad).name}, so that neither pruning nor "
+                f"the run's newest checkpoint counts it")
+        return found
     if existing:
         raise CorruptCheckpoint(f"none of the {len(existing)} checkpoints in {run_dir} is readable")
     return None
@@ -132,6 +141,11 @@ class NonFiniteGuard:
                                      f"to step {tripped}; lower optim.lr or check the data, then --resume from "
                                      f"the newest checkpoint")
         return int(self.total)
+
+
+def loss_text(record: dict, steps: int) -> str:
+    """A log line's loss; a window of `steps` that were all skipped (non-finite) has none, and says so."""
+    return f"{record['loss']:.4f}" if "loss" in record else f"n/a (all {steps} step{'s' * (steps != 1)} skipped)"
 
 
 class MetricsLog:

@@ -36,7 +36,8 @@ from .objectives import Objective, objective_from
 from .optim import make_optimizer, make_scheduler, skip_on_device
 from .plots import plot_metrics_jsonl, save_grid
 from .run_folder import claim, default_folder
-from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, resume_newest, seed_everything
+from .runtime import (MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, loss_text, resume_newest,
+                      seed_everything)
 from .spec import ModelSpec, init_weights
 from .trackers import check_tracker, open_tracker
 
@@ -148,8 +149,9 @@ class Run:
             print(text, flush=True)
 
 
-def start_run(config: Config, out: Path) -> Run:
-    """Data, model, objective, optimizer and EMA of a fresh run (weights from the seed, or `train.init_from`)."""
+def start_run(config: Config, out: Path, resume: bool = False) -> Run:
+    """Data, model, objective, optimizer and EMA of a fresh run (weights from the seed, or `train.init_from`
+    unless `resume` finds checkpoints to restore)."""
     tc = config.train
     check_tracker(tc.log_with)  # before anything is loaded
     dist, device = setup(tc.device)
@@ -172,7 +174,8 @@ def start_run(config: Config, out: Path) -> Run:
         if not isinstance(model, BlockStack):
             raise ValueError(f"model.checkpointing needs a block stack (liquid, dit); {config.model.name!r} is not one")
         model.set_checkpointing(config.model.checkpointing)
-    if tc.init_from:
+    # Resuming, the checkpoint's weights replace init_from's: the run they came from may be gone by now.
+    if tc.init_from and not (resume and ckpt_io.list_checkpoints(out)):
         init_weights(model, tc.init_from)
     objective = objective_from(config.objective)
     if getattr(objective, "teacher", ""):  # distillation: any checkpoint teaches, through the converters
@@ -210,7 +213,8 @@ def restore(run: Run, resume: bool) -> dict:
     """Continue from the newest readable checkpoint (with `resume`), or start afresh; then writes
     config.yaml. Returns the state to go on from: step, train_seconds, skipped_steps."""
     state = {"step": 0, "train_seconds": 0.0, "skipped_steps": 0}
-    found = resume_newest(run.out, lambda ckpt: load_checkpoint(run, ckpt), run.say) if resume else None
+    found = resume_newest(run.out, lambda ckpt: load_checkpoint(run, ckpt), run.say,
+                          move_aside=run.dist.main) if resume else None
     if resume and found is None:
         run.say(f"warning: --resume: {run.out} holds no checkpoint to resume from; starting a new run there")
     if found is not None:
@@ -325,9 +329,12 @@ class Window:
         self.steps += 1
 
     def record(self, run: Run, step: int, state: dict) -> dict:
-        n = self.taken.clamp(min=1)
-        record = {"step": step, "loss": run.dist.mean(self.loss / n).item(), "grad_norm": (self.norm / n).item(),
-                  "lr": run.scheduler.get_last_lr()[0],
+        """The window's log record. Loss and gradient norm are means over the taken steps; with none taken
+        they are left out rather than made up (readers of metrics.jsonl skip a missing key)."""
+        means = {}
+        if self.taken.item():  # the same on every process, as the gradient that decides it is all-reduced
+            means = {"loss": run.dist.mean(self.loss / self.taken).item(), "grad_norm": (self.norm / self.taken).item()}
+        record = {"step": step, **means, "lr": run.scheduler.get_last_lr()[0],
                   "images_per_s": self.steps * run.config.train.batch_size / max(self.seconds, 1e-9),
                   "skipped_steps": state["skipped_steps"], "train_seconds": state["train_seconds"]}
         if run.device.type == "cuda":
@@ -357,7 +364,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, overwrite: 
 def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
     """`train` once the folder is this run's."""
     tc = config.train
-    run = start_run(config, out_dir)
+    run = start_run(config, out_dir, resume)
     state = restore(run, resume)
     start, dist = state["step"], run.dist
     # What the training step calls: DDP with several processes, after a probe step on the bare model.
@@ -401,12 +408,14 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
             if done % tc.log_every == 0 or saving:
                 state["skipped_steps"] = guard.check()  # reads the device's counts; raises after a bad streak
             if done % tc.log_every == 0 or last:
+                steps = window.steps
                 record = window.record(run, done, state)
                 if dist.main:
                     run.metrics.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                loss = loss_text(record, steps)
+                bar.set_postfix(loss=loss, img_s=f"{record['images_per_s']:.0f}")
                 if bar.disable:
-                    run.say(f"step {done}/{tc.steps}  loss {record['loss']:.4f}  {record['images_per_s']:.0f} img/s")
+                    run.say(f"step {done}/{tc.steps}  loss {loss}  {record['images_per_s']:.0f} img/s")
             if tc.sample_every and (done % tc.sample_every == 0 or last):
                 save_samples(run, grid, done)
             if run.evaluator is not None and (done % tc.eval_every == 0 or last):

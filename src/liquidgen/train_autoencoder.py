@@ -30,7 +30,8 @@ from .ema import EMA
 from .optim import make_optimizer, make_scheduler
 from .plots import plot_metrics_jsonl, save_grid
 from .run_folder import claim
-from .runtime import MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, resume_newest, seed_everything
+from .runtime import (MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, loss_text, resume_newest,
+                      seed_everything)
 
 
 @dataclass
@@ -269,6 +270,40 @@ def update(run: AutoencoderRun, step: int, guard: NonFiniteGuard) -> dict | None
             "grad_norm": grad_norm, **{k: v for k, v in stats.items() if v.ndim == 0}}
 
 
+@dataclass
+class Window:
+    """The steps since the last log line: the sums of the taken steps' scalars, and all steps and their time."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    taken: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    def add(self, scalars: dict | None, seconds: float) -> None:
+        """A step's scalars, or None for a skipped one, which is only counted."""
+        self.steps += 1
+        self.seconds += seconds
+        if scalars is not None:
+            self.taken += 1
+            for k, v in scalars.items():
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+
+
+def log_window(run: AutoencoderRun, bar: tqdm, window: Window, step: int, skipped: int) -> None:
+    """A metrics line with the means over the window's taken steps: none where every step was skipped."""
+    tc = run.config.train
+    line = {"step": step, **{k: v / window.taken for k, v in window.sums.items()}, "lr": run.scheduler.get_last_lr()[0],
+            "images_per_s": window.steps * tc.batch_size / window.seconds, "skipped_steps": skipped}
+    run.metrics.append(line)
+    shown = {"loss": loss_text(line, window.steps)}
+    if "psnr" in line:  # not in a window of skipped steps
+        shown["psnr"] = f"{line['psnr']:.2f} dB"
+    bar.set_postfix(shown)
+    if bar.disable:
+        print(f"step {step}/{tc.steps}  " + "  ".join(f"{k} {v}" for k, v in shown.items())
+              + f"  {line['images_per_s']:.0f} img/s", flush=True)
+
+
 def save_samples(run: AutoencoderRun, step: int) -> None:
     """Held-out originals, each row above its EMA reconstruction."""
     x = run.held_out.to_model(run.held_out.images[:GRID_COLUMNS * GRID_PAIRS].to(run.device))
@@ -296,6 +331,9 @@ def finish(run: AutoencoderRun, step: int, skipped: int) -> None:
     run.metrics.append({"step": step, **{f"heldout_{k}": v for k, v in held.items()}})
     summary = ", ".join(f"{k} {v:.4g}" for k, v in held.items())
     print(f"held-out reconstruction ({len(run.held_out)} images, EMA weights): {summary}")
+    if skipped:
+        print(f"{skipped} of {step} steps skipped (non-finite gradients): the final checkpoint holds the weights "
+              f"of the last step taken")
     save(run, step, skipped, {"heldout": held})
 
 
@@ -318,32 +356,20 @@ def train_loop(config: AutoencoderConfig, out_dir: Path, resume: bool) -> Path:
           f"{net.latent_channels}x{data.size // net.downscale}x{data.size // net.downscale}, "
           f"{len(run.held_out)} held out, on {run.device}")
     guard = NonFiniteGuard(tc.max_bad_steps, state["skipped_steps"], run.device)
-    sums: dict[str, float] = {}
-    logged, window = 0, 0.0
+    window = Window()
     stop = StopRequest()
     bar = tqdm(range(state["step"], tc.steps), initial=state["step"], total=tc.steps, desc="train-autoencoder",
                disable=None)
     try:
         for step in bar:
             t0 = time.perf_counter()
-            scalars = update(run, step, guard)
-            if scalars is None:
-                continue
-            window += time.perf_counter() - t0
-            for k, v in scalars.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            logged += 1
+            # A skipped step goes on below as well: the final checkpoint, a periodic one or a stop may fall on it.
+            window.add(update(run, step, guard), time.perf_counter() - t0)
             done = step + 1
             last = done == tc.steps or stop.signal is not None
             if done % tc.log_every == 0 or last:
-                line = {"step": done, **{k: v / logged for k, v in sums.items()}, "lr": run.scheduler.get_last_lr()[0],
-                        "images_per_s": logged * tc.batch_size / window, "skipped_steps": guard.check()}
-                run.metrics.append(line)
-                bar.set_postfix(loss=f"{line['loss']:.4f}", psnr=f"{line['psnr']:.1f}")
-                if bar.disable:
-                    print(f"step {done}/{tc.steps}  loss {line['loss']:.4f}  psnr {line['psnr']:.2f} dB  "
-                          f"{line['images_per_s']:.0f} img/s", flush=True)
-                sums, logged, window = {}, 0, 0.0
+                log_window(run, bar, window, done, guard.check())
+                window = Window()
             if (tc.sample_every and done % tc.sample_every == 0) or last:
                 save_samples(run, done)
             if last:
