@@ -376,6 +376,7 @@ def test_eval_refuses_what_it_cannot_finish_before_drawing_a_sample(classifier_f
     refused([*base, "--classifier", str(classifier_file[0]), "--n", "1"], "at least 2")
     refused([*base, "--classifier", str(tmp_path / "typo" / "c.safetensors")], "no folder")
     assert not (tmp_path / "typo").exists()
+    refused([*base, "--classifier", str(tmp_path)], "is a folder")
     (tmp_path / "prompts.txt").write_bytes(b"caf\xe9\n")
     for name, problem in (("prompts.txt", "not UTF-8"), ("missing.txt", "cannot be read")):
         refused([*base, "--prompt-file", str(tmp_path / name), "--prompt-matcher", "m.safetensors"],

@@ -613,6 +613,9 @@ def check_eval_paths(args) -> None:
         raise ValueError(f"--n {args.n}: a distance between image sets needs at least 2 samples")
     if args.classifier:
         given = Path(args.classifier).expanduser()
+        if given.is_dir():
+            raise ValueError(f"--classifier {args.classifier} is a folder; give a classifier file (.safetensors), or a "
+                             f"path in a folder to fit one there")
         if not given.is_file() and not given.parent.is_dir():  # a typo, not a place to fit a new one
             raise ValueError(f"--classifier {args.classifier}: no such file, and no folder {given.parent} to fit one "
                              f"into; give an existing classifier, or a path in an existing folder to fit one there")
