@@ -174,7 +174,8 @@ def test_serve_removes_its_scratch_folder_when_stopped(run, tmp_path):
             assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
             time.sleep(0.2)
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=30) == 0
+        # 0 when gradio's loop saw the Ctrl-C, 130 (the CLI's Ctrl-C status) when it came a moment earlier
+        assert server.wait(timeout=30) in (0, 130)
     finally:
         server.kill()
     assert not list(tmp_path.glob("liquidgen-serve-*"))

@@ -127,9 +127,13 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 7860, device: st
         print(f"serving {run} at http://{host}:{port} (Ctrl-C stops)", flush=True)
     # show_error: an exception the handler does not turn into a status line (a TypeError from a client's malformed
     # request, a bug) reaches the client with its message, not as {"error": null}
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block, show_error=True,
-               ssr_mode=False, footer_links=[], allowed_paths=[str(app.out_dir)])
-    if block:  # stopped by Ctrl-C
-        app.scratch.cleanup()
+    try:
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
+                   show_error=True, ssr_mode=False, footer_links=[], allowed_paths=[str(app.out_dir)])
+    finally:
+        # Ctrl-C either ends gradio's blocking loop or, when it comes before the loop is entered, raises out of
+        # launch; both stop a blocking serve, which must not leave its scratch folder behind
+        if block:
+            app.scratch.cleanup()
     return app
 
