@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -68,6 +68,20 @@ def set_aside(ckpt: Path) -> Path:
         target = ckpt.with_name(f"{ckpt.name}.unreadable.{n}")
     ckpt.rename(target)
     return target
+
+
+def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write `tensors` to `path` through a temporary file beside it, renamed into place: a reader never sees a
+    half-written file, and a failure (a full disk, a folder at `path`) leaves neither it nor the temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after a successful rename
+    return path
 
 
 def _rng_state() -> tuple[dict, dict]:

@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..autoencoders.safe_loading import first_line
-from ..checkpoint import state_dict_problems
+from ..checkpoint import save_safetensors, state_dict_problems
 from ..data import ImageData, load_dataset, load_split
 from ..latent_space import to_float
 
@@ -225,20 +224,6 @@ def extract(model: nn.Module, images: Tensor, batch_size: int = 1000) -> tuple[T
     device = next(model.parameters()).device
     outs = [model(b.to(device).float()) for b in images.split(batch_size)]
     return torch.cat([o[0].cpu() for o in outs]), torch.cat([o[1].double().cpu() for o in outs])
-
-
-def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write `tensors` to `path` through a temporary file beside it, renamed into place: a reader never sees a
-    half-written file, and a failure (a full disk, a folder at `path`) leaves neither it nor the temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)  # gone already after a successful rename
-    return path
 
 
 def save_classifier(model: nn.Module, info: dict, path: str | Path) -> Path:

@@ -32,9 +32,10 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..autoencoders.safe_loading import first_line
+from ..checkpoint import save_safetensors
 from ..data import ImageData, load_dataset, load_split, read_npz, warn
 from ..latent_space import to_float
-from .classifier import ensure_classifier, extract, file_id, load_classifier, recipe_tag, recipes_for, save_safetensors
+from .classifier import ensure_classifier, extract, file_id, load_classifier, recipe_tag, recipes_for
 from .metrics import (
     bootstrap_frechet,
     frechet_distance,

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
+
+from ..checkpoint import save_safetensors
 
 # Largest pairwise-distance block held at once by precision_recall: 2^24 float64 entries = 128 MiB.
 BLOCK_ENTRIES = 1 << 24
@@ -47,8 +48,8 @@ class Stats:
 
     def save(self, path: str | Path) -> None:
         """One safetensors file (tensors "mean" and "cov", the count in its metadata); nothing is pickled."""
-        save_file({"mean": self.mean.contiguous(), "cov": self.cov.contiguous()}, str(path),
-                  metadata={"format": "liquidgen-stats", "count": json.dumps(int(self.count))})
+        save_safetensors({"mean": self.mean, "cov": self.cov}, path,
+                         {"format": "liquidgen-stats", "count": json.dumps(int(self.count))})
 
     @classmethod
     def load(cls, path: str | Path) -> Stats:

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import state_dict_problems
+from ..checkpoint import save_safetensors, state_dict_problems
 from ..data import warn
 from ..latent_space import to_float
 from ..text import build_text_encoder
-from .classifier import ResidualClassifier, fit_input, random_shift, read_safetensors_with_metadata, save_safetensors
+from .classifier import ResidualClassifier, fit_input, random_shift, read_safetensors_with_metadata
 
 META_KEY = "liquidgen_prompt_matcher"
 
