@@ -272,17 +272,18 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 
 
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
-           depthwise_paths: list[str], backbone: str = "liquid") -> None:
-    """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path),
-    with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built, its
-    preset at each input, for the same per-kernel view."""
+           depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",)) -> None:
+    """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path,
+    layout), with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built,
+    its preset at each input, for the same per-kernel view. `layouts`: nchw, and/or nhwc (weights and input
+    channels-last: cuDNN's bf16 convolutions are NHWC kernels, so NCHW tensors pay a transpose around each)."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     env = environment(torch.device("cuda"))
     records = []
     for data, preset in itertools.product(inputs, presets):
         channels, size, classes = INPUTS[data]
-        for mode, depthwise in itertools.product(modes, depthwise_paths):
+        for mode, depthwise, layout in itertools.product(modes, depthwise_paths, layouts):
             torch._dynamo.reset()
             torch.cuda.empty_cache()
             torch.manual_seed(0)
@@ -290,6 +291,8 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             model = build_model(backbone, preset, channels, size, classes, **options).cuda().eval()
             flops = forward_flops(model, channels, size, classes) * batch
             x = torch.randn(batch, channels, size, size, device="cuda")
+            if layout == "nhwc":
+                model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
             t = torch.rand(batch, device="cuda")
             y = torch.randint(0, classes, (batch,), device="cuda")
             fn = model if mode == "eager" else torch.compile(model, mode=mode)
@@ -305,18 +308,19 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             ms = cuda_median_ms(forward)
             rows, busy = kernel_table(forward)
             record = {"backbone": backbone, "input": data, "preset": preset, "mode": mode, "depthwise": depthwise,
-                      "batch": batch,
+                      "layout": layout, "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
                       "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
             append_record(out / "sample.jsonl", record)
             records.append(record)
-            print(f"\n== {data} {preset} {mode} depthwise={depthwise}: {ms:.1f} ms", flush=True)
+            print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout}: {ms:.1f} ms", flush=True)
             print_kernels(rows, 15)
-    print("\ninput preset mode depthwise batch forward_ms img*NFE/s MFU compile_s split_ms")
+    print("\ninput preset mode depthwise layout batch forward_ms img*NFE/s MFU compile_s split_ms")
     for r in records:
-        print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['batch']} {r['forward_ms']:.1f} "
-              f"{r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} {split_text(r, 1)}")
+        print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['batch']} "
+              f"{r['forward_ms']:.1f} {r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} "
+              f"{split_text(r, 1)}")
 
 
 def main() -> None:
@@ -367,13 +371,16 @@ def main() -> None:
     sa.add_argument("--batch", type=int, default=2000, help="rows per forward (guidance doubles a sampler's batch)")
     sa.add_argument("--depthwise", nargs="+", default=["conv", "matmul"], choices=list(DEPTHWISE),
                     help="depthwise conv paths to time (models.toeplitz)")
+    sa.add_argument("--layouts", nargs="+", default=["nchw"], choices=["nchw", "nhwc"],
+                    help="memory layouts of weights and input to time (nhwc: channels-last)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "profile":
         profile(args.out, args.batch, args.tokens, args.kernels, (False, True) if args.compiled else (False,),
                 args.depthwise)
     elif args.command == "sample":
-        sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone)
+        sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone,
+               tuple(args.layouts))
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)
