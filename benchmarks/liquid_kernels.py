@@ -272,19 +272,23 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 
 
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
-           depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",)) -> None:
+           depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",),
+           cudnn: tuple[str, ...] = ("timed",)) -> None:
     """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path,
     layout), with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built,
     its preset at each input, for the same per-kernel view. `layouts`: nchw, and/or nhwc (weights and input
-    channels-last: cuDNN's bf16 convolutions are NHWC kernels, so NCHW tensors pay a transpose around each)."""
+    channels-last: cuDNN's bf16 convolutions are NHWC kernels, so NCHW tensors pay a transpose around each).
+    `cudnn`: how cuDNN picks convolution algorithms, "timed" (cudnn.benchmark, as liquidgen runs since
+    runtime.tune_convolutions) and/or "heuristic" (PyTorch's default)."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     env = environment(torch.device("cuda"))
     records = []
     for data, preset in itertools.product(inputs, presets):
         channels, size, classes = INPUTS[data]
-        for mode, depthwise, layout in itertools.product(modes, depthwise_paths, layouts):
+        for mode, depthwise, layout, algo in itertools.product(modes, depthwise_paths, layouts, cudnn):
             torch._dynamo.reset()
+            torch.backends.cudnn.benchmark = algo == "timed"
             torch.cuda.empty_cache()
             torch.manual_seed(0)
             options = {"kernels": "torch", "depthwise": depthwise} if backbone == "liquid" else {}
@@ -308,17 +312,17 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             ms = cuda_median_ms(forward)
             rows, busy = kernel_table(forward)
             record = {"backbone": backbone, "input": data, "preset": preset, "mode": mode, "depthwise": depthwise,
-                      "layout": layout, "batch": batch,
+                      "layout": layout, "cudnn": algo, "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
                       "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
             append_record(out / "sample.jsonl", record)
             records.append(record)
-            print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout}: {ms:.1f} ms", flush=True)
+            print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout} cudnn={algo}: {ms:.1f} ms", flush=True)
             print_kernels(rows, 15)
-    print("\ninput preset mode depthwise layout batch forward_ms img*NFE/s MFU compile_s split_ms")
+    print("\ninput preset mode depthwise layout cudnn batch forward_ms img*NFE/s MFU compile_s split_ms")
     for r in records:
-        print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['batch']} "
+        print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['cudnn']} {r['batch']} "
               f"{r['forward_ms']:.1f} {r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} "
               f"{split_text(r, 1)}")
 
@@ -373,6 +377,8 @@ def main() -> None:
                     help="depthwise conv paths to time (models.toeplitz)")
     sa.add_argument("--layouts", nargs="+", default=["nchw"], choices=["nchw", "nhwc"],
                     help="memory layouts of weights and input to time (nhwc: channels-last)")
+    sa.add_argument("--cudnn", nargs="+", default=["timed"], choices=["timed", "heuristic"],
+                    help="cuDNN's choice of convolution algorithms: timed per shape (cudnn.benchmark) or heuristic")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "profile":
@@ -380,7 +386,7 @@ def main() -> None:
                 args.depthwise)
     elif args.command == "sample":
         sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone,
-               tuple(args.layouts))
+               tuple(args.layouts), tuple(args.cudnn))
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)
