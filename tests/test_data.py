@@ -229,6 +229,48 @@ def test_folder_unlabelled_grayscale(tmp_path: Path) -> None:
         load_dataset("folder", empty, image_size=6)
 
 
+def test_folder_follows_linked_folders_once_and_skips_hidden_ones(tmp_path: Path) -> None:
+    for k in range(2):
+        _save(tmp_path / "elsewhere" / f"{k}.png", np.full((8, 8), 10 + k, np.uint8))
+    root = tmp_path / "data"
+    _save(root / "cats" / "a.png", np.zeros((8, 8), np.uint8))
+    _save(root / "dogs" / "b.png", np.full((8, 8), 90, np.uint8))
+    (root / "cats" / "more").symlink_to(tmp_path / "elsewhere")  # was passed over without a word
+    (root / "cats" / "again").symlink_to(tmp_path / "elsewhere")  # a second link to it: read once
+    (root / "cats" / "loop").symlink_to(root / "cats")  # a loop ends
+    _save(root / "dogs" / ".thumbnails" / "b.png", np.full((8, 8), 255, np.uint8))  # a viewer's cache
+    d = load_dataset("folder", root, image_size=8)
+    assert d.images[:, 0, 0, 0].tolist() == [0, 10, 11, 90] and d.labels.tolist() == [0, 0, 0, 1]
+
+
+def test_folder_reads_photos_the_way_up_their_exif_says(tmp_path: Path) -> None:
+    pixels = np.zeros((8, 16, 3), np.uint8)
+    pixels[:, :8] = 255  # stored landscape: left half white
+    img = Image.fromarray(pixels)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show it": a portrait photo, white on top
+    (tmp_path / "photos").mkdir()
+    img.save(tmp_path / "photos" / "p.jpg", exif=exif, quality=100)
+    x = load_dataset("folder", tmp_path / "photos", image_size=8).images[0, 0].float()
+    assert x[0].mean() > 250 and x[-1].mean() < 5  # a center crop of the portrait: white top, black bottom
+
+
+def test_class_folders_named_by_numbers_say_their_order(tmp_path: Path, capsys) -> None:
+    for name in [str(k) for k in range(11)]:
+        _save(tmp_path / "num" / name / "a.png", np.zeros((8, 8), np.uint8))
+        _save(tmp_path / "padded" / name.zfill(2) / "a.png", np.zeros((8, 8), np.uint8))
+    assert load_dataset("folder", tmp_path / "num", image_size=8).class_names[2] == "10"
+    assert "label 2 (`sample --labels 2`) is folder '10', not '2'" in capsys.readouterr().err
+    load_dataset("folder", tmp_path / "padded", image_size=8)
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_npz_non_square_images_are_cropped_with_a_word(tmp_path: Path, capsys) -> None:
+    np.savez(tmp_path / "d.npz", images=np.zeros((2, 8, 12), np.uint8))
+    assert load_dataset("npz", tmp_path / "d.npz").images.shape == (2, 1, 8, 8)
+    assert "12x8 (width x height), not square: each is center-cropped to 8x8" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("shape", [(5, 6, 6), (5, 6, 6, 1), (5, 6, 6, 3)])
 def test_npz_round_trip(tmp_path: Path, shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(2)

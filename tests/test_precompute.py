@@ -227,3 +227,129 @@ def test_a_precomputed_pixel_dataset_is_encoded_again_with_its_caption_features(
     with pytest.raises(ValueError, match="holds latents, not pixels"):
         precompute(Request(source="precomputed", root=str(tmp_path / "lat"), image_size=8), tmp_path / "again",
                    progress=False)
+
+
+# --- data inputs audit: a source changed between runs, the user's files, captions -----------------------------
+
+
+def _classes(root, names, per_class=2):
+    for c, name in enumerate(names):
+        for k in range(per_class):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.new("L", (8, 8), 50 * c + k).save(root / name / f"{k}.png")
+    return root
+
+
+def _interrupt_after_one_shard(monkeypatch, req, out):
+    write = pc._write_shard
+    monkeypatch.setattr(pc, "_write_shard", lambda out, name, *a: write(out, name, *a) if name == "shard-00000"
+                        else (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        precompute(req, out, progress=False)
+    monkeypatch.setattr(pc, "_write_shard", write)
+
+
+def test_a_source_changed_before_the_rerun_is_refused_not_mixed(tmp_path, monkeypatch):
+    """Shards resumed from another listing stored images twice or never, under shifted labels: a class folder
+    added after an interruption made the first shard's birds 'ant'."""
+    root, out = _classes(tmp_path / "src", ["bird", "cat"]), tmp_path / "out"
+    req = Request("folder", str(root), 8, shard_size=2)
+    _interrupt_after_one_shard(monkeypatch, req, out)
+    _classes(root, ["ant"])
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ValueError, match=f"{root} changed since {out} was started.*--overwrite"):
+        precompute(req, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before
+    precompute(req, out, progress=False, overwrite=True)
+    data = load_precomputed(out)
+    assert data.class_names == ["ant", "bird", "cat"] and data.labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_an_unchanged_source_resumes(tmp_path, monkeypatch):
+    root, out = _classes(tmp_path / "src", ["bird", "cat"]), tmp_path / "out"
+    req = Request("folder", str(root), 8, shard_size=2)
+    _interrupt_after_one_shard(monkeypatch, req, out)
+    precompute(req, out, progress=False)
+    assert load_precomputed(out).images[:, 0, 0, 0].tolist() == [0, 1, 50, 51]
+
+
+def test_an_npz_replaced_before_the_rerun_is_refused(tmp_path, monkeypatch):
+    images = np.zeros((4, 8, 8), np.uint8)
+    np.savez(tmp_path / "d.npz", images=images)
+    req = Request("npz", str(tmp_path / "d.npz"), 8, shard_size=2)
+    _interrupt_after_one_shard(monkeypatch, req, tmp_path / "out")
+    np.savez(tmp_path / "d.npz", images=images + 1)  # the same count and size, other images
+    with pytest.raises(ValueError, match="changed since"):
+        precompute(req, tmp_path / "out", progress=False)
+
+
+def test_overwrite_deletes_the_datasets_files_only(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "shard-notes.txt").write_text("mine")
+    (out / "shard-photo.png").write_bytes(b"mine too")
+    precompute(_digits(limit=20), out, progress=False)
+    precompute(_digits(limit=10), out, progress=False, overwrite=True)
+    assert (out / "shard-notes.txt").read_text() == "mine" and (out / "shard-photo.png").is_file()
+    assert len(load_precomputed(out)) == 10
+
+
+def test_an_output_folder_inside_the_source_folder_is_refused(tmp_path):
+    root = _classes(tmp_path / "src", ["bird", "cat"])
+    for out in (root / "latents", root):
+        with pytest.raises(ValueError, match="is inside the source folder"):
+            precompute(Request("folder", str(root), 8), out, progress=False)
+    assert sorted(p.name for p in root.iterdir()) == ["bird", "cat"]
+
+
+def test_labels_outside_the_manifests_classes_are_refused(tmp_path):
+    precompute(_digits(limit=20), tmp_path, progress=False)
+    np.save(tmp_path / "shard-00000.labels.npy", np.full(20, 17, np.int64))
+    with pytest.raises(ValueError, match=r"labels in \[17, 17\], but its manifest lists 10 classes"):
+        load_precomputed(tmp_path)
+
+
+@pytest.mark.parametrize("lines, expected", [
+    ([{"file_name": "im0.png", "text": None}], "line 1: the caption of im0.png is null, not a string"),
+    ([{"file_name": "im0.png", "text": ["a", "b"]}], 'line 1: the caption of im0.png is \\["a", "b"\\]'),
+    ([{"file_name": "im0.png", "text": "a"}, {"file_name": "im0.png", "text": "b"}],
+     "lines 1 and 2 both caption im0.png"),
+], ids=["null", "list", "twice"])
+def test_metadata_captions_are_one_string_per_image(tmp_path, lines, expected):
+    root = _folder(tmp_path / "f")
+    (root / "metadata.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    with pytest.raises(ValueError, match=expected):
+        pc.FolderSource(str(root), 8, None, None, True)
+
+
+def test_an_image_without_a_caption_is_found_before_anything_is_read(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "f")
+    (root / "im4.txt").unlink()
+    monkeypatch.setattr(pc, "read_image", lambda *a: pytest.fail("an image was read"))
+    with pytest.raises(ValueError, match="1 of the 6 images .* have no caption.*im4.png"):
+        precompute(Request("folder", str(root), 8, shard_size=2), tmp_path / "out", progress=False)
+
+
+def test_caption_files_bom_encoding_and_empty(tmp_path, capsys):
+    root = _folder(tmp_path / "f", n=3)
+    (root / "im0.txt").write_bytes("\ufeffcaption 0".encode())  # Notepad's byte-order mark
+    (root / "im1.txt").write_text("")
+    assert [pc.FolderSource(str(root), 8, None, None, True).read(i)[2] for i in range(3)] == \
+        ["caption 0", "", "caption 2"]
+    assert "1 of the 3 images" in capsys.readouterr().err
+    (root / "im2.txt").write_bytes(b"caf\xe9")  # Latin-1
+    with pytest.raises(ValueError, match="im2.txt is not UTF-8 text"):
+        pc.FolderSource(str(root), 8, None, None, True)
+
+
+def test_captions_beside_images_in_linked_folders_hidden_ones_ignored(tmp_path):
+    elsewhere = _folder(tmp_path / "elsewhere", n=2)
+    root = tmp_path / "f"
+    _folder(root / "cat", n=2)
+    (root / "cat" / "more").symlink_to(elsewhere)
+    _folder(root / "cat" / ".cache", n=1)
+    (root / "cat" / ".cache" / "im0.png").unlink()  # an orphan caption, in a hidden folder
+    src = pc.FolderSource(str(root), 8, None, None, True)
+    assert [p.relative_to(root).as_posix() for p, _ in src.files] == \
+        ["cat/im0.png", "cat/im1.png", "cat/more/im0.png", "cat/more/im1.png"]
+    assert src.captions == ["caption 0", "caption 1", "caption 0", "caption 1"]

@@ -249,3 +249,27 @@ def test_each_caption_is_encoded_once(matcher_file, monkeypatch):
     images, captions, _, _ = retrieval.read_captioned(heldout, 24)
     first = matcher.retrieval(images, captions)
     assert matcher.retrieval(images, captions) == first and len(built) == 1
+
+
+def test_held_out_captions_embedded_by_another_encoder_are_refused(tmp_path, monkeypatch):
+    """Each dataset's stored embeddings went into one caption -> feature map: the held-out set's replaced the
+    training set's for shared captions, and the matcher was fitted on two encoders' features without a word."""
+    from types import SimpleNamespace
+
+    from liquidgen import precompute as pc
+
+    class Constant:
+        dim = 4
+
+        def __init__(self, value):
+            self.value = value
+
+        def encode(self, captions):
+            return SimpleNamespace(pooled=torch.full((len(captions), 4), self.value))
+
+    for name, value in (("a", 1.0), ("b", -1.0)):
+        monkeypatch.setattr(pc, "build_text_encoder", lambda **spec: Constant(value))
+        pc.precompute(pc.Request("digits", None, 8, limit=40, text_encoder={"name": "minilm", "model": name},
+                                 caption_templates=["digit {}"]), tmp_path / name, progress=False)
+    with pytest.raises(ValueError, match="were embedded by .*'b'.*those of .* by .*'a'.*one text encoder"):
+        fit_prompt_matcher(tmp_path / "a", [tmp_path / "b"], 8, tmp_path / "m.safetensors", None, RECIPE)

@@ -431,12 +431,24 @@ def folder_files(base: Path) -> tuple[list[str], list[tuple[Path, int]]]:
             warn(f"class folders with no images in {base} ({len(empty)} of {len(classes)}): {', '.join(empty[:5])}"
                  f"{' and more' * (len(empty) > 5)}; they stay classes, with no examples to learn from (a model "
                  f"can still be asked for them)")
+    _warn_numbered_classes(classes, base)
     if not files:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {base}"
                          + (f" (the {len(loose)} directly in it are ignored beside its class folders "
                             f"{', '.join(classes[:5])})" if loose and classes else ""))
     scan.report(base)
     return classes, files
+
+
+def _warn_numbered_classes(classes: list[str], base: Path) -> None:
+    """Class folders named by numbers are still ordered as text ("10" before "2"); a label given as a number
+    (`sample --labels 2`) is an index, so it would not be the folder of that name."""
+    numeric = sorted(classes, key=int) if all(name.isdecimal() for name in classes) else classes
+    if (moved := next((k for k, (a, b) in enumerate(zip(classes, numeric)) if a != b), None)) is not None:
+        width = max(map(len, classes))
+        warn(f"the class folders of {base} are numbers, ordered as text: label {moved} (`sample --labels {moved}`) "
+             f"is folder {classes[moved]!r}, not {numeric[moved]!r}; rename them with leading zeros "
+             f"({numeric[moved].zfill(width)!r}, ...) to order them as numbers")
 
 
 @dataclass
@@ -448,11 +460,17 @@ class _Scan:
     others: Counter = field(default_factory=Counter)  # files of other types, by suffix
 
     def images(self, folder: Path, recursive: bool) -> list[Path]:
-        found = []
-        # os.walk rather than rglob: rglob passes over folders it cannot read without a word.
-        for top, dirs, names in os.walk(folder, onerror=self._unlisted):
-            if not recursive:
+        found, seen = [], set()
+        # os.walk rather than rglob: rglob passes over folders it cannot read without a word. Linked folders are
+        # followed (a class folder of links to image folders is a common layout), each real folder read once,
+        # which also ends a link loop; hidden folders (.thumbnails, .git) hold no images of the dataset.
+        for top, dirs, names in os.walk(folder, onerror=self._unlisted, followlinks=True):
+            real = os.path.realpath(top)
+            if real in seen:  # a second link to a folder read already, or a loop
                 dirs.clear()
+                continue
+            seen.add(real)
+            dirs[:] = sorted(d for d in dirs if recursive and not d.startswith("."))  # the first link read: by name
             for name in names:
                 if name.startswith("."):  # macOS "._x.jpg" resource forks carry an image suffix but no image
                     continue
@@ -599,6 +617,8 @@ def fit_image(img: Image.Image, size: int, channels: int | None, resize: bool, n
                          f"(or allow resizing)")
     if notes is not None:
         notes.see(img, resize)
+    # Cameras store a portrait photo as landscape pixels plus an EXIF orientation tag that viewers apply
+    img = ImageOps.exif_transpose(img)
     gray = img.mode in ("1", "L", "LA") if channels is None else channels == 1
     img = img.convert("L" if gray else "RGB")
     return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC) if resize else img)
@@ -625,6 +645,10 @@ def _load_npz(root: Path | None, split: str, image_size: int | None, limit: int 
         raise ValueError(f"{path}: 'images' must have shape (N, H, W) or (N, H, W, 1|3) with N, H, W >= 1, "
                          f"got {shape}")
     x = x.transpose(0, 3, 1, 2)
+    if x.shape[2] != x.shape[3]:  # datasets are square; the cut is not the user's choice, so it is said
+        side = min(x.shape[2:])
+        warn(f"{path}: the images are {x.shape[3]}x{x.shape[2]} (width x height), not square: each is center-cropped "
+             f"to {side}x{side}, losing {abs(x.shape[3] - x.shape[2])} pixels of its long side")
     y = arrays.get("labels")
     names = arrays.get("class_names")
     if y is None:
@@ -751,12 +775,23 @@ def load_precomputed(root: str | Path, limit: int | None = None) -> PrecomputedD
     space = LatentSpace(manifest["request"]["autoencoder"], manifest["request"]["image_size"],
                         None if stats is None else stats["mean"], None if stats is None else stats["std"])
     joined = {key: torch.from_numpy(np.concatenate(parts)) for key, parts in arrays.items()}
+    _check_labels(joined["labels"], manifest["num_classes"], root)
     return PrecomputedData(
         images=joined["latents"], labels=joined["labels"],
         num_classes=manifest["num_classes"], class_names=manifest["class_names"],
         context=joined.get("context"), context_mask=joined.get("context_mask"),
         captions=captions or None, space=space, text_encoder=manifest["request"]["text_encoder"],
         text_tokens=manifest.get("text_tokens", 0))
+
+
+def _check_labels(labels: Tensor, num_classes: int, root: Path) -> None:
+    """Labels outside the manifest's classes (shards of another dataset, or edited) would fail deep inside
+    training, or on a GPU as a device-side assert; an unlabelled dataset's labels are all 0."""
+    top = max(num_classes, 1)
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < top:
+        raise ValueError(f"{root}: its shards hold labels in [{int(labels.min())}, {int(labels.max())}], but its "
+                         f"manifest lists {num_classes} classes (labels 0..{top - 1}); precompute it again with "
+                         f"--overwrite")
 
 
 def stored_prompt_embeddings(root: str | Path, prompts: list[str]) -> Tensor:

@@ -21,6 +21,7 @@ manifest; training normalises with them, so no autoencoder needs a hard-coded sc
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -81,6 +82,19 @@ class Source:
         `text_encoder` at `tokens`, so that they are copied rather than encoded again; else None."""
         return None
 
+    def fingerprint(self) -> str:
+        """A digest of what this source holds now, kept in the manifest: an interrupted precompute resumed after
+        the source changed (images added, removed, relabelled) would store shards of two versions of it."""
+        return digest([len(self), self.class_names])
+
+
+def digest(*parts) -> str:
+    """16 hex digits of a SHA-1 over `parts`: bytes as they are, anything else as its JSON."""
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, default=str).encode())
+    return h.hexdigest()[:16]
+
 
 class MemorySource(Source):
     """A dataset `liquidgen.data.load_dataset` reads into memory (digits, mnist, cifar10, npz), with captions
@@ -101,6 +115,9 @@ class MemorySource(Source):
 
     def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
         return self.data.images[i].numpy(), int(self.data.labels[i]), self.captions[i] if self.captions else None
+
+    def fingerprint(self) -> str:  # the whole dataset is in memory: hash it (an .npz replaced by another)
+        return digest(self.class_names, self.data.images.numpy().tobytes(), self.data.labels.numpy().tobytes())
 
 
 def label_captions(labels: list[int], class_names: list[str], templates: Sequence[str],
@@ -128,7 +145,7 @@ class FolderSource(Source):
     def __init__(self, root: str | None, size: int, limit: int | None, channels: int | None, resize: bool):
         if root is None:
             raise ValueError("source 'folder' needs --root <folder>")
-        base = Path(root).expanduser()
+        self.base = base = Path(root).expanduser()
         self.size, self.channels, self.resize = size, channels, resize
         self.notes = ReadNotes(size)
         self.class_names, self.files = folder_files(base)
@@ -137,6 +154,8 @@ class FolderSource(Source):
         self.files = self.files[:limit]
         self.captions = None if captions is None else [captions.get(p) for p, _ in self.files]
         self.has_captions = self.captions is not None
+        if self.captions is not None:
+            check_captions(self.files, self.captions, base)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -144,11 +163,11 @@ class FolderSource(Source):
     def read(self, i: int) -> tuple[np.ndarray, int, str | None]:
         path, label = self.files[i]
         image = read_image(path, self.size, self.channels, self.resize, self.notes)
-        caption = None if self.captions is None else self.captions[i]
-        if self.captions is not None and caption is None:
-            raise ValueError(f"image {path} has no caption (no {path.with_suffix('.txt').name} beside it and no "
-                             f"metadata.jsonl entry), but other images have one")
-        return chw(image), label, caption
+        return chw(image), label, None if self.captions is None else self.captions[i]
+
+    def fingerprint(self) -> str:  # names, sizes, labels and captions: not the pixels, which are read lazily
+        rows = [(str(p.relative_to(self.base)), label, p.stat().st_size) for p, label in self.files]
+        return digest(self.class_names, rows, self.captions)
 
 
 class PrecomputedSource(Source):
@@ -182,37 +201,73 @@ class PrecomputedSource(Source):
             return None
         return {"context": d.context} | ({"context_mask": d.context_mask} if d.context_mask is not None else {})
 
+    def fingerprint(self) -> str:
+        return digest(self.class_names, self.images.numpy().tobytes(), self.data.labels.numpy().tobytes(),
+                      self.captions)
+
+
+def check_captions(files: list[tuple[Path, int]], captions: list[str | None], base: Path) -> None:
+    """Before any image is read: an image without a caption among captioned ones is an error (found only when
+    its shard came, it stopped a long precompute midway), and empty captions are said."""
+    if missing := [path for (path, _), caption in zip(files, captions) if caption is None]:
+        raise ValueError(f"{len(missing)} of the {len(files)} images in {base} have no caption, but the others "
+                         f"have one: e.g. {missing[0]} (no {missing[0].with_suffix('.txt').name} beside it and no "
+                         f"metadata.jsonl entry)")
+    if empty := sum(not caption for caption in captions):
+        warn(f"{empty} of the {len(files)} images in {base} have an empty caption, which is encoded as the empty "
+             f"string, not left unconditional")
+
 
 def folder_captions(base: Path, images: list[Path]) -> dict[Path, str] | None:
-    """Captions by image path from metadata.jsonl and .txt files; None when the folder has neither.
-    A caption that names no image is an error: it usually means a renamed or deleted image."""
-    by_stem = {p.with_suffix(""): p for p in images}
+    """Captions by image path from metadata.jsonl and .txt files (metadata.jsonl's win); None when the folder has
+    neither. A caption that names no image is an error: it usually means a renamed or deleted image."""
     captions: dict[Path, str] = {}
+    for image in images:  # the .txt beside each image the listing found (in linked folders too)
+        if (txt := image.with_suffix(".txt")).is_file():
+            captions[image] = _read_text(txt).strip()
+    used = {image.with_suffix(".txt") for image in captions}
     for txt in sorted(base.rglob("*.txt")):
-        if txt.name.startswith("."):
-            continue
-        image = by_stem.get(txt.with_suffix(""))
-        if image is None:
+        if txt not in used and not any(part.startswith(".") for part in txt.relative_to(base).parts):
             raise ValueError(f"caption file {txt} has no image beside it (expected {txt.stem} with one of "
                              f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-        captions[image] = txt.read_text(encoding="utf-8").strip()
+    return {**captions, **_metadata_captions(base, set(images))} or None
+
+
+def _read_text(path: Path) -> str:
+    # utf-8-sig: a byte-order mark (Windows editors write one) would otherwise start the caption or break line 1
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e}); save it as UTF-8") from None
+
+
+def _metadata_captions(base: Path, known: set[Path]) -> dict[Path, str]:
+    """metadata.jsonl's captions by image path; a line that is not one string caption of one known image, or a
+    second line for an image (one of the two would be dropped without a word), is an error naming the line."""
     meta = base / "metadata.jsonl"
-    if meta.is_file():
-        known = set(images)
-        for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                path = base / entry["file_name"]
-                text = next(entry[k] for k in CAPTION_KEYS if k in entry)
-            except (ValueError, KeyError, TypeError, StopIteration):
-                raise ValueError(f"{meta}, line {n}: expected a JSON object with file_name and one of "
-                                 f"{', '.join(CAPTION_KEYS)}") from None
-            if path not in known:
-                raise ValueError(f"{meta}, line {n}: {entry['file_name']} is not an image in {base}")
-            captions[path] = str(text)
-    return captions or None
+    if not meta.is_file():
+        return {}
+    captions: dict[Path, str] = {}
+    line_of: dict[Path, int] = {}
+    for n, line in enumerate(_read_text(meta).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            path = base / entry["file_name"]
+            text = next(entry[k] for k in CAPTION_KEYS if k in entry)
+        except (ValueError, KeyError, TypeError, StopIteration):
+            raise ValueError(f"{meta}, line {n}: expected a JSON object with file_name and one of "
+                             f"{', '.join(CAPTION_KEYS)}") from None
+        if not isinstance(text, str):  # str() would train on the caption "None" or "['a', 'b']"
+            raise ValueError(f"{meta}, line {n}: the caption of {entry['file_name']} is {json.dumps(text)}, not a "
+                             f"string")
+        if path not in known:
+            raise ValueError(f"{meta}, line {n}: {entry['file_name']} is not an image in {base}")
+        if path in line_of:
+            raise ValueError(f"{meta}, lines {line_of[path]} and {n} both caption {entry['file_name']}: keep one")
+        captions[path], line_of[path] = text, n
+    return captions
 
 
 class HFSource(Source):
@@ -326,7 +381,9 @@ def open_source(req: Request, channels: int | None) -> Source:
 
 
 # What a precomputed dataset consists of; --overwrite deletes these and nothing else.
-DATASET_FILES = ("manifest.json", "manifest.tmp", "shard-*")
+# Shard files only by their numbered names: a user's own "shard-notes.txt" in the folder is not ours to delete.
+DATASET_FILES = ("manifest.json", "manifest.tmp", "shard-[0-9][0-9][0-9][0-9][0-9]*.npy",
+                 "shard-[0-9][0-9][0-9][0-9][0-9]*.json")
 
 
 def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu", batch_size: int = 64,
@@ -334,6 +391,11 @@ def precompute(req: Request, out: str | Path, device: str | torch.device = "cpu"
     """Write (or finish) the precomputed dataset `req` into `out`, which is locked meanwhile; returns the
     manifest's path. The same request again finishes an interrupted folder; a folder holding another
     dataset is refused unless `overwrite`, which deletes that dataset first."""
+    source = Path(req.root).expanduser().resolve() if req.source == "folder" and req.root else None
+    if source and Path(out).resolve().is_relative_to(source):
+        # the output would be listed as part of the source: an extra (empty) class folder, or loose shard files
+        raise ValueError(f"--out {out} is inside the source folder --root {req.root}: choose an output folder outside "
+                         f"it")
     with claim(out, resume=not overwrite, overwrite=overwrite, owned=DATASET_FILES, foreign=RUN_MARK):
         return write_dataset(req, Path(out), device, batch_size, progress)
 
@@ -362,6 +424,7 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
     else:
         context_dim = 0 if text is None else text.token_dim if req.text_tokens else text.dim
     n_shards = math.ceil(len(source) / req.shard_size)
+    _check_same_source(manifest, source.fingerprint(), req, out)
     manifest.update(class_names=source.class_names, num_classes=len(source.class_names), total=len(source),
                     pixels=pixels, context_dim=context_dim, text_tokens=req.text_tokens, captions=source.has_captions)
     done = {s["name"] for s in manifest["shards"]}
@@ -412,6 +475,17 @@ def write_dataset(req: Request, out: Path, device: str | torch.device, batch_siz
     manifest["complete"] = True
     _write_json(out / "manifest.json", manifest)
     return out / "manifest.json"
+
+
+def _check_same_source(manifest: dict, fingerprint: str, req: Request, out: Path) -> None:
+    """Record the source's fingerprint; refuse to resume shards written from another version of it: shard k of
+    the new listing is not shard k of the old, so images would be stored twice or never, and labels shifted."""
+    if manifest["shards"] and manifest.get("source", fingerprint) != fingerprint:  # older folders: none kept
+        raise ValueError(f"{req.root or req.source} changed since {out} was started (images or classes added, "
+                         f"removed, renamed or relabelled): the shards done so far ({len(manifest['shards'])}) and "
+                         f"the rest would mix the two versions; precompute again with --overwrite, or into a new "
+                         f"folder")
+    manifest["source"] = fingerprint
 
 
 def _unlist_damaged_shards(out: Path, manifest: dict) -> None:

@@ -276,6 +276,10 @@ def fit_prompt_matcher(train_root: str | Path, heldout_roots: Sequence[str | Pat
     heldout = {}
     for root in heldout_roots:
         x, caps, more, other = read_captioned(root, size)
+        if made_by and other and other != made_by:  # one caption's embedding would replace another encoder's
+            raise ValueError(f"the captions of {root} were embedded by {other}, those of {train_root} by {made_by}: "
+                             f"the matcher needs one text encoder's; precompute both with the same --text-encoder "
+                             f"(or give the image folders)")
         heldout[Path(root).name], features = (x, caps), {**features, **more}
         made_by = made_by or other
     text_encoder = text_encoder or made_by or {"name": "minilm"}
