@@ -83,11 +83,22 @@ def test_without_labels_a_class_model_gives_each_class(pipe):
     ({"num_images": 0}, "num_images must be an integer >= 1"),
     ({"seed": -1}, "seed must be an integer in [0, 2^63)"),
     ({"sampler": "fast"}, "sample.sampler: 'fast' is not one of"),
+    ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+    ({"labels": np.array([3, 10])}, "label 10 out of range: this model has 10 classes"),
 ])
 def test_bad_input_is_a_value_error_saying_what_is_wrong(pipe, call, message):
     with pytest.raises(ValueError) as e:
         pipe(**call)
     assert message in str(e.value)
+
+
+def test_labels_may_be_numpy_or_torch_integers(pipe):
+    """A notebook's labels are often an array or a tensor: their integers are indices (they were refused as
+    "neither an index nor one of" the class names, and a 0-d one failed in list())."""
+    want = pipe(labels=[3, 7], steps=2, output="pt")
+    assert torch.equal(pipe(labels=np.array([3, 7]), steps=2, output="pt"), want)
+    assert torch.equal(pipe(labels=torch.tensor([3, 7], dtype=torch.int32), steps=2, output="pt"), want)
+    assert torch.allclose(pipe(labels=torch.tensor(3), steps=2, output="pt"), want[:1], atol=1e-6)
 
 
 @pytest.mark.slow

@@ -100,6 +100,16 @@ def test_bad_model_options_are_named():
         build_model("liquid", "tiny", 1, 9, 0)
 
 
+@pytest.mark.parametrize("channels,size,classes,message", [
+    (0, 8, 3, "in_channels must be an integer >= 1, got 0"), (1, 0, 3, "input_size must be an integer >= 1"),
+    (1, 8, -1, "num_classes must be an integer >= 0, got -1"), (1, 8, 2.5, "num_classes must be an integer")])
+def test_impossible_geometry_is_refused_by_name(channels, size, classes, message):
+    """Without the check, 0 input channels or -1 classes built a model (no class table, num_classes -1) that
+    failed or misbehaved only when called."""
+    with pytest.raises(ValueError, match=message):
+        build_model("liquid", "tiny", channels, size, classes)
+
+
 def test_odd_depth_leaves_the_middle_block_unpaired():
     model = build_model("liquid", "tiny", 1, 8, 0, depth=3)
     assert model(torch.randn(1, 1, 8, 8), torch.rand(1)).shape == (1, 1, 8, 8)

@@ -231,3 +231,35 @@ def test_every_sampler_runs_a_model_with_guidance(sampler):
     model = build_model("liquid", "tiny", 1, 8, 3)
     out = sample(model, "v", torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), steps=3, cfg=2.0, sampler=sampler)
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
+
+
+CLASS_MODEL = build_model("liquid", "tiny", 1, 8, 3, width=16, depth=2, groups=4).eval()
+TEXT_MODEL = build_model("liquid", "tiny", 1, 8, 0, width=16, depth=2, groups=4, context_dim=6).eval()
+TWO = torch.randn(2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("model,kw,message", [
+    (CLASS_MODEL, {"y": torch.tensor([0, 3])}, "label 3 out of range: this model has 3 classes"),  # the null class
+    (CLASS_MODEL, {"y": torch.tensor([-1, 0])}, "label -1 out of range"),
+    (CLASS_MODEL, {"y": torch.tensor([0, 7]), "cfg": 1.0}, "label 7 out of range"),
+    (CLASS_MODEL, {"y": torch.tensor([0.0, 1.0])}, r"float labels are class weights \(B, 4\)"),
+    (CLASS_MODEL, {"y": torch.tensor([[0], [1]])}, "labels must be integer class indices"),
+    (CLASS_MODEL, {"y": torch.tensor([1]), "cfg": 1.0}, "labels has 1 rows for 2 samples"),  # broadcast before
+    (CLASS_MODEL, {"y": torch.tensor([1, 2, 0])}, "labels has 3 rows for 2 samples"),
+    (TEXT_MODEL, {"y": torch.tensor([1, 2])}, "this model is unconditional; labels do not apply"),
+    (CLASS_MODEL, {"y": torch.tensor([0, 1]), "cfg": float("nan")}, "cfg must be a finite number, got nan"),
+    (CLASS_MODEL, {"y": torch.tensor([0, 1]), "cfg_interval": (0.9, 0.1)}, "cfg_interval must be"),
+    (CLASS_MODEL, {"noise": torch.randn(2, 3, 8, 8)}, r"noise must be \(B, 1, H, W\), got \(2, 3, 8, 8\)"),
+    (CLASS_MODEL, {"context": torch.randn(2, 6)}, "not text-conditioned; context does not apply"),
+    (TEXT_MODEL, {"context": torch.randn(2, 5)}, r"context must be \(B, 6\) or \(B, L, 6\), got \(2, 5\)"),
+    (TEXT_MODEL, {"context": torch.randn(1, 6), "cfg": 1.0}, "context has 1 rows for 2 samples"),
+    (TEXT_MODEL, {"context": torch.randn(2, 4, 6), "context_mask": torch.ones(2, 3, dtype=torch.bool)},
+     r"context_mask must be \(B, L\)"),
+])
+def test_bad_sampling_input_is_a_value_error_naming_it(model, kw, message):
+    """Each of these failed deep inside torch (IndexError, a shape error in the backbone), or worse gave samples
+    without a word: the null class for label 3, one label broadcast over every row, NaN images for a NaN cfg, no
+    guidance at all for a reversed interval."""
+    kw = {"noise": TWO, "cfg": 2.0, **kw}
+    with pytest.raises(ValueError, match=message):
+        sample(model, "v", steps=2, **kw)

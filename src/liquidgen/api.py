@@ -9,7 +9,8 @@ Every image comes from `generate.Pipeline` (`LiquidPipeline.pipeline`), as from 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -36,8 +37,8 @@ def parse_labels(values: Sequence[int | str] | None, class_names: list[str]) -> 
         raise ValueError("this model has no classes, so labels do not apply")
     labels = []
     for v in values:
-        if isinstance(v, int) and not isinstance(v, bool):
-            labels.append(v)
+        if (index := _index(v)) is not None:
+            labels.append(index)
         elif isinstance(v, str) and v.lstrip("-").isdigit():
             labels.append(int(v))
         elif v in class_names:
@@ -51,10 +52,23 @@ def parse_labels(values: Sequence[int | str] | None, class_names: list[str]) -> 
     return labels
 
 
+def _index(value) -> int | None:
+    """`value` as a class index if it is an integer of any kind: Python's, numpy's or a one-element integer tensor
+    (what a notebook has at hand); None otherwise (bools are not indices)."""
+    if isinstance(value, bool) or getattr(value, "dtype", None) in (bool, torch.bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _as_list(value) -> list | None:
-    """One label or prompt, or several; None and [] are none."""
-    if value is None or isinstance(value, (str, int)):
-        return None if value is None else [value]
+    """One label or prompt, or several (a list, an array, a tensor); None and [] are none."""
+    if value is None:
+        return None
+    if isinstance(value, str) or getattr(value, "ndim", 1) == 0 or not isinstance(value, Iterable):
+        return [value]
     return list(value) or None
 
 
@@ -110,8 +124,9 @@ class LiquidPipeline:
         `batch_size` then does not apply)."""
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+        for name, count in (("num_images", num_images), ("batch_size", batch_size)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or not SEED.admits(seed):
             raise ValueError(f"seed must be an integer {SEED}, got {seed!r}")
         prompts = _as_list(prompt)

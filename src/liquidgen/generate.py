@@ -29,7 +29,7 @@ from .latent_space import LatentSpace, to_float, to_uint8
 from .models import Backbone, BlockStack
 from .objectives import objective_from
 from .runtime import autocast, tune_convolutions
-from .samplers import sample
+from .samplers import check_rows, sample
 from .spec import ModelSpec, load_model
 from .text import encode_prompts
 
@@ -84,8 +84,12 @@ class Pipeline:
 
     def noise(self, n: int, seed: int = 0) -> Tensor:
         """n standard-normal inputs on the CPU: sample i's noise depends on (seed, i) alone, whatever the
-        batch size or the number of processes."""
-        return torch.randn(n, *self.spec.shape, generator=torch.Generator().manual_seed(seed))
+        batch size, the number of processes or n."""
+        # torch's CPU sampler turns uniforms into normals 16 at a time and, when the count is not a multiple of
+        # 16, redraws the last 16: the last sample's noise would then depend on n. A few rows more, dropped, make
+        # the count a multiple of 16; shapes of a multiple of 16 values (most) draw exactly as before.
+        rows = n + -n % (16 // math.gcd(math.prod(self.spec.shape), 16))
+        return torch.randn(rows, *self.spec.shape, generator=torch.Generator().manual_seed(seed))[:n]
 
     def step_noise(self, seed: int, step: int, rows: slice) -> Tensor:
         """The fresh noise of `rows` at step `step` of a stochastic sampler (consistency sampling's re-noising,
@@ -120,6 +124,7 @@ class Pipeline:
             raise ValueError("this model is unconditional; labels do not apply")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        check_rows(len(noise), labels, **cond)  # before batching, whose slices would cut extra rows off
         net = self.network(len(noise) * s.steps)
 
         def draw(rows: slice) -> Tensor:

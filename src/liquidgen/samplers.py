@@ -267,9 +267,12 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
     Models with per-batch sampling state (fixed-point models: `model.sampling_state()`) get a fresh
     one per call, or `state` when given (to read its residuals afterwards); it is reset here.
     `callback(t, x0_hat)` sees every model evaluation's estimate of the clean sample, x0 = x_t - t v
-    (a denoising trajectory), without changing the result."""
+    (a denoising trajectory), without changing the result. The inputs are checked first (`check_inputs`): one
+    row per sample, labels within the classes, a context only for a text model, a finite cfg."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+    check_inputs(model, prediction, noise, y, cfg, cfg_interval, context=context, concat=concat,
+                 context_mask=context_mask)
     grid = grid or SAMPLERS[sampler].grid
     if grid not in GRIDS:
         raise ValueError(f"unknown time grid {grid!r}; choose from {sorted(GRIDS)}")
@@ -283,6 +286,68 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
         fn = _observed(fn, callback)
     extra = {"fresh": fresh} if SAMPLERS[sampler].stochastic else {}
     return SAMPLERS[sampler].run(fn, ts[0] * noise.float(), ts, progress=progress, **extra)
+
+
+def check_inputs(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None, cfg: float,
+                 cfg_interval: tuple[float, float] | None, **cond: Tensor | None) -> None:
+    """`sample`'s arguments, checked once per call: a ValueError naming the argument, where torch would fail
+    deep in the backbone at the first step, or give wrong samples without a word (NaN from a NaN cfg, no
+    guidance from a reversed interval)."""
+    if prediction not in paths.PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; choose from {list(paths.PREDICTIONS)}")
+    if not math.isfinite(cfg):
+        raise ValueError(f"cfg must be a finite number, got {cfg}")
+    if cfg_interval is not None and not (len(cfg_interval) == 2 and 0 <= cfg_interval[0] < cfg_interval[1] <= 1):
+        raise ValueError(f"cfg_interval must be (low, high) with 0 <= low < high <= 1, got {cfg_interval}")
+    channels = getattr(model, "in_channels", None)
+    if noise.ndim != 4 or noise.shape[1] != (channels or noise.shape[1]):
+        raise ValueError(f"noise must be (B, {channels or 'C'}, H, W), got {tuple(noise.shape)}")
+    check_rows(len(noise), y, **cond)
+    _check_labels(model, y)
+    _check_context(model, cond.get("context"), cond.get("context_mask"))
+
+
+def check_rows(n: int, y: Tensor | None = None, **cond: Tensor | None) -> None:
+    """One row of labels and of each condition per sample: other counts would broadcast or be cut off."""
+    for name, value in (("labels", y), *cond.items()):
+        if value is not None and len(value) != n:
+            raise ValueError(f"{name} has {len(value)} rows for {n} samples; give one per sample")
+
+
+def _check_labels(model: nn.Module, y: Tensor | None) -> None:
+    """Class indices (B,) in [0, num_classes), or class weights (B, num_classes + 1). Index num_classes is the
+    null class, so a label past the end would give unconditional samples silently (use y=None for those)."""
+    if y is None:
+        return
+    classes = getattr(model, "num_classes", 0)
+    if not classes:
+        raise ValueError("this model is unconditional; labels do not apply")
+    if y.is_floating_point():
+        if y.shape[1:] != (classes + 1,):
+            raise ValueError(f"float labels are class weights (B, {classes + 1}), the last column the null "
+                             f"class; got {tuple(y.shape)} (class indices are integers)")
+        return
+    if y.dtype not in (torch.int32, torch.int64) or y.ndim != 1:
+        raise ValueError(f"labels must be integer class indices (B,), got {y.dtype} {tuple(y.shape)}")
+    low, high = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+    if low < 0 or high >= classes:
+        bad = low if low < 0 else high
+        raise ValueError(f"label {bad} out of range: this model has {classes} classes (0..{classes - 1}); "
+                         f"for unconditional samples give no labels")
+
+
+def _check_context(model: nn.Module, context: Tensor | None, mask: Tensor | None) -> None:
+    """A text context (B, context_dim) pooled or (B, L, context_dim) tokens, the mask (B, L) of tokens."""
+    if context is None:
+        return
+    width = getattr(model, "context_dim", 0)
+    if not width:
+        raise ValueError("this model is not text-conditioned; context does not apply")
+    if context.ndim not in (2, 3) or context.shape[-1] != width:
+        raise ValueError(f"context must be (B, {width}) or (B, L, {width}), got {tuple(context.shape)}")
+    if mask is not None and (context.ndim != 3 or mask.shape != context.shape[:2]):
+        raise ValueError(f"context_mask must be (B, L) of a token context (B, L, {width}), got "
+                         f"{tuple(mask.shape)} for context {tuple(context.shape)}")
 
 
 def _observed(fn: VelocityFn, callback: Callable[[Tensor, Tensor], None]) -> VelocityFn:

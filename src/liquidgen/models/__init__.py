@@ -28,6 +28,11 @@ def build_model(name: str, preset: str, in_channels: int, input_size: int, num_c
     """Build backbone `name` at `preset`, with `options` overriding the preset's architecture keys."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    # nn.Module would build a model of 0 input channels or a negative class count without a word
+    for key, value, low in (("in_channels", in_channels, 1), ("input_size", input_size, 1),
+                            ("num_classes", num_classes, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
     cls, presets, _ = BACKBONES[name]
     return build_preset(cls, presets, name, preset, in_channels, input_size, num_classes, **options)
 
