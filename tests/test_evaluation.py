@@ -77,6 +77,15 @@ def test_rank_agreement_reports_tau_and_the_best_three():
     assert rank_agreement([{"classifier_fd": 1}, {"classifier_fd": 2}], ["a", "b"]) is None  # one space only
 
 
+def test_rank_agreement_counts_ties_as_neither_concordant_nor_discordant():
+    # tau-a by another route: the mean over ordered pairs i != j of sign(dx) sign(dy); a tied pair adds 0
+    x, y = np.array([1.0, 2.0, 2.0, 3.0, 5.0]), np.array([10.0, 30.0, 20.0, 20.0, 40.0])
+    signs = np.sign(x[:, None] - x[None]) * np.sign(y[:, None] - y[None])
+    tau = signs.sum() / (len(x) * (len(x) - 1))  # 0.6 here (7 - 1 of 10); ties as discordant gave 0.4
+    points = [{"classifier_fd": float(a), "classifier2_fd": float(b)} for a, b in zip(x, y)]
+    assert f"tau {tau:+.2f} over 5" in rank_agreement(points, list("abcde"))
+
+
 def test_load_refuses_other_files(tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="not a liquidgen reference classifier"):

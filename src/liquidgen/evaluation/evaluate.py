@@ -422,6 +422,10 @@ def best_point(points: list[dict]) -> dict:
     return min(points, key=lambda p: p[key])
 
 
+def sign(x: float) -> int:
+    return int(x > 0) - int(x < 0)
+
+
 def rank_agreement(points: list[dict], names: list[str]) -> str | None:
     """Whether the feature spaces measured in every point order the points (contenders, or guidance scales) alike:
     Kendall's tau between each space's order and the first's, and whether their best three agree. None where
@@ -432,7 +436,9 @@ def rank_agreement(points: list[dict], names: list[str]) -> str | None:
     (first, first_label), lines = spaces[0], []
     for fd, label in spaces[1:]:
         pairs = [(i, j) for i in range(len(points)) for j in range(i + 1, len(points))]
-        concordant = sum(1 if (points[i][first] - points[j][first]) * (points[i][fd] - points[j][fd]) > 0 else -1
+        # Kendall's tau-a (Kendall 1938): (concordant - discordant) / pairs; a pair tied in either space is neither
+        # and adds 0 (it used to count as discordant, -1)
+        concordant = sum(sign((points[i][first] - points[j][first]) * (points[i][fd] - points[j][fd]))
                          for i, j in pairs)
         top = [sorted(range(len(points)), key=lambda i, k=key: points[i][k])[:3] for key in (first, fd)]
         agree = "the same" if top[0] == top[1] else "different"
