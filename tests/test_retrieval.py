@@ -83,6 +83,36 @@ def test_wilson_interval():
     assert none[0] == 0.0 and f"{none[0]:.3f}" == "0.000" and 0 < none[1] < 0.1  # not "-0.000"
 
 
+def test_retrieval_ranks_ties_at_random_in_expectation_and_reports_the_median_proper():
+    import itertools
+
+    from scipy.stats import rankdata
+
+    from liquidgen.evaluation.retrieval import PromptMatcher
+
+    e = np.eye(4)
+    # p1 and p2 embed alike (a caption the text encoder cannot tell from another), as do p3, p4 and p5
+    text = {"p0": e[0], "p1": e[1], "p2": e[1], "p3": e[2], "p4": e[2], "p5": e[2]}
+    shown = np.stack([e[0], e[1], e[2], e[1] + 0.5 * e[2], e[3], e[0]])  # the 5th: scored alike with every prompt
+    prompts = ["p0", "p2", "p4", "p5", "p3", "p0"]
+    matcher = Matcher(PromptMatcher(3, 8, 4, 4, 16), {"pool": list(text), "text_encoder": {"name": "none"}})
+    unit = torch.nn.functional.normalize
+    matcher.embed_images = lambda images: unit(torch.tensor(shown, dtype=torch.float32), dim=-1)
+    matcher.embed_prompts = lambda pool: unit(torch.tensor(np.stack([text[c] for c in pool]), dtype=torch.float32),
+                                              dim=-1)
+    out = matcher.retrieval(torch.zeros(6, 3, 8, 8, dtype=torch.uint8), prompts, pool=[*text, "p0"])  # p0 twice
+    # the reference: every order of the 6 candidates as the tie-break, in float64 (720 orders)
+    sims = (shown / np.linalg.norm(shown, axis=1, keepdims=True)) @ np.stack(list(text.values())).T
+    truth = [list(text).index(c) for c in prompts]
+    ranks = np.array([[np.lexsort((order, -row)).tolist().index(t) for row, t in zip(sims, truth)]
+                      for order in itertools.permutations(range(6))])
+    assert out["prompt_pool"] == 6  # the repeated caption is one candidate, not a rival of itself
+    assert out["prompt_top1"] == pytest.approx((ranks < 1).mean(), abs=1e-12)  # 0.5; every tie a hit: 0.83
+    assert out["prompt_top5"] == pytest.approx((ranks < 5).mean(), abs=1e-12)
+    median = np.median([rankdata(-row, method="average")[t] for row, t in zip(sims, truth)])  # 1.75
+    assert out["prompt_median_rank"] == pytest.approx(median, abs=1e-12)  # torch.median's lower one: 1
+
+
 def test_fitted_matcher_retrieves_real_images_prompts(matcher_file):
     path, info, heldout = matcher_file
     ceilings = info["ceilings"]

@@ -173,25 +173,30 @@ class Matcher:
 
     def retrieval(self, images: Tensor, prompts: Sequence[str], pool: Sequence[str] | None = None) -> dict:
         """Top-1 / top-5 retrieval of each uint8 image's prompt among `pool` (default: the matcher's). Every prompt
-        is added to the pool if missing, so a prompt is always retrievable."""
-        pool = list(pool if pool is not None else self.pool)
-        known = set(pool)
-        pool += [p for p in dict.fromkeys(prompts) if p not in known]
+        is added to the pool if missing, so a prompt is always retrievable; a caption listed twice is one candidate.
+        Candidates scored exactly like the prompt (another caption the text encoder cannot tell apart) are ranked
+        in random order, in expectation: a hit counts the chance that the prompt comes within the first k."""
+        pool = list(dict.fromkeys([*(pool if pool is not None else self.pool), *prompts]))
         if len(pool) <= 5:
             warn(f"prompt retrieval among {len(pool)} candidates: top-5 is 1 by construction and top-1 is at least "
                  f"1/{len(pool)} by chance; give --candidates more prompts")
         where = {p: i for i, p in enumerate(pool)}
         sims = self.embed_images(images) @ self.embed_prompts(pool).T
         true = sims[torch.arange(len(images)), torch.tensor([where[p] for p in prompts])]
-        rank = (sims > true[:, None]).sum(1)  # 0 when the prompt is the best match
-        return {"prompt_top1": float((rank < 1).float().mean()), "prompt_top1_ci95": wilson(rank < 1),
-                "prompt_top5": float((rank < 5).float().mean()), "prompt_top5_ci95": wilson(rank < 5),
-                "prompt_median_rank": float(rank.float().median()) + 1, "prompt_images": len(images),
+        above = (sims > true[:, None]).sum(1).double()  # 0 when the prompt is the best match
+        tied = (sims == true[:, None]).sum(1).double()  # the prompt and the candidates scored exactly alike
+        top1, top5 = (((k - above) / tied).clamp(0, 1) for k in (1, 5))  # P(rank < k), the rank uniform in the tie
+        rank = above + (tied - 1) / 2  # the mid-rank of the tie, 0-based
+        return {"prompt_top1": float(top1.mean()), "prompt_top1_ci95": wilson(top1),
+                "prompt_top5": float(top5.mean()), "prompt_top5_ci95": wilson(top5),
+                # the median proper (the mean of the middle two of an even count), not torch.median's lower one
+                "prompt_median_rank": float(rank.quantile(0.5)) + 1, "prompt_images": len(images),
                 "prompt_pool": len(pool)}
 
 
 def wilson(hits: Tensor, z: float = 1.96) -> list[float]:
-    """Wilson's 95% score interval of a success rate (a bootstrap of a mean of 0/1 values gives about the same)."""
+    """Wilson's 95% score interval of a success rate (a bootstrap of a mean of 0/1 values gives about the same);
+    `hits` may hold the expected hits of tied rankings (fractions), which enter through their mean."""
     n, p = len(hits), float(hits.float().mean())
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     # at p = 0 or 1 the bound is exactly 0 or 1; rounding leaves -1e-17, printed as "-0.000"
