@@ -246,6 +246,23 @@ def test_eval_sweeps_scales_and_fits_its_classifier_once(tmp_path, capsys, monke
     assert [json.loads(line)["cfg"] for line in (tmp_path / "r.jsonl").read_text().splitlines()[:1]] == [2.5]
 
 
+def test_classifier_input_is_resized_to_its_square_whatever_the_samples_shape():
+    from PIL import Image
+
+    from liquidgen.evaluation.classifier import fit_input
+
+    # the reference: PIL's antialiased bilinear resize of each image, in float; a sample as wide as the classifier's
+    # input but taller went in unresized (40 x 28, its features pooled over another geometry)
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 1, 40, 28), (3, 1, 28, 40), (3, 1, 64, 64)):
+        u8 = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+        ref = np.stack([np.asarray(Image.fromarray(a[0].numpy()).convert("F").resize((28, 28), Image.BILINEAR))
+                        for a in u8])
+        out = fit_input(to_float(u8), 1, 28)
+        assert out.shape == (3, 1, 28, 28)
+        assert np.abs(out[:, 0].numpy() - (ref / 127.5 - 1)).max() < 1e-4
+
+
 def test_random_shift_translates_each_image_with_a_reflected_border():
     from liquidgen.evaluation.classifier import random_shift
 

@@ -142,7 +142,7 @@ def fit_input(x: Tensor, channels: int, size: int) -> Tensor:
             x = x.expand(-1, 3, -1, -1)
         else:
             raise ValueError(f"classifier takes {channels}-channel images, got {x.shape[1]}")
-    if x.shape[-1] != size:  # e.g. 64 px samples of a latent model of a 32 px dataset
+    if x.shape[-2:] != (size, size):  # 64 px samples of a latent model of a 32 px dataset; non-square samples
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x
 
