@@ -273,13 +273,13 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
            depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",),
-           cudnn: tuple[str, ...] = ("timed",)) -> None:
+           cudnn: tuple[str, ...] = ("heuristic",)) -> None:
     """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path,
     layout), with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built,
     its preset at each input, for the same per-kernel view. `layouts`: nchw, and/or nhwc (weights and input
     channels-last: cuDNN's bf16 convolutions are NHWC kernels, so NCHW tensors pay a transpose around each).
-    `cudnn`: how cuDNN picks convolution algorithms, "timed" (cudnn.benchmark, as liquidgen runs since
-    runtime.tune_convolutions) and/or "heuristic" (PyTorch's default)."""
+    `cudnn`: how cuDNN picks convolution algorithms, "heuristic" (PyTorch's default, as liquidgen runs) and/or
+    "timed" (cudnn.benchmark): no gain for UNet-28 (results/2026-12-05-cudnn-and-emoji-latent-h100)."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     env = environment(torch.device("cuda"))
@@ -377,7 +377,7 @@ def main() -> None:
                     help="depthwise conv paths to time (models.toeplitz)")
     sa.add_argument("--layouts", nargs="+", default=["nchw"], choices=["nchw", "nhwc"],
                     help="memory layouts of weights and input to time (nhwc: channels-last)")
-    sa.add_argument("--cudnn", nargs="+", default=["timed"], choices=["timed", "heuristic"],
+    sa.add_argument("--cudnn", nargs="+", default=["heuristic"], choices=["timed", "heuristic"],
                     help="cuDNN's choice of convolution algorithms: timed per shape (cudnn.benchmark) or heuristic")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -215,13 +215,3 @@ def test_a_checkpoint_trained_with_triton_kernels_loads_without_them(tmp_path):
     pipe = Pipeline.load(ckpt, device="cpu")
     assert pipe.sample(pipe.noise(2), torch.tensor([0, 1])).shape == (2, 1, 8, 8)
 
-
-def test_convolution_algorithms_are_timed_on_cuda_only(monkeypatch):
-    """Training and sampling run fixed shapes, so on CUDA cuDNN times its convolution algorithms per shape
-    (cudnn.benchmark); elsewhere the flag is left as the user set it."""
-    from liquidgen.runtime import tune_convolutions
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    tune_convolutions(torch.device("cpu"))
-    assert torch.backends.cudnn.benchmark is False
-    tune_convolutions(torch.device("cuda", 0))
-    assert torch.backends.cudnn.benchmark is True

@@ -28,7 +28,7 @@ from .inpainting import concat_input, load_mask, to_latent_grid
 from .latent_space import LatentSpace, to_float, to_uint8
 from .models import Backbone, BlockStack
 from .objectives import objective_from
-from .runtime import autocast, tune_convolutions
+from .runtime import autocast
 from .samplers import check_rows, sample
 from .spec import ModelSpec, load_model
 from .text import encode_prompts
@@ -52,7 +52,6 @@ class Pipeline:
             raise ValueError(f"compile must be one of {', '.join(COMPILE)}, got {self.compile!r}")
         self.space: LatentSpace = self.spec.latent_space()
         self._compiled: CompiledForward | None = None
-        tune_convolutions(self.device)
 
     @classmethod
     def load(cls, path: str | Path, ema: bool = True, device: str | torch.device = "auto",

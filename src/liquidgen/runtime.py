@@ -29,15 +29,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def tune_convolutions(device: torch.device) -> None:
-    """On CUDA, let cuDNN choose each convolution's algorithm by timing the candidates on the first call of a
-    shape (`cudnn.benchmark`) rather than by its heuristics. Training and sampling repeat a few fixed shapes (the
-    samplers pad every batch to one size), so the one-off timing is repaid at once; PyTorch leaves it off
-    because varying shapes would each pay it."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-
 class StopRequest:
     """SIGTERM (a scheduler's preemption, `kill`) and SIGINT (Ctrl-C) ask the loop to finish its step,
     save a checkpoint and return, instead of dying mid-step with everything since the last save lost.

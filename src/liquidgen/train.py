@@ -37,7 +37,7 @@ from .optim import make_optimizer, make_scheduler, skip_on_device
 from .plots import plot_metrics_jsonl, save_grid
 from .run_folder import claim, default_folder
 from .runtime import (MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, loss_text, resume_newest,
-                      seed_everything, tune_convolutions)
+                      seed_everything)
 from .spec import ModelSpec, init_weights
 from .trackers import check_tracker, open_tracker
 
@@ -155,7 +155,6 @@ def start_run(config: Config, out: Path, resume: bool = False) -> Run:
     tc = config.train
     check_tracker(tc.log_with)  # before anything is loaded
     dist, device = setup(tc.device)
-    tune_convolutions(device)
     seed_everything(tc.seed)  # the same initial weights in every process
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # max_memory_gb is this run's, not the process's

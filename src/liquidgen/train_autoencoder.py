@@ -31,7 +31,7 @@ from .optim import make_optimizer, make_scheduler
 from .plots import plot_metrics_jsonl, save_grid
 from .run_folder import claim
 from .runtime import (MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, loss_text, resume_newest,
-                      seed_everything, tune_convolutions)
+                      seed_everything)
 
 
 @dataclass
@@ -171,7 +171,6 @@ def start_run(config: AutoencoderConfig, out: Path) -> AutoencoderRun:
         raise ValueError("train-autoencoder runs in one process; start it without accelerate launch / torchrun")
     tc, lc = config.train, config.loss
     device = pick_device(tc.device)
-    tune_convolutions(device)
     seed_everything(tc.seed)
     data, held_out = split_data(config)
     options = {**dataclasses.asdict(config.model), "image_channels": data.channels}

@@ -32,7 +32,7 @@ from ..models.base import model_flops_mode
 from ..objectives import build_objective
 from ..optim import make_optimizer, make_scheduler
 from ..generate import Pipeline
-from ..runtime import autocast, tune_convolutions
+from ..runtime import autocast
 from ..spec import ModelSpec
 from ..train import accumulate_gradients, train_step
 from .records import append_record, environment, read_records
@@ -202,7 +202,6 @@ def time_training(model, batch: int, device: torch.device, steps: int, warmup: i
                   weight_decay: float = 0.01, objective: str = "flow") -> tuple[dict, EMA]:
     """Time `steps` training steps of `model` (any module with liquidgen's call signature and geometry
     attributes) after `warmup` untimed ones; returns the timing record and the EMA (for sampling)."""
-    tune_convolutions(device)  # as training does
     config = Config()
     config.optim.grad_clip, config.optim.weight_decay, config.train.precision = 1.0, weight_decay, precision
     loss = speed_objective(objective, model)
