@@ -119,11 +119,10 @@ class Pipeline:
         then comes from `step_noise`, so that their samples too are reproducible and independent of the batch
         size (None: from torch's global generator)."""
         s = settings or self.settings
-        if labels is not None and self.model.num_classes == 0:
-            raise ValueError("this model is unconditional; labels do not apply")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        check_rows(len(noise), labels, **cond)  # before batching, whose slices would cut extra rows off
+        # Rows before batching, whose slices would cut extra ones off; the rest `sample` checks in each batch
+        check_rows(len(noise), labels, **cond)
         net = self.network(len(noise) * s.steps)
 
         def draw(rows: slice) -> Tensor:
