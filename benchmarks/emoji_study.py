@@ -69,15 +69,14 @@ def prompt_sets(args, train, heldout) -> dict[str, tuple[list[str], torch.Tensor
     return sets
 
 
-def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, args, out: Path) -> list[dict]:
+def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, args, out: Path) -> None:
     path = out / "emoji_study.jsonl"
-    done = {r["key"]: r for r in read_records(path)}
-    pipe, rows = None, []
+    done = {r["key"] for r in read_records(path)}
+    pipe = None
     for cfg in args.cfg:
         for split, (captions, context, labels) in sets.items():
             key = f"{name}|cfg{cfg:g}|{split}"
             if key in done:
-                rows.append(done[key])
                 continue
             pipe = pipe or Pipeline.load(run, device=args.device)
             rows_of = torch.arange(args.n) % len(captions)  # sample i draws prompt i mod len
@@ -89,7 +88,6 @@ def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, a
                       "sample_seconds": time.perf_counter() - t0,
                       **scorer(images, labels[rows_of]), **matcher.retrieval(images, [captions[i] for i in rows_of])}
             append_record(path, record)
-            rows.append(record)
             print(f"{key}: top-5 {record['prompt_top5']:.3f}  FD {record['classifier_fd']:.2f}  category acc "
                   f"{record.get('class_accuracy', float('nan')):.3f}", flush=True)
             # one row per prompt, captioned: a reader judges prompt following only if a row is one prompt
@@ -98,7 +96,6 @@ def score_contender(name: str, run: Path, sets: dict, scorer: Scorer, matcher, a
             grid = torch.cat([images[rows_of == k][:per] for k in shown])
             save_grid(grid.float() / 127.5 - 1, out / f"grid-{name}-{split}-cfg{cfg:g}.png", nrow=per,
                       row_labels=[captions[k][:48] for k in shown])
-    return rows
 
 
 def interpolation(name: str, run: Path, matcher, args, out: Path) -> None:
@@ -124,7 +121,7 @@ def interpolation(name: str, run: Path, matcher, args, out: Path) -> None:
 def table(rows: list[dict], ceilings: str) -> str:
     lines = ["| contender | prompts | cfg | prompt top-1 [95%] | prompt top-5 [95%] | category acc | FD | FD-2 |",
              "|---" * 8 + "|"]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["name"], r["prompts"] != "seen", r["cfg"])):
         top = [f"{r[k]:.3f} [{r[k + '_ci95'][0]:.3f}, {r[k + '_ci95'][1]:.3f}]" for k in ("prompt_top1", "prompt_top5")]
         lines.append(f"| {r['name']} | {r['prompts']} | {r['cfg']:g} | {top[0]} | {top[1]} | "
                      f"{r.get('class_accuracy', float('nan')):.3f} | {r['classifier_fd']:.2f} | "
@@ -178,15 +175,14 @@ def main() -> None:
     matcher.features = {c: v.float() for d in (train_set, heldout_set) for c, v in zip(d.captions, d.context)}
     ceilings = describe_ceilings(matcher.info)
     print(ceilings, flush=True)
-    rows = []
     for contender in args.contenders:
         name = f"{contender}-{args.variant}" if args.variant else contender
         run = train_contender(contender, name, args)
         interpolation(name, run, matcher, args, out)
-        scored = score_contender(name, run, sets, scorer, matcher, args, out)
-        rows += scored
-        (out / "emoji_study.md").write_text(table(rows, ceilings) + "\n")
-    print(table(rows, ceilings))
+        score_contender(name, run, sets, scorer, matcher, args, out)
+        # every record in --out, earlier calls' contenders too: a study spread over several calls gets one table
+        (out / "emoji_study.md").write_text(table(read_records(out / "emoji_study.jsonl"), ceilings) + "\n")
+    print((out / "emoji_study.md").read_text())
 
 
 if __name__ == "__main__":
