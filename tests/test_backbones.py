@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import jvp
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from liquidgen.models import BACKBONES, build_model
 from liquidgen.models.attention import attention, math_attention
@@ -147,6 +148,30 @@ def test_unet_handles_mnist_odd_resolutions():
     assert model(x, torch.rand(1), torch.tensor([3])).shape == x.shape
     model = build_model("unet", "tiny", 1, 10, 0)  # 10 -> 5 -> back to 10
     assert model(torch.randn(1, 1, 10, 10), torch.rand(1)).shape == (1, 1, 10, 10)
+
+
+@pytest.mark.parametrize("name,preset,size,layers", [("unet", "28", 28, 6), ("dit", "tiny", 16, None)])
+def test_attention_reaches_sdpa_fused_kernel_under_bf16(name, preset, size, layers):
+    """q, k and v reach SDPA with a contiguous head dim. Without it SDPA falls back to its math path, which runs
+    bf16 attention as fp32 matmuls: UNet-28's six 7x7 attentions were fp32 GEMMs in an H100 profile of its
+    sampling. The CPU's fused kernel has the same stride rule as CUDA's, so the choice made here is the GPU's."""
+    ops = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append((str(func), [a.dtype for a in args if isinstance(a, torch.Tensor)]))
+            return func(*args, **(kwargs or {}))
+    model = randomize(build_model(name, preset, 1, size, 10)).eval()
+    x, t, y = torch.randn(2, 1, size, size), torch.rand(2), torch.tensor([1, 2])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), Record():
+        out = model(x, t, y)
+    fused = [dtypes for op, dtypes in ops if "scaled_dot_product" in op]
+    assert fused and all(d == torch.bfloat16 for dtypes in fused for d in dtypes)
+    assert layers is None or len(fused) == layers
+    assert not [op for op, _ in ops if "bmm" in op]
+    with torch.no_grad():
+        reference = model(x, t, y)
+    assert (out.float() - reference).norm() <= 0.05 * reference.norm()
 
 
 def test_unet_uses_group_norm_never_batch_norm():
