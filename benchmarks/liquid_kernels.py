@@ -32,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 
 from liquidgen.bench.records import append_record, environment
 from liquidgen.bench.speed import cuda_median_ms, time_training
@@ -273,22 +274,28 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
            depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",),
-           cudnn: tuple[str, ...] = ("heuristic",)) -> None:
+           cudnn: tuple[str, ...] = ("heuristic",), inductor_layouts: tuple[str, ...] = ("auto",)) -> None:
     """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path,
     layout), with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built,
     its preset at each input, for the same per-kernel view. `layouts`: nchw, and/or nhwc (weights and input
     channels-last: cuDNN's bf16 convolutions are NHWC kernels, so NCHW tensors pay a transpose around each).
     `cudnn`: how cuDNN picks convolution algorithms, "heuristic" (PyTorch's default, as liquidgen runs) and/or
-    "timed" (cudnn.benchmark): no gain for UNet-28 (results/2026-12-05-cudnn-and-emoji-latent-h100)."""
+    "timed" (cudnn.benchmark): no gain for UNet-28 (results/2026-12-05-cudnn-and-emoji-latent-h100).
+    `inductor_layouts`: "auto" lets Inductor turn convolution activations channels-last inside the compiled graph
+    (its `layout_optimization`, the default), "off" keeps the tensors' own layout. The question for the UNet: its
+    GroupNorms have 2 channels per group at width 64, so on channels-last activations a group is 4 bytes of every
+    128-byte row, and the fused GroupNorm kernels ran 6x slower than the memory bound in the 2026-12-05 profile."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     env = environment(torch.device("cuda"))
     records = []
     for data, preset in itertools.product(inputs, presets):
         channels, size, classes = INPUTS[data]
-        for mode, depthwise, layout, algo in itertools.product(modes, depthwise_paths, layouts, cudnn):
+        for mode, depthwise, layout, algo, inductor_layout in itertools.product(modes, depthwise_paths, layouts,
+                                                                                cudnn, inductor_layouts):
             torch._dynamo.reset()
             torch.backends.cudnn.benchmark = algo == "timed"
+            inductor_config.layout_optimization = inductor_layout == "auto"
             torch.cuda.empty_cache()
             torch.manual_seed(0)
             options = {"kernels": "torch", "depthwise": depthwise} if backbone == "liquid" else {}
@@ -312,17 +319,20 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             ms = cuda_median_ms(forward)
             rows, busy = kernel_table(forward)
             record = {"backbone": backbone, "input": data, "preset": preset, "mode": mode, "depthwise": depthwise,
-                      "layout": layout, "cudnn": algo, "batch": batch,
+                      "layout": layout, "cudnn": algo, "inductor_layout": inductor_layout, "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
                       "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
             append_record(out / "sample.jsonl", record)
             records.append(record)
-            print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout} cudnn={algo}: {ms:.1f} ms", flush=True)
+            print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout} cudnn={algo} "
+                  f"inductor-layout={inductor_layout}: {ms:.1f} ms", flush=True)
             print_kernels(rows, 15)
-    print("\ninput preset mode depthwise layout cudnn batch forward_ms img*NFE/s MFU compile_s split_ms")
+    print("\ninput preset mode depthwise layout cudnn inductor-layout batch forward_ms img*NFE/s MFU compile_s "
+          "split_ms")
     for r in records:
-        print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['cudnn']} {r['batch']} "
+        print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['cudnn']} "
+              f"{r['inductor_layout']} {r['batch']} "
               f"{r['forward_ms']:.1f} {r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} "
               f"{split_text(r, 1)}")
 
@@ -379,6 +389,9 @@ def main() -> None:
                     help="memory layouts of weights and input to time (nhwc: channels-last)")
     sa.add_argument("--cudnn", nargs="+", default=["heuristic"], choices=["timed", "heuristic"],
                     help="cuDNN's choice of convolution algorithms: timed per shape (cudnn.benchmark) or heuristic")
+    sa.add_argument("--inductor-layouts", nargs="+", default=["auto"], choices=["auto", "off"],
+                    help="Inductor's layout optimisation (auto: convolution activations channels-last inside the "
+                    "compiled graph, its default; off: the tensors' own layout)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "profile":
@@ -386,7 +399,7 @@ def main() -> None:
                 args.depthwise)
     elif args.command == "sample":
         sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone,
-               tuple(args.layouts), tuple(args.cudnn))
+               tuple(args.layouts), tuple(args.cudnn), tuple(args.inductor_layouts))
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)
