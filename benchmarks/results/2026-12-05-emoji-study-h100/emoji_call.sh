@@ -1,7 +1,8 @@
 # Issue 22's study, one device call: $1 contenders (comma-separated), $2 minutes, $3 samples per prompt set and scale,
-# rest: extra emoji_study.py arguments; CFG and LIMIT from the environment. Carry .carry/emoji-64.tar.xz (the two
-# pixel datasets, precomputed with MiniLM captions as benchmarks/README says), this script as .carry/emoji_call.sh,
-# and .carry/taesd for a -latent contender. The prompt matcher and reference networks come from $EVAL (this study's,
+# rest: extra emoji_study.py arguments; CFG and LIMIT from the environment. Run from the repository root as
+# `bash benchmarks/results/2026-12-05-emoji-study-h100/emoji_call.sh ...` (this study ran a copy in .carry/). Carry
+# .carry/emoji-64.tar.xz (the two pixel datasets with MiniLM captions: `bash benchmarks/carry.sh`) and .carry/taesd
+# for a -latent contender. The prompt matcher and reference networks come from $EVAL (this study's,
 # committed, so that later rows are scored by the same three networks); with none there the study fits them (about
 # 5 minutes on an H100) and they come back in $OUT.
 export PYTHONPATH=$PWD/src TQDM_DISABLE=1 PYTHONUNBUFFERED=1
