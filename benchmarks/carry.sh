@@ -5,17 +5,17 @@
 # What is there already is kept. Add /.carry/ to .git/info/exclude first.
 set -euo pipefail
 shared=${1:-../shared/data}
-bin=$(dirname "$(command -v python)")
-[ -x .venv/bin/liquidgen ] && bin=.venv/bin
+liquidgen=liquidgen
+if [ -x .venv/bin/liquidgen ]; then liquidgen=.venv/bin/liquidgen; fi
 mkdir -p .carry/data
 for d in MNIST cifar10; do [ -d .carry/data/$d ] || cp -r "$shared/$d" .carry/data/; done
 [ -d .carry/taesd ] || cp -r "$shared/weights/taesd" .carry/taesd
 if [ ! -f .carry/emoji-64.tar.xz ]; then
   work=$(mktemp -d)
-  HF_HUB_OFFLINE=1 $bin/liquidgen data emoji --out "$work/emoji"
+  HF_HUB_OFFLINE=1 $liquidgen data emoji --out "$work/emoji"
   for split in train heldout; do
     suffix=$([ $split = heldout ] && echo -heldout || true)
-    HF_HUB_OFFLINE=1 $bin/liquidgen precompute folder --root "$work/emoji/$split" --size 64 --text-encoder minilm \
+    HF_HUB_OFFLINE=1 $liquidgen precompute folder --root "$work/emoji/$split" --size 64 --text-encoder minilm \
       --out "$work/emoji-64$suffix"
   done
   tar cf - -C "$work" emoji-64 emoji-64-heldout | xz -T2 -6 > .carry/emoji-64.tar.xz

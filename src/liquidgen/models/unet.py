@@ -74,11 +74,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, ch, h, w = x.shape
-        # (B, heads, positions, head dim) with the head dim contiguous: SDPA's fused kernels need a last-dim stride
-        # of 1, and without it fall back to the math path, which runs bf16 attention as fp32 matmuls (6 fp32 GEMM
-        # pairs in the H100 profile of UNet-28 sampling, results/2026-12-05-cudnn-and-emoji-latent-h100).
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, ch // self.heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).contiguous().unbind(1)
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, ch // self.heads, h * w).transpose(-1, -2).unbind(1)
         out = attention(q, k, v).transpose(-1, -2).reshape(b, ch, h, w)
         return x + self.out(out)
 
