@@ -128,12 +128,17 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 7860, device: st
     # show_error: an exception the handler does not turn into a status line (a TypeError from a client's malformed
     # request, a bug) reaches the client with its message, not as {"error": null}
     try:
-        app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=not block,
                    show_error=True, ssr_mode=False, footer_links=[], allowed_paths=[str(app.out_dir)])
-    finally:
-        # Ctrl-C either ends gradio's blocking loop or, when it comes before the loop is entered, raises out of
-        # launch; both stop a blocking serve, which must not leave its scratch folder behind
         if block:
+            app.block_thread()  # until Ctrl-C
+    finally:
+        # A Ctrl-C that lands inside launch, after the server thread started and before gradio's blocking loop,
+        # raises out of launch with that thread still serving; the likely cause of a serve that did not exit within
+        # 30 s of SIGINT in full test runs. So a blocking serve closes the server itself, whichever way it stops,
+        # and leaves no scratch folder behind.
+        if block:
+            app.close()
             app.scratch.cleanup()
     return app
 
