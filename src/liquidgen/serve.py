@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 
 from .api import LiquidPipeline, load
 from .plots import image_grid, save_gif
+from .runtime import StopRequest
 from .samplers import SAMPLERS
 
 ALL = "all classes"
@@ -119,26 +121,29 @@ def build_app(pipe: LiquidPipeline, title: str = "liquidgen"):
 
 def serve(run: str | Path, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
           ema: bool = True, block: bool = True):
-    """Load `run` once and serve its page at http://host:port; `block` False returns the app once it listens
-    (tests; `app.close()` stops it)."""
+    """Load `run` once and serve its page at http://host:port until Ctrl-C (or SIGTERM); `block` False returns the
+    app once it listens (tests; `app.close()` stops it)."""
     pipe = load(run, device=device, ema=ema, compile="off")  # compiling would stall the first press
     app = build_app(pipe, f"liquidgen · {Path(run).name}")
     if block:
         print(f"serving {run} at http://{host}:{port} (Ctrl-C stops)", flush=True)
-    # show_error: an exception the handler does not turn into a status line (a TypeError from a client's malformed
-    # request, a bug) reaches the client with its message, not as {"error": null}
+    # A blocking serve takes Ctrl-C itself rather than as a KeyboardInterrupt: one that came while gradio's launch
+    # was still checking its own server (a faulthandler dump of a serve that outlived SIGINT in a full test run)
+    # vanished inside that code, and the process served on. The handler only records it; a second Ctrl-C raises.
+    stop = StopRequest() if block else None
     try:
+        # show_error: an exception the handler does not turn into a status line (a TypeError from a client's
+        # malformed request, a bug) reaches the client with its message, not as {"error": null}
         app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=not block,
                    show_error=True, ssr_mode=False, footer_links=[], allowed_paths=[str(app.out_dir)])
-        if block:
-            app.block_thread()  # until Ctrl-C
+        while stop is not None and stop.signal is None:
+            time.sleep(0.1)
     finally:
-        # A Ctrl-C that lands inside launch, after the server thread started and before gradio's blocking loop,
-        # raises out of launch with that thread still serving; the likely cause of a serve that did not exit within
-        # 30 s of SIGINT in full test runs. So a blocking serve closes the server itself, whichever way it stops,
-        # and leaves no scratch folder behind.
-        if block:
+        if stop is not None:
+            stop.restore()
+            if stop.signal:
+                print(f"\nstopped by {stop.signal}; closing the server", flush=True)
             app.close()
-            app.scratch.cleanup()
+            app.scratch.cleanup()  # the page's images go with the server
     return app
 
