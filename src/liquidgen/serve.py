@@ -128,7 +128,7 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 7860, device: st
     if block:
         print(f"serving {run} at http://{host}:{port} (Ctrl-C stops)", flush=True)
     # A blocking serve takes Ctrl-C itself rather than as a KeyboardInterrupt: one that came while gradio's launch
-    # was still checking its own server (a faulthandler dump of a serve that outlived SIGINT in a full test run)
+    # was still checking its own server (the faulthandler dump of a serve that outlived SIGINT in a loaded test run)
     # vanished inside that code, and the process served on. The handler only records it; a second Ctrl-C raises.
     stop = StopRequest() if block else None
     try:
