@@ -30,9 +30,10 @@ from liquidgen.train import train
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.device=cpu", "train.sample_every=0",
          "train.ckpt_every=0", "train.log_every=100", "train.keep_checkpoints=1"]
-# Each recipe: overrides of configs/mnist-unet-scm.yaml. "base" is the shipped recipe (what the GPU measured).
+# Each recipe: overrides of configs/mnist-unet-scm.yaml. "base" is the recipe the screens and the first GPU student
+# ran (the config's lr was 5e-5 until 2026-12-05, 2e-5 since), pinned so that their records stay reproducible.
 RECIPES = {
-    "base": [],
+    "base": ["optim.lr=5e-5"],
     "p_mean_-1": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4"],  # sCM's CIFAR-10 density
     "lr_2e-4": ["optim.lr=2e-4"],
     "no_warmup": ["objective.options.tangent_warmup=0"],
