@@ -192,7 +192,7 @@ def test_serve_removes_its_scratch_folder_when_stopped(run, tmp_path, stop):
 
 
 # The user's Ctrl-C lands while gradio's launch still checks its own server: before serve took signals itself, one
-# there could vanish inside gradio's code and leave the server running (a full test run caught it). Deterministic here.
+# there could vanish inside gradio's code and leave the server running (a loaded test run caught it); made certain here.
 CTRL_C_DURING_LAUNCH = """
 import os, signal, sys
 import gradio.networking
