@@ -235,8 +235,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
     parser.add_argument("--trajectory", type=int, default=0, help="students: also score 2 steps (EMA and raw "
                         "weights) at this many checkpoints through their budget (0: the final one only)")
-    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every stage trained in this "
-                        "call (a student recipe, e.g. optim.lr=1e-4 objective.options.p_mean=-1.0, with --variant)")
+    # one KEY=VALUE per flag: a list flag would swallow the stages written after it
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for "
+                        "every stage trained in this call, repeated for more (a student recipe with --variant, e.g. "
+                        "--set optim.lr=1e-4 --set objective.options.p_mean=-1.0)")
     parser.add_argument("--variant", default="", help="name of the students' recipe: their runs and records become "
                         "scd-NAME / sct-NAME, beside others against the same teacher")
     args = parser.parse_args()
