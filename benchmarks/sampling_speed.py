@@ -8,7 +8,8 @@ timed from process start to the file written, then, inside one process, images p
 `--sample-args` passes extra flags to that copy's `sample` (e.g. --batch 1000). `--compile-cache DIR` points each run's
 compile caches at DIR/<run name>: empty, the run times a user's first call (`cold_cache` in the record); rerun with
 the same DIR, a later one. Appends to <out>/sampling.jsonl. `--phases BATCH` times the parts of such a call instead,
-in a fresh process (import, load, the first batch with its compilation, the rest), into <out>/phases.jsonl.
+in a fresh process (import, load, the first batch with its compilation, the rest, and one more batch profiled: the
+GPU's busy share and its split), into <out>/phases.jsonl.
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def phases(run: str, n: int, steps: int, cfg: float, batch: int) -> dict:
     t0 = time.perf_counter()
     import torch
     t1 = time.perf_counter()
+    from liquidgen.bench.speed import profile_step
     from liquidgen.generate import Pipeline
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -90,8 +92,17 @@ def phases(run: str, n: int, steps: int, cfg: float, batch: int) -> dict:
     pipe.generate(n - batch, settings=settings, batch_size=batch, progress=False)
     sync()
     t4 = time.perf_counter()
-    return {"import_torch_s": t1 - t0, "load_s": t2 - t1, "first_batch_s": t3 - t2, "rest_s": t4 - t3,
-            "rest_img_s": (n - batch) / (t4 - t3)}
+    # One more batch, profiled: how much of its wall time the GPU is busy, and with what. The compiled UNet-28
+    # alone takes 26.2 ms per guided 2,000-row step on an H100 (results/2026-12-05-unet-layouts-and-curves-h100),
+    # while a warm `liquidgen sample` spent about 45.8 ms per such step on an H200 (results/2026-12-05-sampling-warm).
+    timings = {"import_torch_s": t1 - t0, "load_s": t2 - t1, "first_batch_s": t3 - t2, "rest_s": t4 - t3,
+               "rest_img_s": (n - batch) / (t4 - t3)}
+    if device != "cuda":  # the profile reads GPU kernels
+        return timings
+    split = profile_step(lambda: pipe.generate(batch, settings=settings, batch_size=batch, progress=False),
+                         torch.device(device), repeats=1)
+    return {**timings, "batch_ms_per_step": split["step_ms"] / steps,
+            **{f"batch_{k}": v for k, v in split.items() if k != "step_ms"}}
 
 
 def main() -> None:
@@ -107,7 +118,7 @@ def main() -> None:
     p.add_argument("--compile-cache", help="folder for the compile caches of the end-to-end runs: a new one times a "
                    "first call, the same one again a later call (default: the machine's own cache)")
     p.add_argument("--phases", type=int, default=0, help="instead of the end-to-end command, time its phases "
-                   "inside a fresh process at this batch (import, load, first batch, the rest)")
+                   "inside a fresh process at this batch (import, load, first batch, the rest, a profiled batch)")
     p.add_argument("--phases-here", action="store_true", help="with --phases: time them in this process and print "
                    "them as JSON (what --phases runs in its fresh process)")
     p.add_argument("--label", required=True, help="name of this variant in the records, e.g. before / after")
