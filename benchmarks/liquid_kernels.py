@@ -282,9 +282,9 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     `cudnn`: how cuDNN picks convolution algorithms, "heuristic" (PyTorch's default, as liquidgen runs) and/or
     "timed" (cudnn.benchmark): no gain for UNet-28 (results/2026-12-05-cudnn-and-emoji-latent-h100).
     `inductor_layouts`: "auto" lets Inductor turn convolution activations channels-last inside the compiled graph
-    (its `layout_optimization`, the default), "off" keeps the tensors' own layout. The question for the UNet: its
-    GroupNorms have 2 channels per group at width 64, so on channels-last activations a group is 4 bytes of every
-    128-byte row, and the fused GroupNorm kernels ran 6x slower than the memory bound in the 2026-12-05 profile."""
+    (its `layout_optimization`, the default), "off" keeps the tensors' own layout. Asked whether UNet-28's GroupNorm
+    kernels (2 channels per group, 6x slower than the memory bound) were slow because of channels-last: no. Off,
+    they were 11% faster and cuDNN's transposes cost 10 ms more (results/2026-12-05-unet-layouts-and-curves-h100)."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     env = environment(torch.device("cuda"))
