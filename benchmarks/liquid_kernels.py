@@ -35,7 +35,7 @@ import torch
 import torch._inductor.config as inductor_config
 
 from liquidgen.bench.records import append_record, environment
-from liquidgen.bench.speed import cuda_median_ms, time_training
+from liquidgen.bench.speed import cuda_median_ms, kernel_times, time_training
 from liquidgen.flops import count_flops, forward_flops
 from liquidgen.models import build_model
 from liquidgen.models.liquid import LiquidBlock
@@ -94,20 +94,10 @@ def block_step(block, batch: int, width: int, tokens: int, compiled: bool):
 
 
 def kernel_table(step, repeats: int = 5) -> tuple[list[dict], float]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(repeats):
-            step()
-        torch.cuda.synchronize()
-    per_kernel: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            entry = per_kernel[event.name]
-            entry[0] += event.time_range.elapsed_us() / repeats
-            entry[1] += 1
-    rows = [{"kernel": k, "us": v[0], "calls": v[1] // repeats, "category": category(k)}
-            for k, v in per_kernel.items()]
+    """Per-kernel rows (microseconds and calls per step, category), slowest first, and the GPU-busy microseconds."""
+    _, kernels = kernel_times(step, torch.device("cuda"), repeats)
+    rows = [{"kernel": k, "us": 1e6 * sec / repeats, "calls": calls // repeats, "category": category(k)}
+            for k, (sec, calls) in kernels.items()]
     rows.sort(key=lambda r: -r["us"])
     return rows, sum(r["us"] for r in rows)
 
@@ -274,7 +264,8 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
            depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",),
-           cudnn: tuple[str, ...] = ("heuristic",), inductor_layouts: tuple[str, ...] = ("auto",)) -> None:
+           cudnn: tuple[str, ...] = ("heuristic",), inductor_layouts: tuple[str, ...] = ("auto",),
+           tunings: tuple[str, ...] = ("default",)) -> None:
     """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path,
     layout), with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built,
     its preset at each input, for the same per-kernel view. `layouts`: nchw, and/or nhwc (weights and input
@@ -284,16 +275,20 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     `inductor_layouts`: "auto" lets Inductor turn convolution activations channels-last inside the compiled graph
     (its `layout_optimization`, the default), "off" keeps the tensors' own layout. Asked whether UNet-28's GroupNorm
     kernels (2 channels per group, 6x slower than the memory bound) were slow because of channels-last: no. Off,
-    they were 11% faster and cuDNN's transposes cost 10 ms more (results/2026-12-05-unet-layouts-and-curves-h100)."""
+    they were 11% faster and cuDNN's transposes cost 10 ms more (results/2026-12-05-unet-layouts-and-curves-h100).
+    `tunings`: "default" takes Inductor's heuristic launch configurations, "coordinate" lets it tune each Triton
+    kernel's block sizes and warps by coordinate descent (its `coordinate_descent_tuning`; a longer compile), asked
+    for the same GroupNorm kernels."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     env = environment(torch.device("cuda"))
     records = []
     for data, preset in itertools.product(inputs, presets):
         channels, size, classes = INPUTS[data]
-        for mode, depthwise, layout, algo, inductor_layout in itertools.product(modes, depthwise_paths, layouts,
-                                                                                cudnn, inductor_layouts):
+        for mode, depthwise, layout, algo, inductor_layout, tuning in itertools.product(
+                modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings):
             torch._dynamo.reset()
+            inductor_config.coordinate_descent_tuning = tuning == "coordinate"
             torch.backends.cudnn.benchmark = algo == "timed"
             inductor_config.layout_optimization = inductor_layout == "auto"
             torch.cuda.empty_cache()
@@ -319,20 +314,21 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             ms = cuda_median_ms(forward)
             rows, busy = kernel_table(forward)
             record = {"backbone": backbone, "input": data, "preset": preset, "mode": mode, "depthwise": depthwise,
-                      "layout": layout, "cudnn": algo, "inductor_layout": inductor_layout, "batch": batch,
+                      "layout": layout, "cudnn": algo, "inductor_layout": inductor_layout, "tuning": tuning,
+                      "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
                       "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
             append_record(out / "sample.jsonl", record)
             records.append(record)
             print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout} cudnn={algo} "
-                  f"inductor-layout={inductor_layout}: {ms:.1f} ms", flush=True)
+                  f"inductor-layout={inductor_layout} tuning={tuning}: {ms:.1f} ms", flush=True)
             print_kernels(rows, 15)
-    print("\ninput preset mode depthwise layout cudnn inductor-layout batch forward_ms img*NFE/s MFU compile_s "
-          "split_ms")
+    print("\ninput preset mode depthwise layout cudnn inductor-layout tuning batch forward_ms img*NFE/s MFU "
+          "compile_s split_ms")
     for r in records:
         print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['cudnn']} "
-              f"{r['inductor_layout']} {r['batch']} "
+              f"{r['inductor_layout']} {r['tuning']} {r['batch']} "
               f"{r['forward_ms']:.1f} {r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} "
               f"{split_text(r, 1)}")
 
@@ -392,6 +388,9 @@ def main() -> None:
     sa.add_argument("--inductor-layouts", nargs="+", default=["auto"], choices=["auto", "off"],
                     help="Inductor's layout optimisation (auto: convolution activations channels-last inside the "
                     "compiled graph, its default; off: the tensors' own layout)")
+    sa.add_argument("--tunings", nargs="+", default=["default"], choices=["default", "coordinate"],
+                    help="Inductor's Triton launch configurations: its heuristics (default) and/or tuned by "
+                    "coordinate descent (coordinate)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "profile":
@@ -399,7 +398,7 @@ def main() -> None:
                 args.depthwise)
     elif args.command == "sample":
         sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone,
-               tuple(args.layouts), tuple(args.cudnn), tuple(args.inductor_layouts))
+               tuple(args.layouts), tuple(args.cudnn), tuple(args.inductor_layouts), tuple(args.tunings))
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)

@@ -100,7 +100,7 @@ def phases(run: str, n: int, steps: int, cfg: float, batch: int) -> dict:
     if device != "cuda":  # the profile reads GPU kernels
         return timings
     split = profile_step(lambda: pipe.generate(batch, settings=settings, batch_size=batch, progress=False),
-                         torch.device(device), repeats=1)
+                         torch.device(device), repeats=1, top=25)
     return {**timings, "batch_ms_per_step": split["step_ms"] / steps,
             **{f"batch_{k}": v for k, v in split.items() if k != "step_ms"}}
 

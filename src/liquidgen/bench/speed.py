@@ -175,26 +175,41 @@ MATMUL_KERNELS = ("gemm", "cutlass", "nvjet", "sm90_xmma", "sm80_xmma", "triton_
 ATTENTION_KERNELS = ("flash", "fmha", "attention", "sdpa")
 
 
-def profile_step(step, device: torch.device, repeats: int = 3) -> dict:
-    """Where the time of a training step goes: GPU busy time split into matrix multiplies, attention and
-    everything else (elementwise, norms, reductions, optimizer), against the wall time of the step.
-    What the busy share leaves is GPU idle time: kernel launches and host work the GPU waits for."""
+def kernel_times(step, device: torch.device, repeats: int = 1) -> tuple[float, dict[str, list]]:
+    """`repeats` calls of `step` under the profiler: (their wall seconds, {CUDA kernel name: [GPU seconds, calls]})."""
     from torch.profiler import ProfilerActivity, profile
 
-    timed(step, 1, device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         wall = timed(step, repeats, device)
-    parts = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    kernels: dict[str, list] = {}
     for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        name = event.name.lower()
-        kind = ("matmul" if any(k in name for k in MATMUL_KERNELS)
-                else "attention" if any(k in name for k in ATTENTION_KERNELS) else "other")
-        parts[kind] += event.time_range.elapsed_us() / 1e6
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            entry = kernels.setdefault(event.name, [0.0, 0])
+            entry[0] += event.time_range.elapsed_us() / 1e6
+            entry[1] += 1
+    return wall, kernels
+
+
+def profile_step(step, device: torch.device, repeats: int = 3, top: int = 0) -> dict:
+    """Where the time of a training step goes: GPU busy time split into matrix multiplies, attention and
+    everything else (elementwise, norms, reductions, optimizer), against the wall time of the step.
+    What the busy share leaves is GPU idle time: kernel launches and host work the GPU waits for.
+    `top` > 0 adds the `top` kernels by GPU time: [name, calls, ms] per step."""
+    timed(step, 1, device)
+    wall, kernels = kernel_times(step, device, repeats)
+    parts = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    for name, (seconds, _) in kernels.items():
+        low = name.lower()
+        kind = ("matmul" if any(k in low for k in MATMUL_KERNELS)
+                else "attention" if any(k in low for k in ATTENTION_KERNELS) else "other")
+        parts[kind] += seconds
     busy = sum(parts.values())
-    return {"step_ms": 1e3 * wall / repeats, "gpu_busy": busy / wall,
-            **{f"{k}_share": v / wall for k, v in parts.items()}}
+    record = {"step_ms": 1e3 * wall / repeats, "gpu_busy": busy / wall,
+              **{f"{k}_share": v / wall for k, v in parts.items()}}
+    if top:
+        ranked = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
+        record["top_kernels"] = [[name[:120], calls / repeats, 1e3 * sec / repeats] for name, (sec, calls) in ranked]
+    return record
 
 
 def time_training(model, batch: int, device: torch.device, steps: int, warmup: int, flop_steps: int = 3,
