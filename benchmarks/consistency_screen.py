@@ -46,6 +46,8 @@ RECIPES = {
     "lr_1e-5": ["optim.lr=1e-5"],
     "lr_2e-5": ["optim.lr=2e-5"],
     "ema_0.995": ["train.ema_decay=0.995", "train.ema_warmup=false"],
+    # the GPU's fast option: bf16 autocast for the teacher and the student's gradient pass, fp32 for the tangent alone
+    "lr_2e-5_bf16": ["optim.lr=2e-5", "train.precision=bf16", "objective.options.fp32_tangent_only=true"],
 }
 
 

@@ -17,7 +17,7 @@ timeout -k 5 330 python benchmarks/few_step.py teacher --mnist-root .carry/data 
 python benchmarks/few_step.py scd --mnist-root .carry/data --runs /tmp/runs --out $O/fs \
     --teacher-run /tmp/runs/teacher --teacher-cfg 1.0 --distill-minutes ${MINUTES:-7} --variant fast \
     --set objective.options.fp32_tangent_only=true --set objective.options.compile_mode=reduce-overhead \
-    --trajectory 4 > $O/fs/scd.log 2>&1
+    --trajectory ${TRAJECTORY:-4} > $O/fs/scd.log 2>&1
 echo \$? > $O/DONE" < /dev/null > /dev/null 2>&1 &
 fi
 for i in $(seq ${WAIT:-570}); do [ -f $O/DONE ] && break; sleep 1; done

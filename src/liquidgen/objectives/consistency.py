@@ -107,8 +107,9 @@ class Consistency:
     fp32_tangent_only: bool = False
     # torch.compile's mode for the tangent and the teacher (train.compile): "reduce-overhead" replays them as CUDA
     # graphs, for small models whose step is launch-bound. With fp32_tangent_only, sCT on UNet-28 then trains at
-    # 0.63 of flow matching's speed (benchmarks/results/2026-12-05-consistency-speed); "default" is not measured
-    # beside it, nor the quality of either, so neither is the default yet (issue 21)
+    # 0.63 of flow matching's speed (benchmarks/results/2026-12-05-consistency-speed). configs/mnist-unet-scm.yaml
+    # sets both (fp32_tangent_only's quality: a CPU screen, results/2026-12-05-consistency-screen-bf16); the
+    # dataclass keeps the conservative defaults, since "default" mode is not timed beside them
     compile_mode: str = "default"
 
     prediction = "trigflow"
