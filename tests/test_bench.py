@@ -322,3 +322,27 @@ def test_bench_quality_passes_its_second_classifier_on(tmp_path, monkeypatch):
     main([*base, "--classifier2", str(tmp_path / "c2.safetensors")])
     main(base)
     assert [s.classifier2 for s in studies] == [False, str(tmp_path / "c2.safetensors"), None]
+
+
+def test_profile_step_splits_kernels_by_family_and_ranks_the_slowest(monkeypatch):
+    """The kernel split of `profile_step` (fed a fixed profile: the GPU's own one needs CUDA): each family's share of
+    the wall time, the busy share, and the top kernels per step, slowest first."""
+    from liquidgen.bench import speed
+
+    calls = []
+    # GPU seconds and calls over the 2 repeats, which took 0.02 s of wall time
+    kernels = {"sm90_xmma_gemm_bf16": [0.004, 8], "cudnn_flash_fwd": [0.002, 2],
+               "triton_red_fused_group_norm": [0.006, 10], "elementwise_kernel": [0.001, 4]}
+
+    def profiled(step, device, repeats):
+        calls.append(repeats)
+        return 0.02, kernels
+    monkeypatch.setattr(speed, "kernel_times", profiled)
+    record = speed.profile_step(lambda: None, torch.device("cpu"), repeats=2, top=2)
+    assert calls == [2]
+    assert record["step_ms"] == pytest.approx(10.0)
+    assert record["matmul_share"] == pytest.approx(0.2) and record["attention_share"] == pytest.approx(0.1)
+    assert record["other_share"] == pytest.approx(0.35) and record["gpu_busy"] == pytest.approx(0.65)
+    assert [k[0] for k in record["top_kernels"]] == ["triton_red_fused_group_norm", "sm90_xmma_gemm_bf16"]
+    assert record["top_kernels"][0][1:] == [5, pytest.approx(3.0)]  # calls and ms per step
+    assert "top_kernels" not in speed.profile_step(lambda: None, torch.device("cpu"), repeats=2)
