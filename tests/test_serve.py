@@ -97,6 +97,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _choose(browser, css: str, value: str, attempts: int = 3):
+    """Pick `value` in a Gradio dropdown by typing it and clicking its option. A CI run on a loaded machine once
+    waited 60 s for the option list that never opened after the typing, so each attempt reopens the list; the
+    last failure says what the list held."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    option = (By.XPATH, f"//ul[@role='listbox']/li[@aria-label='{value}']")
+    for _ in range(attempts):
+        field = WebDriverWait(browser, 60).until(ec.element_to_be_clickable((By.CSS_SELECTOR, css)))
+        field.click()
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(value)
+        try:
+            WebDriverWait(browser, 20).until(ec.element_to_be_clickable(option)).click()
+            return
+        except TimeoutException:
+            field.send_keys(Keys.ESCAPE)
+    shown = [li.get_attribute("aria-label") for li in browser.find_elements(By.XPATH, "//ul[@role='listbox']/li")]
+    pytest.fail(f"option {value!r} of {css} never became clickable in {attempts} tries; the list showed {shown}")
+
+
 def test_the_page_in_a_browser_generates_a_class(run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -110,11 +135,7 @@ def test_the_page_in_a_browser_generates_a_class(run, tmp_path):
         url = f"http://127.0.0.1:{port}/"
         browser.get(url)
         wait = WebDriverWait(browser, 60)
-        field = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#class input")))
-        field.click()
-        field.send_keys(Keys.CONTROL, "a")
-        field.send_keys("7")
-        wait.until(ec.element_to_be_clickable((By.XPATH, "//ul[@role='listbox']/li[@aria-label='7']"))).click()
+        _choose(browser, "#class input", "7")
         browser.find_element(By.CSS_SELECTOR, "#generate").click()
         image = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#grid img")))
         wait.until(lambda b: "4 images" in b.find_element(By.CSS_SELECTOR, "#status").text)
