@@ -250,7 +250,6 @@ def main() -> None:
             shutil.copy(file, args.cache)
     print("torch", torch.__version__, torch.cuda.get_device_name() if args.device != "cpu" else "cpu", flush=True)
     scorer = Scorer("mnist", args.mnist_root, None, args.device, cache_dir=args.cache)
-    rows: list[dict] = []
     trajectories: list[dict] = []
     for name in args.stages:
         (run, trained), stage_rows = train_stage(name, args), []
@@ -259,7 +258,9 @@ def main() -> None:
             stage_rows = score(label(name, args), run, trained, plan, scorer, args, out)
             if len(stage_rows) == len(stage_plan(name, args, stage_rows)):
                 break
-        rows += stage_rows
+        # every record of this sample count, so that stages scored by earlier calls (a teacher trained in one
+        # device call, its students in the next) share one table
+        rows = [r for r in read_records(out / "few_step.jsonl") if "sampler" in r and r["samples"] == args.samples]
         (out / "few_step.md").write_text(table(rows, args.samples) + "\n")
         if args.trajectory and name != "teacher":
             trajectories += score_trajectory(label(name, args), run, scorer, args, out)
