@@ -54,15 +54,17 @@ def end_to_end(run: str, n: int, steps: int, cfg: float, python_path: str | None
     return {"wall_s": wall, "cold_cache": cold, "command": " ".join(cmd[1:]).replace(str(out), "samples.npz")}
 
 
-def in_process(run: str, n: int, steps: int, batch: int) -> dict:
-    """Images per second of `Pipeline.generate` at `steps` steps without guidance, after one warm-up call."""
+def in_process(run: str, n: int, steps: int, batch: int, compile: str) -> dict:
+    """Images per second of `Pipeline.generate` at `steps` steps without guidance, after one warm-up call.
+    `compile` on or off: a few-step call falls under `compile: auto`'s threshold (samples x steps), so auto would
+    time the eager network; the records before 2026-12-06 did, though they said compiled."""
     import torch
 
     from liquidgen.generate import Pipeline
 
-    pipe = Pipeline.load(run, device="cuda")
+    pipe = Pipeline.load(run, device="cuda", compile=compile)
     settings = pipe.settings.with_(steps=steps, cfg=1.0)
-    pipe.generate(batch, settings=settings, batch_size=batch, progress=False)  # compiles
+    pipe.generate(batch, settings=settings, batch_size=batch, progress=False)  # compiles, where on
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     pipe.generate(n, settings=settings, batch_size=batch, progress=False)
@@ -83,6 +85,10 @@ def phases(run: str, n: int, steps: int, cfg: float, batch: int) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     pipe = Pipeline.load(run, device=device)
+    # The end-to-end call draws all n rows in one `generate`, which compiles or not by that call's work (samples x
+    # steps). Split in two calls here, each would decide by its own: a first batch of 1,000 at 50 steps falls
+    # under the threshold and ran eager, and the rest then paid the compilation (the phases of 2026-12-05 did).
+    pipe.compile = "on" if pipe.compiles(n * steps) else "off"
     sync()
     t2 = time.perf_counter()
     settings = pipe.settings.with_(steps=steps, cfg=cfg)
@@ -92,9 +98,8 @@ def phases(run: str, n: int, steps: int, cfg: float, batch: int) -> dict:
     pipe.generate(n - batch, settings=settings, batch_size=batch, progress=False)
     sync()
     t4 = time.perf_counter()
-    # One more batch, profiled: how much of its wall time the GPU is busy, and with what. The compiled UNet-28
-    # alone takes 26.2 ms per guided 2,000-row step on an H100 (results/2026-12-05-unet-layouts-and-curves-h100),
-    # while a warm `liquidgen sample` spent about 45.8 ms per such step on an H200 (results/2026-12-05-sampling-warm).
+    # One more batch, profiled: how much of its wall time the GPU is busy, and with what, against the compiled
+    # UNet-28 alone at 26.2 ms per guided 2,000-row step on an H100 (results/2026-12-05-unet-layouts-and-curves-h100).
     timings = {"import_torch_s": t1 - t0, "load_s": t2 - t1, "first_batch_s": t3 - t2, "rest_s": t4 - t3,
                "rest_img_s": (n - batch) / (t4 - t3)}
     if device != "cuda":  # the profile reads GPU kernels
@@ -111,7 +116,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=10_000, help="samples per end-to-end run")
     p.add_argument("--steps", type=int, default=50, help="sampling steps end to end")
     p.add_argument("--cfg", type=float, default=2.0, help="guidance scale end to end")
-    p.add_argument("--fast-steps", type=int, default=0, help="also time this many steps inside the process (0: no)")
+    p.add_argument("--fast-steps", type=int, default=0,
+                   help="also time this many steps inside the process, compiled and eager (0: no)")
     p.add_argument("--fast-batch", type=int, default=2000, help="batch of the in-process timing")
     p.add_argument("--python-path", help="PYTHONPATH of the liquidgen to time (default: the installed one)")
     p.add_argument("--sample-args", default="", help="extra flags for `liquidgen sample`, as one string")
@@ -147,9 +153,9 @@ def main() -> None:
         record = {"run": run, "label": args.label, "n": args.n, "steps": args.steps, "cfg": args.cfg,
                   **end_to_end(run, args.n, args.steps, args.cfg, args.python_path, args.sample_args.split(),
                                      args.compile_cache)}
-        if args.fast_steps:
-            record[f"img_s_at_{args.fast_steps}_steps"] = in_process(run, 4 * args.fast_batch, args.fast_steps,
-                                                                      args.fast_batch)["img_s"]
+        for compiled, suffix in ((True, ""), (False, "_eager")) if args.fast_steps else ():
+            record[f"img_s_at_{args.fast_steps}_steps{suffix}"] = in_process(
+                run, 4 * args.fast_batch, args.fast_steps, args.fast_batch, "on" if compiled else "off")["img_s"]
         print(json.dumps(record), flush=True)
         with (out / "sampling.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
