@@ -140,12 +140,11 @@ def score(name: str, run: Path, trained: dict, plan: list[tuple[str, str, int, f
     return rows
 
 
-def score_trajectory(name: str, run: Path, scorer: Scorer, args, out: Path) -> list[dict]:
+def score_trajectory(name: str, run: Path, scorer: Scorer, args, out: Path) -> None:
     """A student's 2-step FD at each of its checkpoints, with its EMA and its raw weights (records keyed
     ...|stepN|ema or raw in few_step.jsonl): whether its final score reads a settled model."""
     path = out / "few_step.jsonl"
-    done = {r["key"]: r for r in read_records(path)}
-    rows = []
+    done = {r["key"] for r in read_records(path)}
     for ckpt in list_checkpoints(run):
         step = checkpoint_step(ckpt)
         for ema in (True, False):
@@ -154,11 +153,8 @@ def score_trajectory(name: str, run: Path, scorer: Scorer, args, out: Path) -> l
                 pipe = Pipeline.load(ckpt, ema=ema, device=args.device)
                 settings = pipe.settings.with_(sampler="consistency", grid="consistency", steps=2, cfg=1.0)
                 images, labels = pipe.generate(args.samples, seed=0, settings=settings, batch_size=args.batch)
-                done[key] = {"key": key, "stage": name, "train_steps": step, "ema": ema, "nfe": 2,
-                             **scorer(images, labels)}
-                append_record(path, done[key])
-            rows.append(done[key])
-    return rows
+                append_record(path, {"key": key, "stage": name, "train_steps": step, "ema": ema, "nfe": 2,
+                                     **scorer(images, labels)})
 
 
 def trajectory_table(rows: list[dict]) -> str:
@@ -250,7 +246,6 @@ def main() -> None:
             shutil.copy(file, args.cache)
     print("torch", torch.__version__, torch.cuda.get_device_name() if args.device != "cpu" else "cpu", flush=True)
     scorer = Scorer("mnist", args.mnist_root, None, args.device, cache_dir=args.cache)
-    trajectories: list[dict] = []
     for name in args.stages:
         (run, trained), stage_rows = train_stage(name, args), []
         while True:  # the teacher's plan grows once its sweep is scored
@@ -263,8 +258,10 @@ def main() -> None:
         rows = [r for r in read_records(out / "few_step.jsonl") if "sampler" in r and r["samples"] == args.samples]
         (out / "few_step.md").write_text(table(rows, args.samples) + "\n")
         if args.trajectory and name != "teacher":
-            trajectories += score_trajectory(label(name, args), run, scorer, args, out)
-            (out / "trajectory.md").write_text(trajectory_table(trajectories) + "\n")
+            score_trajectory(label(name, args), run, scorer, args, out)
+            points = [r for r in read_records(out / "few_step.jsonl")
+                      if "|trajectory|" in r["key"] and r["samples"] == args.samples]
+            (out / "trajectory.md").write_text(trajectory_table(points) + "\n")
     print(table(rows, args.samples))
 
 

@@ -4,10 +4,13 @@
 # Carry .carry/data/MNIST.
 #  1. issue 19 (PROFILE=0 skips it): results/2026-12-05-sampling-profile/profile.sh;
 #  2. issue 21: the TrigFlow UNet-28 teacher (200 s) and its 50-step Euler score at cfg 1;
-#  3. issue 21: its sCD student with fp32_tangent_only and the tangent and teacher as CUDA graphs, MINUTES long.
+#  3. issue 21: its sCD student with fp32_tangent_only and the tangent and teacher as CUDA graphs, MINUTES long;
+#  4. issue 21, with SCT=1: sCT from scratch for the teacher's 200 s + MINUTES, the same options plus SCT_SET
+#     (few_step.py --set flags, e.g. "--set optim.lr=1e-4").
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 O=/tmp/o; mkdir -p $O/prof $O/fs
-trap 'cp /tmp/runs/scd-fast/metrics.jsonl $O/fs/scd-metrics.jsonl 2>/dev/null; tar czf $OUT/all.tgz -C $O .' EXIT
+trap 'cp /tmp/runs/scd-fast/metrics.jsonl $O/fs/scd-metrics.jsonl 2>/dev/null
+cp /tmp/runs/sct-fast/metrics.jsonl $O/fs/sct-metrics.jsonl 2>/dev/null; tar czf $OUT/all.tgz -C $O .' EXIT
 if [ -z "$WAIT_ONLY" ]; then
     nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt
     setsid bash -c "
@@ -18,9 +21,14 @@ python benchmarks/few_step.py scd --mnist-root .carry/data --runs /tmp/runs --ou
     --teacher-run /tmp/runs/teacher --teacher-cfg 1.0 --distill-minutes ${MINUTES:-7} --variant fast \
     --set objective.options.fp32_tangent_only=true --set objective.options.compile_mode=reduce-overhead \
     --trajectory ${TRAJECTORY:-4} > $O/fs/scd.log 2>&1
+[ "${SCT:-0}" = 0 ] || python benchmarks/few_step.py sct --mnist-root .carry/data --runs /tmp/runs --out $O/fs \
+    --teacher-minutes 3.3333 --distill-minutes ${MINUTES:-7} --variant fast --trajectory ${TRAJECTORY:-4} \
+    --set objective.options.fp32_tangent_only=true --set objective.options.compile_mode=reduce-overhead \
+    ${SCT_SET:-} > $O/fs/sct.log 2>&1
 echo \$? > $O/DONE" < /dev/null > /dev/null 2>&1 &
 fi
 for i in $(seq ${WAIT:-570}); do [ -f $O/DONE ] && break; sleep 1; done
 cat $O/device.txt; tail -1 $O/prof/phases.log | cut -c1-600; tail -3 $O/prof/model.log; grep -a "FD\|to train" $O/fs/teacher.log | tail -4
-tail -1 /tmp/runs/scd-fast/metrics.jsonl 2>/dev/null; tail -3 $O/fs/scd.log; cat $O/DONE 2>/dev/null
+tail -1 /tmp/runs/scd-fast/metrics.jsonl 2>/dev/null; tail -3 $O/fs/scd.log; tail -3 $O/fs/sct.log 2>/dev/null
+cat $O/DONE 2>/dev/null
 cat $O/fs/few_step.md $O/fs/trajectory.md 2>/dev/null
