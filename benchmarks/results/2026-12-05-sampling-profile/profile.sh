@@ -9,3 +9,5 @@ timeout -k 5 120 python benchmarks/sampling_speed.py /tmp/r/unet --n 10000 --ste
     --label profile --out $P > $P/phases.log 2>&1
 timeout -k 5 150 python benchmarks/liquid_kernels.py sample --backbone unet --presets 28 --inputs mnist \
     --modes reduce-overhead --tunings ${TUNINGS:-default coordinate} --out $P > $P/model.log 2>&1
+# torch.compile's warm start against an AOTInductor package loaded in a fresh process (results/2026-12-06-aot-start-cpu)
+timeout -k 5 240 python benchmarks/aot_start.py /tmp/r/unet --rows 2000 --out $P > $P/aot.log 2>&1

@@ -28,7 +28,7 @@ python benchmarks/few_step.py scd --mnist-root .carry/data --runs /tmp/runs --ou
 echo \$? > $O/DONE" < /dev/null > /dev/null 2>&1 &
 fi
 for i in $(seq ${WAIT:-570}); do [ -f $O/DONE ] && break; sleep 1; done
-cat $O/device.txt; tail -1 $O/prof/phases.log | cut -c1-600; tail -3 $O/prof/model.log; grep -a "FD\|to train" $O/fs/teacher.log | tail -4
+cat $O/device.txt; tail -1 $O/prof/phases.log | cut -c1-600; tail -3 $O/prof/model.log; tail -5 $O/prof/aot.log; grep -a "FD\|to train" $O/fs/teacher.log | tail -4
 tail -1 /tmp/runs/scd-fast/metrics.jsonl 2>/dev/null; tail -3 $O/fs/scd.log; tail -3 $O/fs/sct.log 2>/dev/null
 cat $O/DONE 2>/dev/null
 cat $O/fs/few_step.md $O/fs/trajectory.md 2>/dev/null

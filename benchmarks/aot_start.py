@@ -1,0 +1,130 @@
+"""Would an ahead-of-time compiled network cut `liquidgen sample`'s start-up? (issue 19)
+
+A warm `liquidgen sample` of 10,000 UNet-28 MNIST images spends, by difference, about 9 s compiling from the warm
+Inductor cache (results/2026-12-05-sampling-warm, corrected 2026-12-06): Dynamo traces the model again in every
+process. An AOTInductor package (torch.export + `torch._inductor.aoti_compile_and_package`), written once beside a
+run, loads without tracing. This script times, each in a fresh process as a user's call meets it:
+
+- `compile`: torch.compile (mode reduce-overhead, as `CompiledForward` runs a UNet) from an empty cache, then again
+  from the cache the first left (a user's second call);
+- `aot`: export and package (the one-off cost), then a fresh process that loads the package;
+
+each to its first output and then its steady milliseconds per forward, on one fixed batch of `--rows` (a guided
+sampling batch of rows / 2) under the run's bf16 autocast. Class-conditional runs only (x, t, labels).
+
+    python benchmarks/aot_start.py runs/mnist-unet --rows 2000 --out benchmarks/results/<date>-aot-start
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def one(run: str, mode: str, rows: int, package: str, repeats: int) -> dict:
+    """In this process: the model of `run` at `rows` rows, compiled per `mode` (compile | export | load)."""
+    t0 = time.perf_counter()
+    import torch
+
+    from liquidgen.generate import Pipeline
+
+    pipe = Pipeline.load(run, compile="off")
+    model, device = pipe.model.eval(), pipe.device
+    bf16 = pipe.precision != "fp32" and device.type == "cuda"
+
+    class Autocast(torch.nn.Module):
+        """The forward as sampling runs it: under the run's autocast, which export then records."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, t, y):
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                return self.net(x, t, y)
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, *pipe.spec.shape, generator=generator).to(device)
+    t = torch.rand(rows, generator=generator).to(device)
+    y = torch.randint(0, model.num_classes + 1, (rows,), generator=generator).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t1 = time.perf_counter()
+    if mode == "load":
+        fn = torch._inductor.aoti_load_package(package)
+    elif mode == "export":
+        with torch.no_grad():
+            program = torch.export.export(Autocast(model), (x, t, y))
+        fn = torch._inductor.aoti_load_package(torch._inductor.aoti_compile_and_package(program,
+                                                                                     package_path=package))
+    else:
+        fn = torch.compile(Autocast(model), mode="reduce-overhead" if device.type == "cuda" else "default",
+                           dynamic=False)
+    with torch.no_grad():
+        out = fn(x, t, y)
+        sync()
+        t2 = time.perf_counter()
+        for _ in range(2):  # CUDA graphs record on the second and third calls
+            fn(x, t, y)
+        sync()
+        t3 = time.perf_counter()
+        for _ in range(repeats):
+            fn(x, t, y)
+        sync()
+        t4 = time.perf_counter()
+        ref = Autocast(model)(x, t, y)
+    return {"mode": mode, "rows": rows, "device": str(device), "import_load_s": t1 - t0,
+            "to_first_output_s": t2 - t1, "warmup_s": t3 - t2, "forward_ms": (t4 - t3) / repeats * 1e3,
+            "rel_diff_vs_eager": float((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12))}
+
+
+def fresh(run: str, mode: str, rows: int, package: str, repeats: int, cache: str) -> dict:
+    """`one` in a new Python process with the compile caches in `cache`, timed from its start."""
+    cmd = [sys.executable, __file__, run, "--rows", str(rows), "--repeats", str(repeats), "--one", mode,
+           "--package", package, "--out", "-"]
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=cache)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": time.perf_counter() - t0}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run", help="a class-conditional run folder (e.g. of configs/mnist-unet.yaml)")
+    p.add_argument("--rows", type=int, default=2000, help="rows per forward (a guided batch doubles the samples)")
+    p.add_argument("--repeats", type=int, default=20, help="timed forwards after the warm-up")
+    p.add_argument("--out", required=True, help="results folder (aot_start.jsonl), or - to print only")
+    p.add_argument("--one", choices=["compile", "export", "load"], help="internal: one mode in this process")
+    p.add_argument("--package", help="internal: the AOTInductor package's path")
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.run, args.one, args.rows, args.package, args.repeats)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        package, records = str(Path(tmp) / "model.pt2"), []
+        for label, mode, cache in (("torch.compile, empty cache", "compile", "compile-cache"),
+                                   ("torch.compile, warm cache", "compile", "compile-cache"),
+                                   ("AOTInductor export + package (once)", "export", "aot-cache"),
+                                   ("AOTInductor package loaded", "load", "aot-cache")):
+            record = {"label": label, "run": args.run,
+                      **fresh(args.run, mode, args.rows, package, args.repeats, str(Path(tmp) / cache))}
+            records.append(record)
+            print(json.dumps(record), flush=True)
+    if args.out != "-":
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        with (Path(args.out) / "aot_start.jsonl").open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    print(f"\n{'':38} {'process s':>9} {'to 1st out s':>12} {'forward ms':>10} {'rel diff':>9}")
+    for r in records:
+        print(f"{r['label']:38} {r['process_s']:9.1f} {r['to_first_output_s']:12.1f} {r['forward_ms']:10.2f} "
+              f"{r['rel_diff_vs_eager']:9.1e}")
+
+
+if __name__ == "__main__":
+    main()
