@@ -32,10 +32,10 @@ def one(run: str, mode: str, rows: int, package: str, repeats: int) -> dict:
     import torch
 
     from liquidgen.generate import Pipeline
+    from liquidgen.runtime import autocast
 
     pipe = Pipeline.load(run, compile="off")
     model, device = pipe.model.eval(), pipe.device
-    bf16 = pipe.precision != "fp32" and device.type == "cuda"
 
     class Autocast(torch.nn.Module):
         """The forward as sampling runs it: under the run's autocast, which export then records."""
@@ -45,7 +45,7 @@ def one(run: str, mode: str, rows: int, package: str, repeats: int) -> dict:
             self.net = net
 
         def forward(self, x, t, y):
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            with autocast(device, pipe.precision):
                 return self.net(x, t, y)
 
     generator = torch.Generator().manual_seed(0)
