@@ -16,7 +16,8 @@ numbers compare with its table), FD with a bootstrap 95% interval:
 - teacher: guidance swept at Euler 50 steps (--cfg), then Euler, Heun and DPM-Solver++(2M), each on the uniform
   and on the Karras grid, at each NFE of --nfes at the best scale: what the teacher gives without distillation;
   and the teacher sampled as a consistency model at the students' steps (its x0 jumps): where sCD starts from;
-- students: consistency sampling at 1, 2 and 4 steps at each --student-cfg (1: the guidance distilled in); with
+- students: consistency sampling at 1, 2 and 4 steps at each --student-cfg (1: the guidance distilled in) and
+  each --student-grids (the re-noising angles of the steps after the first); with
   --trajectory K also at 2 steps at each of K checkpoints through the budget, EMA and raw weights (a CPU screen
   found sCD students swinging between checkpoints: results/2026-12-04-consistency-screen), in trajectory.md.
 Training throughput (median img/s of metrics.jsonl) is recorded with every stage: sCM's cost against the
@@ -171,8 +172,9 @@ def trajectory_table(rows: list[dict]) -> str:
 def stage_plan(name: str, args, rows: list[dict]) -> list[tuple[str, str, int, float]]:
     """The settings still to decide for a stage, given its scored `rows`: the teacher's sweep first, then its
     samplers on each grid at the sweep's best scale; the students' consistency steps."""
-    if name != "teacher":
-        return [("consistency", "consistency", n, c) for n in STUDENT_STEPS for c in args.student_cfg]
+    if name != "teacher":  # one step never re-noises, so other re-noising angles start at two
+        return [("consistency", g, n, c) for g in args.student_grids for n in STUDENT_STEPS for c in args.student_cfg
+                if n > 1 or g == args.student_grids[0]]
     sweep = [("euler", "uniform", max(args.nfes), c) for c in args.cfg]
     scored = [r for r in rows if (r["sampler"], r["grid"], r["nfe"], r["cfg"]) in sweep]
     if len(scored) < len(sweep):
@@ -222,6 +224,9 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, nargs="+", default=[1.0, 1.25, 1.5, 2.0], help="teacher's scales")
     parser.add_argument("--student-cfg", type=float, nargs="+", default=[1.0],
                         help="students' scales (1: only the guidance distilled in)")
+    parser.add_argument("--student-grids", nargs="+", default=["consistency"], help="grid specs of the students' "
+                        "steps, each scored (e.g. consistency consistency:theta_mid=0.9: sCM's 2-step re-noising "
+                        "angle is 1.1 for CIFAR-10, not tuned for MNIST); the first also at 1 step")
     parser.add_argument("--nfes", type=int, nargs="+", default=[1, 2, 4, 8, 50], help="teacher's NFE points")
     parser.add_argument("--teacher-cfg", default="best", help="guidance distilled into the sCD student: a scale, or "
                         "'best' for the teacher's best by FD in its sweep")

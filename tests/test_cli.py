@@ -113,7 +113,8 @@ def test_fixed_point_sampling_flags(tmp_path, capsys, run_dir):
         ["sample", str(run_dir), "--iters", "3", "--out", str(tmp_path / "x.png")], capsys)
 
 
-@pytest.mark.parametrize("sampler,grid", [("heun", "uniform"), ("dpmpp_2m", "karras"), ("consistency", "consistency"),
+@pytest.mark.parametrize("sampler,grid", [("heun", "uniform"), ("dpmpp_2m", "karras:rho=5"),
+                                          ("consistency", "consistency:theta_mid=0.9"),
                                           ("ddim", "logit")])
 def test_sample_with_any_sampler_grid_and_guidance_interval(run_dir, tmp_path, sampler, grid):
     out = tmp_path / "s.npz"
@@ -123,6 +124,8 @@ def test_sample_with_any_sampler_grid_and_guidance_interval(run_dir, tmp_path, s
     assert np.load(out)["images"].shape == (4, 8, 8, 1)
     with pytest.raises(SystemExit):
         main(["sample", str(run_dir), "--sampler", "dopri5"])
+    with pytest.raises(SystemExit):  # refused by argparse, before the run loads
+        main(["sample", str(run_dir), "--grid", "karras:rh0=5"])
 
 
 def test_every_preset_loads():

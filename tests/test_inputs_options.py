@@ -208,6 +208,14 @@ def test_ranges_accept_the_bound_and_refuse_just_past_it(key, ok, bad):
             load_config(None, [f"{key}={value}"])
 
 
+def test_sample_grid_takes_a_grid_spec():
+    assert load_config(None, ["sample.grid=consistency:theta_mid=0.9"]).sample.grid == "consistency:theta_mid=0.9"
+    with pytest.raises(ConfigError, match="^sample.grid: unknown time grid 'cosine'"):
+        load_config(None, ["sample.grid=cosine"])
+    with pytest.raises(ConfigError, match="^sample.grid: time grid 'karras:rh0=5'"):
+        load_config(None, ["sample.grid=karras:rh0=5"])
+
+
 def test_every_range_names_a_real_key():
     """A misspelt key in RANGES would check nothing; each must be a field of a top-level config."""
     def keys(cls, prefix=""):

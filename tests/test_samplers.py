@@ -218,6 +218,23 @@ def test_named_grids():
     torch.testing.assert_close(GRIDS["logit"](4)[2], torch.tensor(0.5))  # the median of logit-normal(0, 1)
 
 
+def test_grid_specs_set_a_grid_s_own_parameters():
+    from liquidgen.samplers import grid_times, parse_grid
+    assert parse_grid("karras") == ("karras", {})
+    assert parse_grid("consistency:theta_mid=0.9") == ("consistency", {"theta_mid": 0.9})
+    th = paths.t_to_theta(grid_times("consistency:theta_mid=0.9", 2)[:2].double())
+    torch.testing.assert_close(th[1], torch.tensor(0.9, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(grid_times("karras:rho=7,sigma_max=80", 5), GRIDS["karras"](5))
+    assert (grid_times("karras:rho=3", 5)[1:-2] != GRIDS["karras"](5)[1:-2]).all()  # ends at sigma_min, 0
+    for spec, match in [("karras:rh0=7", "KEY one of karras's options"), ("karras:rho", "not KEY=VALUE"),
+                        ("uniform:rho=7", r"\(none\)"), ("karras:rho=seven", "rho needs a number"),
+                        ("cosine", "unknown time grid 'cosine'"),
+                        # a re-noising angle above the start would climb back towards the noise
+                        ("consistency:theta_mid=1.6", "not decreasing from at most 1 to 0")]:
+        with pytest.raises(ValueError, match=match):
+            grid_times(spec, 2)
+
+
 def test_guidance_interval():
     model = LabelEcho()
     fn = denoiser(model, "v", y=torch.tensor([2]), cfg=3.0, cfg_interval=(0.2, 0.6))

@@ -38,7 +38,7 @@ from .distributed import check_device_name, main_process, pick_device, setup, sh
 from .plots import save_gif, save_grid
 from .precompute import SOURCES
 from .run_folder import default_folder
-from .samplers import GRIDS, SAMPLERS
+from .samplers import GRIDS, SAMPLERS, parse_grid
 
 # --- argument types: range-checked where parsed, so argparse names the flag ----------------------------
 
@@ -60,6 +60,15 @@ def bounded(kind: type, bound: Bound) -> Callable[[str], int | float]:
 COUNT = bounded(int, AT_LEAST_ONE)
 NONNEGATIVE_INT = bounded(int, NONNEGATIVE)
 SEED_INT = bounded(int, SEED)
+
+
+def grid_spec(text: str) -> str:
+    """An argparse type: a time grid spec ("karras", "consistency:theta_mid=0.9"), checked here."""
+    try:
+        parse_grid(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def device_name(text: str) -> str:
@@ -116,7 +125,8 @@ def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (
                    help="classifier-free guidance scale" + ("s, each scored (e.g. --cfg 1 1.25 1.5 2)" if sweep else "")
                    + ", 1 = off (default: the run's sample.cfg)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the run's sample.sampler)")
-    p.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the run's, else the sampler's)")
+    p.add_argument("--grid", type=grid_spec, help=f"time grid, one of {', '.join(sorted(GRIDS))}, optionally with its "
+                   "parameters (karras:rho=5, consistency:theta_mid=0.9; default: the run's, else the sampler's)")
     p.add_argument("--cfg-interval", nargs=2, type=bounded(float, PROBABILITY), action=OrderedPair,
                    metavar=("T_LOW", "T_HIGH"),
                    help="apply guidance only for flow times t in [T_LOW, T_HIGH] (t = 1 is noise)")

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from .distributed import check_device_name
-from .samplers import GRIDS, SAMPLERS
+from .samplers import SAMPLERS, parse_grid
 
 
 @dataclass
@@ -105,7 +105,7 @@ class SampleConfig:
     start from these and override single fields (`with_`)."""
 
     sampler: str = "euler"
-    grid: str = ""  # time grid; empty: the sampler's default (see liquidgen.samplers.GRIDS)
+    grid: str = ""  # time grid spec, e.g. karras or consistency:theta_mid=0.9; empty: the sampler's default
     steps: int = 50
     cfg: float = 3.0  # classifier-free guidance scale (1 = off)
     # guidance only for flow times t in [low, high] (t = 1 is noise); None: at every step
@@ -144,7 +144,6 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # Keys with a closed set of values; registries (backbones, datasets, samplers) check their own names.
 CHOICES = {
     "sample.sampler": tuple(SAMPLERS),
-    "sample.grid": ("", *GRIDS),
     "optim.schedule": ("constant", "cosine"),
     "optim.name": ("adamw", "muon"),
     "train.precision": ("auto", "bf16", "fp32"),
@@ -201,7 +200,13 @@ RANGES: dict[str, Bound] = {
     "model.checkpointing": Bound(-1),  # -1: all blocks; the upper end is the model's depth (set_checkpointing)
 }
 # Keys whose value a function checks (it raises ValueError saying what is wrong with the value).
-VALUE_CHECKS = {"train.device": check_device_name}
+def check_grid_spec(spec: str) -> None:
+    """An empty sample.grid (the sampler's own) or a grid spec such as "consistency:theta_mid=0.9"."""
+    if spec:
+        parse_grid(spec)
+
+
+VALUE_CHECKS = {"train.device": check_device_name, "sample.grid": check_grid_spec}
 
 
 def _plain(value):

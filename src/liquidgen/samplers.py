@@ -7,10 +7,12 @@ backbone, whatever its objective predicts, with classifier-free guidance folded 
 From v the data and noise estimates are x0 = x - t v and eps = x + (1 - t) v.
 
 Samplers (`SAMPLERS`, chosen by name): euler, heun, ddim, dpmpp_2m, consistency.
-Time grids (`GRIDS`): uniform, karras, logit, tld, consistency.
+Time grids (`GRIDS`): uniform, karras, logit, tld, consistency; a grid spec "name[:key=value,...]" sets the grid's
+own parameters (`grid_times`), e.g. "karras:rho=5" or "consistency:theta_mid=0.9".
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -127,6 +129,37 @@ GRIDS: dict[str, Callable[..., Tensor]] = {
     "uniform": time_grid, "karras": karras_grid, "logit": logit_grid, "tld": tld_grid,
     "consistency": consistency_grid,
 }
+
+
+def parse_grid(spec: str) -> tuple[str, dict[str, float]]:
+    """A grid spec "name[:key=value,...]" -> (name, its numeric options), checked against the grid's own
+    parameters, so that a typo fails before any sampling."""
+    name, _, text = spec.partition(":")
+    if name not in GRIDS:
+        raise ValueError(f"unknown time grid {name!r}; choose from {sorted(GRIDS)}")
+    allowed = [p for p in inspect.signature(GRIDS[name]).parameters if p not in ("steps", "device")]
+    options = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or key not in allowed:
+            raise ValueError(f"time grid {spec!r}: {item!r} is not KEY=VALUE with KEY one of {name}'s options "
+                             f"{allowed or '(none)'}")
+        try:
+            options[key] = float(value)
+        except ValueError:
+            raise ValueError(f"time grid {spec!r}: {key} needs a number, got {value!r}") from None
+    return name, options
+
+
+def grid_times(spec: str, steps: int, device: torch.device | str = "cpu") -> Tensor:
+    """The steps + 1 times of a grid spec (`parse_grid`); options that would not give times falling from at
+    most 1 to 0 (a re-noising angle above the start, say) are a ValueError naming the spec."""
+    name, options = parse_grid(spec)
+    ts = GRIDS[name](steps, device=device, **options)
+    if not (torch.isfinite(ts).all() and ts[0] <= 1 and ts[-1] == 0 and (ts[:-1] > ts[1:]).all()):
+        raise ValueError(f"time grid {spec!r} at {steps} steps gives times {ts.tolist()}, not decreasing from at "
+                         "most 1 to 0")
+    return ts
 
 
 def _check_steps(steps: int) -> None:
@@ -259,7 +292,8 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
            concat: Tensor | None = None, context_mask: Tensor | None = None,
            callback: Callable[[Tensor, Tensor], None] | None = None, fresh: NoiseFn | None = None) -> Tensor:
     """Generate from `noise` (standard normal): returns x0 in the model's data space. `y`, `context` and
-    `concat` (and `context_mask` for token contexts) condition the model (see `denoiser`). `fresh` supplies
+    `concat` (and `context_mask` for token contexts) condition the model (see `denoiser`); `grid` is a grid spec
+    (`grid_times`; default: the sampler's own). `fresh` supplies
     the noise that stochastic samplers draw on the way (default: torch's global generator).
 
     The run starts at the grid's first time t0 from t0 * noise (exact at t0 = 1; grids that start
@@ -273,10 +307,7 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
     check_inputs(model, prediction, noise, y, cfg, cfg_interval, context=context, concat=concat,
                  context_mask=context_mask)
-    grid = grid or SAMPLERS[sampler].grid
-    if grid not in GRIDS:
-        raise ValueError(f"unknown time grid {grid!r}; choose from {sorted(GRIDS)}")
-    ts = GRIDS[grid](steps, device=noise.device)
+    ts = grid_times(grid or SAMPLERS[sampler].grid, steps, device=noise.device)
     if state is None and hasattr(model, "sampling_state"):
         state = model.sampling_state()
     if state is not None:
