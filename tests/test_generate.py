@@ -197,6 +197,43 @@ def test_a_compiled_network_sees_equal_batches_and_gives_the_eager_samples(tmp_p
     assert torch.equal(out, unet(x, t, y))
 
 
+def test_auto_reuses_compiled_shapes_for_small_calls(tmp_path, monkeypatch):
+    """compile: auto as on CUDA (its threshold faked; torch.compile replaced by a recorder): a call too small to pay for
+    compiling runs eager, until a large call has compiled its batch shape; then it runs compiled too, while
+    one of another shape (other batch, no guidance) stays eager."""
+    import liquidgen.generate as generate
+
+    compiled_rows = []
+
+    class Recorded(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x, *args, **kwargs):
+            compiled_rows.append(x.shape[0])
+            return self.module(x, *args, **kwargs)
+    monkeypatch.setattr(generate.torch, "compile", lambda module, **options: Recorded(module))
+    # auto's rule as on CUDA, with a threshold of 100 samples x steps
+    monkeypatch.setattr(Pipeline, "compiles", lambda self, work: self.compile == "on" or (
+        self.compile == "auto" and work >= 100))
+    pipe = Pipeline.load(write_checkpoint(tmp_path, CLASSES), device="cpu")
+    noise, labels = pipe.noise(4, seed=1), torch.tensor([0, 1, 2, 0])
+    guided = pipe.settings.with_(steps=2, cfg=2.0)
+
+    def calls(n, settings, batch):  # network calls that went through the compiled forward
+        before = len(compiled_rows)
+        pipe.sample(noise[:n], labels[:n], settings, batch_size=batch)
+        return len(compiled_rows) - before
+    assert calls(4, guided, 4) == 0  # 8 samples x steps: eager
+    assert calls(4, pipe.settings.with_(steps=40, cfg=2.0), 4) > 0  # 160: compiled, shape (4 rows, guided)
+    assert calls(3, guided, 4) > 0  # small, but padded to the compiled shape
+    assert calls(3, guided, 3) == 0  # another batch shape
+    assert calls(4, pipe.settings.with_(steps=2, cfg=1.0), 4) == 0  # no guidance: half the rows
+    pipe.compile = "off"
+    assert calls(4, guided, 4) == 0  # off means off
+
+
 def test_regional_compilation_computes_what_the_eager_stack_does():
     """Real torch.compile (the CPU's inductor) of a small LiquidGen, one block compiled for all of them."""
     model = build_model("liquid", "tiny", 1, 8, 3, **SMALL).eval()

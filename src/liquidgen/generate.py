@@ -52,6 +52,7 @@ class Pipeline:
             raise ValueError(f"compile must be one of {', '.join(COMPILE)}, got {self.compile!r}")
         self.space: LatentSpace = self.spec.latent_space()
         self._compiled: CompiledForward | None = None
+        self._compiled_shapes: set[tuple] = set()  # `network`'s shape keys of calls that ran compiled
 
     @classmethod
     def load(cls, path: str | Path, ema: bool = True, device: str | torch.device = "auto",
@@ -68,13 +69,17 @@ class Pipeline:
         stateless = not hasattr(self.model, "sampling_state")  # a solver state is Python, not graph, input
         return self.device.type == "cuda" and stateless and work >= COMPILE_WORK
 
-    def network(self, work: int) -> Backbone | CompiledForward:
+    def network(self, work: int, shapes: tuple = ()) -> Backbone | CompiledForward:
         """What the samplers call for `work` = samples x steps: the backbone, or its compiled forward (built
-        once, on first use)."""
-        if not self.compiles(work):
+        once, on first use). `shapes` keys the input shapes a call gives the network: under `auto`, a call too
+        small to pay for compiling still runs compiled when an earlier call compiled the same shapes, as the
+        compiled code (and a CUDA graph) for them already exists."""
+        reuse = self.compile == "auto" and shapes in self._compiled_shapes
+        if not (self.compiles(work) or reuse):
             return self.model
         if self._compiled is None:
             self._compiled = CompiledForward(self.model)
+        self._compiled_shapes.add(shapes)
         return self._compiled
 
     @property
@@ -123,7 +128,9 @@ class Pipeline:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         # Rows before batching, whose slices would cut extra ones off; the rest `sample` checks in each batch
         check_rows(len(noise), labels, **cond)
-        net = self.network(len(noise) * s.steps)
+        # a batch's rows (doubled under guidance), and which conditions it carries, fix the network's shapes
+        net = self.network(len(noise) * s.steps, (batch_size or len(noise), s.cfg != 1, s.cfg_interval is not None,
+                                                  labels is None, *sorted(cond)))
 
         def draw(rows: slice) -> Tensor:
             step = batch_size or max(rows.stop - rows.start, 1)
