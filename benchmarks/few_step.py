@@ -182,7 +182,7 @@ def stage_plan(name: str, args, rows: list[dict]) -> list[tuple[str, str, int, f
     best = best_point(scored)["cfg"]
     # NFE targets that give a sampler the same steps (Heun: 2n - 1) are one setting, scored once
     chosen: dict[tuple[str, str, int], tuple[str, str, int, float]] = {}
-    for s in TEACHER_SAMPLERS:
+    for s in args.teacher_samplers:
         for g in TEACHER_GRIDS:
             for n in sorted(args.nfes):
                 chosen.setdefault((s, g, steps_for(s, n)), (s, g, n, best))
@@ -228,6 +228,9 @@ def main() -> None:
                         "steps, each scored (e.g. consistency consistency:theta_mid=0.9: sCM's 2-step re-noising "
                         "angle is 1.1 for CIFAR-10, not tuned for MNIST); the first also at 1 step")
     parser.add_argument("--nfes", type=int, nargs="+", default=[1, 2, 4, 8, 50], help="teacher's NFE points")
+    parser.add_argument("--teacher-samplers", nargs="+", choices=TEACHER_SAMPLERS, default=list(TEACHER_SAMPLERS),
+                        help="the teacher's samplers, each on both grids at each --nfes (a call short of device time "
+                        "scores euler first, the rest later)")
     parser.add_argument("--teacher-cfg", default="best", help="guidance distilled into the sCD student: a scale, or "
                         "'best' for the teacher's best by FD in its sweep")
     parser.add_argument("--batch", type=int, default=2000, help="sampling batch")
@@ -240,6 +243,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for "
                         "every stage trained in this call, repeated for more (a student recipe with --variant, e.g. "
                         "--set optim.lr=1e-4 --set objective.options.p_mean=-1.0)")
+    parser.add_argument("--train-only", action="store_true", help="train the stages to their budgets and score "
+                        "nothing (a later call, without it, scores them: e.g. the teacher's grid after its students)")
     parser.add_argument("--variant", default="", help="name of the students' recipe: their runs and records become "
                         "scd-NAME / sct-NAME, beside others against the same teacher")
     args = parser.parse_args()
@@ -251,8 +256,11 @@ def main() -> None:
             shutil.copy(file, args.cache)
     print("torch", torch.__version__, torch.cuda.get_device_name() if args.device != "cpu" else "cpu", flush=True)
     scorer = Scorer("mnist", args.mnist_root, None, args.device, cache_dir=args.cache)
+    rows: list[dict] = []
     for name in args.stages:
         (run, trained), stage_rows = train_stage(name, args), []
+        if args.train_only:
+            continue
         while True:  # the teacher's plan grows once its sweep is scored
             plan = stage_plan(name, args, stage_rows)
             stage_rows = score(label(name, args), run, trained, plan, scorer, args, out)
@@ -267,7 +275,8 @@ def main() -> None:
             points = [r for r in read_records(out / "few_step.jsonl")
                       if "|trajectory|" in r["key"] and r["samples"] == args.samples]
             (out / "trajectory.md").write_text(trajectory_table(points) + "\n")
-    print(table(rows, args.samples))
+    if rows:
+        print(table(rows, args.samples))
 
 
 if __name__ == "__main__":

@@ -3,30 +3,31 @@
 # `WAIT_ONLY=1 bash benchmarks/few_step_device.sh`, the next call chained at once (an idle machine goes back after
 # 30 s), waits for the rest. Each call returns what exists as $OUT/all.tgz. Carry .carry/data/MNIST.
 # Stages, in order (what matters most first, so that a machine lost late costs the least):
-#  1. the TrigFlow UNet-28 teacher (200 s of training), scored at cfg 1 with each sampler and grid at NFE 50 and as a
-#     consistency model at 1, 2 and 4 steps;
+#  1. the TrigFlow UNet-28 teacher (200 s of training), scored at cfg 1 with Euler at 50 steps (uniform and Karras
+#     grids) and as a consistency model at 1, 2 and 4 steps;
 #  2. an sCD student per entry of VARIANTS ("name=few_step.py flags;name=flags"; default "fast=", the config as it
 #     is), each MINUTES (default 7) of distillation from that teacher, scored at 1, 2 and 4 steps and at TRAJECTORY
 #     (default 4) checkpoints, e.g. VARIANTS="pm1=;pm2=--set objective.options.p_mean=-2.0 --set
 #     objective.options.p_std=1.6";
 #  3. with SCT=1: sCT from scratch for the teacher's 200 s + MINUTES, with SCT_SET's flags (e.g. "--set
 #     optim.lr=5e-5");
-#  4. the teacher again (GRID=0 skips): cfg 1.25 too, and each sampler and grid at NFE 1, 2, 4 and 8;
+#  4. the teacher again (GRID=0 skips): cfg 1.25 too, and each sampler and grid at NFE 1, 2, 4, 8 and 50;
 #  5. with PROFILE=1: issue 19's sampling profile (results/2026-12-05-sampling-profile/profile.sh).
 # Device time: about 90 s to start, 300 s for the teacher, per student about 240 s of compilation + MINUTES x 60 s
 # + 60 s of scoring, about 200 s for the teacher's grid, about 250 s for the profile.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 # DRY: few_step.py flags for a CPU dry run of the stages, e.g. DRY="--device cpu --samples 200 --batch 200
-# --teacher-minutes 0.05" with MINUTES=0.05 (and O elsewhere)
-O=${O:-/tmp/o}
-FS="python benchmarks/few_step.py --mnist-root .carry/data --runs $O/runs --out $O/fs ${DRY:-}"
+# --teacher-minutes 0.05" with MINUTES=0.05 (and O, R elsewhere)
+O=${O:-/tmp/o}  # what comes back: records, logs, grids
+R=${R:-/tmp/runs}  # run folders (checkpoints stay on the machine)
+FS="python benchmarks/few_step.py --mnist-root .carry/data --runs $R --out $O/fs ${DRY:-}"
 
 stages() {
-    $FS teacher --cfg 1 --nfes 50 --teacher-cfg 1.0 > $O/fs/teacher.log 2>&1
+    $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 > $O/fs/teacher.log 2>&1
     IFS=';' read -ra variants <<< "${VARIANTS:-fast=}"
     for entry in "${variants[@]}"; do
         # shellcheck disable=SC2086  # the flags split into words
-        $FS scd --teacher-run $O/runs/teacher --teacher-cfg 1.0 --distill-minutes "${MINUTES:-7}" \
+        $FS scd --teacher-run $R/teacher --teacher-cfg 1.0 --distill-minutes "${MINUTES:-7}" \
             --variant "${entry%%=*}" ${entry#*=} --trajectory "${TRAJECTORY:-4}" > "$O/fs/scd-${entry%%=*}.log" 2>&1
     done
     # shellcheck disable=SC2086
@@ -42,7 +43,7 @@ if [ "$1" = --stages ]; then
     exit
 fi
 mkdir -p $O/fs $O/prof
-trap 'for m in $O/runs/*/metrics.jsonl; do [ -f "$m" ] && cp "$m" "$O/fs/$(basename "$(dirname "$m")")-metrics.jsonl"; done
+trap 'for m in $R/*/metrics.jsonl; do [ -f "$m" ] && cp "$m" "$O/fs/$(basename "$(dirname "$m")")-metrics.jsonl"; done
 tar czf $OUT/all.tgz -C $O .' EXIT
 if [ -z "$WAIT_ONLY" ]; then
     nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
@@ -51,7 +52,7 @@ fi
 for _ in $(seq "${WAIT:-570}"); do [ -f $O/DONE ] && break; sleep 1; done
 cat $O/device.txt $O/stages.log
 grep -ah "FD\|to train" $O/fs/*.log | tail -12
-for m in $O/runs/*/metrics.jsonl; do [ -f "$m" ] && echo "$m: $(tail -1 "$m" | cut -c1-200)"; done
+for m in $R/*/metrics.jsonl; do [ -f "$m" ] && echo "$m: $(tail -1 "$m" | cut -c1-200)"; done
 cat $O/DONE $O/fs/few_step.md $O/fs/trajectory.md 2>/dev/null
 tail -1 $O/prof/phases.log 2>/dev/null | cut -c1-600
 tail -n 3 $O/prof/model.log $O/prof/aot.log 2>/dev/null

@@ -47,3 +47,30 @@ def test_kernel_curves_are_compared_on_the_steps_both_reached():
     assert record["tail_spread"] == pytest.approx(0.01)
     with pytest.raises(SystemExit, match="share no logged step"):
         kernels.compare_curves({"triton": fused, "torch": [{"step": 7, "loss": 1.0}]})
+
+
+def test_few_step_plans_each_setting_once():
+    """The device's few-step run scores what issue 21's table needs and nothing twice: the teacher's sweep first,
+    then each sampler and grid at each NFE at the best scale (Heun's NFE targets that give the same steps once); a
+    student's extra re-noising grids only where they re-noise (2 steps and more)."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("few_step", BENCHMARKS / "few_step.py")
+    few_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(few_step)
+    args = argparse.Namespace(cfg=[1.0, 1.5], nfes=[1, 2, 4, 8, 50], student_cfg=[1.0],
+                              teacher_samplers=list(few_step.TEACHER_SAMPLERS),
+                              student_grids=["consistency", "consistency:theta_mid=0.9"])
+    assert few_step.stage_plan("teacher", args, []) == [("euler", "uniform", 50, 1.0), ("euler", "uniform", 50, 1.5)]
+    sweep = [{"sampler": "euler", "grid": "uniform", "nfe": 50, "cfg": c, "classifier_fd": fd}
+             for c, fd in ((1.0, 3.0), (1.5, 2.0))]
+    plan = few_step.stage_plan("teacher", args, sweep)
+    assert len(plan) == len(set(plan)) and all(cfg == 1.5 for *_, cfg in plan[2:])  # the sweep's best scale
+    heun = sorted(few_step.steps_for("heun", nfe) for s, g, nfe, _ in plan if (s, g) == ("heun", "uniform"))
+    assert heun == [1, 2, 4, 25]  # NFE 1 and 2 both give Heun 1 step (NFE 1): scored once
+    assert {(s, g, n) for s, g, n, _ in plan if s == "dpmpp_2m"} == {
+        ("dpmpp_2m", g, n) for g in ("uniform", "karras") for n in (1, 2, 4, 8, 50)}
+    student = few_step.stage_plan("scd", args, [])
+    assert [(g, n) for _, g, n, _ in student] == [("consistency", 1), ("consistency", 2), ("consistency", 4),
+                                                  ("consistency:theta_mid=0.9", 2), ("consistency:theta_mid=0.9", 4)]

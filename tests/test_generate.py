@@ -148,6 +148,18 @@ def test_sampling_settings_override_one_field_and_are_checked():
         base.with_(sampler="dopri5")
 
 
+class Recorded(torch.nn.Module):
+    """Stands in for what torch.compile returns (a module too): the module itself, logging each call's rows."""
+
+    def __init__(self, module, rows: list[int]):
+        super().__init__()
+        self.module, self.rows = module, rows
+
+    def forward(self, x, *args, **kwargs):
+        self.rows.append(x.shape[0])
+        return self.module(x, *args, **kwargs)
+
+
 def test_a_compiled_network_sees_equal_batches_and_gives_the_eager_samples(tmp_path, monkeypatch):
     """With compile on, every batch reaches the network padded to batch_size rows (one compiled shape for all),
     the padding is dropped, and the samples equal the eager ones (torch.compile replaced by a recorder). A
@@ -157,18 +169,9 @@ def test_a_compiled_network_sees_equal_batches_and_gives_the_eager_samples(tmp_p
 
     calls, shapes = [], []
 
-    class Recorded(torch.nn.Module):  # what torch.compile returns is a module too
-        def __init__(self, module):
-            super().__init__()
-            self.module = module
-
-        def forward(self, x, *args, **kwargs):
-            shapes.append(x.shape[0])
-            return self.module(x, *args, **kwargs)
-
     def recording_compile(module, **options):
         calls.append((type(module), options))
-        return Recorded(module)
+        return Recorded(module, shapes)
     monkeypatch.setattr(generate.torch, "compile", recording_compile)
     ckpt = write_checkpoint(tmp_path, CLASSES)
     eager, compiled = Pipeline.load(ckpt, device="cpu", compile="off"), Pipeline.load(ckpt, device="cpu", compile="on")
@@ -204,16 +207,7 @@ def test_auto_reuses_compiled_shapes_for_small_calls(tmp_path, monkeypatch):
     import liquidgen.generate as generate
 
     compiled_rows = []
-
-    class Recorded(torch.nn.Module):
-        def __init__(self, module):
-            super().__init__()
-            self.module = module
-
-        def forward(self, x, *args, **kwargs):
-            compiled_rows.append(x.shape[0])
-            return self.module(x, *args, **kwargs)
-    monkeypatch.setattr(generate.torch, "compile", lambda module, **options: Recorded(module))
+    monkeypatch.setattr(generate.torch, "compile", lambda module, **options: Recorded(module, compiled_rows))
     # auto's rule as on CUDA, with a threshold of 100 samples x steps
     monkeypatch.setattr(Pipeline, "compiles", lambda self, work: self.compile == "on" or (
         self.compile == "auto" and work >= 100))
