@@ -243,8 +243,6 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for "
                         "every stage trained in this call, repeated for more (a student recipe with --variant, e.g. "
                         "--set optim.lr=1e-4 --set objective.options.p_mean=-1.0)")
-    parser.add_argument("--train-only", action="store_true", help="train the stages to their budgets and score "
-                        "nothing (a later call, without it, scores them: e.g. the teacher's grid after its students)")
     parser.add_argument("--variant", default="", help="name of the students' recipe: their runs and records become "
                         "scd-NAME / sct-NAME, beside others against the same teacher")
     args = parser.parse_args()
@@ -259,8 +257,6 @@ def main() -> None:
     rows: list[dict] = []
     for name in args.stages:
         (run, trained), stage_rows = train_stage(name, args), []
-        if args.train_only:
-            continue
         while True:  # the teacher's plan grows once its sweep is scored
             plan = stage_plan(name, args, stage_rows)
             stage_rows = score(label(name, args), run, trained, plan, scorer, args, out)
