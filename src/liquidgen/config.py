@@ -199,13 +199,15 @@ RANGES: dict[str, Bound] = {
     "train.seed": SEED,
     "model.checkpointing": Bound(-1),  # -1: all blocks; the upper end is the model's depth (set_checkpointing)
 }
-# Keys whose value a function checks (it raises ValueError saying what is wrong with the value).
+
+
 def check_grid_spec(spec: str) -> None:
     """An empty sample.grid (the sampler's own) or a grid spec such as "consistency:theta_mid=0.9"."""
     if spec:
         parse_grid(spec)
 
 
+# Keys whose value a function checks (it raises ValueError saying what is wrong with the value).
 VALUE_CHECKS = {"train.device": check_device_name, "sample.grid": check_grid_spec}
 
 

@@ -293,8 +293,8 @@ def sample(model: nn.Module, prediction: str, noise: Tensor, y: Tensor | None = 
            callback: Callable[[Tensor, Tensor], None] | None = None, fresh: NoiseFn | None = None) -> Tensor:
     """Generate from `noise` (standard normal): returns x0 in the model's data space. `y`, `context` and
     `concat` (and `context_mask` for token contexts) condition the model (see `denoiser`); `grid` is a grid spec
-    (`grid_times`; default: the sampler's own). `fresh` supplies
-    the noise that stochastic samplers draw on the way (default: torch's global generator).
+    (`grid_times`; default: the sampler's own). `fresh` supplies the noise that stochastic samplers draw on the
+    way (default: torch's global generator).
 
     The run starts at the grid's first time t0 from t0 * noise (exact at t0 = 1; grids that start
     lower, like karras or consistency, drop the (1 - t0) x0 part, as EDM and sCM do).
