@@ -254,7 +254,6 @@ def main() -> None:
             shutil.copy(file, args.cache)
     print("torch", torch.__version__, torch.cuda.get_device_name() if args.device != "cpu" else "cpu", flush=True)
     scorer = Scorer("mnist", args.mnist_root, None, args.device, cache_dir=args.cache)
-    rows: list[dict] = []
     for name in args.stages:
         (run, trained), stage_rows = train_stage(name, args), []
         while True:  # the teacher's plan grows once its sweep is scored
@@ -271,8 +270,7 @@ def main() -> None:
             points = [r for r in read_records(out / "few_step.jsonl")
                       if "|trajectory|" in r["key"] and r["samples"] == args.samples]
             (out / "trajectory.md").write_text(trajectory_table(points) + "\n")
-    if rows:
-        print(table(rows, args.samples))
+    print(table(rows, args.samples))
 
 
 if __name__ == "__main__":

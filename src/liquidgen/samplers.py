@@ -153,13 +153,14 @@ def parse_grid(spec: str) -> tuple[str, dict[str, float]]:
 
 def grid_times(spec: str, steps: int, device: torch.device | str = "cpu") -> Tensor:
     """The steps + 1 times of a grid spec (`parse_grid`); options that would not give times falling from at
-    most 1 to 0 (a re-noising angle above the start, say) are a ValueError naming the spec."""
+    most 1 to 0 (a re-noising angle above the start, say) are a ValueError naming the spec. Built and checked on
+    the CPU, so that the check costs a GPU sampling call no synchronisation."""
     name, options = parse_grid(spec)
-    ts = GRIDS[name](steps, device=device, **options)
+    ts = GRIDS[name](steps, device="cpu", **options)
     if not (torch.isfinite(ts).all() and ts[0] <= 1 and ts[-1] == 0 and (ts[:-1] > ts[1:]).all()):
         raise ValueError(f"time grid {spec!r} at {steps} steps gives times {ts.tolist()}, not decreasing from at "
                          "most 1 to 0")
-    return ts
+    return ts.to(device)
 
 
 def _check_steps(steps: int) -> None:
