@@ -209,6 +209,32 @@ def test_resume_continues_with_the_changed_optimizer_settings(tmp_path):
     assert 0.5 in decays and 0.01 not in decays
 
 
+def test_cosine_schedule_decays_over_the_minutes_and_resumes_on_the_clock(tmp_path):
+    """Stopped by train.minutes, a cosine run decays over the minutes, not over train.steps (never reached):
+    each step's rate is the cosine at the training seconds before it. A resumed run with a longer budget
+    goes on from the saved seconds, not from the top of the cosine."""
+    import math
+    base = TINY + ["train.log_every=1", "train.steps=1000000", "optim.schedule=cosine", "optim.warmup_steps=0"]
+
+    def records():
+        lines = map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+        return [r for r in lines if "lr" in r]
+
+    def cosine(seconds, budget):
+        return 2e-3 * 0.5 * (1 + math.cos(math.pi * min(seconds / budget, 1.0)))
+
+    train(load_config(None, base + ["train.minutes=0.01"]), tmp_path)
+    first = records()
+    assert len(first) > 5 and first[-1]["train_seconds"] >= 0.6
+    for before, r in zip([{"train_seconds": 0.0}] + first, first):  # the step's rate: the cosine before it
+        assert r["lr"] == pytest.approx(cosine(before["train_seconds"], 0.6), rel=1e-9, abs=1e-12)
+    assert first[-1]["lr"] < 0.05 * 2e-3
+    train(load_config(None, base + ["train.minutes=0.02"]), tmp_path, resume=True)
+    resumed = records()[len(first)]
+    assert resumed["lr"] == pytest.approx(cosine(first[-1]["train_seconds"], 1.2), rel=1e-6)
+    assert resumed["lr"] < 0.6 * 2e-3
+
+
 def test_resume_falls_back_from_a_truncated_checkpoint(tmp_path, capsys):
     """A checkpoint cut short (a crash or a full disk mid-write of a file) is named and skipped: the run
     resumes from the previous good one and still follows the uninterrupted trajectory."""

@@ -58,7 +58,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 2.0  # max global grad norm; 0 disables
     warmup_steps: int = 0  # linear learning-rate warm-up
-    schedule: str = "constant"  # constant | cosine (decays to 0 at train.steps)
+    schedule: str = "constant"  # constant | cosine (to 0 at train.steps, or at train.minutes if reached first)
     muon_momentum: float = 0.95  # Muon's (Nesterov) momentum
 
 

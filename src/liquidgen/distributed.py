@@ -155,6 +155,14 @@ class Dist:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return [bool(v) for v in t.tolist()]
 
+    def share(self, value: float, device: torch.device) -> float:
+        """Process 0's `value` on every process (a clock that must read the same everywhere)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        torch.distributed.broadcast(t, src=0)
+        return t.item()
+
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()

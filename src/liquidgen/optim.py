@@ -11,6 +11,7 @@ so optim.lr and optim.weight_decay mean the same for both parts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -129,11 +130,19 @@ def skip_on_device(optimizer: torch.optim.Optimizer, skip: Tensor) -> bool:
     return True
 
 
-def make_scheduler(optimizer, cfg, total_steps: int):
+def make_scheduler(optimizer, cfg, total_steps: int, budget_s: float = 0.0,
+                   elapsed: Callable[[], float] | None = None):
+    """Linear warm-up, then a constant rate or a cosine to 0 at the run's end: `total_steps`, or a run with a
+    time budget (`budget_s` seconds of training, 0: none) at that budget if `elapsed()` (the training
+    seconds so far, kept by the caller) reaches it first. So a run stopped by `train.minutes` decays
+    fully even though its step count is never reached."""
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
         if cfg.schedule == "cosine":
-            return warm * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+            progress = min(step, total_steps) / total_steps
+            if budget_s > 0 and elapsed is not None:
+                progress = max(progress, min(elapsed() / budget_s, 1.0))
+            return warm * 0.5 * (1 + math.cos(math.pi * progress))
         return warm
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -116,6 +116,11 @@ def train_step(model, objective, batches, step: int, optimizer, scheduler, ema: 
 
 
 @dataclass
+class Clock:
+    seconds: float = 0.0  # of training steps so far, process 0's on every process
+
+
+@dataclass
 class Run:
     """Everything a training run holds, built once by `start_run`."""
 
@@ -133,6 +138,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     pipe: Pipeline  # samples from the EMA weights: grids and evaluation
     metrics: MetricsLog
+    clock: Clock  # the training seconds a time-budgeted cosine schedule reads
     evaluator: TrainingEval | None = None
     ema_checks: list[int] = field(default_factory=list)
 
@@ -193,13 +199,14 @@ def start_run(config: Config, out: Path, resume: bool = False) -> Run:
             raise ValueError("train.eval_every needs train.eval_classifier (make one with "
                              "`liquidgen eval fit-classifier`)")
         evaluator = TrainingEval(tc.eval_classifier, data, tc.eval_samples, tc.seed, device)
+    clock = Clock()
     return Run(config, out, dist, device, data, spec, model, objective,
                BatchSampler(data, tc.batch_size, seed=tc.seed, device=device, hflip=d.hflip), ema, optimizer,
-               make_scheduler(optimizer, config.optim, tc.steps),
+               make_scheduler(optimizer, config.optim, tc.steps, 60 * tc.minutes, lambda: clock.seconds),
                # grids and evaluations repeat, so they sample compiled whenever training does on CUDA
                Pipeline(ema.model, spec, objective.prediction, config.sample, tc.precision, dist,
                         "on" if tc.compile and device.type == "cuda" else "off"),
-               MetricsLog(out / "metrics.jsonl"), evaluator)
+               MetricsLog(out / "metrics.jsonl"), clock, evaluator)
 
 
 def load_checkpoint(run: Run, ckpt: Path) -> dict:
@@ -367,6 +374,8 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
     run = start_run(config, out_dir, resume)
     state = restore(run, resume)
     start, dist = state["step"], run.dist
+    run.clock.seconds = state["train_seconds"]
+    timed_schedule = config.optim.schedule == "cosine" and tc.minutes > 0
     # What the training step calls: DDP with several processes, after a probe step on the bare model.
     net = dist.wrap(run.model, lambda bare: accumulate_gradients(
         bare, run.objective, run.batches, start, tc.grad_accum, run.label_dropout, tc.caption_dropout, run.amp,
@@ -398,6 +407,8 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
             window.seconds += seconds
             if step > start:  # the first step after a (re)start compiles and warms up: not budgeted
                 state["train_seconds"] += seconds
+            if timed_schedule:  # the next step's learning rate follows process 0's clock on every process
+                run.clock.seconds = dist.share(state["train_seconds"], run.device)
             # All processes must stop and save at the same step: a signal may reach only some of them,
             # and the clocks are process 0's.
             stopping, out_of_time, timed = dist.any(

@@ -187,8 +187,9 @@ def run_quality(study: QualityStudy) -> list[dict]:
     device = pick_device(study.device)
     base = load_config(study.config, study.overrides)
     if base.optim.schedule != "constant":
-        raise ValueError("bench quality stops runs by time, so optim.schedule must be constant (a cosine "
-                         "schedule needs its length in steps): add --set optim.schedule=constant")
+        raise ValueError("bench quality reads each shorter budget from a checkpoint of the longest run, so "
+                         "optim.schedule must be constant (a cosine over the longest budget would be read "
+                         "mid-decay): add --set optim.schedule=constant")
     prompt_context = check_prompts(study, base)  # before any training: a text model needs its prompts
     scorer = prepare_scorer(study, base, device)
     steps = ([("consistency", n) for n in CONSISTENCY_NFES] if base.objective.name == "consistency"
