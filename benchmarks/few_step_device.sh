@@ -1,7 +1,12 @@
 # Issue 21's device work on one warm machine, in its own process session (setsid), so that it outlives one call's
 # 10 minutes: `bash benchmarks/few_step_device.sh` starts it and waits up to WAIT seconds (default 570);
 # `WAIT_ONLY=1 bash benchmarks/few_step_device.sh`, the next call chained at once (an idle machine goes back after
-# 30 s), waits for the rest. Each call returns what exists as $OUT/all.tgz. Carry .carry/data/MNIST.
+# 30 s), waits for the rest. Each call returns what exists as $OUT/all.tgz. Carry .carry/data/MNIST in every call:
+# a chained call that names no carry removes it from the machine, and the stages still to start then fail.
+# A teacher handed on between sessions (its 200 s of training and the compilation are then saved, and students of
+# different sessions share one teacher): TEACHER_BACK=1 returns the trained teacher's EMA weights as
+# $OUT/teacher.tgz.00, .01 (split below the 16 MiB a returned file may have); here `cat teacher.tgz.* | tar xz -C
+# .carry` unpacks .carry/teacher, and TEACHER=.carry/teacher (carried too) scores that one instead of training one.
 # Stages, in order (what matters most first, so that a machine lost late costs the least):
 #  1. the TrigFlow UNet-28 teacher (200 s of training), scored at cfg 1 with Euler at 50 steps (uniform and Karras
 #     grids) and as a consistency model at 1, 2 and 4 steps;
@@ -22,18 +27,24 @@ O=${O:-/tmp/o}  # what comes back: records, logs, grids
 R=${R:-/tmp/runs}  # run folders (checkpoints stay on the machine)
 FS="python benchmarks/few_step.py --mnist-root .carry/data --runs $R --out $O/fs ${DRY:-}"
 
+T=${TEACHER:-$R/teacher}
+
 stages() {
-    $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 > $O/fs/teacher.log 2>&1
+    # shellcheck disable=SC2046  # no flag, or the flag and its folder
+    $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 $([ -n "$TEACHER" ] &&
+        echo --teacher-run "$TEACHER") > $O/fs/teacher.log 2>&1
     IFS=';' read -ra variants <<< "${VARIANTS:-fast=}"
     for entry in "${variants[@]}"; do
         # shellcheck disable=SC2086  # the flags split into words
-        $FS scd --teacher-run $R/teacher --teacher-cfg 1.0 --distill-minutes "${MINUTES:-7}" \
+        $FS scd --teacher-run "$T" --teacher-cfg 1.0 --distill-minutes "${MINUTES:-7}" \
             --variant "${entry%%=*}" ${entry#*=} --trajectory "${TRAJECTORY:-4}" > "$O/fs/scd-${entry%%=*}.log" 2>&1
     done
     # shellcheck disable=SC2086
     [ "${SCT:-0}" = 0 ] || $FS sct --teacher-minutes 3.3333 --distill-minutes "${MINUTES:-7}" --variant fast \
         --trajectory "${TRAJECTORY:-4}" ${SCT_SET:-} > $O/fs/sct.log 2>&1
-    [ "${GRID:-1}" = 0 ] || $FS teacher --cfg 1 1.25 --teacher-cfg 1.0 > $O/fs/teacher-grid.log 2>&1
+    # shellcheck disable=SC2046
+    [ "${GRID:-1}" = 0 ] || $FS teacher --cfg 1 1.25 --teacher-cfg 1.0 $([ -n "$TEACHER" ] &&
+        echo --teacher-run "$TEACHER") > $O/fs/teacher-grid.log 2>&1
     [ "${PROFILE:-0}" = 0 ] || P=$O/prof bash benchmarks/results/2026-12-05-sampling-profile/profile.sh
     echo finished > $O/DONE
 }
@@ -44,8 +55,13 @@ if [ "$1" = --stages ]; then
 fi
 mkdir -p $O/fs $O/prof
 trap 'for m in $R/*/metrics.jsonl; do [ -f "$m" ] && cp "$m" "$O/fs/$(basename "$(dirname "$m")")-metrics.jsonl"; done
-tar czf $OUT/all.tgz -C $O .' EXIT
+tar czf $OUT/all.tgz -C $O .
+last=$(ls -d $R/teacher/checkpoints/step-* 2>/dev/null | tail -1)
+[ -z "$TEACHER_BACK" ] || [ -z "$last" ] || tar czf - -C $R teacher/config.yaml teacher/metrics.jsonl \
+    ${last#$R/}/ema.safetensors ${last#$R/}/model.json ${last#$R/}/config.json ${last#$R/}/state.json |
+    split -b 15m -d - $OUT/teacher.tgz.' EXIT
 if [ -z "$WAIT_ONLY" ]; then
+    rm -f $O/DONE  # a warm machine's earlier stages finished; these have not
     nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
     setsid bash "$0" --stages < /dev/null > $O/stages.log 2>&1 &
 fi

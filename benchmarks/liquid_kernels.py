@@ -265,7 +265,7 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
            depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",),
            cudnn: tuple[str, ...] = ("heuristic",), inductor_layouts: tuple[str, ...] = ("auto",),
-           tunings: tuple[str, ...] = ("default",)) -> None:
+           tunings: tuple[str, ...] = ("default",), norm_kernels: tuple[str, ...] = ("torch",)) -> None:
     """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path,
     layout), with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built,
     its preset at each input, for the same per-kernel view. `layouts`: nchw, and/or nhwc (weights and input
@@ -278,22 +278,26 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     they were 11% faster and cuDNN's transposes cost 10 ms more (results/2026-12-05-unet-layouts-and-curves-h100).
     `tunings`: "default" takes Inductor's heuristic launch configurations, "coordinate" lets it tune each Triton
     kernel's block sizes and warps by coordinate descent (its `coordinate_descent_tuning`; a longer compile), asked
-    for the same GroupNorm kernels."""
+    for the same GroupNorm kernels. `norm_kernels` (the UNet's `kernels` option): "torch" (Inductor's GroupNorms)
+    and/or "triton" (kernels.group_norm: each norm, its scale and SiLU as one opaque op)."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
+    else:
+        norm_kernels = ("-",)  # the UNet's
     env = environment(torch.device("cuda"))
     records = []
     for data, preset in itertools.product(inputs, presets):
         channels, size, classes = INPUTS[data]
-        for mode, depthwise, layout, algo, inductor_layout, tuning in itertools.product(
-                modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings):
+        for mode, depthwise, layout, algo, inductor_layout, tuning, norm in itertools.product(
+                modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings, norm_kernels):
             torch._dynamo.reset()
             inductor_config.coordinate_descent_tuning = tuning == "coordinate"
             torch.backends.cudnn.benchmark = algo == "timed"
             inductor_config.layout_optimization = inductor_layout == "auto"
             torch.cuda.empty_cache()
             torch.manual_seed(0)
-            options = {"kernels": "torch", "depthwise": depthwise} if backbone == "liquid" else {}
+            options = {"kernels": "torch", "depthwise": depthwise} if backbone == "liquid" else (
+                {"kernels": norm} if backbone == "unet" else {})
             model = build_model(backbone, preset, channels, size, classes, **options).cuda().eval()
             flops = forward_flops(model, channels, size, classes) * batch
             x = torch.randn(batch, channels, size, size, device="cuda")
@@ -315,20 +319,20 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             rows, busy = kernel_table(forward)
             record = {"backbone": backbone, "input": data, "preset": preset, "mode": mode, "depthwise": depthwise,
                       "layout": layout, "cudnn": algo, "inductor_layout": inductor_layout, "tuning": tuning,
-                      "batch": batch,
+                      "norm_kernels": norm, "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
                       "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
             append_record(out / "sample.jsonl", record)
             records.append(record)
             print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout} cudnn={algo} "
-                  f"inductor-layout={inductor_layout} tuning={tuning}: {ms:.1f} ms", flush=True)
+                  f"inductor-layout={inductor_layout} tuning={tuning} norm={norm}: {ms:.1f} ms", flush=True)
             print_kernels(rows, 15)
-    print("\ninput preset mode depthwise layout cudnn inductor-layout tuning batch forward_ms img*NFE/s MFU "
+    print("\ninput preset mode depthwise layout cudnn inductor-layout tuning norm batch forward_ms img*NFE/s MFU "
           "compile_s split_ms")
     for r in records:
         print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['cudnn']} "
-              f"{r['inductor_layout']} {r['tuning']} {r['batch']} "
+              f"{r['inductor_layout']} {r['tuning']} {r['norm_kernels']} {r['batch']} "
               f"{r['forward_ms']:.1f} {r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} "
               f"{split_text(r, 1)}")
 
@@ -391,6 +395,9 @@ def main() -> None:
     sa.add_argument("--tunings", nargs="+", default=["default"], choices=["default", "coordinate"],
                     help="Inductor's Triton launch configurations: its heuristics (default) and/or tuned by "
                     "coordinate descent (coordinate)")
+    sa.add_argument("--norm-kernels", nargs="+", default=["torch"], choices=["torch", "triton"],
+                    help="the UNet's GroupNorm paths to time: Inductor's (torch) and/or the fused sampling kernel "
+                    "(triton, kernels.group_norm)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "profile":
@@ -398,7 +405,8 @@ def main() -> None:
                 args.depthwise)
     elif args.command == "sample":
         sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone,
-               tuple(args.layouts), tuple(args.cudnn), tuple(args.inductor_layouts), tuple(args.tunings))
+               tuple(args.layouts), tuple(args.cudnn), tuple(args.inductor_layouts), tuple(args.tunings),
+               tuple(args.norm_kernels))
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)

@@ -1,4 +1,5 @@
-"""Fused Triton kernels for LiquidGen's memory-bound chain, and the choice between them and plain PyTorch.
+"""Fused Triton kernels for LiquidGen's memory-bound chain and the UNet's GroupNorms, and the choice between
+them and plain PyTorch.
 
 A model option `kernels` picks the path:
 - "torch": always the reference PyTorch code (what the fused ops are tested against);
@@ -11,7 +12,12 @@ A model option `kernels` picks the path:
   fused against 2,923 with the reference: torch.compile fuses the reference chain itself, and opaque
   custom ops likely cost it fusions with their neighbours.
 
-The ops modules (`adagn`, `glu`, `blend`; `layout` holds how they read strided operands) import Triton at
+The UNet's `kernels` option picks its GroupNorms' path (`use_norm_kernel`): "triton" runs `group_norm` (norm,
+per-sample affine and SiLU in one kernel, forward only) wherever no gradient is needed - sampling, compiled or
+not - and the reference under autograd; "auto" stays on the reference until the kernel is measured faster
+on a GPU.
+
+The ops modules (`adagn`, `glu`, `blend`, `group_norm`; `layout` holds how they read strided operands) import Triton at
 the top; `fused_ops()` loads them only where it is installed, so CPU-only installs never import it.
 `depthwise` (a depthwise conv for the 7x7 and scan convs) is tested but not used by any path: on an H200 its
 forward + backward took 1.1-2x cuDNN's (benchmarks/results/2026-12-03-memory-and-layout), its weight
@@ -87,12 +93,18 @@ def use_fused(choice: str, x: Tensor) -> bool:
     return HAVE_TRITON and (x.is_cuda or INTERPRET) and not forward_ad_active(x)
 
 
+def use_norm_kernel(choice: str, x: Tensor) -> bool:
+    """Whether a UNet GroupNorm with kernel option `choice` runs the fused forward-only kernel on `x`."""
+    return choice == "triton" and not torch.is_grad_enabled() and not forward_ad_active(x)
+
+
 def fused_ops() -> SimpleNamespace | None:
-    """The fused ops (adagn, gated_gelu, blend), or None where Triton is not installed."""
+    """The fused ops (adagn, gated_gelu, blend, group_norm_act), or None where Triton is not installed."""
     if not HAVE_TRITON:
         return None
     from .adagn import adagn
     from .blend import blend
     from .glu import gated_gelu
+    from .group_norm import group_norm_act
 
-    return SimpleNamespace(adagn=adagn, gated_gelu=gated_gelu, blend=blend)
+    return SimpleNamespace(adagn=adagn, gated_gelu=gated_gelu, blend=blend, group_norm_act=group_norm_act)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..inpainting import concat_input
-from ..kernels import forward_ad_active
+from ..kernels import forward_ad_active, use_norm_kernel
 
 
 class GroupNorm(nn.GroupNorm):
@@ -38,10 +38,28 @@ class GroupNorm(nn.GroupNorm):
     fake-tensor rule for group_norm fails under torch.func.jvp inside torch.compile). Same parameters, same
     numbers; the native kernel everywhere else."""
 
+    kernels = "torch"  # a backbone with a `kernels` option sets it: see `act`
+
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling() and forward_ad_active(x):
             return group_norm_primitives(x, self.num_groups, self.weight, self.bias, self.eps)
         return super().forward(x)
+
+    def act(self, x: Tensor, scale: Tensor | None = None, silu: bool = True) -> Tensor:
+        """SiLU (or nothing) of the norm of x times a per-sample, per-channel `scale` (B, C) if given: in one
+        fused kernel where `kernels` picks it (`kernels.use_norm_kernel`), else as separate operations."""
+        if use_norm_kernel(self.kernels, x):
+            ones = x.new_ones(x.shape[1], dtype=torch.float32)
+            a = (self.weight if self.affine else ones).float().expand(x.shape[0], -1)
+            s = (self.bias if self.affine else ones * 0).float().expand(x.shape[0], -1)
+            if scale is not None:
+                a, s = a * scale, s * scale  # (n(x) gamma + beta) k = n(x) (gamma k) + beta k
+            # torch.ops, not fused_ops(): compiled code reaches the op through it (the choice loaded its module)
+            return torch.ops.liquidgen.group_norm_act(x, a, s, self.num_groups, silu, self.eps)
+        h = self(x)
+        if scale is not None:
+            h = h * scale[:, :, None, None]
+        return F.silu(h) if silu else h
 
 
 def group_norm_primitives(x: Tensor, groups: int, weight: Tensor | None = None, bias: Tensor | None = None,

@@ -12,6 +12,10 @@ Choices that consistency training needs (sCM, Lu & Song 2024, sec. 4):
   which bounds the scale's magnitude whatever c does (sCM's stable time conditioning).
 - A positional time embedding whose scale is an option (`time_scale`), sized for the time range.
 - A `logvar` head on the time features for adaptive loss weighting (on by default here).
+
+Model option `kernels: auto | triton | torch`: "triton" runs each GroupNorm with its scale and SiLU as one
+forward-only Triton kernel while sampling (`liquidgen.kernels.group_norm`); training and "auto" (until that
+kernel is measured faster on a GPU) run the PyTorch operations.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels import check_choice, fused_ops
 from .attention import attention
 from .base import Backbone, GroupNorm, zero_extra_inputs
 
@@ -57,9 +62,9 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.norm2(h) * pixel_norm(1 + self.scale(c))[:, :, None, None]
-        return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
+        h = self.conv1(self.norm1.act(x))
+        h = self.norm2.act(h, scale=pixel_norm(1 + self.scale(c)))
+        return self.skip(x) + self.conv2(self.dropout(h))
 
 
 class SelfAttention(nn.Module):
@@ -74,7 +79,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, ch, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, ch // self.heads, h * w).transpose(-1, -2).unbind(1)
+        q, k, v = self.qkv(self.norm.act(x, silu=False)).reshape(b, 3, self.heads, ch // self.heads, h * w).transpose(-1, -2).unbind(1)
         out = attention(q, k, v).transpose(-1, -2).reshape(b, ch, h, w)
         return x + self.out(out)
 
@@ -95,7 +100,8 @@ class UNet(Backbone):
                  mults: tuple[int, ...] = (1, 2, 2), blocks: int = 2, attention_res: tuple[int, ...] = (7,),
                  heads: int = 4, groups: int = 32, dropout: float = 0.0, time_scale: float = 1000.0,
                  context_dim: int = 0, logvar: bool = True, concat_channels: int = 0, context_mlp: bool = False,
-                 standardize_context: bool = False):
+                 standardize_context: bool = False, kernels: str = "auto"):
+        check_choice(kernels)
         super().__init__(in_channels, input_size, num_classes, cond_dim=4 * width, time_scale=time_scale,
                          context_dim=context_dim, logvar=logvar, concat_channels=concat_channels,
                          context_mlp=context_mlp, standardize_context=standardize_context)
@@ -132,6 +138,11 @@ class UNet(Backbone):
         self.out_conv = nn.Conv2d(ch, self.out_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+        if kernels == "triton":
+            fused_ops()  # registers the op
+        for m in self.modules():
+            if isinstance(m, GroupNorm):
+                m.kernels = kernels
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, context: Tensor | None = None,
                 concat: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
@@ -152,4 +163,4 @@ class UNet(Backbone):
             if i < len(self.upsample):
                 # Nearest upsampling to the skip's exact size, so odd sizes (7 -> 14 -> 28, or 5 -> 9) work.
                 h = self.upsample[i](F.interpolate(h, size=saved[-1].shape[-2:], mode="nearest"))
-        return self.out_conv(F.silu(self.out_norm(h)))
+        return self.out_conv(self.out_norm.act(h))
