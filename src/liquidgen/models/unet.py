@@ -79,7 +79,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, ch, h, w = x.shape
-        q, k, v = self.qkv(self.norm.act(x, silu=False)).reshape(b, 3, self.heads, ch // self.heads, h * w).transpose(-1, -2).unbind(1)
+        qkv = self.qkv(self.norm.act(x, silu=False))
+        q, k, v = qkv.reshape(b, 3, self.heads, ch // self.heads, h * w).transpose(-1, -2).unbind(1)
         out = attention(q, k, v).transpose(-1, -2).reshape(b, ch, h, w)
         return x + self.out(out)
 
