@@ -30,8 +30,11 @@ from liquidgen.train import train
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.device=cpu", "train.sample_every=0",
          "train.ckpt_every=0", "train.log_every=100", "train.keep_checkpoints=1"]
-# Each recipe: overrides of configs/mnist-unet-scm.yaml. "base" is the recipe the screens and the first GPU student
-# ran (the config's lr was 5e-5 until 2026-12-05, 2e-5 since), pinned so that their records stay reproducible.
+# The config's noise density and schedule before 2026-12-06 (p_mean -1 / p_std 1.4 and a cosine since), which every
+# recipe below was written against: applied first, so that the records of earlier screens stay reproducible.
+PINNED = ["objective.options.p_mean=-2.0", "objective.options.p_std=1.6", "optim.schedule=constant"]
+# Each recipe: overrides of configs/mnist-unet-scm.yaml after PINNED. "base" is the recipe the screens and the first
+# GPU student ran (the config's lr was 5e-5 until 2026-12-05, 2e-5 since), pinned for the same reason.
 RECIPES = {
     "base": ["optim.lr=5e-5"],
     "p_mean_-1": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4"],  # sCM's CIFAR-10 density
@@ -57,6 +60,10 @@ RECIPES = {
     # one step starts (sigma 80: P(sigma > 5) is 1.2% under LogNormal(-2, 1.6), 3% under (-1, 1.4))
     "p_mean_-1_lr_2e-5_bf16": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4", "optim.lr=2e-5",
                                "train.precision=bf16", "objective.options.fp32_tangent_only=true"],
+    # the config since 2026-12-06 (results/2026-12-06-scd-schedule-h100): the same with the rate decayed to 0
+    "p_mean_-1_lr_2e-5_bf16_cosine": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
+                                      "optim.lr=2e-5", "train.precision=bf16",
+                                      "objective.options.fp32_tangent_only=true", "optim.schedule=cosine"],
 }
 
 
@@ -120,7 +127,7 @@ def main() -> None:
         keep = [f"train.ckpt_every={args.trajectory}", "train.keep_checkpoints=0"] if args.trajectory else []
         student = stage(name, "mnist-unet-scm.yaml", args.student_steps,
                         [f"objective.options.teacher={teacher}", f"train.init_from={teacher}",
-                         f"train.seed={args.seed}", *RECIPES[recipe], *keep])
+                         f"train.seed={args.seed}", *PINNED, *RECIPES[recipe], *keep])
         for steps in (1, 2, 4):
             score(name, student, "consistency", steps)
         runs = [(name, student)]
@@ -128,7 +135,7 @@ def main() -> None:
             sct = "sct-" + name.removeprefix("scd-")
             runs.append((sct, stage(sct, "mnist-unet-scm.yaml", args.teacher_steps + args.student_steps,
                                     ["objective.options.mode=ct", 'objective.options.teacher=""', 'train.init_from=""',
-                                     f"train.seed={args.seed}", *RECIPES[recipe], *keep])))
+                                     f"train.seed={args.seed}", *PINNED, *RECIPES[recipe], *keep])))
             for steps in (1, 2, 4):
                 score(sct, runs[-1][1], "consistency", steps)
         for name, run in runs if args.trajectory else []:
