@@ -168,3 +168,13 @@ def test_replicated_routes_graph_building_calls_through_ddp():
     with torch.no_grad():
         replica(torch.ones(1, 2))
     assert calls == ["ddp"] and replica.out_features == 2
+
+
+def test_a_cosine_over_the_minutes_keeps_the_processes_in_step(tmp_path):
+    """A time-budgeted cosine reads process 0's training seconds on every process. With each process's own
+    clock the rates, hence the weights, would drift apart and the final checkpoint would refuse to save."""
+    out = tmp_path / "two"
+    liquidgen("train", CONFIG, "--out", str(out), "--set", *SETTINGS, "optim.schedule=cosine", "train.steps=100000",
+              "train.minutes=0.02", "train.sample_every=0", "train.ckpt_every=0", processes=2)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["train_seconds"] >= 1.2 and records[-1]["lr"] < 0.1 * 2e-3

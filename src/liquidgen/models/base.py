@@ -49,9 +49,9 @@ class GroupNorm(nn.GroupNorm):
         """SiLU (or nothing) of the norm of x times a per-sample, per-channel `scale` (B, C) if given: in one
         fused kernel where `kernels` picks it (`kernels.use_norm_kernel`), else as separate operations."""
         if use_norm_kernel(self.kernels, x):
-            ones = x.new_ones(x.shape[1], dtype=torch.float32)
-            a = (self.weight if self.affine else ones).float().expand(x.shape[0], -1)
-            s = (self.bias if self.affine else ones * 0).float().expand(x.shape[0], -1)
+            gamma = self.weight if self.affine else x.new_ones(x.shape[1])
+            beta = self.bias if self.affine else x.new_zeros(x.shape[1])
+            a, s = gamma.float().expand(x.shape[0], -1), beta.float().expand(x.shape[0], -1)
             if scale is not None:
                 a, s = a * scale, s * scale  # (n(x) gamma + beta) k = n(x) (gamma k) + beta k
             # torch.ops, not fused_ops(): compiled code reaches the op through it (the choice loaded its module)
