@@ -21,11 +21,13 @@ if HAVE_TRITON:  # the ops module imports Triton at the top
 needs_fused = pytest.mark.skipif(not HAVE_TRITON or not triton_usable(),
                                  reason="needs Triton with CUDA (or TRITON_INTERPRET=1)")
 
-# (batch, channels, height, width, groups). On a GPU: UNet-28's three widths at 28x28, 14x14 and 7x7 for a
-# guided 2,000-row batch. Under the interpreter: a partial tile of positions, channels that are no power of
-# two, and a group size of 3 (the membership mask, not a reshape, folds channels into groups).
-SHAPES = ([(4000, 64, 28, 28, 32), (4000, 128, 14, 14, 32), (4000, 192, 7, 7, 32)] if ON_GPU else
-          [(3, 64, 7, 7, 32), (2, 12, 5, 3, 4), (2, 96, 9, 9, 32), (2, 6, 4, 4, 2)])
+# (batch, channels, height, width, groups). On a GPU: UNet-28's norms at 28x28, 14x14 and 7x7 (192 and 256: the up
+# path's concatenated skips) for a guided 2,000-row batch. Under the interpreter: powers of two (groups folded by a
+# reshape), a partial tile of positions, channels that are no power of two and a group size of 3 (folded by the
+# membership mask).
+SHAPES = ([(4000, 64, 28, 28, 32), (4000, 192, 28, 28, 32), (4000, 256, 14, 14, 32), (4000, 128, 7, 7, 32)]
+          if ON_GPU else
+          [(3, 64, 7, 7, 32), (2, 256, 3, 3, 32), (2, 12, 5, 3, 4), (2, 96, 9, 9, 32), (2, 6, 4, 4, 2)])
 
 
 def reference(x, a, s, groups, silu, eps=1e-5):

@@ -11,8 +11,8 @@ One program owns one sample and walks its (channels, positions) as [positions, c
 strides, so the NCHW layout and the channels-last one torch.compile gives convolutions both read without a
 copy (each coalesced along its own contiguous axis). Three passes over the sample: channel sums (-> group
 means), centred squares (-> group variances, exact where sum / sum-of-squares cancels), then the output;
-the second and third re-read from L2, not memory. Channels are folded into groups through a
-[channels, channels] membership mask, so any channel count and group size work.
+the second and third re-read from L2, not memory. Channels fold into groups by a reshape where channels and
+group size are powers of two (UNet-28), else through a [channels, channels] membership mask.
 """
 from __future__ import annotations
 
@@ -23,8 +23,13 @@ from torch import Tensor
 
 
 @triton.jit
-def _group_sums(per_channel, c, C, CPG, C_BLOCK: tl.constexpr):
-    """Each channel's group total: sum over c2 in the group of c of per_channel[c2]."""
+def _group_sums(per_channel, c, C, CPG, C_BLOCK: tl.constexpr, GROUP_BLOCK: tl.constexpr):
+    """Each channel's group total: sum over c2 in the group of c of per_channel[c2]. GROUP_BLOCK > 0: the channels
+    fill C_BLOCK in groups of GROUP_BLOCK (both powers of two, as in UNet-28), so a reshape folds them; else a
+    [channels, channels] membership mask does (any count, but C_BLOCK^2 values: slow for wide layers)."""
+    if GROUP_BLOCK > 0:
+        totals = tl.sum(tl.reshape(per_channel, [C_BLOCK // GROUP_BLOCK, GROUP_BLOCK]), axis=1)
+        return tl.reshape(tl.broadcast_to(totals[:, None], [C_BLOCK // GROUP_BLOCK, GROUP_BLOCK]), [C_BLOCK])
     c2 = tl.arange(0, C_BLOCK)
     same = ((c[:, None] // CPG) == (c2[None, :] // CPG)) & (c2[None, :] < C)
     return tl.sum(tl.where(same, per_channel[None, :], 0.0), axis=1)
@@ -32,7 +37,8 @@ def _group_sums(per_channel, c, C, CPG, C_BLOCK: tl.constexpr):
 
 @triton.jit
 def _group_norm_act_fwd(x_ptr, a_ptr, s_ptr, y_ptr, C, HW, CPG, stride_b, stride_c, stride_hw, eps,
-                        SILU: tl.constexpr, C_BLOCK: tl.constexpr, HW_BLOCK: tl.constexpr):
+                        SILU: tl.constexpr, C_BLOCK: tl.constexpr, HW_BLOCK: tl.constexpr,
+                        GROUP_BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     c = tl.arange(0, C_BLOCK)
     hw = tl.arange(0, HW_BLOCK)
@@ -44,7 +50,7 @@ def _group_norm_act_fwd(x_ptr, a_ptr, s_ptr, y_ptr, C, HW, CPG, stride_b, stride
         mask = (start + hw < HW)[:, None] & c_ok[None, :]
         offs = base + (start + hw)[:, None] * stride_hw + c[None, :] * stride_c
         acc += tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    mean = _group_sums(tl.sum(acc, axis=0), c, C, CPG, C_BLOCK) / n
+    mean = _group_sums(tl.sum(acc, axis=0), c, C, CPG, C_BLOCK, GROUP_BLOCK) / n
     acc = tl.zeros([HW_BLOCK, C_BLOCK], tl.float32)
     for start in range(0, HW, HW_BLOCK):
         mask = (start + hw < HW)[:, None] & c_ok[None, :]
@@ -52,7 +58,7 @@ def _group_norm_act_fwd(x_ptr, a_ptr, s_ptr, y_ptr, C, HW, CPG, stride_b, stride
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         d = tl.where(mask, x - mean[None, :], 0.0)
         acc += d * d
-    rstd = 1.0 / tl.sqrt(_group_sums(tl.sum(acc, axis=0), c, C, CPG, C_BLOCK) / n + eps)
+    rstd = 1.0 / tl.sqrt(_group_sums(tl.sum(acc, axis=0), c, C, CPG, C_BLOCK, GROUP_BLOCK) / n + eps)
     w = tl.load(a_ptr + b * C + c, mask=c_ok, other=0.0) * rstd
     shift = tl.load(s_ptr + b * C + c, mask=c_ok, other=0.0) - mean * w
     for start in range(0, HW, HW_BLOCK):
@@ -87,11 +93,12 @@ def group_norm_act(x: Tensor, a: Tensor, s: Tensor, groups: int, silu: bool, eps
     x = _layout(x)
     b, c, h, w = x.shape
     y = torch.empty_like(x)
-    c_block = triton.next_power_of_2(c)
+    c_block, cpg = triton.next_power_of_2(c), c // groups
     hw_block = max(1, min(triton.next_power_of_2(h * w), 4096 // c_block))
-    _group_norm_act_fwd[(b,)](x, a.float().contiguous(), s.float().contiguous(), y, c, h * w, c // groups,
+    group_block = cpg if c == c_block and cpg & (cpg - 1) == 0 else 0
+    _group_norm_act_fwd[(b,)](x, a.float().contiguous(), s.float().contiguous(), y, c, h * w, cpg,
                               x.stride(0), x.stride(1), x.stride(3), eps, SILU=silu, C_BLOCK=c_block,
-                              HW_BLOCK=hw_block, num_warps=4)
+                              HW_BLOCK=hw_block, GROUP_BLOCK=group_block, num_warps=4)
     return y
 
 
