@@ -12,14 +12,15 @@
 #     grids) and as a consistency model at 1, 2 and 4 steps;
 #  2. an sCD student per entry of VARIANTS ("name=few_step.py flags;name=flags"; default "fast=", the config as it
 #     is), each MINUTES (default 7) of distillation from that teacher, scored at 1, 2 and 4 steps and at TRAJECTORY
-#     (default 4) checkpoints, e.g. VARIANTS="pm1=;pm2=--set objective.options.p_mean=-2.0 --set
-#     objective.options.p_std=1.6";
+#     (default 4) checkpoints, e.g. VARIANTS="new=;old=--set objective.options.p_mean=-2.0 --set
+#     objective.options.p_std=1.6 --set optim.schedule=constant" (the config before 2026-12-06 as "old");
 #  3. with SCT=1: sCT from scratch for the teacher's 200 s + MINUTES, with SCT_SET's flags (e.g. "--set
 #     optim.lr=5e-5");
 #  4. the teacher again (GRID=0 skips): cfg 1.25 too, and each sampler and grid at NFE 1, 2, 4, 8 and 50;
 #  5. with PROFILE=1: issue 19's sampling profile (results/2026-12-05-sampling-profile/profile.sh).
-# Device time: about 90 s to start, 300 s for the teacher, per student about 240 s of compilation + MINUTES x 60 s
-# + 60 s of scoring, about 200 s for the teacher's grid, about 250 s for the profile.
+# Device time: 30-180 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s + about 20 s
+# of scoring + its compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each later one, inductor's
+# cache then warm), about 200 s for the teacher's grid, about 250 s for the profile.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 # DRY: few_step.py flags for a CPU dry run of the stages, e.g. DRY="--device cpu --samples 200 --batch 200
 # --teacher-minutes 0.05" with MINUTES=0.05 (and O, R elsewhere)
