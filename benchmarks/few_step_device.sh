@@ -18,9 +18,9 @@
 #     optim.lr=5e-5");
 #  4. the teacher again (GRID=0 skips): cfg 1.25 too, and each sampler and grid at NFE 1, 2, 4, 8 and 50;
 #  5. with PROFILE=1: issue 19's sampling profile (results/2026-12-05-sampling-profile/profile.sh).
-# Device time: 30-180 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s + about 80 s
-# of scoring with TRAJECTORY 3 + its compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each later one, inductor's
-# cache then warm), about 200 s for the teacher's grid, about 250 s for the profile.
+# Device time: 30-180 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s, about 80 s
+# of scoring with TRAJECTORY 3, and its compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each
+# later one, inductor's cache then warm), about 200 s for the teacher's grid, about 250 s for the profile.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 # DRY: few_step.py flags for a CPU dry run of the stages, e.g. DRY="--device cpu --samples 200 --batch 200
 # --teacher-minutes 0.05" with MINUTES=0.05 (and O, R elsewhere)
