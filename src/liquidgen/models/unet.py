@@ -15,7 +15,8 @@ Choices that consistency training needs (sCM, Lu & Song 2024, sec. 4):
 
 Model option `kernels: auto | triton | torch`: "triton" runs each GroupNorm with its scale and SiLU as one
 forward-only Triton kernel while sampling (`liquidgen.kernels.group_norm`); training and "auto" (until that
-kernel is measured faster on a GPU) run the PyTorch operations.
+kernel is measured faster on a GPU) run the PyTorch operations. A loaded run takes this machine's "auto", as
+LiquidGen's kernels do (`spec.load_model`).
 """
 from __future__ import annotations
 
