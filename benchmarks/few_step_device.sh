@@ -29,11 +29,11 @@ R=${R:-/tmp/runs}  # run folders (checkpoints stay on the machine)
 FS="python benchmarks/few_step.py --mnist-root .carry/data --runs $R --out $O/fs ${DRY:-}"
 
 T=${TEACHER:-$R/teacher}
+CARRIED=${TEACHER:+--teacher-run $TEACHER}  # the teacher stages score a carried teacher instead of training one
 
 stages() {
-    # shellcheck disable=SC2046  # no flag, or the flag and its folder
-    $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 $([ -n "$TEACHER" ] &&
-        echo --teacher-run "$TEACHER") > $O/fs/teacher.log 2>&1
+    # shellcheck disable=SC2086  # no flag, or the flag and its folder
+    $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 $CARRIED > $O/fs/teacher.log 2>&1
     IFS=';' read -ra variants <<< "${VARIANTS:-fast=}"
     for entry in "${variants[@]}"; do
         # shellcheck disable=SC2086  # the flags split into words
@@ -43,9 +43,8 @@ stages() {
     # shellcheck disable=SC2086
     [ "${SCT:-0}" = 0 ] || $FS sct --teacher-minutes 3.3333 --distill-minutes "${MINUTES:-7}" --variant fast \
         --trajectory "${TRAJECTORY:-4}" ${SCT_SET:-} > $O/fs/sct.log 2>&1
-    # shellcheck disable=SC2046
-    [ "${GRID:-1}" = 0 ] || $FS teacher --cfg 1 1.25 --teacher-cfg 1.0 $([ -n "$TEACHER" ] &&
-        echo --teacher-run "$TEACHER") > $O/fs/teacher-grid.log 2>&1
+    # shellcheck disable=SC2086
+    [ "${GRID:-1}" = 0 ] || $FS teacher --cfg 1 1.25 --teacher-cfg 1.0 $CARRIED > $O/fs/teacher-grid.log 2>&1
     [ "${PROFILE:-0}" = 0 ] || P=$O/prof bash benchmarks/results/2026-12-05-sampling-profile/profile.sh
     echo finished > $O/DONE
 }
