@@ -346,3 +346,26 @@ def test_profile_step_splits_kernels_by_family_and_ranks_the_slowest(monkeypatch
     assert [k[0] for k in record["top_kernels"]] == ["triton_red_fused_group_norm", "sm90_xmma_gemm_bf16"]
     assert record["top_kernels"][0][1:] == [5, pytest.approx(3.0)]  # calls and ms per step
     assert "top_kernels" not in speed.profile_step(lambda: None, torch.device("cpu"), repeats=2)
+
+
+def test_budgeted_runs_of_one_backbone_in_one_process_compile_static_shapes(tmp_path, monkeypatch):
+    """A study trains its contenders in one process. With dynamic shapes left to torch.compile, the second run of a
+    backbone at another input size recompiled the shared forward with symbolic sizes, and trained 43% slower on an
+    H100 (results/2026-12-06-emoji-guidance-10k-h100). Every graph a budgeted run compiles must be static."""
+    symbolic = []
+
+    def capture(gm, example_inputs):  # records whether a graph has symbolic sizes, then runs it as traced
+        symbolic.append(any(isinstance(s, torch.SymInt) for x in example_inputs if isinstance(x, torch.Tensor)
+                            for s in x.shape) or any(isinstance(x, torch.SymInt) for x in example_inputs))
+        return gm.forward
+
+    compile_ = torch.nn.Module.compile
+
+    def compile_capturing(self, *args, mode=None, **kwargs):  # the same call, with a backend that looks
+        return compile_(self, *args, backend=capture, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_capturing)
+    for size in (8, 16):  # `train` itself, as a notebook calls it twice (train_to_budget also resets the compiler)
+        user = ["train.batch_size=8", f"data.image_size={size}", "train.compile=true"]
+        train(budgeted_config("configs/digits-liquid-tiny.yaml", 0.005, "cpu", user), tmp_path / f"r{size}")
+    assert len(symbolic) >= 2 and not any(symbolic)

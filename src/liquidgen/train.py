@@ -190,7 +190,11 @@ def start_run(config: Config, out: Path, resume: bool = False) -> Run:
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     optimizer = make_optimizer(model, config.optim)
     if tc.compile:
-        model.compile(mode=tc.compile_mode)  # in place: parameter names, the EMA copy and checkpoints are unaffected
+        # In place: parameter names, the EMA copy and checkpoints are unaffected. Static shapes: a run's batches
+        # have one shape, and with dynamic=None a second run of the same backbone in one process (a study's next
+        # contender) recompiled the shared forward with symbolic sizes: LiquidGen-S trained at 1,298 img/s after
+        # its latent twin in one process, 2,270 alone (H100, benchmarks/results/2026-12-06-emoji-guidance-10k-h100).
+        model.compile(mode=tc.compile_mode, dynamic=False)
         if hasattr(objective, "compile_tangent"):  # consistency: its JVP compiled as well
             objective.compile_tangent()
     evaluator = None

@@ -40,6 +40,7 @@ def train_to_budget(config: Config, run: Path) -> dict:
     """Train `config` into `run` until its `train.minutes`, resuming the run if it exists; the summary of
     `training_summary` plus the wall seconds of this call (compilation and resuming included)."""
     t0 = time.perf_counter()
+    torch._dynamo.reset()  # each contender compiles as in a fresh process: no graphs, limits or guards carried over
     train(config, run, resume=Path(run).exists())
     return {**training_summary(run), "wall_s": time.perf_counter() - t0}
 

@@ -3,15 +3,19 @@ y = act((x - mean_g) * rstd_g * a[b, c] + s[b, c]), act = SiLU or identity.
 
 Every GroupNorm of the UNet has this form: the norm's own affine (a = gamma, s = beta), times a per-sample
 conditioning scale where a block has one (a = gamma * k[b], s = beta * k[b]), then SiLU before the next conv.
-Compiled, inductor runs UNet-28's GroupNorms at about 6x their memory bound (14-15 of the 26.2 ms of a
-2,000-row sampling forward on an H100, benchmarks/results/2026-12-05-unet-layouts-and-curves-h100); this
-kernel reads x from memory once and writes y once.
+
+Measured slower than Inductor, so no default path uses it (H100, 2026-12-06,
+benchmarks/results/2026-12-06-unet-norm-kernel-h100): in UNet-28's compiled 2,000-row sampling forward its 41
+calls take 12.0 ms, while Inductor's norm kernels shrank by only 6.2 ms when it took them over (those kernels
+also carry the convolutions' epilogues, which now run apart): 32.8 ms a forward against 26.6. A sample of a wide
+layer (300 KB at 192 x 28 x 28 in bf16) times the programs in flight outgrows L2, so the second and third passes
+below re-read memory; one program per (sample, group), the group held in registers, would read it once.
 
 One program owns one sample and walks its (channels, positions) as [positions, channels] tiles through
 strides, so the NCHW layout and the channels-last one torch.compile gives convolutions both read without a
 copy (each coalesced along its own contiguous axis). Three passes over the sample: channel sums (-> group
-means), centred squares (-> group variances, exact where sum / sum-of-squares cancels), then the output;
-the second and third re-read from L2, not memory. Channels fold into groups by a reshape where channels and
+means), centred squares (-> group variances, exact where sum / sum-of-squares cancels), then the output.
+Channels fold into groups by a reshape where channels and
 group size are powers of two (UNet-28), else through a [channels, channels] membership mask.
 """
 from __future__ import annotations
