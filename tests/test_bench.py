@@ -348,13 +348,13 @@ def test_profile_step_splits_kernels_by_family_and_ranks_the_slowest(monkeypatch
     assert "top_kernels" not in speed.profile_step(lambda: None, torch.device("cpu"), repeats=2)
 
 
-def test_budgeted_runs_of_one_backbone_in_one_process_compile_static_shapes(tmp_path, monkeypatch):
-    """A study trains its contenders in one process. With dynamic shapes left to torch.compile, the second run of a
-    backbone at another input size recompiled the shared forward with symbolic sizes, and trained 43% slower on an
-    H100 (results/2026-12-06-emoji-guidance-10k-h100). Every graph a budgeted run compiles must be static."""
+@pytest.fixture
+def compiled_graphs(monkeypatch) -> list[bool]:
+    """Every graph that `Module.compile` hands its backend from now on, as whether it has symbolic sizes; the graph
+    then runs as traced (no Inductor: fast on a CPU)."""
     symbolic = []
 
-    def capture(gm, example_inputs):  # records whether a graph has symbolic sizes, then runs it as traced
+    def capture(gm, example_inputs):
         symbolic.append(any(isinstance(s, torch.SymInt) for x in example_inputs if isinstance(x, torch.Tensor)
                             for s in x.shape) or any(isinstance(x, torch.SymInt) for x in example_inputs))
         return gm.forward
@@ -365,7 +365,22 @@ def test_budgeted_runs_of_one_backbone_in_one_process_compile_static_shapes(tmp_
         return compile_(self, *args, backend=capture, **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "compile", compile_capturing)
+    return symbolic
+
+
+def test_runs_of_one_backbone_in_one_process_compile_static_shapes(tmp_path, compiled_graphs):
+    """A study trains its contenders in one process. With dynamic shapes left to torch.compile, the second run of a
+    backbone at another input size recompiled the shared forward with symbolic sizes, and trained 43% slower on an
+    H100 (results/2026-12-06-emoji-guidance-10k-h100). Every graph a run compiles must be static."""
     for size in (8, 16):  # `train` itself, as a notebook calls it twice (train_to_budget also resets the compiler)
         user = ["train.batch_size=8", f"data.image_size={size}", "train.compile=true"]
         train(budgeted_config("configs/digits-liquid-tiny.yaml", 0.005, "cpu", user), tmp_path / f"r{size}")
-    assert len(symbolic) >= 2 and not any(symbolic)
+    assert len(compiled_graphs) >= 2 and not any(compiled_graphs)
+
+
+def test_bench_speed_compiles_training_and_sampling_with_static_shapes(tmp_path, compiled_graphs):
+    """`bench speed` times a case's training step, then its sampling at another batch on the same compiled model:
+    the sampling graph must be compiled for its batch, not with a symbolic one."""
+    main(["bench", "speed", "unet:tiny", "--out", str(tmp_path), "--batch", "4", "--mode", "default", "--steps", "1",
+          "--warmup", "1", "--sample-batch", "2", "--sample-steps", "2", "--device", "cpu"])
+    assert len(compiled_graphs) >= 2 and not any(compiled_graphs)

@@ -233,7 +233,7 @@ def time_training(model, batch: int, device: torch.device, steps: int, warmup: i
                                                                          amp=amp)) for i in range(flop_steps)) / 2
     optimizer.zero_grad(set_to_none=True)
     if compile_mode != "eager":
-        model.compile(mode=compile_mode)
+        model.compile(mode=compile_mode, dynamic=False)  # as `train` does
         if hasattr(loss, "compile_tangent"):  # as `train` does: consistency's JVP compiled too
             loss.compile_tangent()
     batches = synthetic_batches(model, batch, device)
@@ -281,7 +281,7 @@ def measure_sampling(case: Case, model, device: torch.device, batch: int, steps:
     pipe = Pipeline(model, spec, "v", SampleConfig(sampler="euler", cfg=1.0), precision="auto", compile="off")
     flops = forward_flops(model, channels, size, classes) if not model.context_dim else None
     if case.compile != "eager":
-        model.compile(mode=case.compile)
+        model.compile(mode=case.compile, dynamic=False)  # a new batch size: recompiled static, not symbolic
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(batch, channels, size, size, generator=g).to(device)
     y = torch.randint(0, classes, (batch,), generator=g).to(device) if classes else None
