@@ -246,3 +246,25 @@ def test_a_checkpoint_trained_with_triton_kernels_loads_without_them(tmp_path):
     pipe = Pipeline.load(ckpt, device="cpu")
     assert pipe.sample(pipe.noise(2), torch.tensor([0, 1])).shape == (2, 1, 8, 8)
 
+
+
+def test_aot_packages_give_the_eager_samples_and_a_new_pipeline_loads_them(tmp_path, monkeypatch):
+    """compile=aot: the first call exports and compiles one AOTInductor package for its batch signature into the
+    checkpoint's aot/ folder (the padded last batch reuses it), samples as the eager network does, and a pipeline
+    loaded afresh (a later process) samples from that package without exporting again."""
+    ckpt = write_checkpoint(tmp_path, CLASSES)
+    eager = Pipeline.load(ckpt, device="cpu", compile="off")
+    noise, labels = eager.noise(5, seed=1), torch.tensor([0, 1, 2, 0, 1])
+    settings = eager.settings.with_(sampler="euler", steps=2, cfg=2.0)
+    want = eager.sample(noise, labels, settings, batch_size=3)
+    got = Pipeline.load(ckpt, device="cpu", compile="aot").sample(noise, labels, settings, batch_size=3)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert len(list((ckpt / "aot" / "ema").glob("forward-*.pt2"))) == 1
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+    monkeypatch.setattr(torch.export, "export", no_export)
+    again = Pipeline.load(ckpt, device="cpu", compile="aot")
+    assert again.compiles(1) and torch.allclose(again.sample(noise, labels, settings, batch_size=3), want, atol=1e-5)
+    with pytest.raises(ValueError, match="aot"):
+        Pipeline(eager.model, eager.spec, eager.prediction, compile="aot")

@@ -133,9 +133,11 @@ def add_sampling_args(p: argparse.ArgumentParser, seed_help: str = "noise seed (
     p.add_argument("--seed", type=SEED_INT, default=0, help=seed_help)
     p.add_argument("--batch", type=COUNT, default=500,
                    help="samples per network call (doubled with guidance); lower it if the GPU runs out of memory")
-    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+    p.add_argument("--compile", choices=["auto", "on", "off", "aot"], default="auto",
                    help="run the network through torch.compile (auto: on CUDA, for jobs of 200,000 samples x "
-                        "steps or more); the first batch then takes longer")
+                        "steps or more; the first batch then takes longer), or aot: through ahead-of-time "
+                        "compiled packages kept in the checkpoint's aot/ folder (built on first use, per batch "
+                        "size; later calls load them without compiling)")
     add_device_arg(p)
 
 

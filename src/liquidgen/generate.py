@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .aot import AOTForward
+from .checkpoint import resolve
 from .config import SampleConfig
 from .distributed import Dist, pick_device
 from .data import chw, read_image
@@ -43,15 +45,19 @@ class Pipeline:
     precision: str = "auto"  # train.precision: bf16 autocast on CUDA unless fp32
     dist: Dist = field(default_factory=Dist)  # under a launcher, rows are split over the processes
     # The samplers call the backbone through torch.compile (`CompiledForward`): on | off | auto (on CUDA, for
-    # backbones without a per-batch solver state, and calls of COMPILE_WORK or more). Batches are then cut
-    # into equal chunks (see `sample`).
+    # backbones without a per-batch solver state, and calls of COMPILE_WORK or more); or through AOTInductor
+    # packages in `aot_folder` (`aot.AOTForward`): aot. Batches are then cut into equal chunks (see `sample`).
     compile: str = "auto"
+    aot_folder: Path | None = None  # where compile=aot keeps its packages: `load` puts them in the checkpoint
 
     def __post_init__(self):
         if self.compile not in COMPILE:
             raise ValueError(f"compile must be one of {', '.join(COMPILE)}, got {self.compile!r}")
+        if self.compile == "aot" and self.aot_folder is None:
+            raise ValueError("compile=aot keeps its packages beside a checkpoint: load the pipeline from one "
+                             "(Pipeline.load) or give aot_folder")
         self.space: LatentSpace = self.spec.latent_space()
-        self._compiled: CompiledForward | None = None
+        self._compiled: CompiledForward | AOTForward | None = None
         self._compiled_shapes: set[tuple] = set()  # `network`'s shape keys of calls that ran compiled
 
     @classmethod
@@ -60,12 +66,12 @@ class Pipeline:
         """A checkpoint folder, or a run folder (its newest checkpoint); EMA weights unless `ema` is False."""
         model, config, spec = load_model(path, ema=ema, device=pick_device(str(device)))
         return cls(model, spec, objective_from(config.objective).prediction, config.sample,
-                   config.train.precision, dist or Dist(), compile)
+                   config.train.precision, dist or Dist(), compile, resolve(path) / "aot" / ("ema" if ema else "model"))
 
     def compiles(self, work: int) -> bool:
         """Whether a call drawing `work` = samples x steps runs the compiled network."""
         if self.compile != "auto":
-            return self.compile == "on"
+            return self.compile in ("on", "aot")
         stateless = not hasattr(self.model, "sampling_state")  # a solver state is Python, not graph, input
         return self.device.type == "cuda" and stateless and work >= COMPILE_WORK
 
@@ -78,7 +84,8 @@ class Pipeline:
         if not (self.compiles(work) or reuse):
             return self.model
         if self._compiled is None:
-            self._compiled = CompiledForward(self.model)
+            self._compiled = (AOTForward(self.model, self.aot_folder, self.precision) if self.compile == "aot"
+                              else CompiledForward(self.model))
         self._compiled_shapes.add(shapes)
         return self._compiled
 
@@ -237,7 +244,7 @@ def _mix(seed: int, step: int, block: int) -> int:
     return (((seed * 1_000_003 + step + 1) * 1_000_003 + block) * 2_654_435_761 + 0x9E3779B97F4A7C15) % 2**63
 
 
-COMPILE = ("auto", "on", "off")
+COMPILE = ("auto", "on", "off", "aot")
 # Samples x steps from which `compile: auto` compiles. Compilation costs about 25-30 s on an H200 from a
 # cold cache and pays back from about 2,000 (LiquidGen-S) to 10,000 (UNet-28) MNIST samples at 50 steps
 # with guidance (benchmarks/results/2026-12-03-host-and-sampling); a training grid of 80 runs eager.

@@ -1,0 +1,78 @@
+"""Sampling forwards compiled ahead of time (AOTInductor), kept on disk beside their checkpoint.
+
+torch.compile traces the network again in every process: by difference about 9 s of a warm `liquidgen sample` of
+UNet-28 on an H200 (benchmarks/results/2026-12-05-sampling-warm). `compile: aot` exports the forward once per input
+signature (torch.export, under the run's autocast), compiles it into an AOTInductor package
+(`torch._inductor.aoti_compile_and_package`) in the checkpoint's `aot/` folder, and every later call, in this
+process or another, loads that package instead: 2.3 s against 5.4 s from a warm torch.compile cache to a first
+output on a CPU (benchmarks/results/2026-12-06-aot-start-cpu). The first call pays the export and the compilation.
+
+A package holds the weights, so it belongs to one checkpoint (and one of its two weight sets); its file name
+carries everything else it depends on: the inputs' names, shapes and dtypes, the precision, the device and the
+torch version. No CUDA graphs: a package runs its kernels from C++, without Python between them.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .runtime import autocast
+
+
+class _Signature(nn.Module):
+    """The backbone's forward over the tensors a sampler passes (None inputs left out), under the run's autocast,
+    which export then records."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...], device: torch.device, precision: str):
+        super().__init__()
+        self.model, self.names, self.device, self.precision = model, names, device, precision
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        inputs = dict(zip(self.names, tensors))
+        with autocast(self.device, self.precision):
+            return self.model(inputs.pop("x"), inputs.pop("t"), inputs.pop("y", None), **inputs)
+
+
+class AOTForward:
+    """A backbone whose forward runs from AOTInductor packages in `folder`, one per input signature, built on first
+    use where missing; every other attribute is the backbone's (as `generate.CompiledForward`)."""
+
+    def __init__(self, model: nn.Module, folder: Path, precision: str):
+        self.model, self.folder, self.precision = model, Path(folder), precision
+        self.loaded: dict[str, object] = {}
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None, **cond: Tensor | None) -> Tensor:
+        inputs = {k: v for k, v in {"x": x, "t": t, "y": y, **cond}.items() if v is not None}
+        path = self.folder / f"{self.key(inputs)}.pt2"
+        run = self.loaded.get(path.name)
+        if run is None:
+            if not path.exists():
+                self.build(inputs, path)
+            run = self.loaded[path.name] = torch._inductor.aoti_load_package(str(path))
+        return run(*inputs.values())
+
+    def key(self, inputs: dict[str, Tensor]) -> str:
+        """What a package depends on besides the weights, hashed into its file name."""
+        device = next(self.model.parameters()).device
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+        parts = [f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in inputs.items()]
+        parts += [f"precision:{self.precision}", f"device:{device.type}:{gpu}", f"torch:{torch.__version__}"]
+        return "forward-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def build(self, inputs: dict[str, Tensor], path: Path) -> None:
+        """Export and compile the forward for `inputs`' signature into `path`, written whole or not at all."""
+        device = next(self.model.parameters()).device
+        signature = _Signature(self.model, tuple(inputs), device, self.precision)
+        with torch.no_grad():
+            program = torch.export.export(signature, tuple(inputs.values()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{os.getpid()}-{path.name}")  # a crash or a second process leaves no half file
+        torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
+        partial.replace(path)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
