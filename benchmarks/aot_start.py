@@ -5,9 +5,10 @@ Inductor cache (results/2026-12-05-sampling-warm, corrected 2026-12-06): Dynamo 
 process. An AOTInductor package (torch.export + `torch._inductor.aoti_compile_and_package`), written once beside a
 run, loads without tracing. This script times, each in a fresh process as a user's call meets it:
 
-- `compile`: torch.compile (mode reduce-overhead, as `CompiledForward` runs a UNet) from an empty cache, then again
-  from the cache the first left (a user's second call);
-- `aot`: export and package (the one-off cost), then a fresh process that loads the package;
+- `compile`: torch.compile as `--compile on` runs it (`generate.CompiledForward`: a UNet whole with CUDA graphs, a
+  block stack one block) from an empty cache, then again from the cache the first left (a user's second call);
+- `aot`: as `--compile aot` runs it (`aot.AOTForward`): export and package (the one-off cost), then a fresh process
+  that loads the package;
 
 each to its first output and then its steady milliseconds per forward, on one fixed batch of `--rows` (a guided
 sampling batch of rows / 2) under the run's bf16 autocast. Class-conditional runs only (x, t, labels).
@@ -27,44 +28,28 @@ from pathlib import Path
 
 
 def one(run: str, mode: str, rows: int, package: str, repeats: int) -> dict:
-    """In this process: the model of `run` at `rows` rows, compiled per `mode` (compile | export | load)."""
+    """In this process: the model of `run` at `rows` rows, as `liquidgen sample` runs it per `mode`: compile
+    (`generate.CompiledForward`), export (`aot.AOTForward` building its package into the folder `package`) or load
+    (the same, finding the package there)."""
     t0 = time.perf_counter()
     import torch
 
-    from liquidgen.generate import Pipeline
+    from liquidgen.aot import AOTForward
+    from liquidgen.generate import CompiledForward, Pipeline
     from liquidgen.runtime import autocast
 
     pipe = Pipeline.load(run, compile="off")
     model, device = pipe.model.eval(), pipe.device
-
-    class Autocast(torch.nn.Module):
-        """The forward as sampling runs it: under the run's autocast, which export then records."""
-
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x, t, y):
-            with autocast(device, pipe.precision):
-                return self.net(x, t, y)
-
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, *pipe.spec.shape, generator=generator).to(device)
     t = torch.rand(rows, generator=generator).to(device)
     y = torch.randint(0, model.num_classes + 1, (rows,), generator=generator).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t1 = time.perf_counter()
-    if mode == "load":
-        fn = torch._inductor.aoti_load_package(package)
-    elif mode == "export":
-        with torch.no_grad():
-            program = torch.export.export(Autocast(model), (x, t, y))
-        fn = torch._inductor.aoti_load_package(torch._inductor.aoti_compile_and_package(program,
-                                                                                     package_path=package))
-    else:
-        fn = torch.compile(Autocast(model), mode="reduce-overhead" if device.type == "cuda" else "default",
-                           dynamic=False)
-    with torch.no_grad():
+    fn = CompiledForward(model) if mode == "compile" else AOTForward(model, Path(package), pipe.precision)
+    if mode == "load" and not any(Path(package).glob("*.pt2")):
+        raise SystemExit(f"no package in {package}: run the export mode first")
+    with torch.no_grad(), autocast(device, pipe.precision):
         out = fn(x, t, y)
         sync()
         t2 = time.perf_counter()
@@ -76,7 +61,7 @@ def one(run: str, mode: str, rows: int, package: str, repeats: int) -> dict:
             fn(x, t, y)
         sync()
         t4 = time.perf_counter()
-        ref = Autocast(model)(x, t, y)
+        ref = model(x, t, y)
     return {"mode": mode, "rows": rows, "device": str(device), "import_load_s": t1 - t0,
             "to_first_output_s": t2 - t1, "warmup_s": t3 - t2, "forward_ms": (t4 - t3) / repeats * 1e3,
             "rel_diff_vs_eager": float((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12))}
@@ -101,13 +86,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed forwards after the warm-up")
     p.add_argument("--out", required=True, help="results folder (aot_start.jsonl), or - to print only")
     p.add_argument("--one", choices=["compile", "export", "load"], help="internal: one mode in this process")
-    p.add_argument("--package", help="internal: the AOTInductor package's path")
+    p.add_argument("--package", help="internal: the folder of the AOTInductor package")
     args = p.parse_args()
     if args.one:
         print(json.dumps(one(args.run, args.one, args.rows, args.package, args.repeats)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        package, records = str(Path(tmp) / "model.pt2"), []
+        package, records = str(Path(tmp) / "aot"), []
         for label, mode, cache in (("torch.compile, empty cache", "compile", "compile-cache"),
                                    ("torch.compile, warm cache", "compile", "compile-cache"),
                                    ("AOTInductor export + package (once)", "export", "aot-cache"),
