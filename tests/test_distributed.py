@@ -157,6 +157,7 @@ def test_one_process_is_the_identity():
     assert dist.wrap(model, probe=lambda m: pytest.fail("no probe without DDP")) is model
     assert dist.map_rows(lambda rows: torch.arange(10)[rows] * 2, 10).tolist() == list(range(0, 20, 2))
     assert dist.any(True, False, device=torch.device("cpu")) == [True, False]
+    assert dist.any_and_main(False, True, value=2.5, device=torch.device("cpu")) == ([False, True], 2.5)
     assert dist.identical(model, torch.device("cpu"))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import re
 from collections.abc import Callable
@@ -149,19 +150,18 @@ class Dist:
 
     def any(self, *flags: bool, device: torch.device) -> list[bool]:
         """Per flag: whether it is set on any process (so that all stop, or all save, at the same step)."""
-        if self.world == 1:
-            return list(flags)
-        t = torch.tensor([float(f) for f in flags], device=device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return [bool(v) for v in t.tolist()]
+        return self.any_and_main(*flags, value=0.0, device=device)[0]
 
-    def share(self, value: float, device: torch.device) -> float:
-        """Process 0's `value` on every process (a clock that must read the same everywhere)."""
+    def any_and_main(self, *flags: bool, value: float, device: torch.device) -> tuple[list[bool], float]:
+        """`any(*flags)`, and process 0's `value` on every process (a clock that must read the same everywhere),
+        in one all-reduce: the training step's only collective besides DDP's gradients."""
         if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=device)
-        torch.distributed.broadcast(t, src=0)
-        return t.item()
+            return list(flags), value
+        # MAX over [flags..., value on process 0 and -inf elsewhere]
+        t = torch.tensor([*map(float, flags), value if self.main else -math.inf], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        *got, main = t.tolist()
+        return [bool(v) for v in got], main
 
     def barrier(self) -> None:
         if self.world > 1:

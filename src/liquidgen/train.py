@@ -411,13 +411,13 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
             window.seconds += seconds
             if step > start:  # the first step after a (re)start compiles and warms up: not budgeted
                 state["train_seconds"] += seconds
-            if timed_schedule:  # the next step's learning rate follows process 0's clock on every process
-                run.clock.seconds = dist.share(state["train_seconds"], run.device)
             # All processes must stop and save at the same step: a signal may reach only some of them,
             # and the clocks are process 0's.
-            stopping, out_of_time, timed = dist.any(
+            (stopping, out_of_time, timed), clock = dist.any_and_main(
                 stop.signal is not None, dist.main and budget > 0 and state["train_seconds"] >= budget,
-                dist.main and state["train_seconds"] >= next_timed, device=run.device)
+                dist.main and state["train_seconds"] >= next_timed, value=state["train_seconds"], device=run.device)
+            if timed_schedule:  # the next step's learning rate follows process 0's clock on every process
+                run.clock.seconds = clock
             last = done == tc.steps or out_of_time or stopping
             saving = (tc.ckpt_every and done % tc.ckpt_every == 0) or last or timed
             if done % tc.log_every == 0 or saving:
