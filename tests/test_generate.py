@@ -268,3 +268,7 @@ def test_aot_packages_give_the_eager_samples_and_a_new_pipeline_loads_them(tmp_p
     assert again.compiles(1) and torch.allclose(again.sample(noise, labels, settings, batch_size=3), want, atol=1e-5)
     with pytest.raises(ValueError, match="aot"):
         Pipeline(eager.model, eager.spec, eager.prediction, compile="aot")
+    (tmp_path / "a-file").write_text("")
+    blocked = Pipeline(eager.model, eager.spec, eager.prediction, compile="aot", aot_folder=tmp_path / "a-file" / "aot")
+    with pytest.raises(OSError, match="cannot be written"):
+        blocked.sample(noise, labels, settings, batch_size=3)

@@ -65,11 +65,17 @@ class AOTForward:
 
     def build(self, inputs: dict[str, Tensor], path: Path) -> None:
         """Export and compile the forward for `inputs`' signature into `path`, written whole or not at all."""
+        try:  # before the export, which takes as long as compiling
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(path.parent, os.W_OK):
+                raise PermissionError(path.parent)
+        except OSError as e:
+            raise OSError(f"compile=aot writes its package into {path.parent}, which cannot be written ({e}): copy "
+                          "the checkpoint somewhere writable, or use compile=on") from e
         device = next(self.model.parameters()).device
         signature = _Signature(self.model, tuple(inputs), device, self.precision)
         with torch.no_grad():
             program = torch.export.export(signature, tuple(inputs.values()))
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{os.getpid()}-{path.name}")  # a crash or a second process leaves no half file
         torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
         partial.replace(path)
