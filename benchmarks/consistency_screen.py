@@ -64,6 +64,11 @@ RECIPES = {
     "p_mean_-1_lr_2e-5_bf16_cosine": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
                                       "optim.lr=2e-5", "train.precision=bf16",
                                       "objective.options.fp32_tangent_only=true", "optim.schedule=cosine"],
+    # the decay steadied the end (results/2026-12-06-consistency-screen-density): does it allow a higher peak rate,
+    # which at a constant rate swung (lr 5e-5 in the first screens)?
+    "p_mean_-1_lr_5e-5_bf16_cosine": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
+                                      "optim.lr=5e-5", "train.precision=bf16",
+                                      "objective.options.fp32_tangent_only=true", "optim.schedule=cosine"],
 }
 
 
