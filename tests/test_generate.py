@@ -266,6 +266,10 @@ def test_aot_packages_give_the_eager_samples_and_a_new_pipeline_loads_them(tmp_p
     monkeypatch.setattr(torch.export, "export", no_export)
     again = Pipeline.load(ckpt, device="cpu", compile="aot")
     assert again.compiles(1) and torch.allclose(again.sample(noise, labels, settings, batch_size=3), want, atol=1e-5)
+    import liquidgen.aot as aot
+    monkeypatch.setattr(aot, "_source_digest", lambda: "changed")  # liquidgen's code changed: the package is stale
+    with pytest.raises(AssertionError, match="exported again"):
+        Pipeline.load(ckpt, device="cpu", compile="aot").sample(noise, labels, settings, batch_size=3)
     with pytest.raises(ValueError, match="aot"):
         Pipeline(eager.model, eager.spec, eager.prediction, compile="aot")
     (tmp_path / "a-file").write_text("")

@@ -8,11 +8,13 @@ process or another, loads that package instead: 2.3 s against 5.4 s from a warm 
 output on a CPU (benchmarks/results/2026-12-06-aot-start-cpu). The first call pays the export and the compilation.
 
 A package holds the weights, so it belongs to one checkpoint (and one of its two weight sets); its file name
-carries everything else it depends on: the inputs' names, shapes and dtypes, the precision, the device and the
-torch version. No CUDA graphs: a package runs its kernels from C++, without Python between them.
+carries everything else it depends on: the inputs' names, shapes and dtypes, the precision, the device, the torch
+version and liquidgen's own source (a package built before a change to a model's code is not reused after it). No
+CUDA graphs: a package runs its kernels from C++, without Python between them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -21,6 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from .runtime import autocast
+
+
+@functools.cache
+def _source_digest() -> str:
+    """A digest of liquidgen's Python source, read once per process."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 class _Signature(nn.Module):
@@ -60,7 +71,8 @@ class AOTForward:
         device = next(self.model.parameters()).device
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
         parts = [f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in inputs.items()]
-        parts += [f"precision:{self.precision}", f"device:{device.type}:{gpu}", f"torch:{torch.__version__}"]
+        parts += [f"precision:{self.precision}", f"device:{device.type}:{gpu}", f"torch:{torch.__version__}",
+                  f"source:{_source_digest()}"]
         return "forward-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def build(self, inputs: dict[str, Tensor], path: Path) -> None:
