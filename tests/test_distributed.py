@@ -111,8 +111,8 @@ def test_sampling_and_evaluation_are_shared_and_gathered(runs, tmp_path):
     files = {}
     for processes in (1, 2):
         files[processes] = tmp_path / f"samples-{processes}.npz"
-        liquidgen("sample", str(two), "--num-samples", "7", "--labels", "3", "--out", str(files[processes]), "--device", "cpu",
-                  processes=processes)  # 7 rows: shares of 3 and 4
+        liquidgen("sample", str(two), "--num-samples", "7", "--labels", "3", "--out", str(files[processes]),
+                  "--device", "cpu", processes=processes)  # 7 rows: shares of 3 and 4
     one, both = np.load(files[1]), np.load(files[2])
     assert both["images"].shape == (7, 8, 8, 1) and both["labels"].tolist() == [3] * 7
     # the same rows, in batches of other sizes: equal up to a rounding step of the uint8 pixels
