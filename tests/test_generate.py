@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+import liquidgen.aot
 from liquidgen import checkpoint as ckpt_io
 from liquidgen.config import ConfigError, SampleConfig, load_config
 from liquidgen.generate import CompiledForward, Pipeline
@@ -247,7 +248,6 @@ def test_a_checkpoint_trained_with_triton_kernels_loads_without_them(tmp_path):
     assert pipe.sample(pipe.noise(2), torch.tensor([0, 1])).shape == (2, 1, 8, 8)
 
 
-
 def test_aot_packages_give_the_eager_samples_and_a_new_pipeline_loads_them(tmp_path, monkeypatch):
     """compile=aot: the first call exports and compiles one AOTInductor package for its batch signature into the
     checkpoint's aot/ folder (the padded last batch reuses it), samples as the eager network does, and a pipeline
@@ -266,8 +266,7 @@ def test_aot_packages_give_the_eager_samples_and_a_new_pipeline_loads_them(tmp_p
     monkeypatch.setattr(torch.export, "export", no_export)
     again = Pipeline.load(ckpt, device="cpu", compile="aot")
     assert again.compiles(1) and torch.allclose(again.sample(noise, labels, settings, batch_size=3), want, atol=1e-5)
-    import liquidgen.aot as aot
-    monkeypatch.setattr(aot, "_source_digest", lambda: "changed")  # liquidgen's code changed: the package is stale
+    monkeypatch.setattr(liquidgen.aot, "_source_digest", lambda: "changed")  # a code change: the package is stale
     with pytest.raises(AssertionError, match="exported again"):
         Pipeline.load(ckpt, device="cpu", compile="aot").sample(noise, labels, settings, batch_size=3)
     with pytest.raises(ValueError, match="aot"):
