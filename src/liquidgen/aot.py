@@ -54,16 +54,17 @@ class AOTForward:
 
     def __init__(self, model: nn.Module, folder: Path, precision: str):
         self.model, self.folder, self.precision = model, Path(folder), precision
-        self.loaded: dict[str, object] = {}
+        self.loaded: dict[tuple, object] = {}  # by the inputs' names, shapes and dtypes: no hashing per call
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None, **cond: Tensor | None) -> Tensor:
         inputs = {k: v for k, v in {"x": x, "t": t, "y": y, **cond}.items() if v is not None}
-        path = self.folder / f"{self.key(inputs)}.pt2"
-        run = self.loaded.get(path.name)
+        signature = tuple((k, v.shape, v.dtype) for k, v in inputs.items())
+        run = self.loaded.get(signature)
         if run is None:
+            path = self.folder / f"{self.key(inputs)}.pt2"
             if not path.exists():
                 self.build(inputs, path)
-            run = self.loaded[path.name] = torch._inductor.aoti_load_package(str(path))
+            run = self.loaded[signature] = torch._inductor.aoti_load_package(str(path))
         return run(*inputs.values())
 
     def key(self, inputs: dict[str, Tensor]) -> str:

@@ -65,8 +65,9 @@ class Pipeline:
              dist: Dist | None = None, compile: str = "auto") -> Pipeline:
         """A checkpoint folder, or a run folder (its newest checkpoint); EMA weights unless `ema` is False."""
         model, config, spec = load_model(path, ema=ema, device=pick_device(str(device)))
+        aot = resolve(path) / "aot" / ("ema" if ema else "model") if compile == "aot" else None
         return cls(model, spec, objective_from(config.objective).prediction, config.sample,
-                   config.train.precision, dist or Dist(), compile, resolve(path) / "aot" / ("ema" if ema else "model"))
+                   config.train.precision, dist or Dist(), compile, aot)
 
     def compiles(self, work: int) -> bool:
         """Whether a call drawing `work` = samples x steps runs the compiled network."""

@@ -379,7 +379,6 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
     state = restore(run, resume)
     start, dist = state["step"], run.dist
     run.clock.seconds = state["train_seconds"]
-    timed_schedule = config.optim.schedule == "cosine" and tc.minutes > 0
     # What the training step calls: DDP with several processes, after a probe step on the bare model.
     net = dist.wrap(run.model, lambda bare: accumulate_gradients(
         bare, run.objective, run.batches, start, tc.grad_accum, run.label_dropout, tc.caption_dropout, run.amp,
@@ -413,11 +412,10 @@ def train_loop(config: Config, out_dir: Path, resume: bool) -> Path:
                 state["train_seconds"] += seconds
             # All processes must stop and save at the same step: a signal may reach only some of them,
             # and the clocks are process 0's.
-            (stopping, out_of_time, timed), clock = dist.any_and_main(
+            # The next step's learning rate (a cosine over train.minutes) follows process 0's clock as well.
+            (stopping, out_of_time, timed), run.clock.seconds = dist.any_and_main(
                 stop.signal is not None, dist.main and budget > 0 and state["train_seconds"] >= budget,
                 dist.main and state["train_seconds"] >= next_timed, value=state["train_seconds"], device=run.device)
-            if timed_schedule:  # the next step's learning rate follows process 0's clock on every process
-                run.clock.seconds = clock
             last = done == tc.steps or out_of_time or stopping
             saving = (tc.ckpt_every and done % tc.ckpt_every == 0) or last or timed
             if done % tc.log_every == 0 or saving:
