@@ -3,6 +3,8 @@
 # from an empty compile cache, then a second from the cache it left) against AOTInductor packages (`--compile aot`:
 # the first call exports and writes the package into the checkpoint's aot/ folder, the second loads it), for
 # LiquidGen-S (patch 4) and UNet-28. Carry .carry/data/MNIST. Speed does not depend on training: 1-step runs.
+# Run 2026-12-06 on an H100 with torch 2.11.0+cu130: the aot calls crashed loading the package (as every CUDA package
+# does with that build: results/2026-12-06-aot-cuda-h100); they now stop with liquidgen's error instead.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee $OUT/device.txt
 R=/tmp/r; L="data.root=.carry/data train.steps=1 train.sample_every=0 train.ckpt_every=0 train.log_every=1"

@@ -257,9 +257,20 @@ def test_aot_packages_give_the_eager_samples_and_a_new_pipeline_loads_them(tmp_p
     noise, labels = eager.noise(5, seed=1), torch.tensor([0, 1, 2, 0, 1])
     settings = eager.settings.with_(sampler="euler", steps=2, cfg=2.0)
     want = eager.sample(noise, labels, settings, batch_size=3)
+    probe = liquidgen.aot._LOAD_PROBE
+    # a torch build whose loader crashes (as CUDA packages did on an H100 with torch 2.11): an error, not a crash
+    monkeypatch.setattr(liquidgen.aot, "_LOAD_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(RuntimeError, match="exit code -11.*compile=on"):
+        Pipeline.load(ckpt, device="cpu", compile="aot").sample(noise, labels, settings, batch_size=3)
+    packages = list((ckpt / "aot" / "ema").glob("forward-*.pt2"))
+    assert len(packages) == 1 and not list((ckpt / "aot" / "ema").glob("*.ok"))
+    monkeypatch.setattr(liquidgen.aot, "_LOAD_PROBE", probe)
     got = Pipeline.load(ckpt, device="cpu", compile="aot").sample(noise, labels, settings, batch_size=3)
     assert torch.allclose(got, want, atol=1e-5)
-    assert len(list((ckpt / "aot" / "ema").glob("forward-*.pt2"))) == 1
+    assert list((ckpt / "aot" / "ema").glob("forward-*.pt2")) == packages  # built once, the failed check kept it
+    assert packages[0].with_name(packages[0].name + ".ok").exists()
+    # once a package has loaded, no child process checks it again
+    monkeypatch.setattr(liquidgen.aot, "_LOAD_PROBE", "raise SystemExit(1)")
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")

@@ -11,12 +11,19 @@ A package holds the weights, so it belongs to one checkpoint (and one of its two
 carries everything else it depends on: the inputs' names, shapes and dtypes, the precision, the device, the torch
 version and liquidgen's own source (a package built before a change to a model's code is not reused after it). No
 CUDA graphs: a package runs its kernels from C++, without Python between them.
+
+Some torch builds crash (a segmentation fault, nothing to catch) loading AOTInductor packages: on an H100 with torch
+2.11.0+cu130 every CUDA package did, a lone nn.Linear's too (benchmarks/results/2026-12-06-aot-cuda-h100). So a
+package is first loaded in a child process; only after that succeeds (remembered by a `.ok` file beside it) does this
+process load it, and a crash becomes an error that names the way out instead of a lost sampling job.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -32,6 +39,26 @@ def _source_digest() -> str:
     for file in sorted(Path(__file__).parent.rglob("*.py")):
         digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+# What the child process runs to find out whether loading `sys.argv[1]` crashes this torch build.
+_LOAD_PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
+
+
+def check_loads(path: Path) -> None:
+    """Raise a RuntimeError if loading the package at `path` crashes a child process; pass at once where it loaded
+    before (its `.ok` file)."""
+    ok = path.with_name(path.name + ".ok")
+    if ok.exists():
+        return
+    child = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(path)], capture_output=True, text=True)
+    if child.returncode != 0:
+        said = (child.stderr.strip().splitlines() or ["nothing on stderr"])[-1]
+        raise RuntimeError(f"torch {torch.__version__} could not load the AOTInductor package {path} in a test "
+                           f"process (exit code {child.returncode}; a negative code is the signal that killed it, "
+                           f"-11 a segmentation fault; its last words: {said}). This process would have failed the "
+                           "same way: use compile=on (torch.compile) here, or another torch build for compile=aot.")
+    ok.touch()
 
 
 class _Signature(nn.Module):
@@ -64,6 +91,7 @@ class AOTForward:
             path = self.folder / f"{self.key(inputs)}.pt2"
             if not path.exists():
                 self.build(inputs, path)
+            check_loads(path)
             run = self.loaded[signature] = torch._inductor.aoti_load_package(str(path))
         return run(*inputs.values())
 
