@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:  # matplotlib is imported where a chart is drawn: it costs every CLI call 0.2 s otherwise
+    from matplotlib.figure import Figure
 
 __all__ = ["image_grid", "save_grid", "save_gif", "plot_curves", "curves_figure", "plot_metrics_jsonl",
            "plot_bars", "bars_figure"]
@@ -161,12 +163,17 @@ def _ema(y: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
-class _LogLabels(LogFormatter):
-    """matplotlib's choice of which log ticks to label (minor ones only on short ranges), printed as plain
-    numbers ("60", "0.001", "1e-06"): easier to read off than its default "6x10^1" and "10^-3"."""
+@functools.cache
+def _log_labels() -> type:
+    """A LogFormatter (made on first use, as matplotlib is imported then) keeping matplotlib's choice of which log
+    ticks to label (minor ones only on short ranges), printed as plain numbers ("60", "0.001", "1e-06"): easier to
+    read off than its default "6x10^1" and "10^-3"."""
+    from matplotlib.ticker import LogFormatter
 
-    def __call__(self, x: float, pos: int | None = None) -> str:
-        return f"{x:.6g}" if super().__call__(x, pos) else ""
+    class LogLabels(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:.6g}" if super().__call__(x, pos) else ""
+    return LogLabels
 
 
 def curves_figure(series: Series, title: str = "", xlabel: str = "step", ylabel: str = "", logy: bool = False,
@@ -177,6 +184,8 @@ def curves_figure(series: Series, title: str = "", xlabel: str = "step", ylabel:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
     if smooth and gaps:
         raise ValueError("smooth and gaps do not go together: the EMA runs over joined points")
+    from matplotlib.figure import Figure
+
     curves = [(name, *_clean(name, x, y, logy, logx, gaps)) for name, (x, y) in series.items()]
     fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
@@ -184,8 +193,8 @@ def curves_figure(series: Series, title: str = "", xlabel: str = "step", ylabel:
            yscale="log" if logy else "linear")
     for axis, log in ((ax.xaxis, logx), (ax.yaxis, logy)):
         if log:
-            axis.set_major_formatter(_LogLabels())
-            axis.set_minor_formatter(_LogLabels(labelOnlyBase=False))
+            axis.set_major_formatter(_log_labels()())
+            axis.set_minor_formatter(_log_labels()(labelOnlyBase=False))
     ax.grid(True, color="#e6e6e6")
     ax.set_axisbelow(True)
     for i, (name, x, y) in enumerate(curves):
@@ -246,6 +255,8 @@ def plot_metrics_jsonl(metrics_path: str | Path, out_path: str | Path, keys: Seq
 
 def bars_figure(bars: Mapping[str, float], title: str = "", xlabel: str = "", width: int = 800) -> Figure:
     """The Figure that `plot_bars` saves (see there)."""
+    from matplotlib.figure import Figure
+
     labels = list(bars)
     values = [v if math.isfinite(v := float(bars[k])) else 0.0 for k in labels]
     height = 1.0 + 0.35 * max(len(labels), 1) + 0.3 * bool(title) + 0.3 * bool(xlabel)  # inches, grows with bars
