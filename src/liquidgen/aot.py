@@ -45,10 +45,15 @@ def _source_digest() -> str:
 _LOAD_PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
 
 
+def _loaded_once(path: Path) -> Path:
+    """The file whose presence says that the package at `path` loaded in a child process."""
+    return path.with_name(path.name + ".ok")
+
+
 def check_loads(path: Path) -> None:
     """Raise a RuntimeError if loading the package at `path` crashes a child process; pass at once where it loaded
     before (its `.ok` file)."""
-    ok = path.with_name(path.name + ".ok")
+    ok = _loaded_once(path)
     if ok.exists():
         return
     child = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(path)], capture_output=True, text=True)
@@ -119,6 +124,7 @@ class AOTForward:
             program = torch.export.export(signature, tuple(inputs.values()))
         partial = path.with_name(f".{os.getpid()}-{path.name}")  # a crash or a second process leaves no half file
         torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
+        _loaded_once(path).unlink(missing_ok=True)  # a new package is checked anew
         partial.replace(path)
 
     def __getattr__(self, name: str):
