@@ -69,6 +69,12 @@ RECIPES = {
     "p_mean_-1_lr_5e-5_bf16_cosine": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
                                       "optim.lr=5e-5", "train.precision=bf16",
                                       "objective.options.fp32_tangent_only=true", "optim.schedule=cosine"],
+    # Adam's second moment over ~100 steps instead of ~1,000 (EDM2's beta2 0.99): the gradient's scale moves while the
+    # tangent warms up and the target follows the student, which a long average tracks late
+    "p_mean_-1_lr_2e-5_bf16_cosine_beta2_0.99": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
+                                                 "optim.lr=2e-5", "train.precision=bf16",
+                                                 "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
+                                                 "optim.betas=[0.9, 0.99]"],
 }
 
 
