@@ -75,6 +75,12 @@ RECIPES = {
                                                  "optim.lr=2e-5", "train.precision=bf16",
                                                  "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
                                                  "optim.betas=[0.9, 0.99]"],
+    # the tangent's warm-up over 250 steps instead of 1,000: a quarter of a 4,000-step run (a fifth of a 3-minute GPU
+    # run) trains toward a partial target
+    "p_mean_-1_lr_2e-5_bf16_cosine_warmup_250": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
+                                                 "optim.lr=2e-5", "train.precision=bf16",
+                                                 "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
+                                                 "objective.options.tangent_warmup=250"],
 }
 
 
