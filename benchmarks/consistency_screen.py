@@ -81,6 +81,11 @@ RECIPES = {
                                                  "optim.lr=2e-5", "train.precision=bf16",
                                                  "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
                                                  "objective.options.tangent_warmup=250"],
+    # and the other way: 2,000 steps, half of a 4,000-step run
+    "p_mean_-1_lr_2e-5_bf16_cosine_warmup_2000": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
+                                                  "optim.lr=2e-5", "train.precision=bf16",
+                                                  "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
+                                                  "objective.options.tangent_warmup=2000"],
 }
 
 
