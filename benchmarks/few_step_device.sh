@@ -18,6 +18,7 @@
 #     optim.lr=5e-5");
 #  4. the teacher again (GRID=0 skips): cfg 1.25 too, and each sampler and grid at NFE 1, 2, 4, 8 and 50;
 #  5. with PROFILE=1: issue 19's sampling profile (results/2026-12-05-sampling-profile/profile.sh).
+# TEACH=0 skips stage 1 and SCD=0 stage 2 (e.g. sCT alone: TEACH=0 SCD=0 SCT=1 GRID=0).
 # Device time: 30-180 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s, about 80 s
 # of scoring with TRAJECTORY 3, and its compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each
 # later one, inductor's cache then warm), about 200 s for the teacher's grid, about 250 s for the profile.
@@ -33,8 +34,9 @@ CARRIED=${TEACHER:+--teacher-run $TEACHER}  # the teacher stages score a carried
 
 stages() {
     # shellcheck disable=SC2086  # no flag, or the flag and its folder
-    $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 $CARRIED > $O/fs/teacher.log 2>&1
+    [ "${TEACH:-1}" = 0 ] || $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 $CARRIED > $O/fs/teacher.log 2>&1
     IFS=';' read -ra variants <<< "${VARIANTS:-fast=}"
+    [ "${SCD:-1}" = 1 ] || variants=()
     for entry in "${variants[@]}"; do
         # shellcheck disable=SC2086  # the flags split into words
         $FS scd --teacher-run "$T" --teacher-cfg 1.0 --distill-minutes "${MINUTES:-7}" \
