@@ -114,6 +114,9 @@ def main() -> None:
                         "the teacher's and the student's steps together: consistency training at sCD's total cost")
     parser.add_argument("--trajectory", type=int, default=0, help="students checkpoint every this many steps, each "
                         "scored at 2 steps with EMA and raw weights (0: the final checkpoint only)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override of every stage "
+                        "(teacher, students, sCT), e.g. model.options.time_scale=1: a screen folder trains its teacher "
+                        "once, so give each such screen its own --out")
     parser.add_argument("--seed", type=int, default=0, help="the students' train.seed (a replicate: runs and "
                         "records named -seedN; the teacher is shared)")
     args = parser.parse_args()
@@ -129,7 +132,8 @@ def main() -> None:
         run = out / name
         if not (run / "checkpoints").exists():
             train(load_config(ROOT / "configs" / config_file,
-                              [*SMALL, f"train.steps={steps}", f"train.batch_size={args.batch}", *overrides]), run)
+                              [*SMALL, f"train.steps={steps}", f"train.batch_size={args.batch}", *args.set,
+                               *overrides]), run)
         return run
 
     def score(name: str, run: Path, sampler: str, steps: int, ema: bool = True, ckpt: Path | None = None) -> None:
