@@ -214,6 +214,14 @@ def test_init_from_needs_the_same_architecture(teacher, tmp_path):
         train(config, tmp_path)
 
 
+def test_init_from_needs_the_same_time_scale(teacher):
+    """time_scale is no weight's shape: a student embedding time at another scale than its teacher would load every
+    weight and read every time wrongly, so init_from refuses it and names the setting."""
+    init_weights(build_model("unet", "tiny", 1, 8, 10), teacher)  # both at the default scale
+    with pytest.raises(ValueError, match=r"time_scale 1000, this model at 1; set model.options.time_scale=1000"):
+        init_weights(build_model("unet", "tiny", 1, 8, 10, time_scale=1.0), teacher)
+
+
 def test_tf32_applies_inside_the_consistency_loss_only():
     """`tf32: true` changes the fp32 matmul precision for the loss and restores the process's afterwards (on a CPU
     it changes nothing numerically here: the loss is the same)."""

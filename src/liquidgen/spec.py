@@ -3,6 +3,7 @@ and the backbone rebuilt from a checkpoint."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,20 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     return model.to(device).eval(), config, spec
 
 
+def check_time_scale(model: nn.Module, model_json: dict, ckpt: Path) -> None:
+    """`time_scale` changes what the weights compute without changing a shape, so check_fits cannot see it: a
+    student started from a teacher embedded at another scale would read every time wrongly, and train from a
+    broken start without an error."""
+    own = getattr(getattr(model, "time_embed", None), "scale", None)
+    if own is None:
+        return
+    default = inspect.signature(type(model)).parameters.get("time_scale")
+    theirs = model_json.get("options", {}).get("time_scale", default.default if default else own)
+    if float(theirs) != float(own):
+        raise ValueError(f"train.init_from: {ckpt} embeds time at time_scale {theirs:g}, this model at {own:g}; set "
+                         f"model.options.time_scale={theirs:g} to start from it")
+
+
 def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
     """Start `model` from another run's weights (fine-tuning; a consistency student from its
     teacher). The architectures must match exactly, except that a model with extra concat input
@@ -107,6 +122,7 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
     files = read_files(ckpt, ("model.json", file))
     check_kind(ckpt, files["model.json"], "generator", "train.init_from starts a generator from another generator's "
                "weights")
+    check_time_scale(model, files["model.json"], ckpt)
     weights = files[file]
     own = model.state_dict()
     extra = getattr(model, "concat_channels", 0)
