@@ -92,12 +92,6 @@ RECIPES = {
                                                  "optim.lr=2e-5", "train.precision=bf16",
                                                  "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
                                                  "objective.options.adaptive_weighting=false"],
-    # guidance folded into the target above the teacher's best 50-step scale (1.0 on MNIST): one or two steps average
-    # over the modes a many-step sampler separates, and a guided target may sharpen what the student learns
-    "p_mean_-1_lr_2e-5_bf16_cosine_teacher_cfg_1.5": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
-                                                      "optim.lr=2e-5", "train.precision=bf16",
-                                                      "objective.options.fp32_tangent_only=true",
-                                                      "optim.schedule=cosine", "objective.options.teacher_cfg=1.5"],
 }
 
 

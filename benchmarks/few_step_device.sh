@@ -35,7 +35,8 @@ CARRIED=${TEACHER:+--teacher-run $TEACHER}  # the teacher stages score a carried
 
 stages() {
     # shellcheck disable=SC2086  # no flag, or the flag and its folder
-    [ "${TEACH:-1}" = 0 ] || $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 $CARRIED > $O/fs/teacher.log 2>&1
+    [ "${TEACH:-1}" = 0 ] || $FS teacher --cfg 1 --nfes 50 --teacher-samplers euler --teacher-cfg 1.0 $CARRIED \
+        > $O/fs/teacher.log 2>&1
     IFS=';' read -ra variants <<< "${VARIANTS:-fast=}"
     [ "${SCD:-1}" = 1 ] || variants=()
     for entry in "${variants[@]}"; do
