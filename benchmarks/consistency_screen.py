@@ -35,63 +35,47 @@ SMALL = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.de
 PINNED = ["objective.options.p_mean=-2.0", "objective.options.p_std=1.6", "optim.schedule=constant"]
 # Each recipe: overrides of configs/mnist-unet-scm.yaml after PINNED. "base" is the recipe the screens and the first
 # GPU student ran (the config's lr was 5e-5 until 2026-12-05, 2e-5 since), pinned for the same reason.
+DENSITY = ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4"]  # sCM's CIFAR-10 density
+FAST = ["train.precision=bf16", "objective.options.fp32_tangent_only=true"]  # the GPU's fast option
+# the config since 2026-12-06 (results/2026-12-06-scd-schedule-h100), and the base of the screens after it
+SHIPPED = [*DENSITY, "optim.lr=2e-5", *FAST, "optim.schedule=cosine"]
 RECIPES = {
     "base": ["optim.lr=5e-5"],
-    "p_mean_-1": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4"],  # sCM's CIFAR-10 density
+    "p_mean_-1": DENSITY,
     "lr_2e-4": ["optim.lr=2e-4"],
     "no_warmup": ["objective.options.tangent_warmup=0"],
-    "p_mean_-1_lr_2e-4": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4", "optim.lr=2e-4"],
-    "p_mean_-1_no_warmup": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
-                            "objective.options.tangent_warmup=0"],
+    "p_mean_-1_lr_2e-4": [*DENSITY, "optim.lr=2e-4"],
+    "p_mean_-1_no_warmup": [*DENSITY, "objective.options.tangent_warmup=0"],
     "p_mean_0": ["objective.options.p_mean=0.0", "objective.options.p_std=1.4"],
     "p_mean_-0.5": ["objective.options.p_mean=-0.5", "objective.options.p_std=1.4"],
     # against the swings that --trajectory showed: a smaller step, or an EMA over ~200 steps from the start
     "lr_1e-5": ["optim.lr=1e-5"],
     "lr_2e-5": ["optim.lr=2e-5"],
     "ema_0.995": ["train.ema_decay=0.995", "train.ema_warmup=false"],
-    # the GPU's fast option: bf16 autocast for the teacher and the student's gradient pass, fp32 for the tangent alone
-    "lr_2e-5_bf16": ["optim.lr=2e-5", "train.precision=bf16", "objective.options.fp32_tangent_only=true"],
+    # bf16 autocast for the teacher and the student's gradient pass, fp32 for the tangent alone
+    "lr_2e-5_bf16": ["optim.lr=2e-5", *FAST],
     # for sCT from scratch, which no learning rate alone helped: sCM's CIFAR-10 density at a rate between the two
     # best, and with dropout, the regulariser improved consistency training relies on (Song & Dhariwal 2023)
-    "p_mean_-1_lr_1e-4": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4", "optim.lr=1e-4"],
-    "p_mean_-1_lr_1e-4_dropout": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4", "optim.lr=1e-4",
-                                  "model.options.dropout=0.2"],
+    "p_mean_-1_lr_1e-4": [*DENSITY, "optim.lr=1e-4"],
+    "p_mean_-1_lr_1e-4_dropout": [*DENSITY, "optim.lr=1e-4", "model.options.dropout=0.2"],
     # sCM's CIFAR-10 density at the shipped rate and precision: lr 1e-4 swung, and p_mean -2 trains little where
     # one step starts (sigma 80: P(sigma > 5) is 1.2% under LogNormal(-2, 1.6), 3% under (-1, 1.4))
-    "p_mean_-1_lr_2e-5_bf16": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4", "optim.lr=2e-5",
-                               "train.precision=bf16", "objective.options.fp32_tangent_only=true"],
-    # the config since 2026-12-06 (results/2026-12-06-scd-schedule-h100): the same with the rate decayed to 0
-    "p_mean_-1_lr_2e-5_bf16_cosine": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
-                                      "optim.lr=2e-5", "train.precision=bf16",
-                                      "objective.options.fp32_tangent_only=true", "optim.schedule=cosine"],
+    "p_mean_-1_lr_2e-5_bf16": [*DENSITY, "optim.lr=2e-5", *FAST],
+    "p_mean_-1_lr_2e-5_bf16_cosine": SHIPPED,
     # the decay steadied the end (results/2026-12-06-consistency-screen-density): does it allow a higher peak rate,
-    # which at a constant rate swung (lr 5e-5 in the first screens)?
-    "p_mean_-1_lr_5e-5_bf16_cosine": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
-                                      "optim.lr=5e-5", "train.precision=bf16",
-                                      "objective.options.fp32_tangent_only=true", "optim.schedule=cosine"],
+    # which at a constant rate swung (lr 5e-5 in the first screens)? (the later lr overrides the earlier)
+    "p_mean_-1_lr_5e-5_bf16_cosine": [*SHIPPED, "optim.lr=5e-5"],
     # Adam's second moment over ~100 steps instead of ~1,000 (EDM2's beta2 0.99): the gradient's scale moves while the
     # tangent warms up and the target follows the student, which a long average tracks late
-    "p_mean_-1_lr_2e-5_bf16_cosine_beta2_0.99": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
-                                                 "optim.lr=2e-5", "train.precision=bf16",
-                                                 "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
-                                                 "optim.betas=[0.9, 0.99]"],
+    "p_mean_-1_lr_2e-5_bf16_cosine_beta2_0.99": [*SHIPPED, "optim.betas=[0.9, 0.99]"],
     # the tangent's warm-up over 250 steps instead of 1,000: a quarter of a 4,000-step run (a fifth of a 3-minute GPU
     # run) trains toward a partial target
-    "p_mean_-1_lr_2e-5_bf16_cosine_warmup_250": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
-                                                 "optim.lr=2e-5", "train.precision=bf16",
-                                                 "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
-                                                 "objective.options.tangent_warmup=250"],
+    "p_mean_-1_lr_2e-5_bf16_cosine_warmup_250": [*SHIPPED, "objective.options.tangent_warmup=250"],
     # and the other way: 2,000 steps, half of a 4,000-step run
-    "p_mean_-1_lr_2e-5_bf16_cosine_warmup_2000": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
-                                                  "optim.lr=2e-5", "train.precision=bf16",
-                                                  "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
-                                                  "objective.options.tangent_warmup=2000"],
+    "p_mean_-1_lr_2e-5_bf16_cosine_warmup_2000": [*SHIPPED, "objective.options.tangent_warmup=2000"],
     # the plain mean of the per-sample loss instead of sCM's learned weighting by time (adaptive_loss): with the density
     # at noisier times, the learned log-variance may down-weight the low-noise times where 2-step samples end
-    "p_mean_-1_lr_2e-5_bf16_cosine_unweighted": ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4",
-                                                 "optim.lr=2e-5", "train.precision=bf16",
-                                                 "objective.options.fp32_tangent_only=true", "optim.schedule=cosine",
-                                                 "objective.options.adaptive_weighting=false"],
+    "p_mean_-1_lr_2e-5_bf16_cosine_unweighted": [*SHIPPED, "objective.options.adaptive_weighting=false"],
 }
 
 
