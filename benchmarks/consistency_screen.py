@@ -76,6 +76,9 @@ RECIPES = {
     # the plain mean of the per-sample loss instead of sCM's learned weighting by time (adaptive_loss): with the density
     # at noisier times, the learned log-variance may down-weight the low-noise times where 2-step samples end
     "p_mean_-1_lr_2e-5_bf16_cosine_unweighted": [*SHIPPED, "objective.options.adaptive_weighting=false"],
+    # sCT's rate (lr 1e-4 at time_scale 1 trained it, its raw weights swinging at a constant rate) decayed as sCD's is,
+    # in the shipped config's precision: the GPU's sCT recipe
+    "p_mean_-1_lr_1e-4_bf16_cosine": [*SHIPPED, "optim.lr=1e-4"],
 }
 
 

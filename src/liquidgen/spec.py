@@ -3,7 +3,6 @@ and the backbone rebuilt from a checkpoint."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +71,10 @@ class ModelSpec:
         return spec
 
 
+# Which kernels run (LiquidGen's fused Triton ops or plain PyTorch, its depthwise convs as convs or dense matrices)
+# is this machine's choice, not the weights': a run trained with kernels=triton loads on a CPU too.
+MACHINE_CHOICES = ("kernels", "depthwise")
+
 # What an autoencoder run is for, said where a command that generates is given one.
 ENCODE_INSTEAD = ("an autoencoder encodes and decodes images but does not generate them: encode a dataset with it "
                   "(liquidgen precompute SOURCE --autoencoder own --ae-option path=RUN --size SIZE --out DIR), train a "
@@ -87,9 +90,7 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     files = read_files(ckpt, ("config.json", "model.json", weights))
     check_kind(ckpt, files["model.json"], "generator", ENCODE_INSTEAD)
     config, spec = from_dict(Config, files["config.json"]), ModelSpec.from_json(files["model.json"])
-    # Which kernels run (LiquidGen's fused Triton ops or plain PyTorch, its depthwise convs as convs or dense
-    # matrices) is this machine's choice, not the weights': a run trained with kernels=triton loads on a CPU too.
-    for machine_choice in ("kernels", "depthwise"):
+    for machine_choice in MACHINE_CHOICES:
         spec.options.pop(machine_choice, None)
     model = spec.build()
     check_fits(model, files[weights], f"{ckpt / weights} (made by another liquidgen version?)")
@@ -100,12 +101,16 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
 def check_time_scale(model: nn.Module, model_json: dict, ckpt: Path) -> None:
     """`time_scale` changes what the weights compute without changing a shape, so check_fits cannot see it: a
     student started from a teacher embedded at another scale would read every time wrongly, and train from a
-    broken start without an error."""
+    broken start without an error. The checkpoint's scale is read off its backbone rebuilt without memory (meta
+    tensors), so a preset's or a signature's default counts as well as an option written in model.json."""
     own = getattr(getattr(model, "time_embed", None), "scale", None)
     if own is None:
         return
-    default = inspect.signature(type(model)).parameters.get("time_scale")
-    theirs = model_json.get("options", {}).get("time_scale", default.default if default else own)
+    spec = ModelSpec.from_json(model_json)
+    for machine_choice in MACHINE_CHOICES:
+        spec.options.pop(machine_choice, None)
+    with torch.device("meta"):
+        theirs = getattr(getattr(spec.build(), "time_embed", None), "scale", own)
     if float(theirs) != float(own):
         raise ValueError(f"train.init_from: {ckpt} embeds time at time_scale {theirs:g}, this model at {own:g}; set "
                          f"model.options.time_scale={theirs:g} to start from it")
