@@ -33,6 +33,9 @@ SMALL = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.de
 # The config's noise density and schedule before 2026-12-06 (p_mean -1 / p_std 1.4 and a cosine since), which every
 # recipe below was written against: applied first, so that the records of earlier screens stay reproducible.
 PINNED = ["objective.options.p_mean=-2.0", "objective.options.p_std=1.6", "optim.schedule=constant"]
+# The time embedding's scale every screen before 2026-12-06's time-scale screen ran at (the configs set 1 since):
+# applied before --set, which changes it (--set model.options.time_scale=1 screens the configs as shipped).
+SCREENED_AT = ["model.options.time_scale=1000"]
 # Each recipe: overrides of configs/mnist-unet-scm.yaml after PINNED. "base" is the recipe the screens and the first
 # GPU student ran (the config's lr was 5e-5 until 2026-12-05, 2e-5 since), pinned for the same reason.
 DENSITY = ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4"]  # sCM's CIFAR-10 density
@@ -113,8 +116,8 @@ def main() -> None:
         run = out / name
         if not (run / "checkpoints").exists():
             train(load_config(ROOT / "configs" / config_file,
-                              [*SMALL, f"train.steps={steps}", f"train.batch_size={args.batch}", *args.set,
-                               *overrides]), run)
+                              [*SMALL, *SCREENED_AT, f"train.steps={steps}", f"train.batch_size={args.batch}",
+                               *args.set, *overrides]), run)
         return run
 
     def score(name: str, run: Path, sampler: str, steps: int, ema: bool = True, ckpt: Path | None = None) -> None:

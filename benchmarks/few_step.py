@@ -10,7 +10,8 @@ Stages, each resumable (a run trained to its budget is reused, a scored record s
   for --teacher-minutes of compiled training (CUDA graphs);
 - scd: configs/mnist-unet-scm.yaml or mnist-liquid-S-scm.yaml, from the teacher's EMA, for --distill-minutes,
   distilling the teacher guided at its best scale (--teacher-cfg);
-- sct: the same config in `ct` mode from scratch, for --teacher-minutes + --distill-minutes.
+- sct: configs/mnist-unet-sct.yaml (LiquidGen: the sCD config in `ct` mode) from scratch, for --teacher-minutes +
+  --distill-minutes.
 Scores, in both of `bench quality`'s feature spaces (the reference networks of the MNIST head-to-head, so the
 numbers compare with its table), FD with a bootstrap 95% interval:
 - teacher: guidance swept at Euler 50 steps (--cfg), then Euler, Heun and DPM-Solver++(2M), each on the uniform
@@ -47,8 +48,10 @@ REFERENCE_NETWORKS = ROOT / "benchmarks/results/2026-12-04-mnist-head-to-head/re
 TEACHER_SAMPLERS = ("euler", "heun", "dpmpp_2m")
 TEACHER_GRIDS = ("uniform", "karras")
 STUDENT_STEPS = (1, 2, 4)
-CONFIGS = {"unet": ("mnist-unet-trigflow.yaml", "mnist-unet-scm.yaml"),  # (teacher, students) per --backbone
-           "liquid": ("mnist-liquid-S.yaml", "mnist-liquid-S-scm.yaml")}
+# each stage's config per --backbone; LiquidGen has no sCT preset, so its sct stage runs the sCD one in ct mode
+CONFIGS = {"unet": {"teacher": "mnist-unet-trigflow.yaml", "scd": "mnist-unet-scm.yaml", "sct": "mnist-unet-sct.yaml"},
+           "liquid": {"teacher": "mnist-liquid-S.yaml", "scd": "mnist-liquid-S-scm.yaml",
+                      "sct": "mnist-liquid-S-scm.yaml"}}
 
 
 def steps_for(sampler: str, nfe: int) -> int:
@@ -74,7 +77,7 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
         return teacher_run(args), training_summary(teacher_run(args))
     minutes = {"teacher": args.teacher_minutes, "scd": args.distill_minutes,
                "sct": args.teacher_minutes + args.distill_minutes}[name]
-    file = CONFIGS[args.backbone][name != "teacher"]
+    file = CONFIGS[args.backbone][name]
     trajectory = {"keep_checkpoints": 0, "ckpt_minutes": minutes / args.trajectory} if (
         args.trajectory and name != "teacher") else {}
     config = budgeted_config(ROOT / "configs" / file, minutes, args.device, [f"data.root={args.mnist_root}",

@@ -19,7 +19,8 @@
 #  4. the teacher again (GRID=0 skips): cfg 1.25 too, and each sampler and grid at NFE 1, 2, 4, 8 and 50;
 #  5. with PROFILE=1: issue 19's sampling profile (results/2026-12-05-sampling-profile/profile.sh).
 # TEACH=0 skips stage 1 and SCD=0 stage 2 (e.g. sCT alone: TEACH=0 SCD=0 SCT=1 GRID=0).
-# SET: few_step.py flags for every stage, teacher included, e.g. SET="--set model.options.time_scale=1".
+# SET: few_step.py flags for every stage, teacher included, e.g. SET="--set model.options.time_scale=1000" (the
+# time embedding of the configs before 2026-12-06).
 # Device time: 30-180 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s, about 80 s
 # of scoring with TRAJECTORY 3, and its compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each
 # later one, inductor's cache then warm), about 200 s for the teacher's grid, about 250 s for the profile.

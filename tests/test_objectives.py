@@ -222,6 +222,24 @@ def test_init_from_needs_the_same_time_scale(teacher):
         init_weights(build_model("unet", "tiny", 1, 8, 10, time_scale=1.0), teacher)
 
 
+def test_the_few_step_presets_chain_from_teacher_to_students(tmp_path):
+    """The shipped sCM presets at toy size: the sCD student starts from the TrigFlow teacher (init_from refuses one
+    embedding time at another scale, so the pair must agree), and sCT trains from scratch with no teacher."""
+    small = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.device=cpu", "train.batch_size=16",
+             "train.log_every=1", "train.sample_every=0", "train.ckpt_every=0", "train.steps=3"]
+    presets = {name: load_config(f"configs/mnist-unet-{name}.yaml", small) for name in ("trigflow", "scm", "sct")}
+    assert presets["scm"].model.options["time_scale"] == presets["trigflow"].model.options["time_scale"] == 1.0
+    teacher = train(presets["trigflow"], tmp_path / "teacher").parent.parent
+    student = load_config("configs/mnist-unet-scm.yaml", small + [f"train.init_from={teacher}",
+                                                                  f"objective.options.teacher={teacher}"])
+    train(student, tmp_path / "scd")
+    assert presets["sct"].objective.options["mode"] == "ct" and not presets["sct"].train.init_from
+    assert "teacher" not in presets["sct"].objective.options
+    train(presets["sct"], tmp_path / "sct")
+    for run in ("scd", "sct"):
+        assert all(torch.isfinite(torch.tensor(losses(tmp_path / run))))
+
+
 def test_tf32_applies_inside_the_consistency_loss_only():
     """`tf32: true` changes the fp32 matmul precision for the loss and restores the process's afterwards (on a CPU
     it changes nothing numerically here: the loss is the same)."""
