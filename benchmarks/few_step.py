@@ -19,7 +19,7 @@ numbers compare with its table), FD with a bootstrap 95% interval:
   and the teacher sampled as a consistency model at the students' steps (its x0 jumps): where sCD starts from;
 - students: consistency sampling at 1, 2 and 4 steps at each --student-cfg (1: the guidance distilled in) and
   each --student-grids (the re-noising angles of the steps after the first); with
-  --trajectory K also at 2 steps at each of K checkpoints through the budget, EMA and raw weights (a CPU screen
+  --trajectory K also at 1 and 2 steps at each of K checkpoints through the budget, EMA and raw weights (a CPU screen
   found sCD students swinging between checkpoints: results/2026-12-04-consistency-screen), in trajectory.md.
 Training throughput (median img/s of metrics.jsonl) is recorded with every stage: sCM's cost against the
 teacher's objective. Writes few_step.jsonl, a markdown table (few_step.md) and one grid per stage.
@@ -48,6 +48,7 @@ REFERENCE_NETWORKS = ROOT / "benchmarks/results/2026-12-04-mnist-head-to-head/re
 TEACHER_SAMPLERS = ("euler", "heun", "dpmpp_2m")
 TEACHER_GRIDS = ("uniform", "karras")
 STUDENT_STEPS = (1, 2, 4)
+TRAJECTORY_STEPS = (1, 2)  # at each checkpoint: 2 steps settle early (results/2026-12-06-time-scale-1-h100), 1 later
 # each stage's config per --backbone; LiquidGen has no sCT preset, so its sct stage runs the sCD one in ct mode
 CONFIGS = {"unet": {"teacher": "mnist-unet-trigflow.yaml", "scd": "mnist-unet-scm.yaml", "sct": "mnist-unet-sct.yaml"},
            "liquid": {"teacher": "mnist-liquid-S.yaml", "scd": "mnist-liquid-S-scm.yaml",
@@ -145,30 +146,38 @@ def score(name: str, run: Path, trained: dict, plan: list[tuple[str, str, int, f
 
 
 def score_trajectory(name: str, run: Path, scorer: Scorer, args, out: Path) -> None:
-    """A student's 2-step FD at each of its checkpoints, with its EMA and its raw weights (records keyed
-    ...|stepN|ema or raw in few_step.jsonl): whether its final score reads a settled model."""
+    """A student's FD at 1 and 2 steps at each of its checkpoints, with its EMA and its raw weights (records keyed
+    ...|stepN|ema or raw|nfeK in few_step.jsonl): whether its final score reads a settled model, and whether one
+    step still improves where two have settled."""
     path = out / "few_step.jsonl"
     done = {r["key"] for r in read_records(path)}
     for ckpt in list_checkpoints(run):
         step = checkpoint_step(ckpt)
         for ema in (True, False):
-            key = f"{name}|trajectory|step{step}|{'ema' if ema else 'raw'}"
-            if key not in done:
-                pipe = Pipeline.load(ckpt, ema=ema, device=args.device)
-                settings = pipe.settings.with_(sampler="consistency", grid="consistency", steps=2, cfg=1.0)
+            pipe = None
+            for nfe in TRAJECTORY_STEPS:
+                key = f"{name}|trajectory|step{step}|{'ema' if ema else 'raw'}|nfe{nfe}"
+                if key in done:
+                    continue
+                pipe = pipe or Pipeline.load(ckpt, ema=ema, device=args.device)
+                settings = pipe.settings.with_(sampler="consistency", grid="consistency", steps=nfe, cfg=1.0)
                 images, labels = pipe.generate(args.samples, seed=0, settings=settings, batch_size=args.batch)
-                append_record(path, {"key": key, "stage": name, "train_steps": step, "ema": ema, "nfe": 2,
+                append_record(path, {"key": key, "stage": name, "train_steps": step, "ema": ema, "nfe": nfe,
                                      **scorer(images, labels)})
 
 
 def trajectory_table(rows: list[dict]) -> str:
-    """Markdown: one row per training step, the 2-step classifier FD of the EMA and of the raw weights."""
-    lines = ["| stage | step | EMA FD [95%] | raw FD [95%] |", "| --- | ---: | ---: | ---: |"]
+    """Markdown: one row per training step, the classifier FD of the EMA and of the raw weights at each of
+    TRAJECTORY_STEPS."""
+    columns = [(nfe, ema) for nfe in TRAJECTORY_STEPS for ema in (True, False)]
+    lines = ["| stage | step | " + " | ".join(f"{'EMA' if e else 'raw'} {n} step{'s' * (n > 1)} FD [95%]"
+                                            for n, e in columns) + " |",
+             "| --- | ---: |" + " ---: |" * len(columns)]
     for stage, step in dict.fromkeys((r["stage"], r["train_steps"]) for r in rows):
-        cells = {r["ema"]: r for r in rows if (r["stage"], r["train_steps"]) == (stage, step)}
+        cells = {(r["nfe"], r["ema"]): r for r in rows if (r["stage"], r["train_steps"]) == (stage, step)}
         lines.append(f"| {stage} | {step:,} | " + " | ".join(
-            f"{cells[e]['classifier_fd']:.2f} [{cells[e]['classifier_fd_ci95'][0]:.2f}, "
-            f"{cells[e]['classifier_fd_ci95'][1]:.2f}]" for e in (True, False)) + " |")
+            f"{cells[c]['classifier_fd']:.2f} [{cells[c]['classifier_fd_ci95'][0]:.2f}, "
+            f"{cells[c]['classifier_fd_ci95'][1]:.2f}]" if c in cells else "-" for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -240,7 +249,7 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/liquidgen-eval-cache",
                         help="eval cache; the head-to-head's reference networks are copied there")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
-    parser.add_argument("--trajectory", type=int, default=0, help="students: also score 2 steps (EMA and raw "
+    parser.add_argument("--trajectory", type=int, default=0, help="students: also score 1 and 2 steps (EMA and raw "
                         "weights) at this many checkpoints through their budget (0: the final one only)")
     # one KEY=VALUE per flag: a list flag would swallow the stages written after it
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for "
