@@ -8,8 +8,8 @@ digits' reference network; a screen, not a result: the GPU study is few_step.py 
 
 Runs resume (a trained stage is reused), so recipes can be added to a screen already made. At 1,000 student steps
 a student's seed moved its 2-step score 4x (results/2026-12-04-consistency-screen): compare recipes over several
---seed replicates, never one. `--trajectory N` keeps a student checkpoint every N steps and scores each at 2 steps
-with its EMA and its raw weights: whether a score reads a settled model or one point of a swinging one. `--sct`
+--seed replicates, never one. `--trajectory N` keeps a student checkpoint every N steps and scores each at 2 and 1
+steps with its EMA and its raw weights: whether a score reads a settled model or one point of a swinging one. `--sct`
 also trains each recipe as sCT from scratch for the teacher's and the student's steps together.
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--sct", action="store_true", help="also train each recipe as sCT (mode ct, from scratch) for "
                         "the teacher's and the student's steps together: consistency training at sCD's total cost")
     parser.add_argument("--trajectory", type=int, default=0, help="students checkpoint every this many steps, each "
-                        "scored at 2 steps with EMA and raw weights (0: the final checkpoint only)")
+                        "scored at 2 and 1 steps with EMA and raw weights (0: the final checkpoint only)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override of every stage "
                         "(teacher, students, sCT), e.g. model.options.time_scale=1: a screen folder trains its teacher "
                         "once, so give each such screen its own --out")
@@ -169,7 +169,8 @@ def main() -> None:
         for name, run in runs if args.trajectory else []:
             for ckpt in list_checkpoints(run):
                 for ema in (True, False):
-                    score(name, run, "consistency", 2, ema, ckpt)
+                    for steps in (2, 1):  # 2 first: the order of the records before 1 was added
+                        score(name, run, "consistency", steps, ema, ckpt)
 
 
 if __name__ == "__main__":
