@@ -71,9 +71,15 @@ class ModelSpec:
         return spec
 
 
-# Which kernels run (LiquidGen's fused Triton ops or plain PyTorch, its depthwise convs as convs or dense matrices)
-# is this machine's choice, not the weights': a run trained with kernels=triton loads on a CPU too.
-MACHINE_CHOICES = ("kernels", "depthwise")
+def portable_spec(model_json: dict) -> ModelSpec:
+    """A checkpoint's model.json as a spec to build here: which kernels run (LiquidGen's fused Triton ops or plain
+    PyTorch, its depthwise convs as convs or dense matrices) is this machine's choice, not the weights', so a run
+    trained with kernels=triton loads on a CPU too."""
+    spec = ModelSpec.from_json(model_json)
+    for machine_choice in ("kernels", "depthwise"):
+        spec.options.pop(machine_choice, None)
+    return spec
+
 
 # What an autoencoder run is for, said where a command that generates is given one.
 ENCODE_INSTEAD = ("an autoencoder encodes and decodes images but does not generate them: encode a dataset with it "
@@ -89,9 +95,7 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     weights = "ema.safetensors" if ema else "model.safetensors"
     files = read_files(ckpt, ("config.json", "model.json", weights))
     check_kind(ckpt, files["model.json"], "generator", ENCODE_INSTEAD)
-    config, spec = from_dict(Config, files["config.json"]), ModelSpec.from_json(files["model.json"])
-    for machine_choice in MACHINE_CHOICES:
-        spec.options.pop(machine_choice, None)
+    config, spec = from_dict(Config, files["config.json"]), portable_spec(files["model.json"])
     model = spec.build()
     check_fits(model, files[weights], f"{ckpt / weights} (made by another liquidgen version?)")
     model.load_state_dict(files[weights])
@@ -106,11 +110,8 @@ def check_time_scale(model: nn.Module, model_json: dict, ckpt: Path) -> None:
     own = getattr(getattr(model, "time_embed", None), "scale", None)
     if own is None:
         return
-    spec = ModelSpec.from_json(model_json)
-    for machine_choice in MACHINE_CHOICES:
-        spec.options.pop(machine_choice, None)
     with torch.device("meta"):
-        theirs = getattr(getattr(spec.build(), "time_embed", None), "scale", own)
+        theirs = getattr(getattr(portable_spec(model_json).build(), "time_embed", None), "scale", own)
     if float(theirs) != float(own):
         raise ValueError(f"train.init_from: {ckpt} embeds time at time_scale {theirs:g}, this model at {own:g}; set "
                          f"model.options.time_scale={theirs:g} to start from it")
