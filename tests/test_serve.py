@@ -100,8 +100,10 @@ def _free_port() -> int:
 def _choose(browser, css: str, value: str, attempts: int = 3):
     """Pick `value` in a Gradio dropdown by typing it and clicking its option. A CI run on a loaded machine once
     waited 60 s for the option list that never opened after the typing, so each attempt reopens the list; the
-    last failure says what the list held."""
-    from selenium.common.exceptions import TimeoutException
+    last failure says what the list held. Gradio re-renders the list as it filters on each typed key, so an option
+    found a moment ago may be gone when it is checked or clicked (a stale element, seen on CI): the wait looks it up
+    again, and a click that lands on a replaced option counts as a failed attempt."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -114,15 +116,17 @@ def _choose(browser, css: str, value: str, attempts: int = 3):
         field.send_keys(Keys.CONTROL, "a")
         field.send_keys(value)
         try:
-            WebDriverWait(browser, 20).until(ec.element_to_be_clickable(option)).click()
+            WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,)).until(
+                ec.element_to_be_clickable(option)).click()
             return
-        except TimeoutException:
+        except (TimeoutException, StaleElementReferenceException):
             field.send_keys(Keys.ESCAPE)
     shown = [li.get_attribute("aria-label") for li in browser.find_elements(By.XPATH, "//ul[@role='listbox']/li")]
     pytest.fail(f"option {value!r} of {css} never became clickable in {attempts} tries; the list showed {shown}")
 
 
 def test_the_page_in_a_browser_generates_a_class(run, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -134,7 +138,7 @@ def test_the_page_in_a_browser_generates_a_class(run, tmp_path):
     try:
         url = f"http://127.0.0.1:{port}/"
         browser.get(url)
-        wait = WebDriverWait(browser, 60)
+        wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))  # see _choose
         _choose(browser, "#class input", "7")
         browser.find_element(By.CSS_SELECTOR, "#generate").click()
         image = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#grid img")))
