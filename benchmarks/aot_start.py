@@ -9,6 +9,13 @@ run, loads without tracing. This script times, each in a fresh process as a user
   block stack one block) from an empty cache, then again from the cache the first left (a user's second call);
 - `aot`: as `--compile aot` runs it (`aot.AOTForward`): export and package (the one-off cost), then a fresh process
   that loads the package;
+- `precompile`: torch.compile's own ahead-of-time path (`torch.compile(...).aot_compile`, experimental since torch
+  2.10, 2.13 here): the whole model traced and compiled once and saved (Dynamo's and Inductor's output, kernels
+  included), then a fresh process that loads it, skipping Dynamo's trace. Unlike an AOTInductor package it stays in
+  Python (Inductor's usual runtime, not the C++ loader that crashed on the lent H100's torch 2.11,
+  results/2026-12-06-aot-cuda-h100) and holds no weights. On a loaded 2-core CPU (UNet-28, 40 rows, 2026-12-06) a
+  warm torch.compile reached its first output in 11.2 s, the loaded artifact in about 7-8 s. `--skip` leaves modes
+  out (e.g. `--skip export load` where AOTInductor crashes);
 
 each to its first output and then its steady milliseconds per forward, on one fixed batch of `--rows` (a guided
 sampling batch of rows / 2) under the run's bf16 autocast. Class-conditional runs only (x, t, labels).
@@ -27,10 +34,26 @@ import time
 from pathlib import Path
 
 
+def precompiled(model, x, t, y, file: Path, build: bool):
+    """The model compiled by `torch.compile(...).aot_compile` for these inputs under the autocast already entered:
+    built and saved to `file`, or loaded from it. Whole graph, no CUDA graphs (the probe asks what loading saves,
+    not which mode runs fastest). The file is a pickle: this probe reads only what it wrote itself."""
+    import torch
+
+    torch._dynamo.config.enable_aot_compile = True
+    fn = torch.compile(model, fullgraph=True, dynamic=False)
+    if build:
+        fn._aot_compile([torch._dynamo.aot_compile.ModelInput(args=(x, t, y), kwargs={}, contexts=[])])
+        fn._save_aot_compiled_module(str(file))
+    else:
+        fn._load_aot_compiled_module(file.read_bytes())
+    return fn
+
+
 def one(run: str, mode: str, rows: int, package: str, repeats: int) -> dict:
     """In this process: the model of `run` at `rows` rows, as `liquidgen sample` runs it per `mode`: compile
     (`generate.CompiledForward`), export (`aot.AOTForward` building its package into the folder `package`) or load
-    (the same, finding the package there)."""
+    (the same, finding the package there); precompile / preload: `precompiled`, its file in `package`."""
     t0 = time.perf_counter()
     import torch
 
@@ -46,10 +69,14 @@ def one(run: str, mode: str, rows: int, package: str, repeats: int) -> dict:
     y = torch.randint(0, model.num_classes + 1, (rows,), generator=generator).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t1 = time.perf_counter()
-    fn = CompiledForward(model) if mode == "compile" else AOTForward(model, Path(package), pipe.precision)
     if mode == "load" and not any(Path(package).glob("*.pt2")):
         raise SystemExit(f"no package in {package}: run the export mode first")
     with torch.no_grad(), autocast(device, pipe.precision):
+        if mode in ("precompile", "preload"):
+            Path(package).mkdir(parents=True, exist_ok=True)
+            fn = precompiled(model, x, t, y, Path(package) / "precompiled.bin", build=mode == "precompile")
+        else:
+            fn = CompiledForward(model) if mode == "compile" else AOTForward(model, Path(package), pipe.precision)
         out = fn(x, t, y)
         sync()
         t2 = time.perf_counter()
@@ -79,13 +106,17 @@ def fresh(run: str, mode: str, rows: int, package: str, repeats: int, cache: str
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": time.perf_counter() - t0}
 
 
+MODES = ["compile", "export", "load", "precompile", "preload"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", help="a class-conditional run folder (e.g. of configs/mnist-unet.yaml)")
     p.add_argument("--rows", type=int, default=2000, help="rows per forward (a guided batch doubles the samples)")
     p.add_argument("--repeats", type=int, default=20, help="timed forwards after the warm-up")
     p.add_argument("--out", required=True, help="results folder (aot_start.jsonl), or - to print only")
-    p.add_argument("--one", choices=["compile", "export", "load"], help="internal: one mode in this process")
+    p.add_argument("--skip", nargs="+", default=[], choices=MODES, help="modes to leave out")
+    p.add_argument("--one", choices=MODES, help="internal: one mode in this process")
     p.add_argument("--package", help="internal: the folder of the AOTInductor package")
     args = p.parse_args()
     if args.one:
@@ -96,7 +127,11 @@ def main() -> None:
         for label, mode, cache in (("torch.compile, empty cache", "compile", "compile-cache"),
                                    ("torch.compile, warm cache", "compile", "compile-cache"),
                                    ("AOTInductor export + package (once)", "export", "aot-cache"),
-                                   ("AOTInductor package loaded", "load", "aot-cache")):
+                                   ("AOTInductor package loaded", "load", "aot-cache"),
+                                   ("aot_compile, built and saved (once)", "precompile", "precompile-cache"),
+                                   ("aot_compile, loaded", "preload", "precompile-cache")):
+            if mode in args.skip or (mode == "load" and "export" in args.skip):
+                continue
             record = {"label": label, "run": args.run,
                       **fresh(args.run, mode, args.rows, package, args.repeats, str(Path(tmp) / cache))}
             records.append(record)

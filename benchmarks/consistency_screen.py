@@ -5,6 +5,7 @@ digits' reference network; a screen, not a result: the GPU study is few_step.py 
 
     python benchmarks/consistency_screen.py --out /tmp/screen                     # the recipes in RECIPES
     python benchmarks/consistency_screen.py --out /tmp/screen --recipes base p_mean_-1
+    python benchmarks/consistency_screen.py --backbone liquid ...   (a flow LiquidGen-tiny teacher and its students)
 
 Runs resume (a trained stage is reused), so recipes can be added to a screen already made. At 1,000 student steps
 a student's seed moved its 2-step score 4x (results/2026-12-04-consistency-screen): compare recipes over several
@@ -36,8 +37,15 @@ PINNED = ["objective.options.p_mean=-2.0", "objective.options.p_std=1.6", "optim
 # The time embedding's scale every screen before 2026-12-06's time-scale screen ran at (the configs set 1 since):
 # applied before --set, which changes it (--set model.options.time_scale=1 screens the configs as shipped).
 SCREENED_AT = ["model.options.time_scale=1000"]
-# Each recipe: overrides of configs/mnist-unet-scm.yaml after PINNED. "base" is the recipe the screens and the first
-# GPU student ran (the config's lr was 5e-5 until 2026-12-05, 2e-5 since), pinned for the same reason.
+# Per --backbone: the teacher's and the students' configs, and what the teacher needs at the screen's size. LiquidGen:
+# its flow flagship and sCD configs, at patch 1 (their patch 4 would leave 8x8 digits 2x2 tokens) and the demo's
+# tiny-model rate (the S config's 2e-4 is for 54M parameters).
+BACKBONES = {"unet": ("mnist-unet-trigflow.yaml", "mnist-unet-scm.yaml", [], []),
+             "liquid": ("mnist-liquid-S.yaml", "mnist-liquid-S-scm.yaml", ["model.options.patch_size=1"],
+                        ["optim.lr=1e-3"])}
+# Each recipe: overrides of configs/mnist-unet-scm.yaml (or the backbone's sCD config, which has the same options)
+# after PINNED. "base" is the recipe the screens and the first GPU student ran (the config's lr was 5e-5 until
+# 2026-12-05, 2e-5 since), pinned for the same reason.
 DENSITY = ["objective.options.p_mean=-1.0", "objective.options.p_std=1.4"]  # sCM's CIFAR-10 density
 FAST = ["train.precision=bf16", "objective.options.fp32_tangent_only=true"]  # the GPU's fast option
 # the config since 2026-12-06 (results/2026-12-06-scd-schedule-h100), and the base of the screens after it
@@ -88,6 +96,9 @@ RECIPES = {
     # one step lags two at time_scale 1 (2.06x and 1.21x the teacher on MNIST): the shipped recipe with times shifted
     # toward noise, where a one-step sample starts (P(sigma > 5) 3% under LogNormal(-1, 1.4), 7% under (-0.5, 1.4))
     "p_mean_-0.5_lr_2e-5_bf16_cosine": [*SHIPPED, "objective.options.p_mean=-0.5"],
+    # the two changes that each helped one step at time_scale 1 (lr 5e-5: 3.95 / 4.09, p_mean -0.5: 4.40 / 4.39,
+    # shipped 4.81 / 4.74), together
+    "p_mean_-0.5_lr_5e-5_bf16_cosine": [*SHIPPED, "objective.options.p_mean=-0.5", "optim.lr=5e-5"],
 }
 
 
@@ -95,7 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="run folders and screen.jsonl")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="recipes to run")
-    parser.add_argument("--teacher-steps", type=int, default=4000, help="TrigFlow teacher steps")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="unet", help="the teacher's and students' "
+                        "configs (BACKBONES); the teacher trained once per --out, so give each backbone its own")
+    parser.add_argument("--teacher-steps", type=int, default=4000, help="teacher steps (TrigFlow UNet or flow LiquidGen)")
     parser.add_argument("--student-steps", type=int, default=1500, help="sCD steps per recipe")
     parser.add_argument("--batch", type=int, default=128, help="batch size of teacher and students")
     parser.add_argument("--samples", type=int, default=2000, help="class-balanced samples per score")
@@ -114,6 +127,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    teacher_config, student_config, small, teacher_small = BACKBONES[args.backbone]
     scorer = Scorer("digits", None, None, "cpu", size=8, cache_dir=out / "cache", second_classifier=False)
     records = out / "screen.jsonl"
     done = {json.loads(line)["key"] for line in records.read_text().splitlines()} if records.exists() else set()
@@ -122,7 +136,7 @@ def main() -> None:
         run = out / name
         if not (run / "checkpoints").exists():
             train(load_config(ROOT / "configs" / config_file,
-                              [*SMALL, *SCREENED_AT, f"train.steps={steps}", f"train.batch_size={args.batch}",
+                              [*SMALL, *small, *SCREENED_AT, f"train.steps={steps}", f"train.batch_size={args.batch}",
                                *args.set, *overrides]), run)
         return run
 
@@ -145,7 +159,7 @@ def main() -> None:
         print(f"{key}: FD {s['classifier_fd']:.2f} [{s['classifier_fd_ci95'][0]:.2f}, "
               f"{s['classifier_fd_ci95'][1]:.2f}]", flush=True)
 
-    teacher = stage("teacher", "mnist-unet-trigflow.yaml", args.teacher_steps, ["optim.warmup_steps=200"])
+    teacher = stage("teacher", teacher_config, args.teacher_steps, ["optim.warmup_steps=200", *teacher_small])
     for steps in (2, 4, 50):
         score("teacher", teacher, "euler", steps)
     for steps in (1, 2, 4):  # the students' starting point: the teacher's own x0 jumps
@@ -153,7 +167,7 @@ def main() -> None:
     for recipe in args.recipes:
         name = f"scd-{recipe}" + (f"-seed{args.seed}" if args.seed else "")
         keep = [f"train.ckpt_every={args.trajectory}", "train.keep_checkpoints=0"] if args.trajectory else []
-        student = stage(name, "mnist-unet-scm.yaml", args.student_steps,
+        student = stage(name, student_config, args.student_steps,
                         [f"objective.options.teacher={teacher}", f"train.init_from={teacher}",
                          f"train.seed={args.seed}", *PINNED, *RECIPES[recipe], *keep])
         for steps in (1, 2, 4):
@@ -161,7 +175,7 @@ def main() -> None:
         runs = [(name, student)]
         if args.sct:
             sct = "sct-" + name.removeprefix("scd-")
-            runs.append((sct, stage(sct, "mnist-unet-scm.yaml", args.teacher_steps + args.student_steps,
+            runs.append((sct, stage(sct, student_config, args.teacher_steps + args.student_steps,
                                     ["objective.options.mode=ct", 'objective.options.teacher=""', 'train.init_from=""',
                                      f"train.seed={args.seed}", *PINNED, *RECIPES[recipe], *keep])))
             for steps in (1, 2, 4):

@@ -76,4 +76,4 @@ grep -ah "FD\|to train" $O/fs/*.log | tail -12
 for m in $R/*/metrics.jsonl; do [ -f "$m" ] && echo "$m: $(tail -1 "$m" | cut -c1-200)"; done
 cat $O/DONE $O/fs/few_step.md $O/fs/trajectory.md 2>/dev/null
 tail -1 $O/prof/phases.log 2>/dev/null | cut -c1-600
-tail -n 3 $O/prof/model.log $O/prof/aot.log 2>/dev/null
+tail -n 7 $O/prof/model.log $O/prof/aot-*.log 2>/dev/null

@@ -9,5 +9,13 @@ timeout -k 5 120 python benchmarks/sampling_speed.py /tmp/r/unet --n 10000 --ste
     --label profile --out $P > $P/phases.log 2>&1
 timeout -k 5 150 python benchmarks/liquid_kernels.py sample --backbone unet --presets 28 --inputs mnist \
     --modes reduce-overhead --tunings ${TUNINGS:-default coordinate} --out $P > $P/model.log 2>&1
-# torch.compile's warm start against an AOTInductor package loaded in a fresh process (results/2026-12-06-aot-start-cpu)
-timeout -k 5 240 python benchmarks/aot_start.py /tmp/r/unet --rows 2000 --out $P > $P/aot.log 2>&1
+# torch.compile's warm start against its own aot_compile artifact loaded in a fresh process
+# (results/2026-12-06-precompile-cpu), for UNet-28 and LiquidGen-S; AOTINDUCTOR=1 adds the AOTInductor package's rows
+# (every CUDA package crashed the lent H100's torch 2.11 on load: results/2026-12-06-aot-cuda-h100)
+python -m liquidgen.cli train configs/mnist-liquid-S.yaml --out /tmp/r/liquid --set data.root=.carry/data \
+    train.steps=1 train.sample_every=0 train.ckpt_every=0 train.log_every=1 >> $P/ckpt.log 2>&1
+SKIP=$([ "${AOTINDUCTOR:-0}" = 1 ] || echo "--skip export")
+for run in unet liquid; do
+    # shellcheck disable=SC2086  # no flag, or the flag and its mode
+    timeout -k 5 300 python benchmarks/aot_start.py /tmp/r/$run --rows 2000 $SKIP --out $P > $P/aot-$run.log 2>&1
+done
