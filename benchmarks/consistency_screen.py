@@ -7,6 +7,9 @@ digits' reference network; a screen, not a result: the GPU study is few_step.py 
     python benchmarks/consistency_screen.py --out /tmp/screen --recipes base p_mean_-1
     python benchmarks/consistency_screen.py --backbone liquid ...   (a flow LiquidGen-tiny teacher and its students)
 
+(LiquidGen-tiny at patch 1 trained at 12 img/s here, batch 16, two cores shared: a 3,000-step teacher takes hours on
+this CPU, minutes on a GPU with --set train.device=cuda.)
+
 Runs resume (a trained stage is reused), so recipes can be added to a screen already made. At 1,000 student steps
 a student's seed moved its 2-step score 4x (results/2026-12-04-consistency-screen): compare recipes over several
 --seed replicates, never one. `--trajectory N` keeps a student checkpoint every N steps and scores each at 2 and 1
