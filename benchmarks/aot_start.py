@@ -9,13 +9,14 @@ run, loads without tracing. This script times, each in a fresh process as a user
   block stack one block) from an empty cache, then again from the cache the first left (a user's second call);
 - `aot`: as `--compile aot` runs it (`aot.AOTForward`): export and package (the one-off cost), then a fresh process
   that loads the package;
-- `precompile`: torch.compile's own ahead-of-time path (`torch.compile(...).aot_compile`, experimental since torch
-  2.10, 2.13 here): the whole model traced and compiled once and saved (Dynamo's and Inductor's output, kernels
-  included), then a fresh process that loads it, skipping Dynamo's trace. Unlike an AOTInductor package it stays in
-  Python (Inductor's usual runtime, not the C++ loader that crashed on the lent H100's torch 2.11,
-  results/2026-12-06-aot-cuda-h100) and holds no weights. On a loaded 2-core CPU (UNet-28, 40 rows, 2026-12-06) a
-  warm torch.compile reached its first output in 11.2 s, the loaded artifact in about 7-8 s. `--skip` leaves modes
-  out (e.g. `--skip export load` where AOTInductor crashes);
+- `precompile`: torch.compile's own ahead-of-time path (`torch.compile(...).aot_compile`, experimental; whether the
+  lent GPU's torch 2.11 has it in this form is for the device to say, a failing mode is recorded, not fatal): the
+  whole model traced and compiled once and saved (Dynamo's and Inductor's output, kernels included), then a fresh
+  process that loads it, skipping Dynamo's trace. Unlike an AOTInductor package it stays in Python (Inductor's usual
+  runtime, not the C++ loader that crashed on the lent H100's torch 2.11, results/2026-12-06-aot-cuda-h100) and holds
+  no weights. On a loaded 2-core CPU (UNet-28, 40 rows, results/2026-12-06-precompile-cpu) a warm torch.compile
+  reached its first output in 10.6-10.7 s, the loaded artifact in 6.9-8.0 s. `--skip` leaves modes out (`--skip
+  export` also leaves out the load of its package, where AOTInductor crashes);
 
 each to its first output and then its steady milliseconds per forward, on one fixed batch of `--rows` (a guided
 sampling batch of rows / 2) under the run's bf16 autocast. Class-conditional runs only (x, t, labels).
