@@ -111,7 +111,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="recipes to run")
     parser.add_argument("--backbone", choices=sorted(BACKBONES), default="unet", help="the teacher's and students' "
                         "configs (BACKBONES); the teacher trained once per --out, so give each backbone its own")
-    parser.add_argument("--teacher-steps", type=int, default=4000, help="teacher steps (TrigFlow UNet or flow LiquidGen)")
+    parser.add_argument("--teacher-steps", type=int, default=4000,
+                        help="teacher steps (TrigFlow UNet or flow LiquidGen)")
     parser.add_argument("--student-steps", type=int, default=1500, help="sCD steps per recipe")
     parser.add_argument("--batch", type=int, default=128, help="batch size of teacher and students")
     parser.add_argument("--samples", type=int, default=2000, help="class-balanced samples per score")
