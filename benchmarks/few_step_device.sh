@@ -13,8 +13,9 @@
 #  2. an sCD student per entry of VARIANTS ("name=few_step.py flags;name=flags"; default "fast=", the config as it
 #     is), each MINUTES (default 7) of distillation from that teacher, scored at 1, 2 and 4 steps at each guidance
 #     scale of STUDENT_CFG (default "1 1.25 1.5": the students' sweep; the teacher's best scale, 1, is distilled in)
-#     and at cfg 1 at TRAJECTORY (default 4) checkpoints, e.g. VARIANTS="new=;old=--set objective.options.p_mean=-2.0 --set
-#     objective.options.p_std=1.6 --set optim.schedule=constant" (the config before 2026-12-06 as "old");
+#     and at cfg 1 at TRAJECTORY (default 4) checkpoints, e.g. VARIANTS="new=;old=--set
+#     objective.options.p_mean=-2.0 --set objective.options.p_std=1.6 --set optim.schedule=constant" (the config
+#     before 2026-12-06 as "old");
 #  3. with SCT=1: sCT from scratch for the teacher's 200 s + MINUTES, with SCT_SET's flags (e.g. "--set
 #     optim.lr=5e-5");
 #  4. the teacher again (GRID=0 skips): cfg 1.25 and 1.5 too, and each sampler and grid at NFE 1, 2, 4, 8 and 50;
@@ -44,8 +45,8 @@ stages() {
     for entry in "${variants[@]}"; do
         # shellcheck disable=SC2086  # the flags split into words
         $FS scd --teacher-run "$T" --teacher-cfg 1.0 --distill-minutes "${MINUTES:-7}" \
-            --variant "${entry%%=*}" ${entry#*=} --trajectory "${TRAJECTORY:-4}" --student-cfg ${STUDENT_CFG:-1 1.25 1.5} \
-            > "$O/fs/scd-${entry%%=*}.log" 2>&1
+            --variant "${entry%%=*}" ${entry#*=} --trajectory "${TRAJECTORY:-4}" \
+            --student-cfg ${STUDENT_CFG:-1 1.25 1.5} > "$O/fs/scd-${entry%%=*}.log" 2>&1
     done
     # shellcheck disable=SC2086
     [ "${SCT:-0}" = 0 ] || $FS sct --teacher-minutes 3.3333 --distill-minutes "${MINUTES:-7}" --variant fast \

@@ -2,9 +2,11 @@
 # Inductor's coordinate-descent tuning (TUNINGS) speeds up its GroupNorm kernels. Carry .carry/data/MNIST; writes into $P.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 P=${P:-$OUT}; mkdir -p $P
-# speed does not depend on training: a 1-step run of the shipped config
-python -m liquidgen.cli train configs/mnist-unet.yaml --out /tmp/r/unet --set data.root=.carry/data train.steps=1 \
-    train.sample_every=0 train.ckpt_every=0 train.log_every=1 > $P/ckpt.log 2>&1
+# speed does not depend on training: a 1-step run of each shipped config (LiquidGen-S for the aot_compile probe)
+for run in unet:mnist-unet liquid:mnist-liquid-S; do
+    python -m liquidgen.cli train configs/${run#*:}.yaml --out /tmp/r/${run%%:*} --set data.root=.carry/data \
+        train.steps=1 train.sample_every=0 train.ckpt_every=0 train.log_every=1 >> $P/ckpt.log 2>&1
+done
 timeout -k 5 120 python benchmarks/sampling_speed.py /tmp/r/unet --n 10000 --steps 50 --cfg 2 --phases 1000 \
     --label profile --out $P > $P/phases.log 2>&1
 timeout -k 5 150 python benchmarks/liquid_kernels.py sample --backbone unet --presets 28 --inputs mnist \
@@ -12,8 +14,6 @@ timeout -k 5 150 python benchmarks/liquid_kernels.py sample --backbone unet --pr
 # torch.compile's warm start against its own aot_compile artifact loaded in a fresh process
 # (results/2026-12-06-precompile-cpu), for UNet-28 and LiquidGen-S; AOTINDUCTOR=1 adds the AOTInductor package's rows
 # (every CUDA package crashed the lent H100's torch 2.11 on load: results/2026-12-06-aot-cuda-h100)
-python -m liquidgen.cli train configs/mnist-liquid-S.yaml --out /tmp/r/liquid --set data.root=.carry/data \
-    train.steps=1 train.sample_every=0 train.ckpt_every=0 train.log_every=1 >> $P/ckpt.log 2>&1
 SKIP=$([ "${AOTINDUCTOR:-0}" = 1 ] || echo "--skip export")
 for run in unet liquid; do
     # shellcheck disable=SC2086  # no flag, or the flag and its mode
