@@ -38,7 +38,9 @@ from pathlib import Path
 def precompiled(model, x, t, y, file: Path, build: bool):
     """The model compiled by `torch.compile(...).aot_compile` for these inputs under the autocast already entered:
     built and saved to `file`, or loaded from it. Whole graph, no CUDA graphs (the probe asks what loading saves,
-    not which mode runs fastest). The file is a pickle: this probe reads only what it wrote itself."""
+    not which mode runs fastest). Through the module's form of the API (`OptimizedModule._aot_compile`, private in
+    torch 2.13: the public `aot_compile` takes free functions), which binds the loaded code to this module's own
+    parameters. The file is a pickle: this probe reads only what it wrote itself."""
     import torch
 
     torch._dynamo.config.enable_aot_compile = True
