@@ -19,8 +19,10 @@ numbers compare with its table), FD with a bootstrap 95% interval:
   and the teacher sampled as a consistency model at the students' steps (its x0 jumps): where sCD starts from;
 - students: consistency sampling at 1, 2 and 4 steps at each --student-cfg (1: the guidance distilled in) and
   each --student-grids (the re-noising angles of the steps after the first); with
-  --trajectory K also at 1 and 2 steps at each of K checkpoints through the budget, EMA and raw weights (a CPU screen
-  found sCD students swinging between checkpoints: results/2026-12-04-consistency-screen), in trajectory.md.
+  --trajectory K also at 1 and 2 steps at each of K checkpoints through the budget and each --student-cfg, EMA and
+  raw weights (a CPU screen found sCD students swinging between checkpoints: results/2026-12-04-consistency-screen;
+  an H200 student's 1-step FD drifted up over its last 6 minutes: results/2026-12-06-scd-lr-1e-4-h200), in
+  trajectory.md.
 Training throughput (median img/s of metrics.jsonl) is recorded with every stage: sCM's cost against the
 teacher's objective. Writes few_step.jsonl, a markdown table (few_step.md) and one grid per stage.
 """
@@ -146,36 +148,41 @@ def score(name: str, run: Path, trained: dict, plan: list[tuple[str, str, int, f
 
 
 def score_trajectory(name: str, run: Path, scorer: Scorer, args, out: Path) -> None:
-    """A student's FD at 1 and 2 steps at each of its checkpoints, with its EMA and its raw weights (records keyed
-    ...|stepN|ema or raw|nfeK in few_step.jsonl): whether its final score reads a settled model, and whether one
-    step still improves where two have settled."""
+    """A student's FD at 1 and 2 steps at each of its checkpoints and each --student-cfg, with its EMA and its raw
+    weights (records keyed ...|stepN|ema or raw|nfeK|cfgC in few_step.jsonl): whether its final score reads a
+    settled model, whether one step still improves where two have settled, and whether an earlier checkpoint would
+    have been the better student at its best scale."""
     path = out / "few_step.jsonl"
     done = {r["key"] for r in read_records(path)}
     for ckpt in list_checkpoints(run):
         step = checkpoint_step(ckpt)
         for ema in (True, False):
             pipe = None
-            for nfe in TRAJECTORY_STEPS:
-                key = f"{name}|trajectory|step{step}|{'ema' if ema else 'raw'}|nfe{nfe}"
-                if key in done:
-                    continue
-                pipe = pipe or Pipeline.load(ckpt, ema=ema, device=args.device)
-                settings = pipe.settings.with_(sampler="consistency", grid="consistency", steps=nfe, cfg=1.0)
-                images, labels = pipe.generate(args.samples, seed=0, settings=settings, batch_size=args.batch)
-                append_record(path, {"key": key, "stage": name, "train_steps": step, "ema": ema, "nfe": nfe,
-                                     **scorer(images, labels)})
+            for cfg in args.student_cfg:
+                for nfe in TRAJECTORY_STEPS:
+                    key = f"{name}|trajectory|step{step}|{'ema' if ema else 'raw'}|nfe{nfe}|cfg{cfg:g}"
+                    if key in done:
+                        continue
+                    pipe = pipe or Pipeline.load(ckpt, ema=ema, device=args.device)
+                    settings = pipe.settings.with_(sampler="consistency", grid="consistency", steps=nfe, cfg=cfg)
+                    images, labels = pipe.generate(args.samples, seed=0, settings=settings, batch_size=args.batch)
+                    append_record(path, {"key": key, "stage": name, "train_steps": step, "ema": ema, "nfe": nfe,
+                                         "cfg": cfg, **scorer(images, labels)})
 
 
 def trajectory_table(rows: list[dict]) -> str:
-    """Markdown: one row per training step, the classifier FD of the EMA and of the raw weights at each of
-    TRAJECTORY_STEPS."""
+    """Markdown: one row per training step and guidance scale, the classifier FD of the EMA and of the raw weights
+    at each of TRAJECTORY_STEPS (records from before the scale was swept were at cfg 1)."""
     columns = [(nfe, ema) for nfe in TRAJECTORY_STEPS for ema in (True, False)]
-    lines = ["| stage | step | " + " | ".join(f"{'EMA' if e else 'raw'} {n} step{'s' * (n > 1)} FD [95%]"
-                                            for n, e in columns) + " |",
-             "| --- | ---: |" + " ---: |" * len(columns)]
-    for stage, step in dict.fromkeys((r["stage"], r["train_steps"]) for r in rows):
-        cells = {(r["nfe"], r["ema"]): r for r in rows if (r["stage"], r["train_steps"]) == (stage, step)}
-        lines.append(f"| {stage} | {step:,} | " + " | ".join(
+    lines = ["| stage | step | cfg | " + " | ".join(f"{'EMA' if e else 'raw'} {n} step{'s' * (n > 1)} FD [95%]"
+                                                  for n, e in columns) + " |",
+             "| --- | ---: | ---: |" + " ---: |" * len(columns)]
+    def point(r: dict) -> tuple:
+        return r["stage"], r["train_steps"], r.get("cfg", 1.0)
+
+    for stage, step, cfg in dict.fromkeys(point(r) for r in rows):
+        cells = {(r["nfe"], r["ema"]): r for r in rows if point(r) == (stage, step, cfg)}
+        lines.append(f"| {stage} | {step:,} | {cfg:g} | " + " | ".join(
             f"{cells[c]['classifier_fd']:.2f} [{cells[c]['classifier_fd_ci95'][0]:.2f}, "
             f"{cells[c]['classifier_fd_ci95'][1]:.2f}]" if c in cells else "-" for c in columns) + " |")
     return "\n".join(lines)
@@ -250,7 +257,8 @@ def main() -> None:
                         help="eval cache; the head-to-head's reference networks are copied there")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
     parser.add_argument("--trajectory", type=int, default=0, help="students: also score 1 and 2 steps (EMA and raw "
-                        "weights) at this many checkpoints through their budget (0: the final one only)")
+                        "weights, each --student-cfg) at this many checkpoints through their budget (0: the final one "
+                        "only)")
     # one KEY=VALUE per flag: a list flag would swallow the stages written after it
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for "
                         "every stage trained in this call, repeated for more (a student recipe with --variant, e.g. "

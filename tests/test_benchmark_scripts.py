@@ -74,13 +74,17 @@ def test_few_step_plans_each_setting_once():
     student = few_step.stage_plan("scd", args, [])
     assert [(g, n) for _, g, n, _ in student] == [("consistency", 1), ("consistency", 2), ("consistency", 4),
                                                   ("consistency:theta_mid=0.9", 2), ("consistency:theta_mid=0.9", 4)]
-    # the trajectory: one row per checkpoint, a column per (steps, weights); a score not yet made shows as "-"
+    # the trajectory: one row per checkpoint and scale, a column per (steps, weights); a score not yet made shows as
+    # "-"; records from before the scale was swept (no "cfg") read as cfg 1
     rows = [{"stage": "scd", "train_steps": step, "nfe": nfe, "ema": ema, "classifier_fd": fd,
-             "classifier_fd_ci95": [fd - 1, fd + 1]}
-            for step, nfe, ema, fd in ((100, 1, True, 9.0), (100, 1, False, 8.0), (100, 2, True, 4.0),
-                                       (100, 2, False, 3.0), (200, 2, True, 2.0))]
+             "classifier_fd_ci95": [fd - 1, fd + 1], **({} if cfg is None else {"cfg": cfg})}
+            for step, nfe, ema, fd, cfg in ((100, 1, True, 9.0, None), (100, 1, False, 8.0, None),
+                                            (100, 2, True, 4.0, 1.0), (100, 2, False, 3.0, 1.0),
+                                            (100, 1, True, 5.0, 1.25), (200, 2, True, 2.0, 1.0))]
     table = few_step.trajectory_table(rows).splitlines()
-    assert table[0] == ("| stage | step | EMA 1 step FD [95%] | raw 1 step FD [95%] | EMA 2 steps FD [95%] | "
+    assert table[0] == ("| stage | step | cfg | EMA 1 step FD [95%] | raw 1 step FD [95%] | EMA 2 steps FD [95%] | "
                         "raw 2 steps FD [95%] |")
-    assert table[2] == "| scd | 100 | 9.00 [8.00, 10.00] | 8.00 [7.00, 9.00] | 4.00 [3.00, 5.00] | 3.00 [2.00, 4.00] |"
-    assert table[3] == "| scd | 200 | - | - | 2.00 [1.00, 3.00] | - |"
+    assert table[2] == ("| scd | 100 | 1 | 9.00 [8.00, 10.00] | 8.00 [7.00, 9.00] | 4.00 [3.00, 5.00] | "
+                        "3.00 [2.00, 4.00] |")
+    assert table[3] == "| scd | 100 | 1.25 | 5.00 [4.00, 6.00] | - | - | - |"
+    assert table[4] == "| scd | 200 | 1 | - | - | 2.00 [1.00, 3.00] | - |"
