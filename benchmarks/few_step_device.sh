@@ -16,8 +16,8 @@
 #     and at cfg 1 at TRAJECTORY (default 4) checkpoints, e.g. VARIANTS="new=;old=--set
 #     objective.options.p_mean=-2.0 --set objective.options.p_std=1.6 --set optim.schedule=constant" (the config
 #     before 2026-12-06 as "old");
-#  3. with SCT=1: sCT from scratch for the teacher's 200 s + MINUTES, with SCT_SET's flags (e.g. "--set
-#     optim.schedule=constant"), its run and records named sct-SCT_VARIANT (default "fast");
+#  3. with SCT=1: sCT from scratch for the teacher's 200 s + SCT_MINUTES (default MINUTES: the pair of that sCD
+#     student), with SCT_SET's flags (e.g. "--set optim.schedule=constant"), named sct-SCT_VARIANT (default "fast");
 #  4. the teacher again (GRID=0 skips): cfg 1.25 and 1.5 too, and each sampler and grid at NFE 1, 2, 4, 8 and 50;
 #  5. with PROFILE=1: issue 19's sampling profile (results/2026-12-05-sampling-profile/profile.sh).
 # TEACH=0 skips stage 1 and SCD=0 stage 2 (e.g. sCT alone: TEACH=0 SCD=0 SCT=1 GRID=0).
@@ -49,7 +49,7 @@ stages() {
             --student-cfg ${STUDENT_CFG:-1 1.25 1.5} > "$O/fs/scd-${entry%%=*}.log" 2>&1
     done
     # shellcheck disable=SC2086
-    [ "${SCT:-0}" = 0 ] || $FS sct --teacher-minutes 3.3333 --distill-minutes "${MINUTES:-7}" \
+    [ "${SCT:-0}" = 0 ] || $FS sct --teacher-minutes 3.3333 --distill-minutes "${SCT_MINUTES:-${MINUTES:-7}}" \
         --variant "${SCT_VARIANT:-fast}" \
         --trajectory "${TRAJECTORY:-4}" --student-cfg ${STUDENT_CFG:-1 1.25 1.5} ${SCT_SET:-} > $O/fs/sct.log 2>&1
     # shellcheck disable=SC2086
