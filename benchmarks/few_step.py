@@ -173,13 +173,13 @@ def score_trajectory(name: str, run: Path, scorer: Scorer, args, out: Path) -> N
 def trajectory_table(rows: list[dict]) -> str:
     """Markdown: one row per training step and guidance scale, the classifier FD of the EMA and of the raw weights
     at each of TRAJECTORY_STEPS (records from before the scale was swept were at cfg 1)."""
+    def point(r: dict) -> tuple:
+        return r["stage"], r["train_steps"], r.get("cfg", 1.0)
+
     columns = [(nfe, ema) for nfe in TRAJECTORY_STEPS for ema in (True, False)]
     lines = ["| stage | step | cfg | " + " | ".join(f"{'EMA' if e else 'raw'} {n} step{'s' * (n > 1)} FD [95%]"
                                                   for n, e in columns) + " |",
              "| --- | ---: | ---: |" + " ---: |" * len(columns)]
-    def point(r: dict) -> tuple:
-        return r["stage"], r["train_steps"], r.get("cfg", 1.0)
-
     for stage, step, cfg in dict.fromkeys(point(r) for r in rows):
         cells = {(r["nfe"], r["ema"]): r for r in rows if point(r) == (stage, step, cfg)}
         lines.append(f"| {stage} | {step:,} | {cfg:g} | " + " | ".join(

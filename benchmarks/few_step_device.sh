@@ -13,7 +13,7 @@
 #  2. an sCD student per entry of VARIANTS ("name=few_step.py flags;name=flags"; default "fast=", the config as it
 #     is), each MINUTES (default 7) of distillation from that teacher, scored at 1, 2 and 4 steps at each guidance
 #     scale of STUDENT_CFG (default "1 1.25 1.5": the students' sweep; the teacher's best scale, 1, is distilled in)
-#     and at cfg 1 at TRAJECTORY (default 4) checkpoints, e.g. VARIANTS="new=;old=--set
+#     and at TRAJECTORY (default 4) checkpoints at each of those scales too, e.g. VARIANTS="new=;old=--set
 #     objective.options.p_mean=-2.0 --set objective.options.p_std=1.6 --set optim.schedule=constant" (the config
 #     before 2026-12-06 as "old");
 #  3. with SCT=1: sCT from scratch for the teacher's 200 s + SCT_MINUTES (default MINUTES: the pair of that sCD
@@ -23,9 +23,11 @@
 # TEACH=0 skips stage 1 and SCD=0 stage 2 (e.g. sCT alone: TEACH=0 SCD=0 SCT=1 GRID=0).
 # SET: few_step.py flags for every stage, teacher included, e.g. SET="--set model.options.time_scale=1000" (the
 # time embedding of the configs before 2026-12-06).
-# Device time: 30-180 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s, about 80 s
-# of scoring with TRAJECTORY 3, and its compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each
-# later one, inductor's cache then warm), about 200 s for the teacher's grid, about 250 s for the profile.
+# Device time: 30-360 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s and its
+# compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each later one, inductor's cache then warm;
+# H200: 135 s), scoring about 80 s with TRAJECTORY 3 when the trajectory was at cfg 1 only (H100; H200 about 150 s),
+# perhaps twice that now that it sweeps STUDENT_CFG, about 200 s for the teacher's grid (H200: 191 s), about 250 s
+# for the profile.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 # DRY: few_step.py flags for a CPU dry run of the stages, e.g. DRY="--device cpu --samples 200 --batch 200
 # --teacher-minutes 0.05" with MINUTES=0.05 (and O, R elsewhere)
