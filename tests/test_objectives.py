@@ -193,6 +193,22 @@ def test_consistency_training_and_distillation_run_and_start_from_a_teacher(mode
     assert (final / "ema.safetensors").is_file()
 
 
+def test_distillation_says_when_the_student_starts_from_another_model_than_its_teacher(teacher, tmp_path, capsys):
+    """A preset names its teacher twice (objective.options.teacher, train.init_from): one changed without the
+    other is said, once, when the run starts; the same run through another spelling of its path is not."""
+    import shutil
+
+    from liquidgen.train import start_run
+
+    other = tmp_path / "other-teacher"
+    shutil.copytree(teacher, other)
+    for init, said in ((other, True), (teacher / ".." / teacher.name, False)):
+        config = load_config(None, TINY + ["objective.name=consistency", f"train.init_from={init}"])
+        config.objective.options = {"mode": "cd", "teacher": str(teacher)}
+        start_run(config, tmp_path / f"run-{said}")
+        assert ("is not objective.options.teacher" in capsys.readouterr().out) == said
+
+
 def test_distillation_teacher_velocity_is_the_converted_teacher(teacher):
     from liquidgen.generate import Pipeline
 

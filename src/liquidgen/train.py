@@ -187,6 +187,12 @@ def start_run(config: Config, out: Path, resume: bool = False) -> Run:
     if getattr(objective, "teacher", ""):  # distillation: any checkpoint teaches, through the converters
         teacher = Pipeline.load(objective.teacher, ema=objective.teacher_ema, device=device)
         objective.bind_teacher(teacher.model, teacher.prediction)
+        # A preset names its teacher twice; a user who points one of them at their own run and not the other gets a
+        # student started from one model and taught by another, which trains but is not sCM's distillation.
+        if dist.main and tc.init_from and Path(tc.init_from).resolve() != Path(objective.teacher).resolve():
+            print(f"note: train.init_from ({tc.init_from}) is not objective.options.teacher ({objective.teacher}): "
+                  "the student starts from other weights than its teacher's; set both to the teacher's run to "
+                  "distil from it as sCM does", flush=True)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     optimizer = make_optimizer(model, config.optim)
     if tc.compile:
