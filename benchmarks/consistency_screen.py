@@ -174,15 +174,15 @@ def main() -> None:
         name = f"scd-{recipe}" + (f"-seed{args.seed}" if args.seed else "")
         keep = [f"train.ckpt_every={args.trajectory}", "train.keep_checkpoints=0"] if args.trajectory else []
         student = stage(name, student_config, args.student_steps,
-                        [f"objective.options.teacher={teacher}", f"train.init_from={teacher}",
-                         f"train.seed={args.seed}", *PINNED, *RECIPES[recipe], *keep])
+                        [f"objective.options.teacher={teacher}", f"train.seed={args.seed}", *PINNED, *RECIPES[recipe],
+                         *keep])
         for steps in (1, 2, 4):
             score(name, student, "consistency", steps)
         runs = [(name, student)]
         if args.sct:
             sct = "sct-" + name.removeprefix("scd-")
             runs.append((sct, stage(sct, student_config, args.teacher_steps + args.student_steps,
-                                    ["objective.options.mode=ct", 'objective.options.teacher=""', 'train.init_from=""',
+                                    ["objective.options.mode=ct", 'objective.options.teacher=""',
                                      f"train.seed={args.seed}", *PINNED, *RECIPES[recipe], *keep])))
             for steps in (1, 2, 4):
                 score(sct, runs[-1][1], "consistency", steps)

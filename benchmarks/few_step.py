@@ -85,13 +85,10 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
         args.trajectory and name != "teacher") else {}
     config = budgeted_config(ROOT / "configs" / file, minutes, args.device, [f"data.root={args.mnist_root}",
                              *args.set], compiled=args.device != "cpu", log_every=50, **trajectory)
-    if name == "scd":
-        teacher = str(teacher_run(args))
-        config.train.init_from = teacher
-        config.objective.options = {**config.objective.options, "teacher": teacher,
+    if name == "scd":  # the student starts from the teacher it names (train.init_from empty)
+        config.objective.options = {**config.objective.options, "teacher": str(teacher_run(args)),
                                     "teacher_cfg": teacher_scale(args)}
     elif name == "sct":  # from scratch, the path's own tangent: no teacher anywhere
-        config.train.init_from = ""
         config.objective.options = {k: v for k, v in config.objective.options.items()
                                     if k not in ("teacher", "teacher_cfg")} | {"mode": "ct"}
     run = Path(args.runs) / label(name, args)

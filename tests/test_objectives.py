@@ -193,20 +193,26 @@ def test_consistency_training_and_distillation_run_and_start_from_a_teacher(mode
     assert (final / "ema.safetensors").is_file()
 
 
-def test_distillation_says_when_the_student_starts_from_another_model_than_its_teacher(teacher, tmp_path, capsys):
-    """A preset names its teacher twice (objective.options.teacher, train.init_from): one changed without the
-    other is said, once, when the run starts; the same run through another spelling of its path is not."""
+def test_distillation_starts_the_student_from_its_teacher_and_says_when_told_otherwise(teacher, tmp_path, capsys):
+    """sCD with train.init_from empty starts from the teacher's weights (a preset names its teacher once); an
+    init_from naming another run is said when the run starts, the teacher under another spelling of its path is not."""
     import shutil
 
     from liquidgen.train import start_run
 
     other = tmp_path / "other-teacher"
     shutil.copytree(teacher, other)
-    for init, said in ((other, True), (teacher / ".." / teacher.name, False)):
-        config = load_config(None, TINY + ["objective.name=consistency", f"train.init_from={init}"])
+    models = {}
+    for init, said in (("", False), (teacher / ".." / teacher.name, False), (other, True)):
+        init_set = [f"train.init_from={init}"] if init else []  # an empty override would read as None
+        config = load_config(None, TINY + ["objective.name=consistency", *init_set])
         config.objective.options = {"mode": "cd", "teacher": str(teacher)}
-        start_run(config, tmp_path / f"run-{said}")
+        models[str(init)] = start_run(config, tmp_path / f"run-{len(models)}").model.state_dict()
         assert ("is not objective.options.teacher" in capsys.readouterr().out) == said
+    fresh = start_run(load_config(None, TINY), tmp_path / "fresh").model.state_dict()
+    from_teacher = models[str(teacher / ".." / teacher.name)]
+    assert all(torch.equal(models[""][k], from_teacher[k]) for k in from_teacher)
+    assert not all(torch.equal(fresh[k], from_teacher[k]) for k in from_teacher if k in fresh)
 
 
 def test_distillation_teacher_velocity_is_the_converted_teacher(teacher):
@@ -239,15 +245,15 @@ def test_init_from_needs_the_same_time_scale(teacher):
 
 
 def test_the_few_step_presets_chain_from_teacher_to_students(tmp_path):
-    """The shipped sCM presets at toy size: the sCD student starts from the TrigFlow teacher (init_from refuses one
-    embedding time at another scale, so the pair must agree), and sCT trains from scratch with no teacher."""
+    """The shipped sCM presets at toy size: the sCD student starts from the TrigFlow teacher it names (init_from
+    refuses one embedding time at another scale, so the pair must agree), and sCT trains from scratch with no
+    teacher."""
     small = ["model.preset=tiny", "data.name=digits", "data.image_size=8", "train.device=cpu", "train.batch_size=16",
              "train.log_every=1", "train.sample_every=0", "train.ckpt_every=0", "train.steps=3"]
     presets = {name: load_config(f"configs/mnist-unet-{name}.yaml", small) for name in ("trigflow", "scm", "sct")}
     assert presets["scm"].model.options["time_scale"] == presets["trigflow"].model.options["time_scale"] == 1.0
     teacher = train(presets["trigflow"], tmp_path / "teacher").parent.parent
-    student = load_config("configs/mnist-unet-scm.yaml", small + [f"train.init_from={teacher}",
-                                                                  f"objective.options.teacher={teacher}"])
+    student = load_config("configs/mnist-unet-scm.yaml", small + [f"objective.options.teacher={teacher}"])
     train(student, tmp_path / "scd")
     assert presets["sct"].objective.options["mode"] == "ct" and not presets["sct"].train.init_from
     assert "teacher" not in presets["sct"].objective.options

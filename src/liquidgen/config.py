@@ -92,7 +92,7 @@ class TrainConfig:
     ckpt_minutes: float = 0.0  # also every N minutes of training steps (0: never), counted as train.minutes
     keep_checkpoints: int = 3  # newest checkpoints kept (0 keeps all)
     keep_every: int = 0  # also keep every checkpoint whose step is a multiple of this (0: none)
-    init_from: str = ""  # start from this checkpoint's EMA weights (fine-tuning, consistency students)
+    init_from: str = ""  # start from this checkpoint's EMA weights (fine-tuning); empty in sCD: the teacher's
     eval_every: int = 0  # score the EMA weights every N steps (0: never); needs eval_classifier
     eval_classifier: str = ""  # reference classifier .safetensors (`liquidgen eval fit-classifier`)
     eval_samples: int = 2000  # fixed-noise samples per evaluation

@@ -180,19 +180,22 @@ def start_run(config: Config, out: Path, resume: bool = False) -> Run:
         if not isinstance(model, BlockStack):
             raise ValueError(f"model.checkpointing needs a block stack (liquid, dit); {config.model.name!r} is not one")
         model.set_checkpointing(config.model.checkpointing)
-    # Resuming, the checkpoint's weights replace init_from's: the run they came from may be gone by now.
-    if tc.init_from and not (resume and ckpt_io.list_checkpoints(out)):
-        init_weights(model, tc.init_from)
     objective = objective_from(config.objective)
-    if getattr(objective, "teacher", ""):  # distillation: any checkpoint teaches, through the converters
-        teacher = Pipeline.load(objective.teacher, ema=objective.teacher_ema, device=device)
+    teacher_run = getattr(objective, "teacher", "")
+    # sCM starts a distilled student from its pre-trained teacher: with train.init_from empty, sCD does, so
+    # that a preset names its teacher once and a user who points it at their own run cannot start the student from
+    # another model by leaving a second name behind.
+    init_from = tc.init_from or teacher_run
+    # Resuming, the checkpoint's weights replace init_from's: the run they came from may be gone by now.
+    if init_from and not (resume and ckpt_io.list_checkpoints(out)):
+        init_weights(model, init_from)
+    if teacher_run:  # distillation: any checkpoint teaches, through the converters
+        teacher = Pipeline.load(teacher_run, ema=objective.teacher_ema, device=device)
         objective.bind_teacher(teacher.model, teacher.prediction)
-        # A preset names its teacher twice; a user who points one of them at their own run and not the other gets a
-        # student started from one model and taught by another, which trains but is not sCM's distillation.
-        if dist.main and tc.init_from and Path(tc.init_from).resolve() != Path(objective.teacher).resolve():
-            print(f"note: train.init_from ({tc.init_from}) is not objective.options.teacher ({objective.teacher}): "
-                  "the student starts from other weights than its teacher's; set both to the teacher's run to "
-                  "distil from it as sCM does", flush=True)
+        if dist.main and Path(init_from).resolve() != Path(teacher_run).resolve():
+            print(f"note: train.init_from ({init_from}) is not objective.options.teacher ({teacher_run}): the "
+                  "student starts from other weights than its teacher's (leave init_from empty to start from the "
+                  "teacher, as sCM does)", flush=True)
     ema = EMA(model, tc.ema_decay, tc.ema_warmup)
     optimizer = make_optimizer(model, config.optim)
     if tc.compile:
