@@ -82,4 +82,5 @@ grep -ah "FD\|to train" $O/fs/*.log | tail -12
 for m in $R/*/metrics.jsonl; do [ -f "$m" ] && echo "$m: $(tail -1 "$m" | cut -c1-200)"; done
 cat $O/DONE $O/fs/few_step.md $O/fs/trajectory.md 2>/dev/null
 tail -1 $O/prof/phases.log 2>/dev/null | cut -c1-600
+sort -t'|' -k2 -n $O/prof/importtime-*.log 2>/dev/null | tail -6  # the slowest imports, cumulative
 tail -n 7 $O/prof/model.log $O/prof/aot-*.log 2>/dev/null

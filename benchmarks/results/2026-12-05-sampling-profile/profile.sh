@@ -2,6 +2,9 @@
 # Inductor's coordinate-descent tuning (TUNINGS) speeds up its GroupNorm kernels. Carry .carry/data/MNIST; writes into $P.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 P=${P:-$OUT}; mkdir -p $P
+# what importing costs before any work (the phases' import share): torch alone, then the CLI's import tree
+python -X importtime -c "import torch" 2> $P/importtime-torch.log
+python -X importtime -c "import liquidgen.cli" 2> $P/importtime-cli.log
 # speed does not depend on training: a 1-step run of each shipped config (LiquidGen-S for the aot_compile probe)
 for run in unet:mnist-unet liquid:mnist-liquid-S; do
     python -m liquidgen.cli train configs/${run#*:}.yaml --out /tmp/r/${run%%:*} --set data.root=.carry/data \
