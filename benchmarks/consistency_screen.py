@@ -104,6 +104,11 @@ RECIPES = {
     # the two changes that each helped one step at time_scale 1 (lr 5e-5: 3.95 / 4.09, p_mean -0.5: 4.40 / 4.39,
     # shipped 4.81 / 4.74), together
     "p_mean_-0.5_lr_5e-5_bf16_cosine": [*SHIPPED, "objective.options.p_mean=-0.5", "optim.lr=5e-5"],
+    # guidance folded into the target (sCM's guided distillation): the GPU student (lr 1e-4) scored best at cfg 1.25
+    # on top of an unguided target (results/2026-12-06-scd-lr-1e-4-h200), which costs two network evaluations per
+    # step; a student distilled from the teacher guided at 1.25 would need one. Compare at --cfg 1 against the
+    # unguided recipe at --cfg 1 1.25
+    "p_mean_-1_lr_1e-4_bf16_cosine_teacher_cfg_1.25": [*SHIPPED, "optim.lr=1e-4", "objective.options.teacher_cfg=1.25"],
 }
 
 
@@ -126,6 +131,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override of every stage "
                         "(teacher, students, sCT), e.g. model.options.time_scale=1: a screen folder trains its teacher "
                         "once, so give each such screen its own --out")
+    parser.add_argument("--cfg", type=float, nargs="+", default=[1.0], help="guidance scales at which the teacher's "
+                        "50 Euler steps and the students' final 1, 2 and 4 steps are scored (trajectories: cfg 1 only)")
     parser.add_argument("--seed", type=int, default=0, help="the students' train.seed (a replicate: runs and "
                         "records named -seedN; the teacher is shared)")
     args = parser.parse_args()
@@ -146,17 +153,20 @@ def main() -> None:
                                *args.set, *overrides]), run)
         return run
 
-    def score(name: str, run: Path, sampler: str, steps: int, ema: bool = True, ckpt: Path | None = None) -> None:
-        """Score the run's newest checkpoint, or `ckpt` (a trajectory point: its step and weights in the key)."""
-        key = f"{name}|{sampler}|{steps}" + (f"|step{checkpoint_step(ckpt)}|{'ema' if ema else 'raw'}" if ckpt else "")
+    def score(name: str, run: Path, sampler: str, steps: int, ema: bool = True, ckpt: Path | None = None,
+              cfg: float = 1.0) -> None:
+        """Score the run's newest checkpoint, or `ckpt` (a trajectory point: its step and weights in the key), at
+        guidance `cfg` (in the key unless 1, the scale of every record before --cfg)."""
+        key = (f"{name}|{sampler}|{steps}" + (f"|step{checkpoint_step(ckpt)}|{'ema' if ema else 'raw'}" if ckpt else "")
+               + (f"|cfg{cfg:g}" if cfg != 1 else ""))
         if key in done:
             return
         pipe = Pipeline.load(ckpt or run, ema=ema, device="cpu", compile="off")
-        settings = pipe.settings.with_(sampler=sampler, steps=steps, cfg=1.0,
+        settings = pipe.settings.with_(sampler=sampler, steps=steps, cfg=cfg,
                                        grid="consistency" if sampler == "consistency" else "uniform")
         images, labels = pipe.generate(args.samples, seed=0, settings=settings, progress=False)
         s = scorer(images, labels)
-        record = {"key": key, "stage": name, "sampler": sampler, "steps": steps, "ema": ema,
+        record = {"key": key, "stage": name, "sampler": sampler, "steps": steps, "ema": ema, "cfg": cfg,
                   **training_summary(run),
                   "classifier_fd": s["classifier_fd"], "classifier_fd_ci95": s["classifier_fd_ci95"],
                   "class_accuracy": s.get("class_accuracy")}
@@ -168,6 +178,8 @@ def main() -> None:
     teacher = stage("teacher", teacher_config, args.teacher_steps, ["optim.warmup_steps=200", *teacher_small])
     for steps in (2, 4, 50):
         score("teacher", teacher, "euler", steps)
+    for cfg in args.cfg:
+        score("teacher", teacher, "euler", 50, cfg=cfg)
     for steps in (1, 2, 4):  # the students' starting point: the teacher's own x0 jumps
         score("teacher", teacher, "consistency", steps)
     for recipe in args.recipes:
@@ -176,16 +188,18 @@ def main() -> None:
         student = stage(name, student_config, args.student_steps,
                         [f"objective.options.teacher={teacher}", f"train.seed={args.seed}", *PINNED, *RECIPES[recipe],
                          *keep])
-        for steps in (1, 2, 4):
-            score(name, student, "consistency", steps)
+        for cfg in args.cfg:
+            for steps in (1, 2, 4):
+                score(name, student, "consistency", steps, cfg=cfg)
         runs = [(name, student)]
         if args.sct:
             sct = "sct-" + name.removeprefix("scd-")
             runs.append((sct, stage(sct, student_config, args.teacher_steps + args.student_steps,
                                     ["objective.options.mode=ct", 'objective.options.teacher=""',
                                      f"train.seed={args.seed}", *PINNED, *RECIPES[recipe], *keep])))
-            for steps in (1, 2, 4):
-                score(sct, runs[-1][1], "consistency", steps)
+            for cfg in args.cfg:
+                for steps in (1, 2, 4):
+                    score(sct, runs[-1][1], "consistency", steps, cfg=cfg)
         for name, run in runs if args.trajectory else []:
             for ckpt in list_checkpoints(run):
                 for ema in (True, False):
