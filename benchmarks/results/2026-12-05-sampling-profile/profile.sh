@@ -18,7 +18,7 @@ timeout -k 5 150 python benchmarks/liquid_kernels.py sample --backbone unet --pr
 # (results/2026-12-06-precompile-cpu), for UNet-28 and LiquidGen-S; AOTINDUCTOR=1 adds the AOTInductor package's rows
 # (every CUDA package crashed the lent H100's torch 2.11 on load: results/2026-12-06-aot-cuda-h100)
 SKIP=$([ "${AOTINDUCTOR:-0}" = 1 ] || echo "--skip export")
-for run in unet liquid; do
+for run in ${AOT_RUNS:-unet liquid}; do  # AOT_RUNS=unet: UNet-28's alone (the 15 s target), when device time is short
     # shellcheck disable=SC2086  # no flag, or the flag and its mode
     timeout -k 5 300 python benchmarks/aot_start.py /tmp/r/$run --rows 2000 $SKIP --out $P > $P/aot-$run.log 2>&1
 done
