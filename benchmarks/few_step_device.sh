@@ -7,6 +7,8 @@
 # different sessions share one teacher): TEACHER_BACK=1 returns the trained teacher's EMA weights as
 # $OUT/teacher.tgz.00, .01 (split below the 16 MiB a returned file may have); here `cat teacher.tgz.* | tar xz -C
 # .carry` unpacks .carry/teacher, and TEACHER=.carry/teacher (carried too) scores that one instead of training one.
+# (2026-12-07: the teacher's 25 MB, MNIST's 12 and the repository's 47 MB of tracked files exceed the 64 MiB a call
+# may carry, so a session trains its own teacher; stages that need none, sCT and the profile, carry MNIST alone.)
 # Stages, in order (what matters most first, so that a machine lost late costs the least):
 #  1. the TrigFlow UNet-28 teacher (200 s of training), scored at cfg 1 with Euler at 50 steps (uniform and Karras
 #     grids) and as a consistency model at 1, 2 and 4 steps;
