@@ -21,7 +21,11 @@
 #  3. with SCT=1: sCT from scratch for the teacher's 200 s + SCT_MINUTES (default MINUTES: the pair of that sCD
 #     student), with SCT_SET's flags (e.g. "--set optim.schedule=constant"), named sct-SCT_VARIANT (default "fast");
 #  4. the teacher again (GRID=0 skips): cfg 1.25 and 1.5 too, and each sampler and grid at NFE 1, 2, 4, 8 and 50;
-#  5. with PROFILE=1: issue 19's sampling profile (results/2026-12-05-sampling-profile/profile.sh).
+#  5. with PROFILE=1: issue 19's sampling profile (results/2026-12-05-sampling-profile/profile.sh);
+#  6. with E2E=1: issue 19's end-to-end targets as the issue states them: `liquidgen sample` of 10,000 MNIST samples at
+#     50 steps with cfg 2, process start to file, for UNet-28 and LiquidGen-S (1-step runs of the shipped configs:
+#     speed does not depend on training), from an empty compile cache and again from the cache it left, and 2-step
+#     images per second inside the process (compiled and eager); about 250 s.
 # TEACH=0 skips stage 1 and SCD=0 stage 2 (e.g. sCT alone: TEACH=0 SCD=0 SCT=1 GRID=0).
 # SET: few_step.py flags for every stage, teacher included, e.g. SET="--set model.options.time_scale=1000" (the
 # time embedding of the configs before 2026-12-06).
@@ -29,7 +33,7 @@
 # compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each later one, inductor's cache then warm;
 # H200: 135 s), scoring about 80 s with TRAJECTORY 3 when the trajectory was at cfg 1 only (H100; H200 about 150 s),
 # perhaps twice that now that it sweeps STUDENT_CFG, about 200 s for the teacher's grid (H200: 191 s), about 250 s
-# for the profile.
+# for the profile, about 250 s for E2E.
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 # DRY: few_step.py flags for a CPU dry run of the stages, e.g. DRY="--device cpu --samples 200 --batch 200
 # --teacher-minutes 0.05" with MINUTES=0.05 (and O, R elsewhere)
@@ -59,7 +63,22 @@ stages() {
     # shellcheck disable=SC2086
     [ "${GRID:-1}" = 0 ] || $FS teacher --cfg 1 1.25 1.5 --teacher-cfg 1.0 $CARRIED > $O/fs/teacher-grid.log 2>&1
     [ "${PROFILE:-0}" = 0 ] || P=$O/prof bash benchmarks/results/2026-12-05-sampling-profile/profile.sh
+    [ "${E2E:-0}" = 0 ] || end_to_end
     echo finished > $O/DONE
+}
+
+end_to_end() {
+    mkdir -p $O/e2e
+    for run in unet:mnist-unet liquid:mnist-liquid-S; do
+        python -m liquidgen.cli train configs/${run#*:}.yaml --out $R/e2e-${run%%:*} --set data.root=.carry/data \
+            train.steps=1 train.sample_every=0 train.ckpt_every=0 train.log_every=1 >> $O/e2e/train.log 2>&1
+    done
+    for call in first second; do  # a user's first call, then a later one finding the cache the first left
+        # shellcheck disable=SC2046  # the 2-step timing once, with the second call
+        timeout -k 5 300 python benchmarks/sampling_speed.py $R/e2e-unet $R/e2e-liquid --n 10000 --steps 50 --cfg 2 \
+            --compile-cache $R/e2e-cache --label $call --out $O/e2e $([ $call = second ] && echo --fast-steps 2) \
+            >> $O/e2e/sampling.log 2>&1
+    done
 }
 
 if [ "$1" = --stages ]; then
@@ -86,3 +105,4 @@ cat $O/DONE $O/fs/few_step.md $O/fs/trajectory.md 2>/dev/null
 tail -1 $O/prof/phases.log 2>/dev/null | cut -c1-600
 sort -t'|' -k2 -n $O/prof/importtime-*.log 2>/dev/null | tail -6  # the slowest imports, cumulative
 tail -n 7 $O/prof/model.log $O/prof/aot-*.log 2>/dev/null
+cut -c1-400 $O/e2e/sampling.jsonl 2>/dev/null
