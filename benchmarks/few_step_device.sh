@@ -69,13 +69,10 @@ stages() {
 
 end_to_end() {
     mkdir -p $O/e2e
-    for run in unet:mnist-unet liquid:mnist-liquid-S; do
-        python -m liquidgen.cli train configs/${run#*:}.yaml --out $R/e2e-${run%%:*} --set data.root=.carry/data \
-            train.steps=1 train.sample_every=0 train.ckpt_every=0 train.log_every=1 >> $O/e2e/train.log 2>&1
-    done
+    bash benchmarks/one_step_runs.sh /tmp/r >> $O/e2e/train.log 2>&1  # profile.sh's runs, when it ran first
     for call in first second; do  # a user's first call, then a later one finding the cache the first left
         # shellcheck disable=SC2046  # the 2-step timing once, with the second call
-        timeout -k 5 300 python benchmarks/sampling_speed.py $R/e2e-unet $R/e2e-liquid --n 10000 --steps 50 --cfg 2 \
+        timeout -k 5 300 python benchmarks/sampling_speed.py /tmp/r/unet /tmp/r/liquid --n 10000 --steps 50 --cfg 2 \
             --compile-cache $R/e2e-cache --label $call --out $O/e2e $([ $call = second ] && echo --fast-steps 2) \
             >> $O/e2e/sampling.log 2>&1
     done

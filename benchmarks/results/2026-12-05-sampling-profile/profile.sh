@@ -6,10 +6,7 @@ P=${P:-$OUT}; mkdir -p $P
 python -X importtime -c "import torch" 2> $P/importtime-torch.log
 python -X importtime -c "import liquidgen.cli" 2> $P/importtime-cli.log
 # speed does not depend on training: a 1-step run of each shipped config (LiquidGen-S for the aot_compile probe)
-for run in unet:mnist-unet liquid:mnist-liquid-S; do
-    python -m liquidgen.cli train configs/${run#*:}.yaml --out /tmp/r/${run%%:*} --set data.root=.carry/data \
-        train.steps=1 train.sample_every=0 train.ckpt_every=0 train.log_every=1 >> $P/ckpt.log 2>&1
-done
+bash benchmarks/one_step_runs.sh /tmp/r >> $P/ckpt.log 2>&1
 timeout -k 5 120 python benchmarks/sampling_speed.py /tmp/r/unet --n 10000 --steps 50 --cfg 2 --phases 1000 \
     --label profile --out $P > $P/phases.log 2>&1
 timeout -k 5 150 python benchmarks/liquid_kernels.py sample --backbone unet --presets 28 --inputs mnist \
