@@ -265,7 +265,8 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
            depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",),
            cudnn: tuple[str, ...] = ("heuristic",), inductor_layouts: tuple[str, ...] = ("auto",),
-           tunings: tuple[str, ...] = ("default",), norm_kernels: tuple[str, ...] = ("torch",)) -> None:
+           tunings: tuple[str, ...] = ("default",), norm_kernels: tuple[str, ...] = ("torch",),
+           weights: tuple[str, ...] = ("fp32",)) -> None:
     """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path,
     layout), with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built,
     its preset at each input, for the same per-kernel view. `layouts`: nchw, and/or nhwc (weights and input
@@ -279,7 +280,9 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     `tunings`: "default" takes Inductor's heuristic launch configurations, "coordinate" lets it tune each Triton
     kernel's block sizes and warps by coordinate descent (its `coordinate_descent_tuning`; a longer compile), asked
     for the same GroupNorm kernels. `norm_kernels` (the UNet's `kernels` option): "torch" (Inductor's GroupNorms)
-    and/or "triton" (kernels.group_norm: each norm, its scale and SiLU as one opaque op)."""
+    and/or "triton" (kernels.group_norm: each norm, its scale and SiLU as one opaque op). `weights`: "fp32" (fp32
+    weights under bf16 autocast, as liquidgen samples) and/or "bf16" (weights and input cast to bf16, no autocast):
+    autocast runs norms in fp32 and so writes fp32 activations, which the memory-bound kernels pay for."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     else:
@@ -288,8 +291,8 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     records = []
     for data, preset in itertools.product(inputs, presets):
         channels, size, classes = INPUTS[data]
-        for mode, depthwise, layout, algo, inductor_layout, tuning, norm in itertools.product(
-                modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings, norm_kernels):
+        for mode, depthwise, layout, algo, inductor_layout, tuning, norm, dtype in itertools.product(
+                modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings, norm_kernels, weights):
             torch._dynamo.reset()
             inductor_config.coordinate_descent_tuning = tuning == "coordinate"
             torch.backends.cudnn.benchmark = algo == "timed"
@@ -301,14 +304,16 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             model = build_model(backbone, preset, channels, size, classes, **options).cuda().eval()
             flops = forward_flops(model, channels, size, classes) * batch
             x = torch.randn(batch, channels, size, size, device="cuda")
+            t = torch.rand(batch, device="cuda")
+            if dtype == "bf16":
+                model, x, t = model.bfloat16(), x.bfloat16(), t.bfloat16()
             if layout == "nhwc":
                 model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-            t = torch.rand(batch, device="cuda")
             y = torch.randint(0, classes, (batch,), device="cuda")
             fn = model if mode == "eager" else torch.compile(model, mode=mode)
 
             def forward():
-                with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+                with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=dtype == "fp32"):
                     return fn(x, t, y)
             t0 = time.perf_counter()
             for _ in range(3):
@@ -319,20 +324,21 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             rows, busy = kernel_table(forward)
             record = {"backbone": backbone, "input": data, "preset": preset, "mode": mode, "depthwise": depthwise,
                       "layout": layout, "cudnn": algo, "inductor_layout": inductor_layout, "tuning": tuning,
-                      "norm_kernels": norm, "batch": batch,
+                      "norm_kernels": norm, "weights": dtype, "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
                       "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
             append_record(out / "sample.jsonl", record)
             records.append(record)
             print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout} cudnn={algo} "
-                  f"inductor-layout={inductor_layout} tuning={tuning} norm={norm}: {ms:.1f} ms", flush=True)
+                  f"inductor-layout={inductor_layout} tuning={tuning} norm={norm} weights={dtype}: {ms:.1f} ms",
+                  flush=True)
             print_kernels(rows, 15)
-    print("\ninput preset mode depthwise layout cudnn inductor-layout tuning norm batch forward_ms img*NFE/s MFU "
-          "compile_s split_ms")
+    print("\ninput preset mode depthwise layout cudnn inductor-layout tuning norm weights batch forward_ms img*NFE/s "
+          "MFU compile_s split_ms")
     for r in records:
         print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['cudnn']} "
-              f"{r['inductor_layout']} {r['tuning']} {r['norm_kernels']} {r['batch']} "
+              f"{r['inductor_layout']} {r['tuning']} {r['norm_kernels']} {r['weights']} {r['batch']} "
               f"{r['forward_ms']:.1f} {r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} "
               f"{split_text(r, 1)}")
 
@@ -398,6 +404,8 @@ def main() -> None:
     sa.add_argument("--norm-kernels", nargs="+", default=["torch"], choices=["torch", "triton"],
                     help="the UNet's GroupNorm paths to time: Inductor's (torch) and/or the fused sampling kernel "
                     "(triton, kernels.group_norm)")
+    sa.add_argument("--weights", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="fp32 weights under bf16 autocast (as liquidgen samples) and/or the model cast to bf16")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "profile":
@@ -406,7 +414,7 @@ def main() -> None:
     elif args.command == "sample":
         sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone,
                tuple(args.layouts), tuple(args.cudnn), tuple(args.inductor_layouts), tuple(args.tunings),
-               tuple(args.norm_kernels))
+               tuple(args.norm_kernels), tuple(args.weights))
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)
