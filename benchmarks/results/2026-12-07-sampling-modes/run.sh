@@ -4,15 +4,17 @@
 # CompiledForward's UNet in torch.compile's default mode); (2) the compiled sampling forward of UNet-28 and LiquidGen-S
 # with fp32 weights under bf16 autocast (as liquidgen samples) against the model cast to bf16. Carry .carry/data/MNIST and .carry/nograph.
 #   bash benchmarks/results/2026-12-07-sampling-modes/run.sh
+#   RUNS=/tmp/r/unet bash benchmarks/results/2026-12-07-sampling-modes/run.sh      # UNet-28 alone, about 200 s
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 O=${OUT:-/tmp/out}
 mkdir -p $O
 nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
-bash benchmarks/one_step_runs.sh /tmp/r > $O/train.log 2>&1
+bash benchmarks/one_step_runs.sh /tmp/r ${RUNS:+unet} > $O/train.log 2>&1
+# shellcheck disable=SC2086  # RUNS: the run folders to time as committed (a short budget: RUNS=/tmp/r/unet)
 for call in first second; do  # as committed: a user's first call, then a later one finding the cache the first left
     # shellcheck disable=SC2046  # the 2-step timing once, with the second call
-    timeout -k 5 250 python benchmarks/sampling_speed.py /tmp/r/unet /tmp/r/liquid --n 10000 --steps 50 --cfg 2 \
-        --compile-cache /tmp/cache --label $call --out $O $([ $call = second ] && echo --fast-steps 2) \
+    timeout -k 5 250 python benchmarks/sampling_speed.py ${RUNS:-/tmp/r/unet /tmp/r/liquid} --n 10000 --steps 50 --cfg 2 \
+        --compile-cache /tmp/cache --label $call --out $O $([ $call = second ] && [ -z "$RUNS" ] && echo --fast-steps 2) \
         >> $O/sampling.log 2>&1
 done
 for call in first second; do
@@ -20,7 +22,7 @@ for call in first second; do
         --python-path $PWD/.carry/nograph/src --compile-cache /tmp/cache-nograph --label nograph-$call --out $O \
         >> $O/sampling.log 2>&1
 done
-for bb in unet:28 liquid:S; do
+for bb in unet:28 $([ -z "$RUNS" ] && echo liquid:S); do  # RUNS set: UNet-28 alone
     timeout -k 5 150 python benchmarks/liquid_kernels.py sample --out $O --backbone ${bb%%:*} --presets ${bb#*:} \
         --inputs mnist --depthwise conv --weights fp32 bf16 >> $O/weights.log 2>&1
 done
