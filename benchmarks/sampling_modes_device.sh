@@ -11,9 +11,9 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 O=${OUT:-/tmp/out}
 mkdir -p $O
 rm -rf /tmp/nograph && cp -r src /tmp/nograph
-sed -i 's/torch.compile(model, mode="reduce-overhead", dynamic=False), True/torch.compile(model, dynamic=False), False/' \
-    /tmp/nograph/liquidgen/generate.py
-grep -q 'torch.compile(model, dynamic=False), False' /tmp/nograph/liquidgen/generate.py || { echo "nograph edit failed"; exit 1; }
+NEW='torch.compile(model, dynamic=False), False'
+sed -i "s/torch.compile(model, mode=\"reduce-overhead\", dynamic=False), True/$NEW/" /tmp/nograph/liquidgen/generate.py
+grep -q "$NEW" /tmp/nograph/liquidgen/generate.py || { echo "the no-CUDA-graphs edit did not apply"; exit 1; }
 nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
 bash benchmarks/one_step_runs.sh /tmp/r ${RUNS:+unet} > $O/train.log 2>&1
 # shellcheck disable=SC2086  # RUNS: the run folders to time as committed (a short budget: RUNS=/tmp/r/unet)
