@@ -63,12 +63,6 @@ stages() {
     # shellcheck disable=SC2086
     [ "${GRID:-1}" = 0 ] || $FS teacher --cfg 1 1.25 1.5 --teacher-cfg 1.0 $CARRIED > $O/fs/teacher-grid.log 2>&1
     [ "${PROFILE:-0}" = 0 ] || P=$O/prof bash benchmarks/results/2026-12-05-sampling-profile/profile.sh
-    # WEIGHTS=1: the compiled sampling forward of UNet-28 and LiquidGen-S (2,000 rows) with fp32 weights under bf16
-    # autocast (as liquidgen samples) against the model cast to bf16; about 150 s
-    [ "${WEIGHTS:-0}" = 0 ] || for bb in unet:28 liquid:S; do
-        python benchmarks/liquid_kernels.py sample --out $O/weights --backbone ${bb%%:*} --presets ${bb#*:} \
-            --inputs mnist --depthwise conv --weights fp32 bf16 >> $O/weights.log 2>&1
-    done
     [ "${E2E:-0}" = 0 ] || end_to_end
     echo finished > $O/DONE
 }
