@@ -72,10 +72,11 @@ def in_process(run: str, n: int, steps: int, batch: int, compile: str) -> dict:
     return {"img_s": n / (time.perf_counter() - t0)}
 
 
-def phases(run: str, n: int, steps: int, cfg: float, batch: int) -> dict:
+def phases(run: str, n: int, steps: int, cfg: float, batch: int, compile: str = "auto") -> dict:
     """Where one end-to-end call's seconds go, timed inside one process: importing torch, importing liquidgen
-    and loading the run, the first batch (compilation, from whatever cache the environment points at), and
-    the other n - batch samples. On CUDA where there is one (the CPU: a smoke test)."""
+    and loading the run, importing the compiler (when the call compiles), the first batch (compilation, from
+    whatever cache the environment points at, split by Dynamo's timers), and the other n - batch samples. On
+    CUDA where there is one (the CPU: a smoke test). `compile`: auto (the call's own decision), on or off."""
     t0 = time.perf_counter()
     import torch
     t1 = time.perf_counter()
@@ -88,20 +89,29 @@ def phases(run: str, n: int, steps: int, cfg: float, batch: int) -> dict:
     # The end-to-end call draws all n rows in one `generate`, which compiles or not by that call's work (samples x
     # steps). Split in two calls here, each would decide by its own: a first batch of 1,000 at 50 steps falls
     # under the threshold and ran eager, and the rest then paid the compilation (the phases of 2026-12-05 did).
-    pipe.compile = "on" if pipe.compiles(n * steps) else "off"
+    pipe.compile = compile if compile != "auto" else "on" if pipe.compiles(n * steps) else "off"
     sync()
     t2 = time.perf_counter()
+    if pipe.compile == "on":  # the compiler's own modules, which its first call imports: a phase of their own
+        import torch._dynamo
+        import torch._inductor.compile_fx  # noqa: F401
+    t_compiler = time.perf_counter()
     settings = pipe.settings.with_(steps=steps, cfg=cfg)
     pipe.generate(batch, settings=settings, batch_size=batch, progress=False)
     sync()
     t3 = time.perf_counter()
+    # Dynamo's own account of the compilation inside the first batch (tracing, Inductor's compile or cache load,
+    # guards), summed over the graphs: which part of a warm start's seconds a faster start would have to remove
+    names, seconds = torch._dynamo.utils.compile_times(repr="csv", aggregate=True)
+    compile_split = {name: float(s) for name, s in zip(names, seconds) if float(s) >= 0.01}
     pipe.generate(n - batch, settings=settings, batch_size=batch, progress=False)
     sync()
     t4 = time.perf_counter()
     # One more batch, profiled: how much of its wall time the GPU is busy, and with what, against the compiled
     # UNet-28 alone at 26.2 ms per guided 2,000-row step on an H100 (results/2026-12-05-unet-layouts-and-curves-h100).
-    timings = {"import_torch_s": t1 - t0, "load_s": t2 - t1, "first_batch_s": t3 - t2, "rest_s": t4 - t3,
-               "rest_img_s": (n - batch) / (t4 - t3)}
+    timings = {"import_torch_s": t1 - t0, "load_s": t2 - t1, "import_compiler_s": t_compiler - t2,
+               "first_batch_s": t3 - t_compiler, "rest_s": t4 - t3, "rest_img_s": (n - batch) / (t4 - t3),
+               "compile_split_s": compile_split}
     if device != "cuda":  # the profile reads GPU kernels
         return timings
     split = profile_step(lambda: pipe.generate(batch, settings=settings, batch_size=batch, progress=False),
@@ -127,6 +137,9 @@ def main() -> None:
                    "inside a fresh process at this batch (import, load, first batch, the rest, a profiled batch)")
     p.add_argument("--phases-here", action="store_true", help="with --phases: time them in this process and print "
                    "them as JSON (what --phases runs in its fresh process)")
+    p.add_argument("--phases-compile", choices=["auto", "on", "off"], default="auto",
+                   help="with --phases: whether the call compiles (auto: as `liquidgen sample` decides; on: also on "
+                   "the CPU)")
     p.add_argument("--label", required=True, help="name of this variant in the records, e.g. before / after")
     p.add_argument("--out", required=True, help="results folder")
     args = p.parse_args()
@@ -134,12 +147,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
         if args.phases_here:
-            print(json.dumps(phases(run, args.n, args.steps, args.cfg, args.phases)))
+            print(json.dumps(phases(run, args.n, args.steps, args.cfg, args.phases, args.phases_compile)))
             continue
         if args.phases:  # a fresh process, so that importing torch is timed as a user's call meets it
             cmd = [sys.executable, __file__, run, "--n", str(args.n), "--steps", str(args.steps), "--cfg",
-                   str(args.cfg), "--phases", str(args.phases), "--phases-here", "--label", args.label,
-                   "--out", str(out)]
+                   str(args.cfg), "--phases", str(args.phases), "--phases-here", "--phases-compile",
+                   args.phases_compile, "--label", args.label, "--out", str(out)]
             done = subprocess.run(cmd, env=dict(os.environ, **compile_cache_env(run, args.compile_cache)),
                                   capture_output=True, text=True)
             if done.returncode:
