@@ -281,8 +281,9 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     kernel's block sizes and warps by coordinate descent (its `coordinate_descent_tuning`; a longer compile), asked
     for the same GroupNorm kernels. `norm_kernels` (the UNet's `kernels` option): "torch" (Inductor's GroupNorms)
     and/or "triton" (kernels.group_norm: each norm, its scale and SiLU as one opaque op). `weights`: "fp32" (fp32
-    weights under bf16 autocast, as liquidgen samples) and/or "bf16" (weights and input cast to bf16, no autocast):
-    autocast runs norms in fp32 and so writes fp32 activations, which the memory-bound kernels pay for."""
+    weights under bf16 autocast, as liquidgen samples) and/or "bf16" (weights and input cast to bf16, no autocast).
+    Asked because CUDA's autocast runs norms in fp32: wherever a norm's output is kept rather than fused into its
+    consumer's bf16 input, it is written and read as fp32 by the memory-bound kernels (not yet run)."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     else:
