@@ -25,7 +25,7 @@
 #  6. with E2E=1: issue 19's end-to-end targets as the issue states them: `liquidgen sample` of 10,000 MNIST samples at
 #     50 steps with cfg 2, process start to file, for UNet-28 and LiquidGen-S (1-step runs of the shipped configs:
 #     speed does not depend on training), from an empty compile cache and again from the cache it left, and 2-step
-#     images per second inside the process (compiled and eager); about 250 s.
+#     images per second inside the process (compiled and eager): part (1) of sampling_modes_device.sh; about 250 s.
 # TEACH=0 skips stage 1 and SCD=0 stage 2 (e.g. sCT alone: TEACH=0 SCD=0 SCT=1 GRID=0).
 # SET: few_step.py flags for every stage, teacher included, e.g. SET="--set model.options.time_scale=1000" (the
 # time embedding of the configs before 2026-12-06).
@@ -63,20 +63,12 @@ stages() {
     # shellcheck disable=SC2086
     [ "${GRID:-1}" = 0 ] || $FS teacher --cfg 1 1.25 1.5 --teacher-cfg 1.0 $CARRIED > $O/fs/teacher-grid.log 2>&1
     [ "${PROFILE:-0}" = 0 ] || P=$O/prof bash benchmarks/results/2026-12-05-sampling-profile/profile.sh
-    [ "${E2E:-0}" = 0 ] || end_to_end
+    # the 1-step runs are profile.sh's, when it ran first
+    [ "${E2E:-0}" = 0 ] || OUT=$O/e2e CACHE=$R/e2e-cache E2E_ONLY=1 bash benchmarks/sampling_modes_device.sh \
+        > $O/e2e.log 2>&1
     echo finished > $O/DONE
 }
 
-end_to_end() {
-    mkdir -p $O/e2e
-    bash benchmarks/one_step_runs.sh /tmp/r >> $O/e2e/train.log 2>&1  # profile.sh's runs, when it ran first
-    for call in first second; do  # a user's first call, then a later one finding the cache the first left
-        # shellcheck disable=SC2046  # the 2-step timing once, with the second call
-        timeout -k 5 300 python benchmarks/sampling_speed.py /tmp/r/unet /tmp/r/liquid --n 10000 --steps 50 --cfg 2 \
-            --compile-cache $R/e2e-cache --label $call --out $O/e2e $([ $call = second ] && echo --fast-steps 2) \
-            >> $O/e2e/sampling.log 2>&1
-    done
-}
 
 if [ "$1" = --stages ]; then
     stages

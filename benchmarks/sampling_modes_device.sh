@@ -7,22 +7,25 @@
 # About 450 s on an H200 (not run yet).
 #   bash benchmarks/sampling_modes_device.sh
 #   RUNS=/tmp/r/unet bash benchmarks/sampling_modes_device.sh      # UNet-28 alone, about 200 s
+#   E2E_ONLY=1 bash benchmarks/sampling_modes_device.sh            # (1) as committed only (few_step_device.sh's E2E)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 O=${OUT:-/tmp/out}
 mkdir -p $O
-rm -rf /tmp/nograph && cp -r src /tmp/nograph
-NEW='torch.compile(model, dynamic=False), False'
-sed -i "s/torch.compile(model, mode=\"reduce-overhead\", dynamic=False), True/$NEW/" /tmp/nograph/liquidgen/generate.py
-grep -q "$NEW" /tmp/nograph/liquidgen/generate.py || { echo "the no-CUDA-graphs edit did not apply"; exit 1; }
 nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
 bash benchmarks/one_step_runs.sh /tmp/r ${RUNS:+unet} > $O/train.log 2>&1
+# CACHE: the compile caches' folder (empty at the first call)
 # shellcheck disable=SC2086  # RUNS: the run folders to time as committed (a short budget: RUNS=/tmp/r/unet)
 for call in first second; do  # as committed: a user's first call, then a later one finding the cache the first left
     # shellcheck disable=SC2046  # the 2-step timing once, with the second call
     timeout -k 5 250 python benchmarks/sampling_speed.py ${RUNS:-/tmp/r/unet /tmp/r/liquid} --n 10000 --steps 50 \
-        --cfg 2 --compile-cache /tmp/cache --label $call --out $O \
+        --cfg 2 --compile-cache ${CACHE:-/tmp/cache} --label $call --out $O \
         $([ $call = second ] && [ -z "$RUNS" ] && echo --fast-steps 2) >> $O/sampling.log 2>&1
 done
+[ -z "$E2E_ONLY" ] || exit 0
+rm -rf /tmp/nograph && cp -r src /tmp/nograph
+NEW='torch.compile(model, dynamic=False), False'
+sed -i "s/torch.compile(model, mode=\"reduce-overhead\", dynamic=False), True/$NEW/" /tmp/nograph/liquidgen/generate.py
+grep -q "$NEW" /tmp/nograph/liquidgen/generate.py || { echo "the no-CUDA-graphs edit did not apply"; exit 1; }
 for call in first second; do
     timeout -k 5 150 python benchmarks/sampling_speed.py /tmp/r/unet --n 10000 --steps 50 --cfg 2 \
         --python-path /tmp/nograph --compile-cache /tmp/cache-nograph --label nograph-$call --out $O \
