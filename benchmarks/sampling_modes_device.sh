@@ -2,11 +2,12 @@
 # cfg 2, process start to file) from an empty compile cache and again from the cache it left, for
 # both models as committed, and for UNet-28 compiled without CUDA graphs (a copy of src/ made here, with
 # CompiledForward's UNet in torch.compile's default mode: at 1,000 rows a forward keeps the GPU busy between launches,
-# so the graphs may cost their capture and buy nothing); (2) the compiled sampling forward of UNet-28 and LiquidGen-S
+# so the graphs may cost their capture and buy nothing), and UNet-28 as committed at `--batch 2500` (5,000 rows a
+# forward, against the default 500 samples' 1,000); (2) the compiled sampling forward of UNet-28 and LiquidGen-S
 # with fp32 weights under bf16 autocast (as liquidgen samples) against the model cast to bf16. Carry .carry/data/MNIST.
-# About 450 s on an H200 (not run yet).
+# About 520 s on an H200 (not run yet).
 #   bash benchmarks/sampling_modes_device.sh
-#   RUNS=/tmp/r/unet bash benchmarks/sampling_modes_device.sh      # UNet-28 alone, about 200 s
+#   RUNS=/tmp/r/unet bash benchmarks/sampling_modes_device.sh      # UNet-28 alone, about 270 s
 #   E2E_ONLY=1 bash benchmarks/sampling_modes_device.sh            # (1) as committed only (few_step_device.sh's E2E)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 O=${OUT:-/tmp/out}
@@ -29,6 +30,11 @@ grep -q "$NEW" /tmp/nograph/liquidgen/generate.py || { echo "the no-CUDA-graphs 
 for call in first second; do
     timeout -k 5 150 python benchmarks/sampling_speed.py /tmp/r/unet --n 10000 --steps 50 --cfg 2 \
         --python-path /tmp/nograph --compile-cache /tmp/cache-nograph --label nograph-$call --out $O \
+        >> $O/sampling.log 2>&1
+done
+for call in first second; do  # UNet-28 as committed at 5,000 rows a forward (--batch 2500) against the default 1,000
+    timeout -k 5 150 python benchmarks/sampling_speed.py /tmp/r/unet --n 10000 --steps 50 --cfg 2 \
+        --sample-args "--batch 2500" --compile-cache /tmp/cache-batch --label batch2500-$call --out $O \
         >> $O/sampling.log 2>&1
 done
 for bb in unet:28 $([ -z "$RUNS" ] && echo liquid:S); do  # RUNS set: UNet-28 alone
