@@ -219,7 +219,8 @@ def table(rows: list[dict], samples: int) -> str:
         speed = next(r["train_img_s"] for r in rows if r["stage"] == stage)
         lines.append(f"| {stage} | {sampler} | {grid} | {cfg:g} | {'-' if speed is None else f'{speed:,.0f}'} | "
                      + " | ".join(cells.get(n, "-") for n in nfes) + " |")
-    return "\n".join(lines) + f"\n\nCells: classifier FD [bootstrap 95%] / classifier-2 FD, {samples:,} samples each."
+    return "\n".join(lines) + (f"\n\nCells: classifier FD [bootstrap 95%] / classifier-2 FD, {samples:,} samples each. "
+                               "NFE counts one branch: at cfg != 1 each evaluation is two (guided and unguided).")
 
 
 def main() -> None:
