@@ -5,7 +5,8 @@
 # so the graphs may cost their capture and buy nothing), and UNet-28 as committed at `--batch 2500` (5,000 rows a
 # forward, against the default 500 samples' 1,000); (2) the compiled sampling forward of UNet-28 and LiquidGen-S
 # with fp32 weights under bf16 autocast (as liquidgen samples) against the model cast to bf16. Carry .carry/data/MNIST.
-# About 520 s on an H200 (not run yet).
+# About 520 s on an H200 (not run whole yet; UNet-28's part (1), E2E_ONLY=1 RUNS=/tmp/r/unet, took 89 s on an H100:
+# results/2026-12-07-e2e-unet-h100).
 #   bash benchmarks/sampling_modes_device.sh
 #   RUNS=/tmp/r/unet bash benchmarks/sampling_modes_device.sh      # UNet-28 alone, about 270 s
 #   E2E_ONLY=1 bash benchmarks/sampling_modes_device.sh            # (1) as committed only (few_step_device.sh's E2E)
