@@ -220,7 +220,7 @@ def table(rows: list[dict], samples: int) -> str:
         lines.append(f"| {stage} | {sampler} | {grid} | {cfg:g} | {'-' if speed is None else f'{speed:,.0f}'} | "
                      + " | ".join(cells.get(n, "-") for n in nfes) + " |")
     return "\n".join(lines) + (f"\n\nCells: classifier FD [bootstrap 95%] / classifier-2 FD, {samples:,} samples each. "
-                               "NFE counts the sampler's steps; at cfg != 1 each is two network calls "
+                               "NFE leaves out guidance's doubling: at cfg != 1 each evaluation is two network calls "
                                "(conditional and unconditional).")
 
 
