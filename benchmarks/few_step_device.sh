@@ -69,7 +69,6 @@ stages() {
     echo finished > $O/DONE
 }
 
-
 if [ "$1" = --stages ]; then
     stages
     exit
