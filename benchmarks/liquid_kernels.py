@@ -163,6 +163,9 @@ def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[b
 
 
 INPUTS = {"native": (16, 32, 27), "mnist": (1, 28, 10)}  # channels, size, classes
+TUNINGS = ("default", "coordinate")
+TUNINGS_HELP = ("Inductor's Triton launch configurations: its heuristics (default) and/or tuned by coordinate "
+                "descent (coordinate; a longer compile)")
 
 
 def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str, batch: int, steps: int,
@@ -180,30 +183,34 @@ def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str
 
 def train(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int, steps: int,
           device: torch.device, kernel_paths: list[str], checkpointing: list[int], label: str,
-          depthwise_paths: list[str]) -> None:
+          depthwise_paths: list[str], tunings: tuple[str, ...] = ("default",)) -> None:
     """Training img/s, MFU and peak memory of each (input, preset, mode, kernel path, depthwise path, recomputed
-    blocks), one after the other in this process; `label` tags the records (e.g. the code version)."""
+    blocks, Inductor tuning as in `sample`), one after the other in this process; `label` tags the records (e.g.
+    the code version). Coordinate descent is asked of the training step because its 4.0 ms of memory-bound
+    Inductor and other kernels per compiled S block are 2.7x the block's byte bound on an H100
+    (results/2026-12-07-sampling-modes-and-liquid-h100)."""
     records = []
     for data in inputs:
         channels, size, classes = INPUTS[data]
         for preset in presets:
-            for mode, kernels, depthwise, recompute in itertools.product(modes, kernel_paths, depthwise_paths,
-                                                                         checkpointing):
+            for mode, kernels, depthwise, recompute, tuning in itertools.product(
+                    modes, kernel_paths, depthwise_paths, checkpointing, tunings):
                 torch._dynamo.reset()
+                inductor_config.coordinate_descent_tuning = tuning == "coordinate"
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 key = {"label": label, "input": data, "shape": f"{channels}x{size}x{size}", "preset": preset,
                        "mode": mode, "kernels": kernels, "depthwise": depthwise, "checkpointing": recompute,
-                       "batch": batch}
+                       "tuning": tuning, "batch": batch}
                 record = {**key, **measure(preset, (channels, size, classes), kernels, mode, batch, steps, device,
                                            recompute, depthwise), **environment(device)}
                 append_record(out / "train.jsonl", record)
                 records.append(record)
                 print(json.dumps(record), flush=True)
-    print("\nlabel input preset mode kernels depthwise recomputed img/s MFU peak_GB step: matmul/other/idle")
+    print("\nlabel input preset mode kernels depthwise recomputed tuning img/s MFU peak_GB step: matmul/other/idle")
     for r in records:
         case = (f"{r['label']} {r['input']} {r['preset']} {r['mode']} {r['kernels']} {r['depthwise']} "
-                f"{r['checkpointing']}")
+                f"{r['checkpointing']} {r.get('tuning', 'default')}")
         if "error" in r:
             print(case, r["error"])
             continue
@@ -283,7 +290,8 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     and/or "triton" (kernels.group_norm: each norm, its scale and SiLU as one opaque op). `weights`: "fp32" (fp32
     weights under bf16 autocast, as liquidgen samples) and/or "bf16" (weights and input cast to bf16, no autocast).
     Asked because CUDA's autocast runs norms in fp32: wherever a norm's output is kept rather than fused into its
-    consumer's bf16 input, it is written and read as fp32 by the memory-bound kernels (not yet run)."""
+    consumer's bf16 input, it is written and read as fp32 by the memory-bound kernels. UNet-28: no gain (26.43 against
+    26.27 ms, results/2026-12-07-sampling-modes-and-liquid-h100)."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
     else:
@@ -370,6 +378,7 @@ def main() -> None:
     tr.add_argument("--label", default="", help="tag for the records, e.g. the code version")
     tr.add_argument("--depthwise", nargs="+", default=["auto"], choices=list(DEPTHWISE),
                     help="depthwise conv paths to time (models.toeplitz)")
+    tr.add_argument("--tunings", nargs="+", default=["default"], choices=TUNINGS, help=TUNINGS_HELP)
     cu = sub.add_parser("curves", help="MNIST training curves of LiquidGen-S with each kernel path, eager")
     cu.add_argument("--out", type=Path, required=True)
     cu.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw (torchvision's layout)")
@@ -399,9 +408,7 @@ def main() -> None:
     sa.add_argument("--inductor-layouts", nargs="+", default=["auto"], choices=["auto", "off"],
                     help="Inductor's layout optimisation (auto: convolution activations channels-last inside the "
                     "compiled graph, its default; off: the tensors' own layout)")
-    sa.add_argument("--tunings", nargs="+", default=["default"], choices=["default", "coordinate"],
-                    help="Inductor's Triton launch configurations: its heuristics (default) and/or tuned by "
-                    "coordinate descent (coordinate)")
+    sa.add_argument("--tunings", nargs="+", default=["default"], choices=TUNINGS, help=TUNINGS_HELP)
     sa.add_argument("--norm-kernels", nargs="+", default=["torch"], choices=["torch", "triton"],
                     help="the UNet's GroupNorm paths to time: Inductor's (torch) and/or the fused sampling kernel "
                     "(triton, kernels.group_norm)")
@@ -421,7 +428,7 @@ def main() -> None:
                args.compile_mode, args.depthwise)
     else:
         train(args.out, args.presets, args.inputs, args.modes, args.batch, args.steps, torch.device(args.device),
-              args.kernels, args.checkpointing, args.label, args.depthwise)
+              args.kernels, args.checkpointing, args.label, args.depthwise, tuple(args.tunings))
 
 
 if __name__ == "__main__":

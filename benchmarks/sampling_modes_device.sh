@@ -5,16 +5,17 @@
 # so the graphs may cost their capture and buy nothing), and UNet-28 as committed at `--batch 2500` (5,000 rows a
 # forward, against the default 500 samples' 1,000); (2) the compiled sampling forward of UNet-28 and LiquidGen-S
 # with fp32 weights under bf16 autocast (as liquidgen samples) against the model cast to bf16. Carry .carry/data/MNIST.
-# About 520 s on an H200 (not run whole yet; UNet-28's part (1), E2E_ONLY=1 RUNS=/tmp/r/unet, took 89 s on an H100:
-# results/2026-12-07-e2e-unet-h100).
+# About 520 s on an H200 (not run whole yet; on an H100, RUNS=/tmp/r/unet took 274 s:
+# results/2026-12-07-sampling-modes-and-liquid-h100).
 #   bash benchmarks/sampling_modes_device.sh
 #   RUNS=/tmp/r/unet bash benchmarks/sampling_modes_device.sh      # UNet-28 alone, about 270 s
+#   RUNS=/tmp/r/liquid E2E_ONLY=1 bash benchmarks/sampling_modes_device.sh   # LiquidGen-S end to end alone
 #   E2E_ONLY=1 bash benchmarks/sampling_modes_device.sh            # (1) as committed only (few_step_device.sh's E2E)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 O=${OUT:-/tmp/out}
 mkdir -p $O
 nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
-bash benchmarks/one_step_runs.sh /tmp/r ${RUNS:+unet} > $O/train.log 2>&1
+bash benchmarks/one_step_runs.sh /tmp/r ${RUNS:+$(basename $RUNS)} > $O/train.log 2>&1  # RUNS: one of /tmp/r/{unet,liquid}
 # CACHE: the compile caches' folder (empty at the first call)
 # shellcheck disable=SC2086  # RUNS: the run folders to time as committed (a short budget: RUNS=/tmp/r/unet)
 for call in first second; do  # as committed: a user's first call, then a later one finding the cache the first left
