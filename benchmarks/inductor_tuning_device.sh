@@ -1,0 +1,39 @@
+# Issue 19, one device call: does Inductor's own tuning close part of the memory-bound gap? A compiled LiquidGen-S
+# block spends 4.0 of its 8.9 ms in Inductor's and other memory-bound kernels, 2.7x the block's byte bound, and
+# UNet-28's sampling forward 58% of its 26 ms in Inductor's norm and epilogue kernels
+# (results/2026-12-07-sampling-modes-and-liquid-h100). Both were only ever compiled with Inductor's heuristic launch
+# configurations. Each case below is its own process (a slow compile cannot take the others with it), the
+# baseline first, in this order: LiquidGen-S training at batch 256 (native 16x32x32, CUDA graphs) with coordinate
+# descent on each Triton kernel's launch configuration, then in max-autotune (GEMM and conv templates whose
+# epilogues Inductor can fuse, CUDA graphs); the same for UNet-28's compiled sampling forward of 2,000 rows. No data
+# needed; about 400-550 s on an H100 (not run yet).
+#   bash benchmarks/inductor_tuning_device.sh
+#   PRESETS="S B" bash benchmarks/inductor_tuning_device.sh     # LiquidGen-B too (longer)
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+O=${OUT:-/tmp/out}
+mkdir -p $O
+nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
+LK="python benchmarks/liquid_kernels.py"
+# shellcheck disable=SC2086  # PRESETS: a list
+for case in "reduce-overhead default" "reduce-overhead coordinate" "max-autotune default"; do
+    set -- $case
+    timeout -k 5 "${CASE_S:-150}" $LK train --out $O --presets ${PRESETS:-S} --kernels torch --modes $1 \
+        --tunings $2 --label tuning >> $O/train.log 2>&1 || echo "train $case: exit $?" >> $O/train.log
+done
+for case in "reduce-overhead default" "reduce-overhead coordinate" "max-autotune default"; do
+    set -- $case
+    timeout -k 5 "${CASE_S:-150}" $LK sample --out $O --backbone unet --presets 28 --inputs mnist --modes $1 \
+        --tunings $2 >> $O/sample.log 2>&1 || echo "sample $case: exit $?" >> $O/sample.log
+done
+grep -h "exit" $O/train.log $O/sample.log
+python -c "
+import json
+for name in ('train', 'sample'):
+    try:
+        rows = [json.loads(line) for line in open('$O/' + name + '.jsonl')]
+    except FileNotFoundError:
+        continue
+    for r in rows:
+        speed = r.get('train_img_s') or r.get('img_nfe_s')
+        print(name, r.get('preset'), r.get('mode'), r.get('tuning'), r.get('error') or
+              f\"{speed:,.0f} img/s  MFU {100 * (r.get('mfu') or 0):.1f}%  {r.get('step_ms') or r.get('forward_ms'):.2f} ms\")"
