@@ -1,6 +1,7 @@
 """Objectives: exact targets, schedules and weights, the consistency tangent, training on digits."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -338,3 +339,54 @@ def test_a_student_with_a_logvar_head_starts_from_a_teacher_without_one(tmp_path
 
 def test_registry_lists_every_objective():
     assert set(OBJECTIVES) == {"flow", "tld", "diffusion", "trigflow", "consistency"}
+
+
+def test_distill_takes_model_data_and_hardware_from_the_teacher_and_the_rest_from_the_recipe(teacher):
+    """`liquidgen distill`: a student of a run that no preset mirrors (here the tiny UNet on 8x8 digits, distilled by
+    the MNIST UNet-28 recipe) gets the teacher's architecture with sCM's logvar head, its data and device, the
+    teacher's sampling scale folded into the target, and the recipe's objective, optimiser and length."""
+    from liquidgen.config import Config, from_dict
+    from liquidgen.distill import advice, student_config
+
+    taught = from_dict(Config, json.loads((teacher / "checkpoints" / "step-000060" / "config.json").read_text()))
+    recipe = load_config("configs/mnist-unet-scm.yaml")
+    student = student_config(teacher, "configs/mnist-unet-scm.yaml")
+    assert (student.model.name, student.model.preset) == ("unet", "tiny") != (recipe.model.name, recipe.model.preset)
+    assert student.model.options == {**taught.model.options, "logvar": True}
+    assert student.data == taught.data and student.data.name == "digits"
+    assert student.objective.options == {**recipe.objective.options, "teacher": str(teacher),
+                                         "teacher_cfg": taught.sample.cfg}
+    assert taught.sample.cfg != recipe.objective.options["teacher_cfg"]  # the teacher's scale, not the recipe's
+    assert student.optim == recipe.optim
+    assert (student.train.steps, student.train.batch_size, student.train.ema_decay, student.train.init_from) == (
+        recipe.train.steps, recipe.train.batch_size, recipe.train.ema_decay, "")
+    assert (student.train.device, student.train.compile) == (taught.train.device, taught.train.compile)
+    assert (student.sample.sampler, student.sample.steps, student.sample.cfg) == ("consistency", 2, 1.0)
+    # the recipe was measured at time_scale 1; this teacher embeds time at the default 1000, and is told so
+    assert any("time_scale 1000" in line for line in advice(teacher))
+
+
+def test_distill_refuses_a_consistency_teacher_and_a_recipe_that_is_not_scd(teacher, tmp_path):
+    from liquidgen.distill import student_config
+
+    with pytest.raises(ValueError, match="not an sCD config"):
+        student_config(teacher, "configs/mnist-unet-sct.yaml")
+    student = train(load_config(None, TINY + ["train.steps=2", "objective.name=consistency",
+                                              "sample.sampler=consistency"]), tmp_path / "ct")
+    with pytest.raises(ValueError, match="a consistency model already"):
+        student_config(student)
+
+
+def test_distill_command_trains_a_student_that_samples_in_one_step(teacher, tmp_path, capsys):
+    from liquidgen.cli import main
+
+    out = tmp_path / "student"
+    main(["distill", str(teacher), "--out", str(out), "--set", "train.steps=3", "train.batch_size=8",
+          "train.sample_every=0", "train.device=cpu"])
+    said = capsys.readouterr().out
+    assert "time_scale 1000" in said and f"liquidgen sample {out} --steps 1" in said
+    config = json.loads((out / "checkpoints" / "step-000003" / "config.json").read_text())
+    assert config["objective"]["options"]["teacher"] == str(teacher) and config["model"]["preset"] == "tiny"
+    main(["sample", str(out), "--steps", "1", "--n", "10", "--out", str(tmp_path / "one.npz"), "--device", "cpu"])
+    images = np.load(tmp_path / "one.npz")["images"]
+    assert images.shape[0] == 10 and images.std() > 0

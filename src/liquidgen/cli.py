@@ -1,4 +1,5 @@
-"""The `liquidgen` command: train, train-autoencoder, sample, interpolate, precompute, data, eval, bench, models.
+"""The `liquidgen` command: train, distill, train-autoencoder, sample, interpolate, precompute, data, eval, bench,
+models.
 
 Each command is a pair of functions here, `add_<command>` (its arguments) and `cmd_<command>` (what it
 does, through the library's own functions). Sampling settings default to the run's config (`sample:`):
@@ -103,7 +104,12 @@ class TwoDifferent(argparse.Action):
 def add_run_args(p: argparse.ArgumentParser, example: str, set_example: str) -> None:
     """A training command: a config, a run folder, overrides, resume."""
     p.add_argument("config", help=f"YAML config, e.g. {example}")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    add_run_folder_args(p, "runs/<config name>", set_example)
+
+
+def add_run_folder_args(p: argparse.ArgumentParser, default_out: str, set_example: str) -> None:
+    """A training command's run folder, overrides and resume."""
+    p.add_argument("--out", help=f"run folder (default: {default_out})")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help=f"override config keys, e.g. --set {set_example}")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
@@ -176,6 +182,31 @@ def cmd_train(args) -> None:
     out = run(args.config, args.out, overrides=args.set, resume=args.resume, overwrite=args.overwrite)
     if main_process():
         print(f"done: {resolve(out)}\nsample with: liquidgen sample {out}")
+
+
+def add_distill(p: argparse.ArgumentParser) -> None:
+    from .distill import DEFAULT_RECIPE
+
+    p.add_argument("teacher", help="the model to distil: a run folder (its newest checkpoint) or a checkpoint "
+                   "folder, trained with any objective but consistency")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+                   help="an sCD config whose objective, optimiser, training length and sampler the student takes "
+                        "(model, data and hardware settings come from the teacher)")
+    add_run_folder_args(p, "runs/<teacher run>-scd", "train.minutes=10 train.batch_size=64")
+
+
+def cmd_distill(args) -> None:
+    from .distill import advice, default_out, student_config
+    from .train import run
+
+    config = student_config(args.teacher, args.recipe)
+    if main_process():
+        for line in advice(args.teacher):
+            print(line)
+    out = run(config, args.out or default_out(args.teacher), overrides=args.set, resume=args.resume,
+              overwrite=args.overwrite)
+    if main_process():
+        print(f"done: {resolve(out)}\nsample with: liquidgen sample {out} --steps 1   (or --steps 2)")
 
 
 def add_train_autoencoder(p: argparse.ArgumentParser) -> None:
@@ -887,6 +918,8 @@ def cmd_serve(args) -> None:
 EVAL_SUBCOMMANDS = ("fit-classifier", "fit-prompt-matcher")
 COMMANDS = [
     ("train", "train a model from a YAML config", add_train, cmd_train),
+    ("distill", "a 1-2 step student of a trained model (sCD), its model and data taken from the teacher's run",
+     add_distill, cmd_distill),
     ("train-autoencoder", "train your own KL-VAE or VQ-VAE (for latent generators)", add_train_autoencoder,
      cmd_train_autoencoder),
     ("sample", "generate images from a checkpoint", add_sample, cmd_sample),

@@ -102,16 +102,22 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     return model.to(device).eval(), config, spec
 
 
+def embedded_time_scale(model_json: dict, default: float | None = None) -> float | None:
+    """The `time_scale` a checkpoint's backbone embeds time at (`default` for one without a time embedding), read
+    off the backbone rebuilt without memory (meta tensors): a preset's or a signature's default counts as well as an
+    option written in model.json."""
+    with torch.device("meta"):
+        return getattr(getattr(portable_spec(model_json).build(), "time_embed", None), "scale", default)
+
+
 def check_time_scale(model: nn.Module, model_json: dict, ckpt: Path) -> None:
     """`time_scale` changes what the weights compute without changing a shape, so check_fits cannot see it: a
     student started from a teacher embedded at another scale would read every time wrongly, and train from a
-    broken start without an error. The checkpoint's scale is read off its backbone rebuilt without memory (meta
-    tensors), so a preset's or a signature's default counts as well as an option written in model.json."""
+    broken start without an error."""
     own = getattr(getattr(model, "time_embed", None), "scale", None)
     if own is None:
         return
-    with torch.device("meta"):
-        theirs = getattr(getattr(portable_spec(model_json).build(), "time_embed", None), "scale", own)
+    theirs = embedded_time_scale(model_json, own)
     if float(theirs) != float(own):
         raise ValueError(f"train.init_from: {ckpt} embeds time at time_scale {theirs:g}, this model at {own:g}; set "
                          f"model.options.time_scale={theirs:g} to start from it")
