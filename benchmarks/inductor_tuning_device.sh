@@ -5,8 +5,10 @@
 # configurations. Each case below is its own process (a slow compile cannot take the others with it), the
 # baseline first, in this order: LiquidGen-S training at batch 256 (native 16x32x32, CUDA graphs) with coordinate
 # descent on each Triton kernel's launch configuration, then in max-autotune (GEMM and conv templates whose
-# epilogues Inductor can fuse, CUDA graphs); the same for UNet-28's compiled sampling forward of 2,000 rows. No data
-# needed; about 400-550 s on an H100 (not run yet).
+# epilogues Inductor can fuse, CUDA graphs); the same for UNet-28's compiled sampling forward of 2,000 rows; last,
+# the shipped MNIST LiquidGen-S's (patch 4) compiled sampling forward with Inductor's code against the fused Triton
+# block ops forced in (in training they lose by 6-8%; sampling runs their forward alone, untimed compiled). No data
+# needed; about 450-600 s on an H100 (not run yet).
 #   bash benchmarks/inductor_tuning_device.sh
 #   PRESETS="S B" bash benchmarks/inductor_tuning_device.sh     # LiquidGen-B too (longer)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -25,6 +27,8 @@ for case in "reduce-overhead default" "reduce-overhead coordinate" "max-autotune
     timeout -k 5 "${CASE_S:-150}" $LK sample --out $O --backbone unet --presets 28 --inputs mnist --modes $1 \
         --tunings $2 >> $O/sample.log 2>&1 || echo "sample $case: exit $?" >> $O/sample.log
 done
+timeout -k 5 "${CASE_S:-150}" $LK sample --out $O --presets S --inputs mnist --options patch_size=4 --depthwise auto \
+    --modes reduce-overhead --kernels torch triton >> $O/sample.log 2>&1 || echo "sample liquid: exit $?" >> $O/sample.log
 grep -h "exit" $O/train.log $O/sample.log
 python -c "
 import json
@@ -35,5 +39,5 @@ for name in ('train', 'sample'):
         continue
     for r in rows:
         speed = r.get('train_img_s') or r.get('img_nfe_s')
-        print(name, r.get('preset'), r.get('mode'), r.get('tuning'), r.get('error') or
+        print(name, r.get('preset'), r.get('mode'), r.get('tuning'), r.get('kernels'), r.get('error') or
               f\"{speed:,.0f} img/s  MFU {100 * (r.get('mfu') or 0):.1f}%  {r.get('step_ms') or r.get('forward_ms'):.2f} ms\")"

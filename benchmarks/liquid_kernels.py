@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
+import yaml
 
 from liquidgen.bench.records import append_record, environment
 from liquidgen.bench.speed import cuda_median_ms, kernel_times, time_training
@@ -272,8 +273,8 @@ def compare_curves(found: dict[str, list[dict]]) -> dict:
 def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int,
            depthwise_paths: list[str], backbone: str = "liquid", layouts: tuple[str, ...] = ("nchw",),
            cudnn: tuple[str, ...] = ("heuristic",), inductor_layouts: tuple[str, ...] = ("auto",),
-           tunings: tuple[str, ...] = ("default",), norm_kernels: tuple[str, ...] = ("torch",),
-           weights: tuple[str, ...] = ("fp32",)) -> None:
+           tunings: tuple[str, ...] = ("default",), kernel_paths: tuple[str, ...] = ("torch",),
+           weights: tuple[str, ...] = ("fp32",), options: dict | None = None) -> None:
     """Sampling-forward milliseconds, image-NFEs per second and MFU of each (input, preset, mode, depthwise path,
     layout), with the compile time and the profiled kernel split. Another `backbone` (the UNet, say) runs as built,
     its preset at each input, for the same per-kernel view. `layouts`: nchw, and/or nhwc (weights and input
@@ -286,31 +287,35 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     they were 11% faster and cuDNN's transposes cost 10 ms more (results/2026-12-05-unet-layouts-and-curves-h100).
     `tunings`: "default" takes Inductor's heuristic launch configurations, "coordinate" lets it tune each Triton
     kernel's block sizes and warps by coordinate descent (its `coordinate_descent_tuning`; a longer compile), asked
-    for the same GroupNorm kernels. `norm_kernels` (the UNet's `kernels` option): "torch" (Inductor's GroupNorms)
-    and/or "triton" (kernels.group_norm: each norm, its scale and SiLU as one opaque op). `weights`: "fp32" (fp32
+    for the same GroupNorm kernels. `kernel_paths` (the backbone's `kernels` option): "torch" (Inductor's code)
+    and/or "triton": the UNet's GroupNorms as kernels.group_norm (each norm, its scale and SiLU as one opaque op;
+    23% slower, results/2026-12-06-unet-norm-kernel-h100), LiquidGen's fused block ops, forced under torch.compile
+    too (in training they lose to Inductor's code by 6-8%, results/2026-12-07-sampling-modes-and-liquid-h100;
+    sampling runs their forward alone). `options`: more of the backbone's architecture keys (e.g. patch_size 4, the
+    shipped MNIST LiquidGen-S). `weights`: "fp32" (fp32
     weights under bf16 autocast, as liquidgen samples) and/or "bf16" (weights and input cast to bf16, no autocast).
     Asked because CUDA's autocast runs norms in fp32: wherever a norm's output is kept rather than fused into its
     consumer's bf16 input, it is written and read as fp32 by the memory-bound kernels. UNet-28: no gain (26.43 against
     26.27 ms, results/2026-12-07-sampling-modes-and-liquid-h100)."""
     if backbone != "liquid":
         depthwise_paths = ["-"]  # LiquidGen's options only
-    else:
-        norm_kernels = ("-",)  # the UNet's
+    if backbone not in ("liquid", "unet"):
+        kernel_paths = ("-",)
     env = environment(torch.device("cuda"))
     records = []
     for data, preset in itertools.product(inputs, presets):
         channels, size, classes = INPUTS[data]
-        for mode, depthwise, layout, algo, inductor_layout, tuning, norm, dtype in itertools.product(
-                modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings, norm_kernels, weights):
+        for mode, depthwise, layout, algo, inductor_layout, tuning, kernels, dtype in itertools.product(
+                modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings, kernel_paths, weights):
             torch._dynamo.reset()
             inductor_config.coordinate_descent_tuning = tuning == "coordinate"
             torch.backends.cudnn.benchmark = algo == "timed"
             inductor_config.layout_optimization = inductor_layout == "auto"
             torch.cuda.empty_cache()
             torch.manual_seed(0)
-            options = {"kernels": "torch", "depthwise": depthwise} if backbone == "liquid" else (
-                {"kernels": norm} if backbone == "unet" else {})
-            model = build_model(backbone, preset, channels, size, classes, **options).cuda().eval()
+            chosen = {**({"kernels": kernels} if kernels != "-" else {}),
+                      **({"depthwise": depthwise} if depthwise != "-" else {}), **(options or {})}
+            model = build_model(backbone, preset, channels, size, classes, **chosen).cuda().eval()
             flops = forward_flops(model, channels, size, classes) * batch
             x = torch.randn(batch, channels, size, size, device="cuda")
             t = torch.rand(batch, device="cuda")
@@ -333,21 +338,21 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             rows, busy = kernel_table(forward)
             record = {"backbone": backbone, "input": data, "preset": preset, "mode": mode, "depthwise": depthwise,
                       "layout": layout, "cudnn": algo, "inductor_layout": inductor_layout, "tuning": tuning,
-                      "norm_kernels": norm, "weights": dtype, "batch": batch,
+                      "kernels": kernels, "options": options or {}, "weights": dtype, "batch": batch,
                       "forward_ms": ms, "img_nfe_s": batch / ms * 1e3, "mfu": flops / ms / 1e9 / 989,
                       "gflop_per_img": flops / batch / 1e9, "compile_s": compile_s, "busy_ms": busy / 1e3,
                       "split_ms": split_ms(rows), "kernels_top": rows[:30], **env}
             append_record(out / "sample.jsonl", record)
             records.append(record)
             print(f"\n== {data} {preset} {mode} depthwise={depthwise} {layout} cudnn={algo} "
-                  f"inductor-layout={inductor_layout} tuning={tuning} norm={norm} weights={dtype}: {ms:.1f} ms",
+                  f"inductor-layout={inductor_layout} tuning={tuning} kernels={kernels} weights={dtype}: {ms:.1f} ms",
                   flush=True)
             print_kernels(rows, 15)
-    print("\ninput preset mode depthwise layout cudnn inductor-layout tuning norm weights batch forward_ms img*NFE/s "
-          "MFU compile_s split_ms")
+    print("\ninput preset mode depthwise layout cudnn inductor-layout tuning kernels weights batch forward_ms "
+          "img*NFE/s MFU compile_s split_ms")
     for r in records:
         print(f"{r['input']} {r['preset']} {r['mode']} {r['depthwise']} {r['layout']} {r['cudnn']} "
-              f"{r['inductor_layout']} {r['tuning']} {r['norm_kernels']} {r['weights']} {r['batch']} "
+              f"{r['inductor_layout']} {r['tuning']} {r['kernels']} {r['weights']} {r['batch']} "
               f"{r['forward_ms']:.1f} {r['img_nfe_s']:,.0f} {100 * r['mfu']:.1f}% {r['compile_s']:.0f} "
               f"{split_text(r, 1)}")
 
@@ -409,9 +414,11 @@ def main() -> None:
                     help="Inductor's layout optimisation (auto: convolution activations channels-last inside the "
                     "compiled graph, its default; off: the tensors' own layout)")
     sa.add_argument("--tunings", nargs="+", default=["default"], choices=TUNINGS, help=TUNINGS_HELP)
-    sa.add_argument("--norm-kernels", nargs="+", default=["torch"], choices=["torch", "triton"],
-                    help="the UNet's GroupNorm paths to time: Inductor's (torch) and/or the fused sampling kernel "
-                    "(triton, kernels.group_norm)")
+    sa.add_argument("--kernels", nargs="+", default=["torch"], choices=["torch", "triton"],
+                    help="the backbone's kernels option to time: Inductor's code (torch) and/or the fused kernels "
+                    "(triton: the UNet's GroupNorm sampling kernel, LiquidGen's block ops)")
+    sa.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="more architecture keys of the backbone, e.g. patch_size=4 (the shipped MNIST LiquidGen-S)")
     sa.add_argument("--weights", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                     help="fp32 weights under bf16 autocast (as liquidgen samples) and/or the model cast to bf16")
     args = p.parse_args()
@@ -422,7 +429,8 @@ def main() -> None:
     elif args.command == "sample":
         sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone,
                tuple(args.layouts), tuple(args.cudnn), tuple(args.inductor_layouts), tuple(args.tunings),
-               tuple(args.norm_kernels), tuple(args.weights))
+               tuple(args.kernels), tuple(args.weights),
+               {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.options)})
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)

@@ -2,7 +2,7 @@
 # sampling kernel (liquidgen.kernels.group_norm), before and after in one call.
 #  1. the kernel's test at UNet-28's norm sizes on CUDA (tests/test_group_norm_kernel.py), its output kept;
 #  2. the compiled (CUDA graphs) sampling forward of 2,000 rows with each path, per-kernel split
-#     (`liquid_kernels.py sample --norm-kernels torch triton`, which builds the model with the option);
+#     (`liquid_kernels.py sample --kernels torch triton`, which builds the model with the option);
 #  3. where the fused forward was faster: `liquidgen sample` of 10,000 MNIST samples at 50 steps with cfg 2, process
 #     start to file written (`sampling_speed.py`), with OLD's src (default .carry/before/src: a copy of a commit
 #     whose `kernels: auto` keeps PyTorch's norms) and this src, each from an empty compile cache (a user's first
@@ -15,11 +15,11 @@ OLD=$PWD/${OLD:-.carry/before/src}
 nvidia-smi --query-gpu=name --format=csv,noheader | tee $OUT/device.txt
 python -m pytest -q tests/test_group_norm_kernel.py > $OUT/test.log 2>&1; tail -1 $OUT/test.log
 timeout -k 5 240 python benchmarks/liquid_kernels.py sample --backbone unet --presets 28 --inputs mnist \
-    --modes reduce-overhead --norm-kernels torch triton --out $OUT > $OUT/forward.log 2>&1
+    --modes reduce-overhead --kernels torch triton --out $OUT > $OUT/forward.log 2>&1
 tail -4 $OUT/forward.log
 python - $OUT/sample.jsonl <<'PY' || exit 0
 import json, sys
-ms = {r["norm_kernels"]: r["forward_ms"] for r in map(json.loads, open(sys.argv[1]))}
+ms = {r["kernels"]: r["forward_ms"] for r in map(json.loads, open(sys.argv[1]))}
 print("forward ms", ms)
 sys.exit(0 if ms.get("triton", float("inf")) < ms.get("torch", 0) else 1)
 PY
