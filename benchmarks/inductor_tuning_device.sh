@@ -1,35 +1,38 @@
-# Issue 19, one device call: does Inductor's own tuning close part of the memory-bound gap? A compiled LiquidGen-S
-# block spends 4.0 of its 8.9 ms in Inductor's and other memory-bound kernels, 2.7x the block's byte bound, and
-# UNet-28's sampling forward 58% of its 26 ms in Inductor's norm and epilogue kernels
-# (results/2026-12-07-sampling-modes-and-liquid-h100). Both were only ever compiled with Inductor's heuristic launch
-# configurations. Each case below is its own process (a slow compile cannot take the others with it), the
-# baseline first, in this order: LiquidGen-S training at batch 256 (native 16x32x32, CUDA graphs) with coordinate
-# descent on each Triton kernel's launch configuration, then in max-autotune (GEMM and conv templates whose
-# epilogues Inductor can fuse, CUDA graphs); the same for UNet-28's compiled sampling forward of 2,000 rows; last,
-# the shipped MNIST LiquidGen-S's (patch 4) compiled sampling forward with Inductor's code against the fused Triton
-# block ops forced in (in training they lose by 6-8%; sampling runs their forward alone, untimed compiled). No data
-# needed; about 450-600 s on an H100 (not run yet).
-#   bash benchmarks/inductor_tuning_device.sh
-#   PRESETS="S B" bash benchmarks/inductor_tuning_device.sh     # LiquidGen-B too (longer)
+# Issue 19: do Inductor's own settings close part of the memory-bound gap? A compiled LiquidGen-S block spends 4.0 of
+# its 8.9 ms in Inductor's and other memory-bound kernels, 2.7x the block's byte bound, and UNet-28's sampling forward
+# 58% of its 26 ms in Inductor's norm and epilogue kernels (results/2026-12-07-sampling-modes-and-liquid-h100); both
+# were only ever compiled with Inductor's defaults. Each case is its own process under a timeout (CASE_S, default
+# 150 s), so a slow compile cannot take the others with it, the defaults first:
+#  - TRAIN_CASES: LiquidGen-S training at batch 256 (native 16x32x32, CUDA graphs), MODE:TUNING each (TUNINGS in
+#    liquid_kernels.py: coordinate descent on each Triton kernel's launch configuration, aggressive fusion, ...;
+#    max-autotune: GEMM and conv templates whose epilogues Inductor can fuse);
+#  - SAMPLE_CASES: the same for UNet-28's compiled sampling forward of 2,000 rows;
+#  - LIQUID=1: the shipped MNIST LiquidGen-S's (patch 4) compiled sampling forward with Inductor's code against the
+#    fused Triton block ops forced in (in training they lose by 6-8%; their forward alone was never timed compiled).
+# No data needed. Not run yet; all of it likely exceeds one 600 s call, so two calls:
+#   SAMPLE_CASES= LIQUID=0 bash benchmarks/inductor_tuning_device.sh      # LiquidGen-S training, ~450 s
+#   TRAIN_CASES= bash benchmarks/inductor_tuning_device.sh                # the sampling forwards, ~350 s
+#   PRESETS="S B" ...                                                     # LiquidGen-B's training too (longer)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 O=${OUT:-/tmp/out}
 mkdir -p $O
 nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
 LK="python benchmarks/liquid_kernels.py"
-# shellcheck disable=SC2086  # PRESETS: a list
-for case in "reduce-overhead default" "reduce-overhead coordinate" "max-autotune default"; do
-    set -- $case
-    timeout -k 5 "${CASE_S:-150}" $LK train --out $O --presets ${PRESETS:-S} --kernels torch --modes $1 \
-        --tunings $2 --label tuning >> $O/train.log 2>&1 || echo "train $case: exit $?" >> $O/train.log
+CASES="reduce-overhead:default reduce-overhead:coordinate reduce-overhead:aggressive max-autotune:default"
+# shellcheck disable=SC2086  # PRESETS and the case lists: words
+for case in ${TRAIN_CASES-$CASES}; do
+    timeout -k 5 "${CASE_S:-150}" $LK train --out $O --presets ${PRESETS:-S} --kernels torch --modes ${case%%:*} \
+        --tunings ${case#*:} --label tuning >> $O/train.log 2>&1 || echo "train $case: exit $?" >> $O/train.log
 done
-for case in "reduce-overhead default" "reduce-overhead coordinate" "max-autotune default"; do
-    set -- $case
-    timeout -k 5 "${CASE_S:-150}" $LK sample --out $O --backbone unet --presets 28 --inputs mnist --modes $1 \
-        --tunings $2 >> $O/sample.log 2>&1 || echo "sample $case: exit $?" >> $O/sample.log
+# shellcheck disable=SC2086
+for case in ${SAMPLE_CASES-$CASES}; do
+    timeout -k 5 "${CASE_S:-150}" $LK sample --out $O --backbone unet --presets 28 --inputs mnist \
+        --modes ${case%%:*} --tunings ${case#*:} >> $O/sample.log 2>&1 || echo "sample $case: exit $?" >> $O/sample.log
 done
-timeout -k 5 "${CASE_S:-150}" $LK sample --out $O --presets S --inputs mnist --options patch_size=4 --depthwise auto \
-    --modes reduce-overhead --kernels torch triton >> $O/sample.log 2>&1 || echo "sample liquid: exit $?" >> $O/sample.log
-grep -h "exit" $O/train.log $O/sample.log
+[ "${LIQUID:-1}" = 0 ] || timeout -k 5 "${CASE_S:-150}" $LK sample --out $O --presets S --inputs mnist \
+    --options patch_size=4 --depthwise auto --modes reduce-overhead --kernels torch triton >> $O/sample.log 2>&1 \
+    || echo "sample liquid: exit $?" >> $O/sample.log
+grep -sh "exit" $O/train.log $O/sample.log
 python -c "
 import json
 for name in ('train', 'sample'):

@@ -164,9 +164,20 @@ def profile(out: Path, batch: int, tokens: int, paths: list[str], modes: tuple[b
 
 
 INPUTS = {"native": (16, 32, 27), "mnist": (1, 28, 10)}  # channels, size, classes
-TUNINGS = ("default", "coordinate")
-TUNINGS_HELP = ("Inductor's Triton launch configurations: its heuristics (default) and/or tuned by coordinate "
-                "descent (coordinate; a longer compile)")
+# Inductor settings to time, each against its defaults: coordinate descent tunes each Triton kernel's block sizes
+# and warps (a longer compile); aggressive_fusion fuses nodes that share no read, benchmark_fusion times a fusion
+# against its parts before keeping it (both aimed at the memory-bound chains that hold LiquidGen and UNet-28 back).
+TUNINGS = {"default": {}, "coordinate": {"coordinate_descent_tuning": True},
+           "aggressive": {"aggressive_fusion": True}, "benchmark": {"benchmark_fusion": True}}
+TUNINGS_HELP = ("Inductor settings: its defaults (default) and/or coordinate descent on each Triton kernel's launch "
+                "configuration (coordinate; a longer compile), fusion of nodes sharing no read (aggressive), fusions "
+                "timed against their parts (benchmark)")
+
+
+def apply_tuning(name: str) -> None:
+    """Inductor's settings of TUNINGS[name]; every other setting TUNINGS names back off (each is off by default)."""
+    for key in {k for settings in TUNINGS.values() for k in settings}:
+        setattr(inductor_config, key, TUNINGS[name].get(key, False))
 
 
 def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str, batch: int, steps: int,
@@ -197,7 +208,7 @@ def train(out: Path, presets: list[str], inputs: list[str], modes: list[str], ba
             for mode, kernels, depthwise, recompute, tuning in itertools.product(
                     modes, kernel_paths, depthwise_paths, checkpointing, tunings):
                 torch._dynamo.reset()
-                inductor_config.coordinate_descent_tuning = tuning == "coordinate"
+                apply_tuning(tuning)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 key = {"label": label, "input": data, "shape": f"{channels}x{size}x{size}", "preset": preset,
@@ -308,7 +319,7 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
         for mode, depthwise, layout, algo, inductor_layout, tuning, kernels, dtype in itertools.product(
                 modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings, kernel_paths, weights):
             torch._dynamo.reset()
-            inductor_config.coordinate_descent_tuning = tuning == "coordinate"
+            apply_tuning(tuning)
             torch.backends.cudnn.benchmark = algo == "timed"
             inductor_config.layout_optimization = inductor_layout == "auto"
             torch.cuda.empty_cache()
@@ -383,7 +394,7 @@ def main() -> None:
     tr.add_argument("--label", default="", help="tag for the records, e.g. the code version")
     tr.add_argument("--depthwise", nargs="+", default=["auto"], choices=list(DEPTHWISE),
                     help="depthwise conv paths to time (models.toeplitz)")
-    tr.add_argument("--tunings", nargs="+", default=["default"], choices=TUNINGS, help=TUNINGS_HELP)
+    tr.add_argument("--tunings", nargs="+", default=["default"], choices=list(TUNINGS), help=TUNINGS_HELP)
     cu = sub.add_parser("curves", help="MNIST training curves of LiquidGen-S with each kernel path, eager")
     cu.add_argument("--out", type=Path, required=True)
     cu.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw (torchvision's layout)")
@@ -413,7 +424,7 @@ def main() -> None:
     sa.add_argument("--inductor-layouts", nargs="+", default=["auto"], choices=["auto", "off"],
                     help="Inductor's layout optimisation (auto: convolution activations channels-last inside the "
                     "compiled graph, its default; off: the tensors' own layout)")
-    sa.add_argument("--tunings", nargs="+", default=["default"], choices=TUNINGS, help=TUNINGS_HELP)
+    sa.add_argument("--tunings", nargs="+", default=["default"], choices=list(TUNINGS), help=TUNINGS_HELP)
     sa.add_argument("--kernels", nargs="+", default=["torch"], choices=["torch", "triton"],
                     help="the backbone's kernels option to time: Inductor's code (torch) and/or the fused kernels "
                     "(triton: the UNet's GroupNorm sampling kernel, LiquidGen's block ops)")

@@ -88,3 +88,24 @@ def test_few_step_plans_each_setting_once():
                         "3.00 [2.00, 4.00] |")
     assert table[3] == "| scd | 100 | 1.25 | 5.00 [4.00, 6.00] | - | - | - |"
     assert table[4] == "| scd | 200 | 1 | - | - | 2.00 [1.00, 3.00] | - |"
+
+
+def test_each_kernel_case_compiles_with_its_own_inductor_settings_only():
+    """liquid_kernels.py times tunings one after the other in one process: a case must not inherit the settings of
+    the case before it (aggressive fusion left on would be credited to the next case's defaults)."""
+    import importlib.util
+
+    import torch._inductor.config as inductor_config
+
+    spec = importlib.util.spec_from_file_location("liquid_kernels", BENCHMARKS / "liquid_kernels.py")
+    kernels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernels)
+    keys = {k for settings in kernels.TUNINGS.values() for k in settings}
+    before = {k: getattr(inductor_config, k) for k in keys}
+    try:
+        for name in ("aggressive", "coordinate", "default"):
+            kernels.apply_tuning(name)
+            assert {k for k in keys if getattr(inductor_config, k)} == set(kernels.TUNINGS[name])
+    finally:
+        for k, v in before.items():
+            setattr(inductor_config, k, v)
