@@ -390,3 +390,23 @@ def test_distill_command_trains_a_student_that_samples_in_one_step(teacher, tmp_
     main(["sample", str(out), "--steps", "1", "--n", "10", "--out", str(tmp_path / "one.npz"), "--device", "cpu"])
     images = np.load(tmp_path / "one.npz")["images"]
     assert images.shape[0] == 10 and images.std() > 0
+
+
+def test_distill_reaches_into_a_wrapped_backbone(tmp_path):
+    """A fixed-point model keeps its time embedding and its logvar head in the stack it wraps: the student gets the
+    head there and starts from every teacher weight, and a student embedding time at another scale is refused."""
+    from liquidgen.distill import student_config
+    from liquidgen.spec import init_weights
+    from liquidgen.train import start_run
+
+    wrapped = ["model.name=fixed_point", "model.preset=dit-tiny", "model.options.options.patch_size=2"]
+    teacher = train(load_config(None, TINY + wrapped + ["train.steps=2"]), tmp_path / "teacher")
+    config = student_config(teacher)
+    config.train.device = "cpu"
+    student = start_run(config, tmp_path / "student").model.state_dict()
+    taught = load_file(teacher / "ema.safetensors")
+    assert {k for k in student if k not in taught} == {"inner.logvar_head.weight", "inner.logvar_head.bias"}
+    assert all(torch.equal(student[k], v) for k, v in taught.items())
+    other = build_model("fixed_point", "dit-tiny", 1, 8, 10, options={"patch_size": 2, "time_scale": 1.0})
+    with pytest.raises(ValueError, match="time_scale 1000, this model at 1"):
+        init_weights(other, teacher)

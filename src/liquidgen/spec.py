@@ -14,6 +14,7 @@ from .checkpoint import check_fits, check_kind, read_files, resolve
 from .config import Config, from_dict
 from .latent_space import LatentSpace
 from .models import Backbone, build_model
+from .models.base import TimestepEmbedding
 
 
 @dataclass
@@ -107,14 +108,19 @@ def embedded_time_scale(model_json: dict, default: float | None = None) -> float
     off the backbone rebuilt without memory (meta tensors): a preset's or a signature's default counts as well as an
     option written in model.json."""
     with torch.device("meta"):
-        return getattr(getattr(portable_spec(model_json).build(), "time_embed", None), "scale", default)
+        return time_scale_of(portable_spec(model_json).build(), default)
+
+
+def time_scale_of(model: nn.Module, default: float | None = None) -> float | None:
+    """The scale of `model`'s time embedding, wherever it sits (a fixed-point wrapper's is its inner stack's)."""
+    return next((m.scale for m in model.modules() if isinstance(m, TimestepEmbedding)), default)
 
 
 def check_time_scale(model: nn.Module, model_json: dict, ckpt: Path) -> None:
     """`time_scale` changes what the weights compute without changing a shape, so check_fits cannot see it: a
     student started from a teacher embedded at another scale would read every time wrongly, and train from a
     broken start without an error."""
-    own = getattr(getattr(model, "time_embed", None), "scale", None)
+    own = time_scale_of(model)
     if own is None:
         return
     theirs = embedded_time_scale(model_json, own)
@@ -143,7 +149,8 @@ def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:
         if extra and target is not None and w.ndim == 4 and target.shape[1] == w.shape[1] + extra \
                 and target.shape[0] == w.shape[0] and target.shape[2:] == w.shape[2:]:
             weights[name] = torch.cat([w.to(target.dtype), target[:, w.shape[1]:]], dim=1)
-    if not any(k.startswith("logvar_head.") for k in weights):
-        weights |= {k: v for k, v in own.items() if k.startswith("logvar_head.")}
+    fresh = {k: v for k, v in own.items() if "logvar_head" in k.split(".")[:-1]}  # a wrapper's: inner.logvar_head
+    if not any(k in weights for k in fresh):
+        weights |= fresh
     check_fits(model, weights, f"train.init_from: {ckpt / file} (architectures differ)")
     model.load_state_dict(weights)
