@@ -97,7 +97,8 @@ class TimestepEmbedding(nn.Module):
     `scale` sizes the features for the time range: 1000 spreads t in [0, 1] over the frequencies as
     DDPM's step index does; sCM (Lu & Song 2024, sec. 4.1) uses a small scale for stable JVPs. Consistency
     models need it: on the 8x8 digit screen, scale 1 in teacher and student took sCD students from FD 30 / 4.3 to
-    4.8 / 2.8 at 1 / 2 steps and sCT from 46 to 4.8 at 2 (benchmarks/results/2026-12-06-consistency-screen-time-scale)."""
+    4.8 / 2.8 at 1 / 2 steps and sCT from 46 to 4.8 at 2
+    (benchmarks/results/2026-12-06-consistency-screen-time-scale)."""
 
     def __init__(self, dim: int, freq_dim: int = 256, scale: float = 1000.0):
         super().__init__()
