@@ -24,7 +24,9 @@ numbers compare with its table), FD with a bootstrap 95% interval:
   an H200 student's 1-step FD drifted up over its last 6 minutes: results/2026-12-06-scd-lr-1e-4-h200), in
   trajectory.md.
 Training throughput (median img/s of metrics.jsonl) is recorded with every stage: sCM's cost against the
-teacher's objective. Writes few_step.jsonl, a markdown table (few_step.md) and one grid per stage.
+teacher's objective. Writes few_step.jsonl, a markdown table (few_step.md), its picture (few_step.png: FD against
+network evaluations) and one grid per stage. `python benchmarks/few_step.py --replot --out DIR` redraws DIR's
+picture from its records.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from liquidgen.bench.records import append_record, read_records
 from liquidgen.checkpoint import checkpoint_step, list_checkpoints
 from liquidgen.evaluation.evaluate import Scorer, best_point
 from liquidgen.generate import Pipeline
-from liquidgen.plots import save_grid
+from liquidgen.plots import plot_curves, save_grid
 from liquidgen.samplers import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,10 +226,38 @@ def table(rows: list[dict], samples: int) -> str:
                                "(conditional and unconditional).")
 
 
+def figure_series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+    """FD against network evaluations per sample, one series per (stage, sampler, grid, cfg) scored at two NFEs or
+    more. Guidance counts twice (conditional and unconditional calls), unlike the table's NFE columns."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for r in sorted(rows, key=lambda r: r["nfe"]):
+        name = f"{r['stage']}, {r['sampler']}" + (f" ({r['grid']})" if r["grid"] not in ("uniform", r["sampler"])
+                                                   else "") + (f", cfg {r['cfg']:g}" if r["cfg"] != 1 else "")
+        xs, ys = series.setdefault(name, ([], []))
+        xs.append(r["nfe"] * (2 if r["cfg"] != 1 else 1))
+        ys.append(r["classifier_fd"])
+    return {k: v for k, v in series.items() if len(v[0]) > 1}
+
+
+def figure(rows: list[dict], path: Path) -> Path:
+    """`figure_series` drawn log-log: what distillation buys at a given cost."""
+    return plot_curves(path, figure_series(rows), title=f"MNIST, {rows[0]['samples']:,} samples per point",
+                       xlabel="network evaluations per sample", ylabel="classifier FD", logx=True, logy=True,
+                       markers=True)
+
+
+def scored_rows(out: Path, samples: int) -> list[dict]:
+    """Every sampler record of `samples` samples in out/few_step.jsonl: stages scored by earlier calls (a teacher
+    trained in one device call, its students in the next) share one table and picture."""
+    return [r for r in read_records(out / "few_step.jsonl") if "sampler" in r and r["samples"] == samples]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stages", nargs="+", choices=["teacher", "scd", "sct"], help="stages to run, in order")
-    parser.add_argument("--mnist-root", required=True, help="folder holding MNIST/raw")
+    # (no argparse choices: with nargs="*" they refuse the empty list that --replot takes)
+    parser.add_argument("stages", nargs="*", help="stages to run, in order: teacher, scd, sct")
+    parser.add_argument("--mnist-root", help="folder holding MNIST/raw (for the stages)")
+    parser.add_argument("--replot", action="store_true", help="only redraw --out's few_step.png from its records")
     parser.add_argument("--backbone", choices=sorted(CONFIGS), default="unet",
                         help="unet: TrigFlow UNet-28 teacher; liquid: flow LiquidGen-S teacher (give each its --out)")
     parser.add_argument("--out", required=True, help="records, table and grids")
@@ -266,6 +296,14 @@ def main() -> None:
                         "scd-NAME / sct-NAME, beside others against the same teacher")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.replot:
+        rows = scored_rows(out, args.samples)
+        if not rows:
+            raise SystemExit(f"no records of {args.samples:,} samples in {out / 'few_step.jsonl'} (see --samples)")
+        print(figure(rows, out / "few_step.png"))
+        return
+    if not (args.stages and args.mnist_root) or set(args.stages) - {"teacher", "scd", "sct"}:
+        parser.error("give the stages to run (teacher, scd, sct) and --mnist-root (or --replot)")
     out.mkdir(parents=True, exist_ok=True)
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     for file in REFERENCE_NETWORKS.glob("*.safetensors"):
@@ -280,10 +318,9 @@ def main() -> None:
             stage_rows = score(label(name, args), run, trained, plan, scorer, args, out)
             if len(stage_rows) == len(stage_plan(name, args, stage_rows)):
                 break
-        # every record of this sample count, so that stages scored by earlier calls (a teacher trained in one
-        # device call, its students in the next) share one table
-        rows = [r for r in read_records(out / "few_step.jsonl") if "sampler" in r and r["samples"] == args.samples]
+        rows = scored_rows(out, args.samples)
         (out / "few_step.md").write_text(table(rows, args.samples) + "\n")
+        figure(rows, out / "few_step.png")
         if args.trajectory and name != "teacher":
             score_trajectory(label(name, args), run, scorer, args, out)
             points = [r for r in read_records(out / "few_step.jsonl")

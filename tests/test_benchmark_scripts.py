@@ -109,3 +109,20 @@ def test_each_kernel_case_compiles_with_its_own_inductor_settings_only():
     finally:
         for k, v in before.items():
             setattr(inductor_config, k, v)
+
+
+def test_few_step_picture_counts_guided_evaluations_twice_and_draws_lines_only():
+    """The few-step picture's x is network evaluations: a guided step is two (the table's NFE is not), and a setting
+    scored at one NFE only (the teacher's guidance sweep) is no line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("few_step", BENCHMARKS / "few_step.py")
+    few_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(few_step)
+    row = {"stage": "scd", "sampler": "consistency", "grid": "consistency", "samples": 10}
+    rows = [{**row, "nfe": n, "cfg": c, "classifier_fd": 10.0 / n} for n in (4, 1, 2) for c in (1.0, 1.25)]
+    rows.append({**row, "stage": "teacher", "sampler": "euler", "grid": "uniform", "nfe": 50, "cfg": 1.5,
+                 "classifier_fd": 3.0})
+    series = few_step.figure_series(rows)
+    assert series == {"scd, consistency": ([1, 2, 4], [10.0, 5.0, 2.5]),
+                      "scd, consistency, cfg 1.25": ([2, 4, 8], [10.0, 5.0, 2.5])}
