@@ -407,6 +407,7 @@ def test_distill_reaches_into_a_wrapped_backbone(tmp_path):
     taught = load_file(teacher / "ema.safetensors")
     assert {k for k in student if k not in taught} == {"inner.logvar_head.weight", "inner.logvar_head.bias"}
     assert all(torch.equal(student[k], v) for k, v in taught.items())
-    other = build_model("fixed_point", "dit-tiny", 1, 8, 10, options={"patch_size": 2, "time_scale": 1.0})
-    with pytest.raises(ValueError, match="time_scale 1000, this model at 1"):
+    other = build_model("fixed_point", "dit-tiny", 1, 8, 10, options={"patch_size": 2}, time_scale=1.0)
+    assert float(other.inner.time_embed.scale) == 1.0  # set on the wrapper as on any backbone, taken by its stack
+    with pytest.raises(ValueError, match="time_scale 1000, this model at 1; set model.options.time_scale=1000"):
         init_weights(other, teacher)

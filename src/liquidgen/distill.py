@@ -16,13 +16,11 @@ What comes from where:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 
 from .checkpoint import resolve
 from .config import Config, from_dict, load_config
-from .models import BACKBONES
 from .spec import embedded_time_scale
 
 DEFAULT_RECIPE = "configs/mnist-unet-scm.yaml"
@@ -48,16 +46,8 @@ def student_config(teacher: str | Path, recipe: str | Path = DEFAULT_RECIPE) -> 
                                 **{key: getattr(taught.train, key) for key in HARDWARE})
     sample = dataclasses.replace(taught.sample, sampler=plan.sample.sampler, grid=plan.sample.grid,
                                  steps=plan.sample.steps, cfg=1.0, cfg_interval=None)
-    model = dataclasses.replace(taught.model, options=with_logvar(taught.model.name, taught.model.options))
+    model = dataclasses.replace(taught.model, options={**taught.model.options, "logvar": True})
     return dataclasses.replace(plan, model=model, data=taught.data, objective=objective, train=train, sample=sample)
-
-
-def with_logvar(backbone: str, options: dict) -> dict:
-    """A backbone's `options` with sCM's logvar head on (adaptive weighting): its own key, or, where it wraps another
-    backbone (fixed_point), the wrapped one's `options`."""
-    if "logvar" in inspect.signature(BACKBONES[backbone].cls).parameters:
-        return {**options, "logvar": True}
-    return {**options, "options": {**options.get("options", {}), "logvar": True}}
 
 
 def default_out(teacher: str | Path) -> Path:

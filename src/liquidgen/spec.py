@@ -126,8 +126,7 @@ def check_time_scale(model: nn.Module, model_json: dict, ckpt: Path) -> None:
     theirs = embedded_time_scale(model_json, own)
     if float(theirs) != float(own):
         raise ValueError(f"train.init_from: {ckpt} embeds time at time_scale {theirs:g}, this model at {own:g}; set "
-                         f"model.options.time_scale={theirs:g} to start from it (a fixed-point model: "
-                         f"model.options.options.time_scale)")
+                         f"model.options.time_scale={theirs:g} to start from it")
 
 
 def init_weights(model: nn.Module, path: str | Path, ema: bool = True) -> None:

@@ -112,7 +112,8 @@ class FixedPoint(nn.Module):
                  backbone_preset: str = "S", pre: int = 1, post: int = 1, train_iters_nograd: tuple[int, int] = (0, 10),
                  train_iters_grad: tuple[int, int] = (1, 12), sample_iters: int | None = None,
                  sample_budget: int | None = None, sample_schedule: str = "constant", reuse: bool = True,
-                 options: dict | None = None, context_dim: int = 0, concat_channels: int = 0):
+                 options: dict | None = None, context_dim: int = 0, concat_channels: int = 0, logvar: bool = False,
+                 time_scale: float | None = None):
         super().__init__()
         if "depth" in (options or {}):
             raise ValueError("a fixed-point model sets its backbone's depth itself (pre + 1 + post); "
@@ -126,8 +127,10 @@ class FixedPoint(nn.Module):
             raise ValueError(f"sample_schedule must be one of {SCHEDULES}, got {sample_schedule!r}")
         if backbone not in STACKS:
             raise ValueError(f"backbone {backbone!r} is not a block stack; choose from {sorted(STACKS)}")
-        # Text and inpainting inputs are the wrapped stack's (its stem and conditioning take them).
-        data_options = {k: v for k, v in (("context_dim", context_dim), ("concat_channels", concat_channels)) if v}
+        # Text and inpainting inputs, the logvar head (adaptive weighting) and the time embedding's scale are the
+        # wrapped stack's (its stem and conditioning take them), set here as on every other backbone.
+        data_options = {k: v for k, v in (("context_dim", context_dim), ("concat_channels", concat_channels),
+                                          ("logvar", logvar), ("time_scale", time_scale)) if v}
         cls, presets = STACKS[backbone]
         self.inner: BlockStack = build_preset(cls, presets, backbone, backbone_preset, in_channels, input_size,
                                               num_classes, depth=pre + 1 + post, **{**(options or {}), **data_options})
