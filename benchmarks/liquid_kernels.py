@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
-import yaml
 
 from liquidgen.bench.records import append_record, environment
 from liquidgen.bench.speed import cuda_median_ms, kernel_times, time_training
+from liquidgen.config import apply_override
 from liquidgen.flops import count_flops, forward_flops
 from liquidgen.models import build_model
 from liquidgen.models.liquid import LiquidBlock
@@ -368,6 +368,14 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
               f"{split_text(r, 1)}")
 
 
+def architecture_options(assignments: list[str]) -> dict:
+    """--options KEY=VALUE ... as a dict, values read as `--set` reads them (patch_size=4 is an int)."""
+    options: dict = {}
+    for assignment in assignments:
+        apply_override(options, assignment)
+    return options
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -441,7 +449,7 @@ def main() -> None:
         sample(args.out, args.presets, args.inputs, args.modes, args.batch, args.depthwise, args.backbone,
                tuple(args.layouts), tuple(args.cudnn), tuple(args.inductor_layouts), tuple(args.tunings),
                tuple(args.kernels), tuple(args.weights),
-               {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.options)})
+               architecture_options(args.options))
     elif args.command == "curves":
         curves(args.out, args.steps, args.batch, args.mnist_root, args.runs, args.device, args.paths,
                args.compile_mode, args.depthwise)
