@@ -8,8 +8,9 @@ Stages, each resumable (a run trained to its budget is reused, a scored record s
 (a call that cannot keep its machine hands the teacher on with --teacher-run):
 - teacher: configs/mnist-unet-trigflow.yaml (TrigFlow UNet-28) or configs/mnist-liquid-S.yaml (flow LiquidGen-S)
   for --teacher-minutes of compiled training (CUDA graphs);
-- scd: configs/mnist-unet-scm.yaml or mnist-liquid-S-scm.yaml, from the teacher's EMA, for --distill-minutes,
-  distilling the teacher guided at its best scale (--teacher-cfg);
+- scd: `liquidgen distill`'s student of the teacher (its model, with configs/mnist-unet-scm.yaml's or
+  mnist-liquid-S-scm.yaml's recipe), from the teacher's EMA, for --distill-minutes, distilling the teacher guided at
+  its best scale (--teacher-cfg);
 - sct: configs/mnist-unet-sct.yaml (LiquidGen: the sCD config in `ct` mode) from scratch, for --teacher-minutes +
   --distill-minutes.
 Scores, in both of `bench quality`'s feature spaces (the reference networks of the MNIST head-to-head, so the
@@ -40,6 +41,7 @@ import torch
 from liquidgen.bench.budget import budgeted_config, train_to_budget, training_summary
 from liquidgen.bench.records import append_record, read_records
 from liquidgen.checkpoint import checkpoint_step, list_checkpoints
+from liquidgen.distill import student_config
 from liquidgen.evaluation.evaluate import Scorer, best_point
 from liquidgen.generate import Pipeline
 from liquidgen.plots import plot_curves, save_grid
@@ -82,15 +84,16 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
         return teacher_run(args), training_summary(teacher_run(args))
     minutes = {"teacher": args.teacher_minutes, "scd": args.distill_minutes,
                "sct": args.teacher_minutes + args.distill_minutes}[name]
-    file = CONFIGS[args.backbone][name]
+    recipe = ROOT / "configs" / CONFIGS[args.backbone][name]
     trajectory = {"keep_checkpoints": 0, "ckpt_minutes": minutes / args.trajectory} if (
         args.trajectory and name != "teacher") else {}
-    config = budgeted_config(ROOT / "configs" / file, minutes, args.device, [f"data.root={args.mnist_root}",
-                             *args.set], compiled=args.device != "cpu", log_every=50, **trajectory)
-    if name == "scd":  # the student starts from the teacher it names (train.init_from empty)
-        config.objective.options = {**config.objective.options, "teacher": str(teacher_run(args)),
-                                    "teacher_cfg": teacher_scale(args)}
-    elif name == "sct":  # from scratch, the path's own tangent: no teacher anywhere
+    overrides = [f"data.root={args.mnist_root}", *args.set]
+    if name == "scd":  # as `liquidgen distill` builds it: the teacher's model, the recipe's training
+        recipe = student_config(teacher_run(args), recipe)
+        overrides.append(f"objective.options.teacher_cfg={teacher_scale(args)}")
+    config = budgeted_config(recipe, minutes, args.device, overrides, compiled=args.device != "cpu", log_every=50,
+                             **trajectory)
+    if name == "sct":  # from scratch, the path's own tangent: no teacher anywhere
         config.objective.options = {k: v for k, v in config.objective.options.items()
                                     if k not in ("teacher", "teacher_cfg")} | {"mode": "ct"}
     run = Path(args.runs) / label(name, args)

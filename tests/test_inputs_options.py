@@ -304,3 +304,14 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr("liquidgen.flops.forward_flops", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["models"])
+
+
+def test_a_config_object_takes_overrides_as_a_file_does():
+    """`liquidgen distill` and the benchmarks override a built Config: a copy, checked like a file's."""
+    base = load_config("configs/mnist-unet-scm.yaml")
+    copy = load_config(base, ["optim.lr=3e-4", "objective.options.teacher_cfg=1.5"])
+    assert (copy.optim.lr, copy.objective.options["teacher_cfg"]) == (3e-4, 1.5)
+    assert (base.optim.lr, base.objective.options["teacher_cfg"]) == (1e-4, 1.0)
+    assert load_config(base) == base
+    with pytest.raises(ConfigError, match="^optim.lr: must be "):
+        load_config(base, ["optim.lr=-1"])

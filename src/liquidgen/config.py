@@ -367,10 +367,16 @@ def _yaml_where(e: yaml.MarkedYAMLError) -> str:
     return text
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (), cls: type = Config):
-    """A `cls` (Config, or another top-level config such as train-autoencoder's) from a YAML file and
-    `section.key=value` overrides."""
-    data = {} if path is None else read_yaml(Path(path))
+def load_config(path: str | Path | Config | None = None, overrides: typing.Sequence[str] = (), cls: type = Config):
+    """A `cls` (Config, or another top-level config such as train-autoencoder's) from a YAML file, or a copy of a
+    config object, with `section.key=value` overrides (checked as a config file is: a dataclass checks nothing
+    itself)."""
+    if path is None:
+        data = {}
+    elif dataclasses.is_dataclass(path):
+        data = _plain(dataclasses.asdict(path))
+    else:
+        data = read_yaml(Path(path))
     for assignment in overrides:
         apply_override(data, assignment)
     return from_dict(cls, data)

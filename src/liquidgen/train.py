@@ -23,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
-from .config import Config, apply_override, from_dict, load_config
+from .config import Config, load_config
 from .data import BatchSampler, ImageData, PrecomputedData, load_dataset
 from .distributed import Dist, main_process, part_seed, setup
 from .ema import EMA
@@ -468,16 +468,11 @@ def run(config: Config | str | Path, out: str | Path | None = None, *, overrides
     """`liquidgen.train`: train from a YAML config file or a `Config`, with `section.key=value` overrides,
     into the run folder `out` (default: runs/<the config file's name>); returns the run folder, which
     `liquidgen.load` and `liquidgen sample` read. `resume` and `overwrite` as in `train`."""
-    if isinstance(config, Config):
-        if out is None:
+    if out is None:
+        if isinstance(config, Config):
             raise ValueError("give out= (the run folder) with a Config; only a config file names a default")
-        data = config.to_dict()
-        for assignment in overrides:
-            apply_override(data, assignment)
-        config = from_dict(Config, data)  # checked as a config file is: a dataclass checks nothing itself
-    else:
-        out = default_folder(config) if out is None else out
-        config = load_config(config, overrides)
+        out = default_folder(config)
+    config = load_config(config, overrides)
     train(config, out, resume=resume, overwrite=overwrite)
     return Path(out)
 

@@ -30,9 +30,10 @@ def budget_overrides(minutes: float, device: str | torch.device, *, compiled: bo
             *(["train.compile_mode=reduce-overhead"] if compiled else [])]
 
 
-def budgeted_config(path: str | Path, minutes: float, device: str | torch.device, overrides=(), **options) -> Config:
-    """The config at `path` with a user's `overrides`, made a budgeted run (`budget_overrides`, which win: the
-    study's budget and checkpoints are what its scores are read at)."""
+def budgeted_config(path: str | Path | Config, minutes: float, device: str | torch.device, overrides=(),
+                    **options) -> Config:
+    """The config at `path` (or a config object) with a user's `overrides`, made a budgeted run (`budget_overrides`,
+    which win: the study's budget and checkpoints are what its scores are read at)."""
     return load_config(path, [*overrides, *budget_overrides(minutes, device, **options)])
 
 
