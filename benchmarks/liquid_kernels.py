@@ -41,6 +41,7 @@ from liquidgen.flops import count_flops, forward_flops
 from liquidgen.models import build_model
 from liquidgen.models.liquid import LiquidBlock
 from liquidgen.models.toeplitz import CHOICES as DEPTHWISE
+from liquidgen.runtime import COMPILE_TUNINGS
 
 WIDTHS = {"S": 512, "B": 768}
 MATMUL = ("gemm", "cutlass", "nvjet", "xmma", "mm_template", "triton_tem")
@@ -167,8 +168,7 @@ INPUTS = {"native": (16, 32, 27), "mnist": (1, 28, 10)}  # channels, size, class
 # Inductor settings to time, each against its defaults: coordinate descent tunes each Triton kernel's block sizes
 # and warps (a longer compile); aggressive_fusion fuses nodes that share no read, benchmark_fusion times a fusion
 # against its parts before keeping it (both aimed at the memory-bound chains that hold LiquidGen and UNet-28 back).
-TUNINGS = {"default": {}, "coordinate": {"coordinate_descent_tuning": True},
-           "aggressive": {"aggressive_fusion": True}, "benchmark": {"benchmark_fusion": True}}
+TUNINGS = {**COMPILE_TUNINGS, "aggressive": {"aggressive_fusion": True}, "benchmark": {"benchmark_fusion": True}}
 TUNINGS_HELP = ("Inductor settings: its defaults (default) and/or coordinate descent on each Triton kernel's launch "
                 "configuration (coordinate; a longer compile), fusion of nodes sharing no read (aggressive), fusions "
                 "timed against their parts (benchmark)")

@@ -25,6 +25,11 @@ def fixed_loss(model, objective, data, seed=123):
         return objective.loss(model.eval(), x, y).item()
 
 
+def logged(run: Path, key: str = "loss") -> list:
+    """`key` of each record of a run's metrics.jsonl."""
+    return [json.loads(line)[key] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def losses_before_and_after(final):
     """fixed_loss of a run's freshly initialised backbone and of its final (live) weights."""
     data = load_dataset("digits", image_size=8)
@@ -57,6 +62,19 @@ def test_every_backbone_learns_digits_with_flow_matching(name, preset, tmp_path)
     assert after < 0.8 * before, (before, after)
 
 
+def test_compile_tuning_adds_inductor_settings_to_the_mode(tmp_path, monkeypatch):
+    """torch.compile takes a mode or options, not both: a tuned run hands over the mode's own options (CUDA graphs
+    for reduce-overhead) with the tuning's, and an untuned one the mode as before."""
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: seen.append(kwargs))
+    for tuning in ("coordinate", "default"):
+        train(load_config(None, TINY + ["train.steps=1", "train.device=cpu", "train.compile=true",
+                                        "train.compile_mode=reduce-overhead", f"train.compile_tuning={tuning}"]),
+              tmp_path / tuning)
+    assert seen == [{"options": {"triton.cudagraphs": True, "coordinate_descent_tuning": True}, "dynamic": False},
+                    {"mode": "reduce-overhead", "dynamic": False}]
+
+
 def test_run_folder_layout(short_run):
     out, final, _ = short_run
     assert final == out / "checkpoints" / "step-000060"
@@ -64,7 +82,7 @@ def test_run_folder_layout(short_run):
                  "optimizer.safetensors", "state.json"):
         assert (final / name).is_file(), name
     assert (out / "config.yaml").is_file() and (out / "loss.png").is_file()
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [10, 20, 30, 40, 50, 60]
     assert {"loss", "lr", "grad_norm", "images_per_s"} <= set(lines[0])
     assert json.loads((final / "state.json").read_text())["step"] == 60
@@ -191,8 +209,7 @@ def test_resume_continues_the_same_trajectory(tmp_path, optimizer):
         a = load_file(tmp_path / "straight" / "checkpoints" / "step-000006" / name)
         b = load_file(tmp_path / "split" / "checkpoints" / "step-000006" / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    losses = lambda run: [json.loads(l)["loss"] for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-    assert losses("straight") == losses("split")
+    assert logged(tmp_path / "straight") == logged(tmp_path / "split")
 
 
 def test_resume_continues_with_the_changed_optimizer_settings(tmp_path):
@@ -340,11 +357,11 @@ def test_sigkill_at_an_arbitrary_step_then_resume_gives_the_uninterrupted_trajec
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    logged = len(metrics.read_text().splitlines())
-    assert proc.returncode == -signal.SIGKILL and logged < 160, (kill_after, logged)
+    written = len(metrics.read_text().splitlines())
+    assert proc.returncode == -signal.SIGKILL and written < 160, (kill_after, written)
     subprocess.run(cmd + ["--out", str(tmp_path / "killed"), "--resume"], check=True, capture_output=True)
-    losses = lambda run: [json.loads(l)["loss"] for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses("killed")) == 160 and losses("killed") == losses("straight"), (kill_after, logged)
+    losses = logged(tmp_path / "killed")
+    assert len(losses) == 160 and losses == logged(tmp_path / "straight"), (kill_after, written)
     assert not list((tmp_path / "killed" / "checkpoints").glob("*.tmp"))  # a half-written one is cleaned up
 
 
@@ -396,8 +413,7 @@ def test_a_non_finite_step_changes_nothing_and_is_counted(tmp_path, monkeypatch)
     # In a run: two bad steps are skipped and counted, the weights stay finite and training goes on ...
     monkeypatch.setattr(train_module, "objective_from", lambda config: PoisonedFlow([3, 4]))
     final = train(load_config(None, TINY + ["train.steps=10", "train.log_every=5"]), tmp_path / "ok")
-    assert [json.loads(l)["skipped_steps"] for l in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()] \
-        == [2, 2]
+    assert logged(tmp_path / "ok", "skipped_steps") == [2, 2]
     assert all(torch.isfinite(w).all() for w in load_file(final / "ema.safetensors").values())
     # ... but a streak of train.max_bad_steps stops the run, saying why
     monkeypatch.setattr(train_module, "objective_from", lambda config: PoisonedFlow(range(2, 100)))

@@ -26,7 +26,7 @@ from .spec import embedded_time_scale
 DEFAULT_RECIPE = "configs/mnist-unet-scm.yaml"
 # What the teacher's hardware ran, kept for its student: a preset's defaults (eager, on whatever device) would
 # train a GPU user's student several times slower than its teacher (sCD eager ran at 570 img/s, compiled 4,489).
-HARDWARE = ("device", "precision", "compile", "compile_mode")
+HARDWARE = ("device", "precision", "compile", "compile_mode", "compile_tuning")
 
 
 def student_config(teacher: str | Path, recipe: str | Path = DEFAULT_RECIPE) -> Config:

@@ -36,8 +36,8 @@ from .objectives import Objective, objective_from
 from .optim import make_optimizer, make_scheduler, skip_on_device
 from .plots import plot_metrics_jsonl, save_grid
 from .run_folder import claim, default_folder
-from .runtime import (MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, loss_text, resume_newest,
-                      seed_everything)
+from .runtime import (MetricsLog, NonFiniteGuard, StopRequest, autocast, check_resume, compile_options, loss_text,
+                      resume_newest, seed_everything)
 from .spec import ModelSpec, init_weights
 from .trackers import check_tracker, open_tracker
 
@@ -203,7 +203,7 @@ def start_run(config: Config, out: Path, resume: bool = False) -> Run:
         # have one shape, and with dynamic=None a second run of the same backbone in one process (a study's next
         # contender) recompiled the shared forward with symbolic sizes: LiquidGen-S trained at 1,298 img/s after
         # its latent twin in one process, 2,270 alone (H100, benchmarks/results/2026-12-06-emoji-guidance-10k-h100).
-        model.compile(mode=tc.compile_mode, dynamic=False)
+        model.compile(**compile_options(tc.compile_mode, tc.compile_tuning), dynamic=False)
         if hasattr(objective, "compile_tangent"):  # consistency: its JVP compiled as well
             objective.compile_tangent()
     evaluator = None
