@@ -9,9 +9,12 @@
 #  - SAMPLE_CASES: the same for UNet-28's compiled sampling forward of 2,000 rows;
 #  - LIQUID=1: the shipped MNIST LiquidGen-S's (patch 4) compiled sampling forward with Inductor's code against the
 #    fused Triton block ops forced in (in training they lose by 6-8%; their forward alone was never timed compiled).
-# No data needed. Not run yet; all of it likely exceeds one 600 s call, so two calls:
-#   SAMPLE_CASES= LIQUID=0 bash benchmarks/inductor_tuning_device.sh      # LiquidGen-S training, ~450 s
-#   TRAIN_CASES= bash benchmarks/inductor_tuning_device.sh                # the sampling forwards, ~350 s
+# No data needed. The training cases ran on 2026-12-07 (results/2026-12-07-inductor-tuning-h100: coordinate descent
+# +3.9%, aggressive fusion level; coordinate needed more than 150 s to compile from an empty cache and max-autotune
+# did not finish in 400 s, so give CASE_S=330 to coordinate and leave max-autotune out). Still to run:
+#   TRAIN_CASES= SAMPLE_CASES="reduce-overhead:default reduce-overhead:coordinate" CASE_S=280 LIQUID=0 \
+#       bash benchmarks/inductor_tuning_device.sh                         # UNet-28's sampling forward, ~500 s
+#   TRAIN_CASES= SAMPLE_CASES= bash benchmarks/inductor_tuning_device.sh  # LiquidGen-S's, fused ops or not, ~150 s
 #   PRESETS="S B" ...                                                     # LiquidGen-B's training too (longer)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 O=${OUT:-/tmp/out}
