@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from liquidgen.config import ConfigError, load_config
 from liquidgen.data import BatchSampler, load_dataset
-from liquidgen.ema import EMA
+from liquidgen.ema import EMA, power_exponent
 from liquidgen.objectives import build_objective
 from liquidgen.spec import ModelSpec, load_model
 from liquidgen.train import accumulate_gradients, drop_labels, train
@@ -166,6 +166,33 @@ def test_ema_warmup_follows_then_averages():
     ema.updates = 100_000  # past ~90k updates the configured decay takes over
     assert ema.current_decay() == 0.9999
     assert EMA(model, decay=0.99, warmup=False).current_decay() == 0.99
+
+
+def test_power_ema_weighs_the_run_as_edm2_defines_it():
+    """EDM2's power-function EMA: gamma from sigma_rel as its paper tabulates (0.05 -> 16.97, 0.10 -> 6.94); after
+    T updates the average is the closed form sum_t x_t (1 - beta_t) (t / T)^(gamma + 1) with beta_t =
+    (1 - 1/t)^(gamma + 1) (the product of the later betas telescopes), and that profile's standard deviation over
+    t / T is sigma_rel."""
+    assert power_exponent(0.05) == pytest.approx(16.97, abs=0.01)
+    assert power_exponent(0.10) == pytest.approx(6.94, abs=0.01)
+    with pytest.raises(ValueError, match="EMA std"):
+        power_exponent(0.3)
+    std, steps = 0.15, 3_000
+    gamma = power_exponent(std)
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(model, decay=0.5, warmup=False, std=std)  # decay and warm-up unused
+    values = torch.randn(steps, dtype=torch.float64)
+    for v in values:
+        with torch.no_grad():
+            model.weight.fill_(float(v))
+        ema.update(model)
+    t = torch.arange(1, steps + 1, dtype=torch.float64)
+    weights = (1 - (1 - 1 / t) ** (gamma + 1)) * (t / steps) ** (gamma + 1)
+    assert weights.sum() == pytest.approx(1.0)
+    assert ema.model.weight.item() == pytest.approx((weights * values).sum().item(), abs=1e-5)
+    position = t / steps
+    mean = (weights * position).sum()
+    assert ((weights * (position - mean) ** 2).sum().sqrt()).item() == pytest.approx(std, rel=0.01)
 
 
 def test_ema_update_is_a_lerp():

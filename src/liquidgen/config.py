@@ -75,6 +75,9 @@ class TrainConfig:
     max_bad_steps: int = 20  # consecutive steps with a non-finite gradient (each skipped) before the run stops
     ema_decay: float = 0.9999
     ema_warmup: bool = True  # effective decay min(decay, (1 + step) / (10 + step))
+    # > 0: EDM2's power-function EMA of this relative width (sigma_rel, e.g. 0.1) instead of ema_decay/ema_warmup: an
+    # average over the same fraction of any run's length
+    ema_std: float = 0.0
     label_dropout: float = 0.1  # per-sample probability of the null class (for CFG)
     caption_dropout: float = 0.1  # per-sample probability of the learned null text context (for CFG)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
@@ -184,6 +187,7 @@ MOMENTUM = Bound(0, 1, high_open=True)  # 1 would never forget the first gradien
 NONNEGATIVE = Bound(0)  # amounts, and counts where 0 means "off"
 POSITIVE = Bound(0, low_open=True)
 AT_LEAST_ONE = Bound(1)  # counts of things that must exist
+EMA_STD = Bound(0, 12 ** -0.5, high_open=True)  # 0: off; a power-function EMA needs sigma_rel < 1/sqrt(12)
 SEED = Bound(0, 2**63, high_open=True)  # numpy's SeedSequence refuses negatives; torch's generators 64 bits
 
 # Numeric keys of every top-level config, by dotted key (a config loaded with the same section and field
@@ -191,6 +195,7 @@ SEED = Bound(0, 2**63, high_open=True)  # numpy's SeedSequence refuses negatives
 # (an optional field left unset) is not checked. Other configs add their own keys with RANGES.update.
 RANGES: dict[str, Bound] = {
     "train.label_dropout": PROBABILITY, "train.caption_dropout": PROBABILITY, "train.ema_decay": PROBABILITY,
+    "train.ema_std": EMA_STD,
     "optim.betas": MOMENTUM, "optim.muon_momentum": MOMENTUM,
     "optim.lr": POSITIVE,
     "optim.weight_decay": NONNEGATIVE, "optim.grad_clip": NONNEGATIVE, "optim.warmup_steps": NONNEGATIVE,

@@ -3,8 +3,19 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
+
+
+def power_exponent(std: float) -> float:
+    """gamma of the power-function EMA whose averaging profile has relative standard deviation `std` (EDM2,
+    Karras et al. 2024, eq. 3: std^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)), solved as the cubic
+    gamma^3 + 7 gamma^2 + (16 - 1/std^2) gamma + (12 - 1/std^2) = 0 for its real root above -1)."""
+    if not 0.0 < std < 12 ** -0.5:  # gamma > 0 needs std below 1/sqrt(12)
+        raise ValueError(f"EMA std must lie in (0, {12 ** -0.5:.4f}), got {std}")
+    roots = np.roots([1.0, 7.0, 16.0 - std ** -2, 12.0 - std ** -2])
+    return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
 
 
 class EMA:
@@ -14,17 +25,24 @@ class EMA:
     TensorFlow's ExponentialMovingAverage): early on the average follows the live weights, so a
     short run still has a useful EMA, while long runs reach the full `decay` (0.9999 averages over
     ~10k steps, which would otherwise leave a 1k-step run's EMA mostly at initialisation).
+
+    With `std` (> 0) the average is EDM2's power function instead, `decay` and `warmup` unused: after n updates
+    it weighs the n-th past weights about in proportion to n^gamma (EDM2 eq. 2, d = (1 - 1/n)^(gamma + 1)), so it
+    always spans the same fraction of the run, its relative width `std` (EDM2's sigma_rel; 0.05-0.2 in its sweeps).
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True):
+    def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True, std: float = 0.0):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = decay
         self.warmup = warmup
+        self.gamma = power_exponent(std) if std else None
         self.updates = 0
         self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
 
     def current_decay(self) -> float:
+        if self.gamma is not None:  # the first update (n = 1) copies the live weights
+            return (1 - 1 / (self.updates + 1)) ** (self.gamma + 1)
         if not self.warmup:
             return self.decay
         return min(self.decay, (1 + self.updates) / (10 + self.updates))

@@ -196,7 +196,7 @@ def start_run(config: Config, out: Path, resume: bool = False) -> Run:
             print(f"note: train.init_from ({init_from}) is not objective.options.teacher ({teacher_run}): the "
                   "student starts from other weights than its teacher's (leave init_from empty to start from the "
                   "teacher, as sCM does)", flush=True)
-    ema = EMA(model, tc.ema_decay, tc.ema_warmup)
+    ema = EMA(model, tc.ema_decay, tc.ema_warmup, tc.ema_std)
     optimizer = make_optimizer(model, config.optim)
     if tc.compile:
         # In place: parameter names, the EMA copy and checkpoints are unaffected. Static shapes: a run's batches
