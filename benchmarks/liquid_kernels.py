@@ -36,12 +36,11 @@ import torch._inductor.config as inductor_config
 
 from liquidgen.bench.records import append_record, environment
 from liquidgen.bench.speed import cuda_median_ms, kernel_times, time_training
-from liquidgen.config import apply_override
+from liquidgen.config import COMPILE_TUNINGS, apply_override
 from liquidgen.flops import count_flops, forward_flops
 from liquidgen.models import build_model
 from liquidgen.models.liquid import LiquidBlock
 from liquidgen.models.toeplitz import CHOICES as DEPTHWISE
-from liquidgen.runtime import COMPILE_TUNINGS
 
 WIDTHS = {"S": 512, "B": 768}
 MATMUL = ("gemm", "cutlass", "nvjet", "xmma", "mm_template", "triton_tem")

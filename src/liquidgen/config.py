@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 from .distributed import check_device_name
-from .runtime import COMPILE_TUNINGS
 from .samplers import SAMPLERS, parse_grid
 
 
@@ -87,7 +86,7 @@ class TrainConfig:
     # torch.compile mode: default | reduce-overhead (CUDA graphs: no per-kernel launch cost, for small
     # models whose steps are launch-bound) | max-autotune | max-autotune-no-cudagraphs
     compile_mode: str = "default"
-    # Inductor settings on top of the mode (runtime.COMPILE_TUNINGS): default | coordinate (each generated kernel's
+    # Inductor settings on top of the mode (COMPILE_TUNINGS below): default | coordinate (each generated kernel's
     # launch configuration tuned: a few % faster steps for minutes more compilation)
     compile_tuning: str = "default"
     log_every: int = 50
@@ -147,6 +146,11 @@ class ConfigError(ValueError):
     pass
 
 
+# Inductor settings a training run may add to its compile mode (`train.compile_tuning`). coordinate: coordinate
+# descent on each generated Triton kernel's launch configuration; LiquidGen-S at batch 256 trained 3.9% faster
+# (95.05 -> 91.33 ms a step, H100) after more than 150 s of compilation against the defaults' 53 s
+# (benchmarks/results/2026-12-07-inductor-tuning-h100): for runs much longer than those minutes.
+COMPILE_TUNINGS: dict[str, dict] = {"default": {}, "coordinate": {"coordinate_descent_tuning": True}}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Keys with a closed set of values; registries (backbones, datasets, samplers) check their own names.
 CHOICES = {

@@ -10,7 +10,7 @@ from torch import nn
 
 def power_exponent(std: float) -> float:
     """gamma of the power-function EMA whose averaging profile has relative standard deviation `std` (EDM2,
-    Karras et al. 2024, eq. 3: std^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)), solved as the cubic
+    Karras et al. 2024, sec. 3.1: std^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)), solved as the cubic
     gamma^3 + 7 gamma^2 + (16 - 1/std^2) gamma + (12 - 1/std^2) = 0 for its real root above -1)."""
     if not 0.0 < std < 12 ** -0.5:  # gamma > 0 needs std below 1/sqrt(12)
         raise ValueError(f"EMA std must lie in (0, {12 ** -0.5:.4f}), got {std}")
@@ -26,9 +26,10 @@ class EMA:
     short run still has a useful EMA, while long runs reach the full `decay` (0.9999 averages over
     ~10k steps, which would otherwise leave a 1k-step run's EMA mostly at initialisation).
 
-    With `std` (> 0) the average is EDM2's power function instead, `decay` and `warmup` unused: after n updates
-    it weighs the n-th past weights about in proportion to n^gamma (EDM2 eq. 2, d = (1 - 1/n)^(gamma + 1)), so it
-    always spans the same fraction of the run, its relative width `std` (EDM2's sigma_rel; 0.05-0.2 in its sweeps).
+    With `std` (> 0) the average is EDM2's power function instead (Karras et al. 2024, sec. 3.1), `decay` and
+    `warmup` unused: the decay at update n is (1 - 1/n)^(gamma + 1), which weighs the weights after step t about
+    in proportion to t^gamma, so the average always spans the same fraction of the run, of relative width `std`
+    (EDM2's sigma_rel). The warm-up above behaves like sigma_rel 0.09 until it reaches `decay`.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True, std: float = 0.0):

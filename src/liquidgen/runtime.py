@@ -14,19 +14,13 @@ import numpy as np
 import torch
 
 from .checkpoint import CorruptCheckpoint, check_kind, list_checkpoints, read_files, run_kind, set_aside
+from .config import COMPILE_TUNINGS
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-# Inductor settings a training run may add to its compile mode (`train.compile_tuning`). coordinate: coordinate
-# descent on each generated Triton kernel's launch configuration; LiquidGen-S at batch 256 trained 3.9% faster
-# (95.05 -> 91.33 ms a step, H100) after more than 150 s of compilation against the defaults' 53 s
-# (benchmarks/results/2026-12-07-inductor-tuning-h100): for runs much longer than those minutes.
-COMPILE_TUNINGS: dict[str, dict] = {"default": {}, "coordinate": {"coordinate_descent_tuning": True}}
 
 
 def compile_options(mode: str, tuning: str = "default") -> dict:
