@@ -8,13 +8,16 @@
 #    max-autotune: GEMM and conv templates whose epilogues Inductor can fuse);
 #  - SAMPLE_CASES: the same for UNet-28's compiled sampling forward of 2,000 rows;
 #  - LIQUID=1: the shipped MNIST LiquidGen-S's (patch 4) compiled sampling forward with Inductor's code against the
-#    fused Triton block ops forced in (in training they lose by 6-8%; their forward alone was never timed compiled).
-# No data needed. The training cases ran on 2026-12-07 (results/2026-12-07-inductor-tuning-h100: coordinate descent
-# +3.9%, aggressive fusion level; coordinate needed more than 150 s to compile from an empty cache and max-autotune
-# did not finish in 400 s, so give CASE_S=330 to coordinate and leave max-autotune out). Still to run:
-#   TRAIN_CASES= SAMPLE_CASES="reduce-overhead:default reduce-overhead:coordinate" CASE_S=280 LIQUID=0 \
-#       bash benchmarks/inductor_tuning_device.sh                         # UNet-28's sampling forward, ~500 s
-#   TRAIN_CASES= SAMPLE_CASES= bash benchmarks/inductor_tuning_device.sh  # LiquidGen-S's, fused ops or not, ~150 s
+#    fused Triton block ops forced in (they lose by 6-8% in training, by 12% in this forward).
+# No data needed. Ran on H100s on 2026-12-07: the training cases (results/2026-12-07-inductor-tuning-h100: coordinate
+# descent +3.9%, aggressive fusion level; coordinate needed more than 150 s to compile from an empty cache and
+# max-autotune did not finish in 400 s, so give CASE_S=330 to coordinate and leave max-autotune out), and both
+# sampling forwards (results/2026-12-07-sampling-tuning-h100: coordinate descent 11.7% faster for UNet-28 but lost
+# end to end; the fused ops lose LiquidGen-S's by 12%):
+#   TRAIN_CASES= SAMPLE_CASES="reduce-overhead:default reduce-overhead:coordinate" CASE_S=270 LIQUID=0 \
+#       bash benchmarks/inductor_tuning_device.sh                         # UNet-28's sampling forward, 260 s
+#   TRAIN_CASES= SAMPLE_CASES= bash benchmarks/inductor_tuning_device.sh  # LiquidGen-S's, fused ops or not
+# Not run yet:
 #   PRESETS="S B" ...                                                     # LiquidGen-B's training too (longer)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 O=${OUT:-/tmp/out}

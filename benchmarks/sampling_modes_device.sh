@@ -5,8 +5,9 @@
 # so the graphs may cost their capture and buy nothing), and UNet-28 as committed at `--batch 2500` (5,000 rows a
 # forward, against the default 500 samples' 1,000); (2) the compiled sampling forward of UNet-28 and LiquidGen-S
 # with fp32 weights under bf16 autocast (as liquidgen samples) against the model cast to bf16. Carry .carry/data/MNIST.
-# About 520 s on an H200 (not run whole yet; on an H100, RUNS=/tmp/r/unet took 274 s:
-# results/2026-12-07-sampling-modes-and-liquid-h100).
+# Not run whole yet (about 520 s on an H200 expected); on H100s RUNS=/tmp/r/unet took 274 s
+# (results/2026-12-07-sampling-modes-and-liquid-h100) and E2E_ONLY=1 with both models about 250 s
+# (results/2026-12-07-sampling-tuning-h100).
 #   bash benchmarks/sampling_modes_device.sh
 #   RUNS=/tmp/r/unet bash benchmarks/sampling_modes_device.sh      # UNet-28 alone, about 270 s
 #   RUNS=/tmp/r/liquid E2E_ONLY=1 bash benchmarks/sampling_modes_device.sh   # LiquidGen-S end to end alone
