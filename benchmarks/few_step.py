@@ -11,7 +11,7 @@ Stages, each resumable (a run trained to its budget is reused, a scored record s
 - scd: `liquidgen distill`'s student of the teacher (its model, with configs/mnist-unet-scm.yaml's or
   mnist-liquid-S-scm.yaml's recipe), from the teacher's EMA, for --distill-minutes, distilling the teacher guided at
   its best scale (--teacher-cfg);
-- sct: configs/mnist-unet-sct.yaml (LiquidGen: the sCD config in `ct` mode) from scratch, for --teacher-minutes +
+- sct: configs/mnist-unet-sct.yaml or mnist-liquid-S-sct.yaml from scratch, for --teacher-minutes +
   --distill-minutes.
 Scores, in both of `bench quality`'s feature spaces (the reference networks of the MNIST head-to-head, so the
 numbers compare with its table), FD with a bootstrap 95% interval:
@@ -55,10 +55,10 @@ TEACHER_SAMPLERS = ("euler", "heun", "dpmpp_2m")
 TEACHER_GRIDS = ("uniform", "karras")
 STUDENT_STEPS = (1, 2, 4)
 TRAJECTORY_STEPS = (1, 2)  # at each checkpoint: 2 steps settle early (results/2026-12-06-time-scale-1-h100), 1 later
-# each stage's config per --backbone; LiquidGen has no sCT preset, so its sct stage runs the sCD one in ct mode
+# each stage's config per --backbone
 CONFIGS = {"unet": {"teacher": "mnist-unet-trigflow.yaml", "scd": "mnist-unet-scm.yaml", "sct": "mnist-unet-sct.yaml"},
            "liquid": {"teacher": "mnist-liquid-S.yaml", "scd": "mnist-liquid-S-scm.yaml",
-                      "sct": "mnist-liquid-S-scm.yaml"}}
+                      "sct": "mnist-liquid-S-sct.yaml"}}
 
 
 def steps_for(sampler: str, nfe: int) -> int:
@@ -93,9 +93,6 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
         overrides.append(f"objective.options.teacher_cfg={teacher_scale(args)}")
     config = budgeted_config(recipe, minutes, args.device, overrides, compiled=args.device != "cpu", log_every=50,
                              **trajectory)
-    if name == "sct":  # from scratch, the path's own tangent: no teacher anywhere
-        config.objective.options = {k: v for k, v in config.objective.options.items()
-                                    if k not in ("teacher", "teacher_cfg")} | {"mode": "ct"}
     run = Path(args.runs) / label(name, args)
     summary = train_to_budget(config, run)  # a rerun continues to the budget
     print(f"{name}: {summary['wall_s']:.0f} s to train (or resume) {minutes:g} min", flush=True)

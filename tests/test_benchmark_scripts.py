@@ -90,6 +90,23 @@ def test_few_step_plans_each_setting_once():
     assert table[4] == "| scd | 200 | 1 | - | - | 2.00 [1.00, 3.00] | - |"
 
 
+def test_few_step_pairs_each_backbone_with_its_own_sct_and_scd_presets():
+    """The sct stage trains from scratch: its preset must be sCT (no teacher anywhere) on the backbone its sCD
+    stage distils, or the pair the issue compares is not a pair."""
+    import importlib.util
+
+    from liquidgen.config import load_config
+
+    spec = importlib.util.spec_from_file_location("few_step", BENCHMARKS / "few_step.py")
+    few_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(few_step)
+    for backbone, stages in few_step.CONFIGS.items():
+        sct, scd = (load_config(few_step.ROOT / "configs" / stages[s]) for s in ("sct", "scd"))
+        assert sct.objective.options["mode"] == "ct", backbone
+        assert not {"teacher", "teacher_cfg"} & set(sct.objective.options), backbone
+        assert scd.objective.options["mode"] == "cd", backbone
+        assert (sct.model.name, sct.model.preset) == (scd.model.name, scd.model.preset), backbone
+
 def test_each_kernel_case_compiles_with_its_own_inductor_settings_only():
     """liquid_kernels.py times tunings one after the other in one process: a case must not inherit the settings of
     the case before it (aggressive fusion left on would be credited to the next case's defaults)."""
