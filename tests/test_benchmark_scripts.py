@@ -1,6 +1,7 @@
 """The benchmark scripts run on the GPU machine, where a broken import would cost a device call: each must
 import the installed package only (no private copies, no path tricks) and at least start."""
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,14 @@ import pytest
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 SCRIPTS = sorted([*BENCHMARKS.glob("*.py"), *BENCHMARKS.glob("peers/*.py")])
+
+
+def load_script(name: str):
+    """benchmarks/NAME.py as a module, for testing its functions (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(BENCHMARKS)))
@@ -35,11 +44,7 @@ def test_the_script_imports_only_the_package(script):
 def test_kernel_curves_are_compared_on_the_steps_both_reached():
     """A reference run cut short at step 80 (as a device call's timeout did on 2026-12-05) must not be compared
     with the fused run's losses at step 2,000."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("liquid_kernels", BENCHMARKS / "liquid_kernels.py")
-    kernels = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernels)
+    kernels = load_script("liquid_kernels")
     fused = [{"step": s, "loss": 2.0 / s} for s in range(20, 2001, 20)]
     cut = [{"step": s, "loss": 2.0 / s * 1.01} for s in range(20, 81, 20)]
     record = kernels.compare_curves({"triton": fused, "torch": cut})
@@ -54,11 +59,7 @@ def test_few_step_plans_each_setting_once():
     then each sampler and grid at each NFE at the best scale (Heun's NFE targets that give the same steps once); a
     student's extra re-noising grids only where they re-noise (2 steps and more)."""
     import argparse
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("few_step", BENCHMARKS / "few_step.py")
-    few_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(few_step)
+    few_step = load_script("few_step")
     args = argparse.Namespace(cfg=[1.0, 1.5], nfes=[1, 2, 4, 8, 50], student_cfg=[1.0],
                               teacher_samplers=list(few_step.TEACHER_SAMPLERS),
                               student_grids=["consistency", "consistency:theta_mid=0.9"])
@@ -93,13 +94,9 @@ def test_few_step_plans_each_setting_once():
 def test_few_step_pairs_each_backbone_with_its_own_sct_and_scd_presets():
     """The sct stage trains from scratch: its preset must be sCT (no teacher anywhere) on the backbone its sCD
     stage distils, or the pair the issue compares is not a pair."""
-    import importlib.util
-
     from liquidgen.config import load_config
 
-    spec = importlib.util.spec_from_file_location("few_step", BENCHMARKS / "few_step.py")
-    few_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(few_step)
+    few_step = load_script("few_step")
     for backbone, stages in few_step.CONFIGS.items():
         sct, scd = (load_config(few_step.ROOT / "configs" / stages[s]) for s in ("sct", "scd"))
         assert sct.objective.options["mode"] == "ct", backbone
@@ -107,16 +104,13 @@ def test_few_step_pairs_each_backbone_with_its_own_sct_and_scd_presets():
         assert scd.objective.options["mode"] == "cd", backbone
         assert (sct.model.name, sct.model.preset) == (scd.model.name, scd.model.preset), backbone
 
+
 def test_each_kernel_case_compiles_with_its_own_inductor_settings_only():
     """liquid_kernels.py times tunings one after the other in one process: a case must not inherit the settings of
     the case before it (aggressive fusion left on would be credited to the next case's defaults)."""
-    import importlib.util
-
     import torch._inductor.config as inductor_config
 
-    spec = importlib.util.spec_from_file_location("liquid_kernels", BENCHMARKS / "liquid_kernels.py")
-    kernels = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernels)
+    kernels = load_script("liquid_kernels")
     keys = {k for settings in kernels.TUNINGS.values() for k in settings}
     before = {k: getattr(inductor_config, k) for k in keys}
     try:
@@ -131,11 +125,7 @@ def test_each_kernel_case_compiles_with_its_own_inductor_settings_only():
 def test_few_step_picture_counts_guided_evaluations_twice_and_draws_lines_only():
     """The few-step picture's x is network evaluations: a guided step is two (the table's NFE is not), and a setting
     scored at one NFE only (the teacher's guidance sweep) is no line."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("few_step", BENCHMARKS / "few_step.py")
-    few_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(few_step)
+    few_step = load_script("few_step")
     row = {"stage": "scd", "sampler": "consistency", "grid": "consistency", "samples": 10}
     rows = [{**row, "nfe": n, "cfg": c, "classifier_fd": 10.0 / n} for n in (4, 1, 2) for c in (1.0, 1.25)]
     rows.append({**row, "stage": "teacher", "sampler": "euler", "grid": "uniform", "nfe": 50, "cfg": 1.5,
