@@ -149,9 +149,9 @@ class ConfigError(ValueError):
 # Inductor settings a training run may add to its compile mode (`train.compile_tuning`). coordinate: coordinate
 # descent on each generated Triton kernel's launch configuration; LiquidGen-S at batch 256 trained 3.9% faster
 # (95.05 -> 91.33 ms a step, H100) after more than 150 s of compilation against the defaults' 53 s
-# (benchmarks/results/2026-12-07-inductor-tuning-h100): for runs much longer than those minutes. Not restored from
-# the compile cache whole: a new process (a resume) pays part of it again (sampling warm calls with it took 64-82 s
-# against 30-36 s, benchmarks/results/2026-12-07-sampling-tuning-h100).
+# (benchmarks/results/2026-12-07-inductor-tuning-h100): for runs much longer than those minutes. In sampling the
+# tuning did not come back from the compile cache whole (warm calls with it 64-82 s against 30-36 s,
+# benchmarks/results/2026-12-07-sampling-tuning-h100): expect a new process, a resume too, to pay part of it again.
 COMPILE_TUNINGS: dict[str, dict] = {"default": {}, "coordinate": {"coordinate_descent_tuning": True}}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Keys with a closed set of values; registries (backbones, datasets, samplers) check their own names.
