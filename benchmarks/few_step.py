@@ -6,8 +6,8 @@ teacher's and the student's minutes together, each scored with 10,000 class-bala
 
 Stages, each resumable (a run trained to its budget is reused, a scored record skipped), so they can span calls
 (a call that cannot keep its machine hands the teacher on with --teacher-run):
-- teacher: configs/mnist-unet-trigflow.yaml (TrigFlow UNet-28) or configs/mnist-liquid-S.yaml (flow LiquidGen-S)
-  for --teacher-minutes of compiled training (CUDA graphs);
+- teacher: configs/mnist-unet-trigflow.yaml (TrigFlow UNet-28) or configs/mnist-liquid-S.yaml (flow LiquidGen-S, at
+  the students' time_scale 1) for --teacher-minutes of compiled training (CUDA graphs);
 - scd: `liquidgen distill`'s student of the teacher (its model, with configs/mnist-unet-scm.yaml's or
   mnist-liquid-S-scm.yaml's recipe), from the teacher's EMA, for --distill-minutes, distilling the teacher guided at
   its best scale (--teacher-cfg);
@@ -59,6 +59,9 @@ TRAJECTORY_STEPS = (1, 2)  # at each checkpoint: 2 steps settle early (results/2
 CONFIGS = {"unet": {"teacher": "mnist-unet-trigflow.yaml", "scd": "mnist-unet-scm.yaml", "sct": "mnist-unet-sct.yaml"},
            "liquid": {"teacher": "mnist-liquid-S.yaml", "scd": "mnist-liquid-S-scm.yaml",
                       "sct": "mnist-liquid-S-sct.yaml"}}
+# the teacher's overrides per --backbone (before --set): the LiquidGen students embed time at time_scale 1, which a
+# student must share with its teacher, where the flagship's flow config keeps the default 1000
+TEACHER_SET = {"liquid": ["model.options.time_scale=1"]}
 
 
 def steps_for(sampler: str, nfe: int) -> int:
@@ -87,7 +90,8 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
     recipe = ROOT / "configs" / CONFIGS[args.backbone][name]
     trajectory = {"keep_checkpoints": 0, "ckpt_minutes": minutes / args.trajectory} if (
         args.trajectory and name != "teacher") else {}
-    overrides = [f"data.root={args.mnist_root}", *args.set]
+    teacher_set = TEACHER_SET.get(args.backbone, []) if name == "teacher" else []
+    overrides = [f"data.root={args.mnist_root}", *teacher_set, *args.set]
     if name == "scd":  # as `liquidgen distill` builds it: the teacher's model, the recipe's training
         recipe = student_config(teacher_run(args), recipe)
         overrides.append(f"objective.options.teacher_cfg={teacher_scale(args)}")

@@ -105,6 +105,28 @@ def test_few_step_pairs_each_backbone_with_its_own_sct_and_scd_presets():
         assert (sct.model.name, sct.model.preset) == (scd.model.name, scd.model.preset), backbone
 
 
+def test_few_step_teacher_embeds_time_as_its_students_presets_do():
+    """A student starts from its teacher's weights, which mean something only at the teacher's time_scale: the
+    harness's teacher must match the sCD preset a user trains by hand (and sCT, the pair it is compared with)."""
+    import torch
+
+    from liquidgen.config import load_config
+    from liquidgen.models import build_model
+    from liquidgen.spec import time_scale_of
+
+    few_step = load_script("few_step")
+
+    def scale(config):
+        m = config.model
+        with torch.device("meta"):  # the scale is an attribute: no weights needed
+            return time_scale_of(build_model(m.name, m.preset, 1, 28, 10, **m.options))
+
+    for backbone, stages in few_step.CONFIGS.items():
+        teacher = load_config(few_step.ROOT / "configs" / stages["teacher"], few_step.TEACHER_SET.get(backbone, []))
+        scales = {s: scale(load_config(few_step.ROOT / "configs" / stages[s])) for s in ("scd", "sct")}
+        assert scales == {"scd": scale(teacher), "sct": scale(teacher)}, backbone
+
+
 def test_each_kernel_case_compiles_with_its_own_inductor_settings_only():
     """liquid_kernels.py times tunings one after the other in one process: a case must not inherit the settings of
     the case before it (aggressive fusion left on would be credited to the next case's defaults)."""
