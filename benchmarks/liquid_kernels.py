@@ -32,7 +32,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch._inductor.config as inductor_config
 
 from liquidgen.bench.records import append_record, environment
 from liquidgen.bench.speed import cuda_median_ms, kernel_times, time_training
@@ -41,6 +40,7 @@ from liquidgen.flops import count_flops, forward_flops
 from liquidgen.models import build_model
 from liquidgen.models.liquid import LiquidBlock
 from liquidgen.models.toeplitz import CHOICES as DEPTHWISE
+from liquidgen.runtime import compile_options
 
 WIDTHS = {"S": 512, "B": 768}
 MATMUL = ("gemm", "cutlass", "nvjet", "xmma", "mm_template", "triton_tem")
@@ -173,21 +173,16 @@ TUNINGS_HELP = ("Inductor settings: its defaults (default) and/or coordinate des
                 "timed against their parts (benchmark)")
 
 
-def apply_tuning(name: str) -> None:
-    """Inductor's settings of TUNINGS[name]; every other setting TUNINGS names back off (each is off by default)."""
-    for key in {k for settings in TUNINGS.values() for k in settings}:
-        setattr(inductor_config, key, TUNINGS[name].get(key, False))
-
 
 def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str, batch: int, steps: int,
-            device: torch.device, checkpointing: int = 0, depthwise: str = "auto") -> dict:
+            device: torch.device, checkpointing: int = 0, depthwise: str = "auto", tuning: str = "default") -> dict:
     """One case's time_training record, or its error (a failed case must not stop the others)."""
     torch.manual_seed(0)
     try:
         model = build_model("liquid", preset, *geometry, kernels=kernels, depthwise=depthwise).to(device)
         if checkpointing:
             model.set_checkpointing(checkpointing)
-        return time_training(model, batch, device, steps, 3, 1, mode)[0]
+        return time_training(model, batch, device, steps, 3, 1, mode, inductor=TUNINGS[tuning])[0]
     except (RuntimeError, ValueError) as e:
         return {"error": f"{type(e).__name__}: {e}"[:500]}
 
@@ -207,14 +202,13 @@ def train(out: Path, presets: list[str], inputs: list[str], modes: list[str], ba
             for mode, kernels, depthwise, recompute, tuning in itertools.product(
                     modes, kernel_paths, depthwise_paths, checkpointing, tunings):
                 torch._dynamo.reset()
-                apply_tuning(tuning)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 key = {"label": label, "input": data, "shape": f"{channels}x{size}x{size}", "preset": preset,
                        "mode": mode, "kernels": kernels, "depthwise": depthwise, "checkpointing": recompute,
                        "tuning": tuning, "batch": batch}
                 record = {**key, **measure(preset, (channels, size, classes), kernels, mode, batch, steps, device,
-                                           recompute, depthwise), **environment(device)}
+                                           recompute, depthwise, tuning), **environment(device)}
                 append_record(out / "train.jsonl", record)
                 records.append(record)
                 print(json.dumps(record), flush=True)
@@ -318,9 +312,8 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
         for mode, depthwise, layout, algo, inductor_layout, tuning, kernels, dtype in itertools.product(
                 modes, depthwise_paths, layouts, cudnn, inductor_layouts, tunings, kernel_paths, weights):
             torch._dynamo.reset()
-            apply_tuning(tuning)
             torch.backends.cudnn.benchmark = algo == "timed"
-            inductor_config.layout_optimization = inductor_layout == "auto"
+            inductor = {**TUNINGS[tuning], **({"layout_optimization": False} if inductor_layout == "off" else {})}
             torch.cuda.empty_cache()
             torch.manual_seed(0)
             chosen = {**({"kernels": kernels} if kernels != "-" else {}),
@@ -334,7 +327,7 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
             if layout == "nhwc":
                 model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
             y = torch.randint(0, classes, (batch,), device="cuda")
-            fn = model if mode == "eager" else torch.compile(model, mode=mode)
+            fn = model if mode == "eager" else torch.compile(model, **compile_options(mode, inductor))
 
             def forward():
                 with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=dtype == "fp32"):

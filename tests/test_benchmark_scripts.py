@@ -127,21 +127,21 @@ def test_few_step_teacher_embeds_time_as_its_students_presets_do():
         assert scales == {"scd": scale(teacher), "sct": scale(teacher)}, backbone
 
 
-def test_each_kernel_case_compiles_with_its_own_inductor_settings_only():
-    """liquid_kernels.py times tunings one after the other in one process: a case must not inherit the settings of
-    the case before it (aggressive fusion left on would be credited to the next case's defaults)."""
-    import torch._inductor.config as inductor_config
+def test_each_kernel_case_compiles_with_its_own_inductor_settings(monkeypatch):
+    """liquid_kernels.py times tunings one after the other in one process: each case hands its settings to its own
+    compile, as `train` does with its compile_tuning, so none carries over to the next case (aggressive fusion left
+    on in Inductor's global config would be credited to the next case's defaults)."""
+    import torch
 
     kernels = load_script("liquid_kernels")
-    keys = {k for settings in kernels.TUNINGS.values() for k in settings}
-    before = {k: getattr(inductor_config, k) for k in keys}
-    try:
-        for name in ("aggressive", "coordinate", "default"):
-            kernels.apply_tuning(name)
-            assert {k for k in keys if getattr(inductor_config, k)} == set(kernels.TUNINGS[name])
-    finally:
-        for k, v in before.items():
-            setattr(inductor_config, k, v)
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: seen.append(kwargs))
+    for tuning in ("aggressive", "default"):
+        record = kernels.measure("tiny", (1, 8, 10), "torch", "reduce-overhead", 2, 1, torch.device("cpu"),
+                                 tuning=tuning)
+        assert "error" not in record and record["train_img_s"] > 0, record
+    assert seen == [{"options": {"triton.cudagraphs": True, "aggressive_fusion": True}, "dynamic": False},
+                    {"mode": "reduce-overhead", "dynamic": False}]
 
 
 def test_few_step_picture_counts_guided_evaluations_twice_and_draws_lines_only():

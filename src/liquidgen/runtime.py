@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from .checkpoint import CorruptCheckpoint, check_kind, list_checkpoints, read_files, run_kind, set_aside
-from .config import COMPILE_TUNINGS
 
 
 def seed_everything(seed: int) -> None:
@@ -23,14 +22,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compile_options(mode: str, tuning: str = "default") -> dict:
-    """torch.compile's keyword arguments for `mode` with COMPILE_TUNINGS[tuning]: torch.compile takes a mode or an
-    options dict, not both, so a tuning spells the mode out as its options (what the mode itself applies)."""
-    if not COMPILE_TUNINGS[tuning]:
+def compile_options(mode: str, inductor: dict | None = None) -> dict:
+    """torch.compile's keyword arguments for `mode` with the Inductor settings `inductor` on top (e.g.
+    config.COMPILE_TUNINGS[name]): torch.compile takes a mode or an options dict, not both, so settings spell the mode
+    out as its options (what the mode itself applies). Settings given per compile, not set in Inductor's global
+    config, hold for that compile alone: nothing leaks into the next model compiled in the process."""
+    if not inductor:
         return {"mode": mode}
     from torch._inductor import list_mode_options
 
-    return {"options": {**list_mode_options(mode, False), **COMPILE_TUNINGS[tuning]}}
+    return {"options": {**list_mode_options(mode, False), **inductor}}
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

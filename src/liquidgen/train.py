@@ -23,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
-from .config import Config, load_config
+from .config import COMPILE_TUNINGS, Config, load_config
 from .data import BatchSampler, ImageData, PrecomputedData, load_dataset
 from .distributed import Dist, main_process, part_seed, setup
 from .ema import EMA
@@ -203,7 +203,7 @@ def start_run(config: Config, out: Path, resume: bool = False) -> Run:
         # have one shape, and with dynamic=None a second run of the same backbone in one process (a study's next
         # contender) recompiled the shared forward with symbolic sizes: LiquidGen-S trained at 1,298 img/s after
         # its latent twin in one process, 2,270 alone (H100, benchmarks/results/2026-12-06-emoji-guidance-10k-h100).
-        model.compile(**compile_options(tc.compile_mode, tc.compile_tuning), dynamic=False)
+        model.compile(**compile_options(tc.compile_mode, COMPILE_TUNINGS[tc.compile_tuning]), dynamic=False)
         if hasattr(objective, "compile_tangent"):  # consistency: its JVP compiled as well
             objective.compile_tangent()
     evaluator = None

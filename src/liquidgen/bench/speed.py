@@ -32,7 +32,7 @@ from ..models.base import model_flops_mode
 from ..objectives import build_objective
 from ..optim import make_optimizer, make_scheduler
 from ..generate import Pipeline
-from ..runtime import autocast
+from ..runtime import autocast, compile_options
 from ..spec import ModelSpec
 from ..train import accumulate_gradients, train_step
 from .records import append_record, environment, read_records
@@ -214,9 +214,11 @@ def profile_step(step, device: torch.device, repeats: int = 3, top: int = 0) -> 
 
 def time_training(model, batch: int, device: torch.device, steps: int, warmup: int, flop_steps: int = 3,
                   compile_mode: str = "eager", precision: str = "auto", label_dropout: float | None = 0.1,
-                  weight_decay: float = 0.01, objective: str = "flow") -> tuple[dict, EMA]:
+                  weight_decay: float = 0.01, objective: str = "flow", inductor: dict | None = None
+                  ) -> tuple[dict, EMA]:
     """Time `steps` training steps of `model` (any module with liquidgen's call signature and geometry
-    attributes) after `warmup` untimed ones; returns the timing record and the EMA (for sampling)."""
+    attributes) after `warmup` untimed ones, compiled in `compile_mode` with the Inductor settings `inductor` (as
+    `train` compiles with its `compile_tuning`); returns the timing record and the EMA (for sampling)."""
     config = Config()
     config.optim.grad_clip, config.optim.weight_decay, config.train.precision = 1.0, weight_decay, precision
     loss = speed_objective(objective, model)
@@ -233,7 +235,7 @@ def time_training(model, batch: int, device: torch.device, steps: int, warmup: i
                                                                          amp=amp)) for i in range(flop_steps)) / 2
     optimizer.zero_grad(set_to_none=True)
     if compile_mode != "eager":
-        model.compile(mode=compile_mode, dynamic=False)  # as `train` does
+        model.compile(**compile_options(compile_mode, inductor), dynamic=False)  # as `train` does
         if hasattr(loss, "compile_tangent"):  # as `train` does: consistency's JVP compiled too
             loss.compile_tangent()
     batches = synthetic_batches(model, batch, device)
