@@ -377,9 +377,10 @@ def test_distill_refuses_a_consistency_teacher_and_a_recipe_that_is_not_scd(teac
         student_config(student)
 
 
-def test_distill_command_trains_a_student_that_samples_in_one_step(teacher, tmp_path, capsys):
+def test_distill_command_trains_a_student_that_samples_in_one_step(teacher, tmp_path, capsys, monkeypatch):
     from liquidgen.cli import main
 
+    monkeypatch.chdir(tmp_path)  # the default recipe is found from any folder, not only the repository's root
     out = tmp_path / "student"
     main(["distill", str(teacher), "--out", str(out), "--set", "train.steps=3", "train.batch_size=8",
           "train.sample_every=0", "train.device=cpu"])

@@ -1,5 +1,5 @@
 """The `liquidgen` command: train, distill, train-autoencoder, sample, interpolate, precompute, data, eval, bench,
-models.
+models, serve.
 
 Each command is a pair of functions here, `add_<command>` (its arguments) and `cmd_<command>` (what it
 does, through the library's own functions). Sampling settings default to the run's config (`sample:`):
@@ -191,7 +191,8 @@ def add_distill(p: argparse.ArgumentParser) -> None:
                    "folder, trained with any objective but consistency")
     p.add_argument("--recipe", default=DEFAULT_RECIPE,
                    help="an sCD config whose objective, optimiser, training length and sampler the student takes "
-                        "(model, data and hardware settings come from the teacher)")
+                        "(model, data and hardware settings come from the teacher); default: liquidgen's "
+                        "configs/mnist-unet-scm.yaml")
     add_run_folder_args(p, "runs/<teacher run>-scd", "train.minutes=10 train.batch_size=64")
 
 
@@ -953,7 +954,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="liquidgen", description=__doc__.split("\n")[0])
+    parser = Parser(prog="liquidgen", description=" ".join(__doc__.split("\n\n")[0].split()))
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text, add, run in COMMANDS:
         prog = f"liquidgen eval {name}" if name in EVAL_SUBCOMMANDS else None

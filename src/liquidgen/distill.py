@@ -23,7 +23,9 @@ from .checkpoint import resolve
 from .config import Config, from_dict, load_config
 from .spec import embedded_time_scale
 
-DEFAULT_RECIPE = "configs/mnist-unet-scm.yaml"
+# found through this file, not the working folder, so that `liquidgen distill` runs from anywhere in a checkout or an
+# editable install (the presets live in the repository's configs/, beside src/)
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "mnist-unet-scm.yaml"
 # What the teacher's hardware ran, kept for its student: a preset's defaults (eager, on whatever device) would
 # train a GPU user's student several times slower than its teacher (sCD eager ran at 570 img/s, compiled 4,489).
 HARDWARE = ("device", "precision", "compile", "compile_mode", "compile_tuning")
@@ -39,7 +41,7 @@ def student_config(teacher: str | Path, recipe: str | Path = DEFAULT_RECIPE) -> 
     plan = load_config(recipe)
     if plan.objective.name != "consistency" or plan.objective.options.get("mode") != "cd":
         raise ValueError(f"--recipe {recipe} is not an sCD config (objective consistency, mode cd); "
-                         f"e.g. {DEFAULT_RECIPE}")
+                         "e.g. configs/mnist-unet-scm.yaml")
     objective = dataclasses.replace(plan.objective, options={**plan.objective.options, "teacher": str(teacher),
                                                              "teacher_cfg": taught.sample.cfg})
     train = dataclasses.replace(plan.train, init_from="",  # sCD starts from its teacher (train.start_run)
