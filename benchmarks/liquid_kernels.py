@@ -173,7 +173,6 @@ TUNINGS_HELP = ("Inductor settings: its defaults (default) and/or coordinate des
                 "timed against their parts (benchmark)")
 
 
-
 def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str, batch: int, steps: int,
             device: torch.device, checkpointing: int = 0, depthwise: str = "auto", tuning: str = "default") -> dict:
     """One case's time_training record, or its error (a failed case must not stop the others)."""
