@@ -41,6 +41,7 @@ import torch
 from liquidgen.bench.budget import budgeted_config, train_to_budget, training_summary
 from liquidgen.bench.records import append_record, read_records
 from liquidgen.checkpoint import checkpoint_step, list_checkpoints
+from liquidgen.config import load_config
 from liquidgen.distill import student_config
 from liquidgen.evaluation.evaluate import Scorer, best_point
 from liquidgen.generate import Pipeline
@@ -59,14 +60,18 @@ TRAJECTORY_STEPS = (1, 2)  # at each checkpoint: 2 steps settle early (results/2
 CONFIGS = {"unet": {"teacher": "mnist-unet-trigflow.yaml", "scd": "mnist-unet-scm.yaml", "sct": "mnist-unet-sct.yaml"},
            "liquid": {"teacher": "mnist-liquid-S.yaml", "scd": "mnist-liquid-S-scm.yaml",
                       "sct": "mnist-liquid-S-sct.yaml"}}
-# the teacher's overrides per --backbone (before --set): the LiquidGen students embed time at time_scale 1, which a
-# student must share with its teacher, where the flagship's flow config keeps the default 1000
-TEACHER_SET = {"liquid": ["model.options.time_scale=1"]}
 
 
 def steps_for(sampler: str, nfe: int) -> int:
     """The most steps of `sampler` within `nfe` model evaluations (Heun: 2n - 1), at least one."""
     return max([1] + [n for n in range(1, nfe + 1) if SAMPLERS[sampler].nfe(n) <= nfe])
+
+
+def teacher_overrides(backbone: str) -> list[str]:
+    """The teacher embeds time as its sCD preset's student does, since the student starts from its weights (the
+    flagship LiquidGen-S config keeps the default 1000; its few-step presets embed at 1)."""
+    scale = load_config(ROOT / "configs" / CONFIGS[backbone]["scd"]).model.options.get("time_scale")
+    return [] if scale is None else [f"model.options.time_scale={scale}"]
 
 
 def teacher_run(args) -> Path:
@@ -90,7 +95,7 @@ def train_stage(name: str, args) -> tuple[Path, dict]:
     recipe = ROOT / "configs" / CONFIGS[args.backbone][name]
     trajectory = {"keep_checkpoints": 0, "ckpt_minutes": minutes / args.trajectory} if (
         args.trajectory and name != "teacher") else {}
-    teacher_set = TEACHER_SET.get(args.backbone, []) if name == "teacher" else []
+    teacher_set = teacher_overrides(args.backbone) if name == "teacher" else []
     overrides = [f"data.root={args.mnist_root}", *teacher_set, *args.set]
     if name == "scd":  # as `liquidgen distill` builds it: the teacher's model, the recipe's training
         recipe = student_config(teacher_run(args), recipe)

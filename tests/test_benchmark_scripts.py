@@ -122,7 +122,7 @@ def test_few_step_teacher_embeds_time_as_its_students_presets_do():
             return time_scale_of(build_model(m.name, m.preset, 1, 28, 10, **m.options))
 
     for backbone, stages in few_step.CONFIGS.items():
-        teacher = load_config(few_step.ROOT / "configs" / stages["teacher"], few_step.TEACHER_SET.get(backbone, []))
+        teacher = load_config(few_step.ROOT / "configs" / stages["teacher"], few_step.teacher_overrides(backbone))
         scales = {s: scale(load_config(few_step.ROOT / "configs" / stages[s])) for s in ("scd", "sct")}
         assert scales == {"scd": scale(teacher), "sct": scale(teacher)}, backbone
 
