@@ -366,6 +366,20 @@ def test_distill_takes_model_data_and_hardware_from_the_teacher_and_the_rest_fro
     assert any("time_scale 1000" in line for line in advice(teacher))
 
 
+def test_distill_takes_the_recipe_measured_for_the_teachers_backbone(teacher, tmp_path):
+    """With no --recipe, a LiquidGen teacher gets the LiquidGen sCD preset (its measured length) and any other
+    backbone the UNet's."""
+    from liquidgen.distill import RECIPES, student_config
+
+    liquid = train(load_config("configs/digits-liquid-tiny.yaml", ["train.steps=1", "train.sample_every=0",
+                                                                   "train.ckpt_every=0", "train.device=cpu"]),
+                   tmp_path / "liquid")
+    steps = {name: load_config(path).train.steps for name, path in RECIPES.items()}
+    assert steps["liquid"] != steps["unet"]
+    assert student_config(liquid).train.steps == steps["liquid"]
+    assert student_config(teacher).train.steps == steps["unet"]
+
+
 def test_distill_refuses_a_consistency_teacher_and_a_recipe_that_is_not_scd(teacher, tmp_path):
     from liquidgen.distill import student_config
 

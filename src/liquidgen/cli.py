@@ -185,13 +185,12 @@ def cmd_train(args) -> None:
 
 
 def add_distill(p: argparse.ArgumentParser) -> None:
-    from .distill import DEFAULT_RECIPE
-
     p.add_argument("teacher", help="the model to distil: a run folder (its newest checkpoint) or a checkpoint "
                    "folder, trained with any objective but consistency")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+    p.add_argument("--recipe",
                    help="an sCD config whose objective, optimiser, training length and sampler the student takes "
-                        "(model, data and hardware settings come from the teacher); default: liquidgen's "
+                        "(model, data and hardware settings come from the teacher); default: the preset measured "
+                        "for the teacher's backbone, configs/mnist-liquid-S-scm.yaml for LiquidGen, else "
                         "configs/mnist-unet-scm.yaml")
     add_run_folder_args(p, "runs/<teacher run>-scd", "train.minutes=10 train.batch_size=64")
 

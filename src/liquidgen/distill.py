@@ -4,8 +4,8 @@ teacher's own model, data and hardware settings, so that a run on one's own imag
 to mirror its architecture.
 
 What comes from where:
-- the recipe (default `configs/mnist-unet-scm.yaml`, the recipe measured in benchmarks/RESULTS.md's few-step
-  section): `objective`, `optim`, `train` and the sampler of `sample` (sampler, grid, steps);
+- the recipe (default: the sCD preset measured for the teacher's backbone in benchmarks/RESULTS.md's few-step
+  section, `RECIPES`): `objective`, `optim`, `train` and the sampler of `sample` (sampler, grid, steps);
 - the teacher's checkpoint (its `config.json`): `model` (plus sCM's `logvar` head for adaptive weighting; its time
   embedding must be the teacher's, since the student starts from the teacher's weights), `data`, the rest of
   `sample` (labels per row, grid size) and `train`'s device, precision and compilation (what its hardware ran);
@@ -25,20 +25,24 @@ from .spec import embedded_time_scale
 
 # found through this file, not the working folder, so that `liquidgen distill` runs from anywhere in a checkout or an
 # editable install (the presets live in the repository's configs/, beside src/)
-DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "mnist-unet-scm.yaml"
+PRESETS = Path(__file__).resolve().parents[2] / "configs"
+# The sCD preset measured for each teacher backbone; any other backbone takes the UNet's. The two differ in their
+# length (the steps each ran in its measured minutes), so the cosine ends where it did in the measurement.
+RECIPES = {"unet": PRESETS / "mnist-unet-scm.yaml", "liquid": PRESETS / "mnist-liquid-S-scm.yaml"}
 # What the teacher's hardware ran, kept for its student: a preset's defaults (eager, on whatever device) would
 # train a GPU user's student several times slower than its teacher (sCD eager ran at 570 img/s, compiled 4,489).
 HARDWARE = ("device", "precision", "compile", "compile_mode", "compile_tuning")
 
 
-def student_config(teacher: str | Path, recipe: str | Path = DEFAULT_RECIPE) -> Config:
-    """The sCD student's config of the checkpoint or run folder `teacher`, by `recipe` (see the module docstring)."""
+def student_config(teacher: str | Path, recipe: str | Path | None = None) -> Config:
+    """The sCD student's config of the checkpoint or run folder `teacher`, by `recipe` (default: its backbone's in
+    RECIPES; see the module docstring)."""
     ckpt = resolve(teacher)
     taught = from_dict(Config, json.loads((ckpt / "config.json").read_text()))
     if taught.objective.name == "consistency":
         raise ValueError(f"{teacher} is a consistency model already ({ckpt}); distil a model trained with another "
                          "objective (flow, diffusion, trigflow)")
-    plan = load_config(recipe)
+    plan = load_config(recipe or RECIPES.get(taught.model.name, RECIPES["unet"]))
     if plan.objective.name != "consistency" or plan.objective.options.get("mode") != "cd":
         raise ValueError(f"--recipe {recipe} is not an sCD config (objective consistency, mode cd); "
                          "e.g. configs/mnist-unet-scm.yaml")
