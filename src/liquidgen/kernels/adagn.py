@@ -22,35 +22,47 @@ EPS = 1e-5  # nn.GroupNorm's default, which the reference AdaGN uses
 
 
 @triton.jit
-def _adagn_fwd(x_ptr, ss_ptr, y_ptr, mean_ptr, rstd_ptr, C, HW, CPG, G, eps,
-               CPG_BLOCK: tl.constexpr, HW_BLOCK: tl.constexpr):
+def _group(G, C, HW, CPG, CPG_BLOCK: tl.constexpr):
+    """This program's (sample, group): its index, sample b, the group's channels ch (CPG_BLOCK,) and which of them
+    exist, and where the group's contiguous span starts."""
     pid = tl.program_id(0).to(tl.int64)
     b, g = pid // G, pid % G
     ch = tl.arange(0, CPG_BLOCK)
-    hw = tl.arange(0, HW_BLOCK)
-    ch_ok = ch < CPG
-    base = (b * C + g * CPG) * HW
+    return pid, b, g * CPG + ch, ch < CPG, (b * C + g * CPG) * HW
+
+
+@triton.jit
+def _span(base, ch_ok, start, HW, CPG_BLOCK: tl.constexpr, HW_BLOCK: tl.constexpr):
+    """Offsets and mask of the group's [channels, positions start..start + HW_BLOCK) tile."""
+    hw = start + tl.arange(0, HW_BLOCK)
+    offs = base + tl.arange(0, CPG_BLOCK)[:, None] * HW + hw[None, :]
+    return offs, ch_ok[:, None] & (hw < HW)[None, :]
+
+
+@triton.jit
+def _adagn_fwd(x_ptr, ss_ptr, y_ptr, mean_ptr, rstd_ptr, C, HW, CPG, G, eps,
+               CPG_BLOCK: tl.constexpr, HW_BLOCK: tl.constexpr):
+    pid, b, c, ch_ok, base = _group(G, C, HW, CPG, CPG_BLOCK)
     n = CPG * HW
     # Two passes for the variance (mean first, then centred squares): exact where sum/sum-of-squares
     # cancels; the second and third passes re-read the group from cache, not from memory.
     acc = tl.zeros([CPG_BLOCK, HW_BLOCK], tl.float32)
     for start in range(0, HW, HW_BLOCK):
-        mask = ch_ok[:, None] & (start + hw < HW)[None, :]
-        acc += tl.load(x_ptr + base + ch[:, None] * HW + start + hw[None, :], mask=mask, other=0.0).to(tl.float32)
+        offs, mask = _span(base, ch_ok, start, HW, CPG_BLOCK, HW_BLOCK)
+        acc += tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     mean = tl.sum(tl.sum(acc, axis=1), axis=0) / n
     acc = tl.zeros([CPG_BLOCK, HW_BLOCK], tl.float32)
     for start in range(0, HW, HW_BLOCK):
-        mask = ch_ok[:, None] & (start + hw < HW)[None, :]
-        x = tl.load(x_ptr + base + ch[:, None] * HW + start + hw[None, :], mask=mask, other=0.0).to(tl.float32)
+        offs, mask = _span(base, ch_ok, start, HW, CPG_BLOCK, HW_BLOCK)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         d = tl.where(mask, x - mean, 0.0)
         acc += d * d
     rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(acc, axis=1), axis=0) / n + eps)
-    scale = tl.load(ss_ptr + b * 2 * C + g * CPG + ch, mask=ch_ok, other=0.0).to(tl.float32)
-    shift = tl.load(ss_ptr + b * 2 * C + C + g * CPG + ch, mask=ch_ok, other=0.0).to(tl.float32)
+    scale = tl.load(ss_ptr + b * 2 * C + c, mask=ch_ok, other=0.0).to(tl.float32)
+    shift = tl.load(ss_ptr + b * 2 * C + C + c, mask=ch_ok, other=0.0).to(tl.float32)
     w = (1.0 + scale) * rstd
     for start in range(0, HW, HW_BLOCK):
-        mask = ch_ok[:, None] & (start + hw < HW)[None, :]
-        offs = base + ch[:, None] * HW + start + hw[None, :]
+        offs, mask = _span(base, ch_ok, start, HW, CPG_BLOCK, HW_BLOCK)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         y = (x - mean) * w[:, None] + shift[:, None]
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -61,34 +73,27 @@ def _adagn_fwd(x_ptr, ss_ptr, y_ptr, mean_ptr, rstd_ptr, C, HW, CPG, G, eps,
 @triton.jit
 def _adagn_bwd(dy_ptr, x_ptr, ss_ptr, mean_ptr, rstd_ptr, dx_ptr, dss_ptr, C, HW, CPG, G,
                CPG_BLOCK: tl.constexpr, HW_BLOCK: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    b, g = pid // G, pid % G
-    ch = tl.arange(0, CPG_BLOCK)
-    hw = tl.arange(0, HW_BLOCK)
-    ch_ok = ch < CPG
-    base = (b * C + g * CPG) * HW
+    pid, b, c, ch_ok, base = _group(G, C, HW, CPG, CPG_BLOCK)
     n = CPG * HW
     mean = tl.load(mean_ptr + pid)
     rstd = tl.load(rstd_ptr + pid)
     sum_dy = tl.zeros([CPG_BLOCK, HW_BLOCK], tl.float32)
     sum_dy_xhat = tl.zeros([CPG_BLOCK, HW_BLOCK], tl.float32)
     for start in range(0, HW, HW_BLOCK):
-        mask = ch_ok[:, None] & (start + hw < HW)[None, :]
-        offs = base + ch[:, None] * HW + start + hw[None, :]
+        offs, mask = _span(base, ch_ok, start, HW, CPG_BLOCK, HW_BLOCK)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         sum_dy += dy
         sum_dy_xhat += dy * (x - mean) * rstd
     dshift = tl.sum(sum_dy, axis=1)
     dscale = tl.sum(sum_dy_xhat, axis=1)
-    tl.store(dss_ptr + b * 2 * C + g * CPG + ch, dscale, mask=ch_ok)
-    tl.store(dss_ptr + b * 2 * C + C + g * CPG + ch, dshift, mask=ch_ok)
-    w = 1.0 + tl.load(ss_ptr + b * 2 * C + g * CPG + ch, mask=ch_ok, other=0.0).to(tl.float32)
+    tl.store(dss_ptr + b * 2 * C + c, dscale, mask=ch_ok)
+    tl.store(dss_ptr + b * 2 * C + C + c, dshift, mask=ch_ok)
+    w = 1.0 + tl.load(ss_ptr + b * 2 * C + c, mask=ch_ok, other=0.0).to(tl.float32)
     mean_wdy = tl.sum(w * dshift, axis=0) / n
     mean_wdy_xhat = tl.sum(w * dscale, axis=0) / n
     for start in range(0, HW, HW_BLOCK):
-        mask = ch_ok[:, None] & (start + hw < HW)[None, :]
-        offs = base + ch[:, None] * HW + start + hw[None, :]
+        offs, mask = _span(base, ch_ok, start, HW, CPG_BLOCK, HW_BLOCK)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         xhat = (x - mean) * rstd

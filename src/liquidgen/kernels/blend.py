@@ -15,54 +15,43 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .layout import as_flat, flat_strides
+from .layout import C_BLOCK, P_BLOCK, as_flat, flat_strides, grid, load, store, tile
 
-C_BLOCK, P_BLOCK = 32, 64  # [channels, positions] per program
+
+@triton.jit
+def _stimulus(s1_ptr, s2_ptr, b, c, p, s1_sb, s1_sc, s1_sp, s2_sb, s2_sc, s2_sp, mask, TWO: tl.constexpr):
+    """s1 + s2 (s1 alone unless TWO) in fp32: the residual sum folded into the blend, never written out."""
+    s = load(s1_ptr, b, c, p, s1_sb, s1_sc, s1_sp, mask)
+    if TWO:
+        s += load(s2_ptr, b, c, p, s2_sb, s2_sc, s2_sp, mask)
+    return s
 
 
 @triton.jit
 def _blend_fwd(x_ptr, s1_ptr, s2_ptr, a_ptr, o_ptr, C, HW, x_sb, x_sc, x_sp, s1_sb, s1_sc, s1_sp,
                s2_sb, s2_sc, s2_sp, o_sb, o_sc, o_sp,
                TWO: tl.constexpr, C_BLOCK: tl.constexpr, P_BLOCK: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * C_BLOCK + tl.arange(0, C_BLOCK)
-    p = tl.program_id(2) * P_BLOCK + tl.arange(0, P_BLOCK)
-    mask = (c < C)[:, None] & (p < HW)[None, :]
-    cc, pp = c[:, None], p[None, :]
+    b, c, p, mask = tile(C, HW, C_BLOCK, P_BLOCK)
     a = tl.load(a_ptr + c, mask=c < C, other=0.0)[:, None]
-    x = tl.load(x_ptr + b * x_sb + cc * x_sc + pp * x_sp, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(s1_ptr + b * s1_sb + cc * s1_sc + pp * s1_sp, mask=mask, other=0.0).to(tl.float32)
-    if TWO:
-        s += tl.load(s2_ptr + b * s2_sb + cc * s2_sc + pp * s2_sp, mask=mask, other=0.0).to(tl.float32)
-    out = a * x + (1.0 - a) * s
-    tl.store(o_ptr + b * o_sb + cc * o_sc + pp * o_sp, out.to(o_ptr.dtype.element_ty), mask=mask)
+    x = load(x_ptr, b, c, p, x_sb, x_sc, x_sp, mask)
+    s = _stimulus(s1_ptr, s2_ptr, b, c, p, s1_sb, s1_sc, s1_sp, s2_sb, s2_sc, s2_sp, mask, TWO)
+    store(o_ptr, a * x + (1.0 - a) * s, b, c, p, o_sb, o_sc, o_sp, mask)
 
 
 @triton.jit
 def _blend_bwd(do_ptr, x_ptr, s1_ptr, s2_ptr, a_ptr, dx_ptr, ds_ptr, da_ptr, C, HW, NP,
                do_sb, do_sc, do_sp, x_sb, x_sc, x_sp, s1_sb, s1_sc, s1_sp, s2_sb, s2_sc, s2_sp,
                TWO: tl.constexpr, C_BLOCK: tl.constexpr, P_BLOCK: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * C_BLOCK + tl.arange(0, C_BLOCK)
-    p = tl.program_id(2) * P_BLOCK + tl.arange(0, P_BLOCK)
-    mask = (c < C)[:, None] & (p < HW)[None, :]
-    cc, pp = c[:, None], p[None, :]
+    b, c, p, mask = tile(C, HW, C_BLOCK, P_BLOCK)
     a = tl.load(a_ptr + c, mask=c < C, other=0.0)[:, None]
-    do = tl.load(do_ptr + b * do_sb + cc * do_sc + pp * do_sp, mask=mask, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + b * x_sb + cc * x_sc + pp * x_sp, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(s1_ptr + b * s1_sb + cc * s1_sc + pp * s1_sp, mask=mask, other=0.0).to(tl.float32)
-    if TWO:
-        s += tl.load(s2_ptr + b * s2_sb + cc * s2_sc + pp * s2_sp, mask=mask, other=0.0).to(tl.float32)
-    out = (b * C + cc) * HW + pp  # dx and ds are NCHW-contiguous
-    tl.store(dx_ptr + out, (a * do).to(dx_ptr.dtype.element_ty), mask=mask)
-    tl.store(ds_ptr + out, ((1.0 - a) * do).to(ds_ptr.dtype.element_ty), mask=mask)
+    do = load(do_ptr, b, c, p, do_sb, do_sc, do_sp, mask)
+    x = load(x_ptr, b, c, p, x_sb, x_sc, x_sp, mask)
+    s = _stimulus(s1_ptr, s2_ptr, b, c, p, s1_sb, s1_sc, s1_sp, s2_sb, s2_sc, s2_sp, mask, TWO)
+    # dx and ds are NCHW-contiguous: strides (C HW, HW, 1)
+    store(dx_ptr, a * do, b, c, p, C * HW, HW, 1, mask)
+    store(ds_ptr, (1.0 - a) * do, b, c, p, C * HW, HW, 1, mask)
     da = tl.sum(tl.where(mask, do * (x - s), 0.0), axis=1)
     tl.store(da_ptr + (b * NP + tl.program_id(2)) * C + c, da, mask=c < C)
-
-
-def _grid(x: Tensor) -> tuple[int, int, int]:
-    b, c, h, w = x.shape
-    return b, triton.cdiv(c, C_BLOCK), triton.cdiv(h * w, P_BLOCK)
 
 
 def _dtype(x: Tensor, s1: Tensor, s2: Tensor | None) -> torch.dtype:
@@ -77,7 +66,7 @@ def blend(x: Tensor, s1: Tensor, s2: Tensor | None, a: Tensor) -> Tensor:
     x, s1 = as_flat(x), as_flat(s1)
     s2f = s1 if s2 is None else as_flat(s2)
     out = torch.empty(x.shape, device=x.device, dtype=_dtype(x, s1, s2))
-    _blend_fwd[_grid(x)](x, s1, s2f, a.float().contiguous(), out, x.shape[1], x.shape[2] * x.shape[3],
+    _blend_fwd[grid(x)](x, s1, s2f, a.float().contiguous(), out, x.shape[1], x.shape[2] * x.shape[3],
                          *flat_strides(x), *flat_strides(s1), *flat_strides(s2f), *flat_strides(out),
                          TWO=s2 is not None, C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
     return out
@@ -95,11 +84,11 @@ def blend_backward(dout: Tensor, x: Tensor, s1: Tensor, s2: Tensor | None, a: Te
     dout, x, s1 = as_flat(dout), as_flat(x), as_flat(s1)
     s2f = s1 if s2 is None else as_flat(s2)
     b, c, h, w = x.shape
-    grid = _grid(x)
+    programs = grid(x)
     dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     ds = torch.empty(x.shape, device=x.device, dtype=s1.dtype)
-    partial = torch.empty(b * grid[2], c, device=x.device, dtype=torch.float32)
-    _blend_bwd[grid](dout, x, s1, s2f, a.float().contiguous(), dx, ds, partial, c, h * w, grid[2],
+    partial = torch.empty(b * programs[2], c, device=x.device, dtype=torch.float32)
+    _blend_bwd[programs](dout, x, s1, s2f, a.float().contiguous(), dx, ds, partial, c, h * w, programs[2],
                      *flat_strides(dout), *flat_strides(x), *flat_strides(s1), *flat_strides(s2f),
                      TWO=s2 is not None, C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
     return dx, ds, partial.sum(0)

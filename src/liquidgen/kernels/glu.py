@@ -16,9 +16,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .layout import as_flat, flat_strides
-
-C_BLOCK, P_BLOCK = 32, 64  # [channels, positions] per program
+from .layout import C_BLOCK, P_BLOCK, as_flat, flat_strides, grid, load, store, tile
 
 
 @triton.jit
@@ -31,39 +29,22 @@ def _gelu_parts(v):
 @triton.jit
 def _glu_fwd(v_ptr, g_ptr, o_ptr, C, HW, v_sb, v_sc, v_sp, g_sb, g_sc, g_sp, o_sb, o_sc, o_sp,
              C_BLOCK: tl.constexpr, P_BLOCK: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * C_BLOCK + tl.arange(0, C_BLOCK)
-    p = tl.program_id(2) * P_BLOCK + tl.arange(0, P_BLOCK)
-    mask = (c < C)[:, None] & (p < HW)[None, :]
-    v = tl.load(v_ptr + b * v_sb + c[:, None] * v_sc + p[None, :] * v_sp, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + b * g_sb + c[:, None] * g_sc + p[None, :] * g_sp, mask=mask, other=0.0).to(tl.float32)
-    gelu, _ = _gelu_parts(v)
-    out = gelu * tl.sigmoid(g)
-    tl.store(o_ptr + b * o_sb + c[:, None] * o_sc + p[None, :] * o_sp, out.to(o_ptr.dtype.element_ty), mask=mask)
+    b, c, p, mask = tile(C, HW, C_BLOCK, P_BLOCK)
+    gelu, _ = _gelu_parts(load(v_ptr, b, c, p, v_sb, v_sc, v_sp, mask))
+    out = gelu * tl.sigmoid(load(g_ptr, b, c, p, g_sb, g_sc, g_sp, mask))
+    store(o_ptr, out, b, c, p, o_sb, o_sc, o_sp, mask)
 
 
 @triton.jit
 def _glu_bwd(do_ptr, v_ptr, g_ptr, dv_ptr, dg_ptr, C, HW, do_sb, do_sc, do_sp, v_sb, v_sc, v_sp,
              g_sb, g_sc, g_sp, dv_sb, dv_sc, dv_sp, dg_sb, dg_sc, dg_sp,
              C_BLOCK: tl.constexpr, P_BLOCK: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * C_BLOCK + tl.arange(0, C_BLOCK)
-    p = tl.program_id(2) * P_BLOCK + tl.arange(0, P_BLOCK)
-    mask = (c < C)[:, None] & (p < HW)[None, :]
-    cc, pp = c[:, None], p[None, :]
-    do = tl.load(do_ptr + b * do_sb + cc * do_sc + pp * do_sp, mask=mask, other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + b * v_sb + cc * v_sc + pp * v_sp, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + b * g_sb + cc * g_sc + pp * g_sp, mask=mask, other=0.0).to(tl.float32)
-    gelu, dgelu = _gelu_parts(v)
-    sig = tl.sigmoid(g)
-    tl.store(dv_ptr + b * dv_sb + cc * dv_sc + pp * dv_sp, (do * sig * dgelu).to(dv_ptr.dtype.element_ty), mask=mask)
-    tl.store(dg_ptr + b * dg_sb + cc * dg_sc + pp * dg_sp, (do * gelu * sig * (1.0 - sig)).to(dg_ptr.dtype.element_ty),
-             mask=mask)
-
-
-def _grid(t: Tensor) -> tuple[int, int, int]:
-    b, c, h, w = t.shape
-    return b, triton.cdiv(c, C_BLOCK), triton.cdiv(h * w, P_BLOCK)
+    b, c, p, mask = tile(C, HW, C_BLOCK, P_BLOCK)
+    do = load(do_ptr, b, c, p, do_sb, do_sc, do_sp, mask)
+    gelu, dgelu = _gelu_parts(load(v_ptr, b, c, p, v_sb, v_sc, v_sp, mask))
+    sig = tl.sigmoid(load(g_ptr, b, c, p, g_sb, g_sc, g_sp, mask))
+    store(dv_ptr, do * sig * dgelu, b, c, p, dv_sb, dv_sc, dv_sp, mask)
+    store(dg_ptr, do * gelu * sig * (1.0 - sig), b, c, p, dg_sb, dg_sc, dg_sp, mask)
 
 
 @torch.library.custom_op("liquidgen::gated_gelu", mutates_args=())
@@ -71,7 +52,7 @@ def gated_gelu(v: Tensor, g: Tensor) -> Tensor:
     """gelu(v) * sigmoid(g) for (B, C, H, W) v and g of any layout; the result is NCHW-contiguous."""
     v, g = as_flat(v), as_flat(g)
     out = torch.empty(v.shape, device=v.device, dtype=torch.promote_types(v.dtype, g.dtype))
-    _glu_fwd[_grid(v)](v, g, out, v.shape[1], v.shape[2] * v.shape[3], *flat_strides(v), *flat_strides(g),
+    _glu_fwd[grid(v)](v, g, out, v.shape[1], v.shape[2] * v.shape[3], *flat_strides(v), *flat_strides(g),
                        *flat_strides(out), C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
     return out
 
@@ -86,7 +67,7 @@ def gated_gelu_backward(dout: Tensor, v: Tensor, g: Tensor) -> tuple[Tensor, Ten
     """(dv, dg): dv in v's layout (channels-last in the model), dg NCHW-contiguous."""
     dout, v, g = as_flat(dout), as_flat(v), as_flat(g)
     dv, dg = torch.empty_like(v), torch.empty(g.shape, device=g.device, dtype=g.dtype)
-    _glu_bwd[_grid(v)](dout, v, g, dv, dg, v.shape[1], v.shape[2] * v.shape[3], *flat_strides(dout),
+    _glu_bwd[grid(v)](dout, v, g, dv, dg, v.shape[1], v.shape[2] * v.shape[3], *flat_strides(dout),
                        *flat_strides(v), *flat_strides(g), *flat_strides(dv), *flat_strides(dg),
                        C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
     return dv, dg
