@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test models clean
+.PHONY: install demo test test-kernels models clean
 
 # Two stages, so that the demo installs only what it runs (torch, liquidgen, scikit-learn's digits) and the
 # test dependencies (diffusers, sentence-transformers, datasets, tensorboard) come with `make test`.
@@ -27,6 +27,13 @@ demo: $(VENV)/.demo  ## train the tiny LiquidGen on the bundled digits (CPU, abo
 
 test: install  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q
+
+# Triton runs its kernels on CPU tensors when TRITON_INTERPRET=1: the fused ops are checked against the PyTorch
+# reference without a GPU (about 3 minutes). Not part of `make test`: triton is a 290 MB wheel.
+test-kernels: install  ## the Triton kernels' tests on the CPU, under Triton's interpreter (installs triton)
+	$(BIN)/pip install -q triton
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests/test_liquid_kernels.py tests/test_group_norm_kernel.py \
+		tests/test_depthwise_kernel.py
 
 models: install  ## table of backbone presets and parameter counts
 	$(BIN)/liquidgen models
