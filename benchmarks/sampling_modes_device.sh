@@ -16,7 +16,9 @@
 # CALLS: the end-to-end calls of (1), each after the one before (the later ones find its cache): a third shows the
 # spread of a warm call. WHOLE=1 adds (1b) after (1), also under E2E_ONLY: LiquidGen-S end to end with the model
 # compiled whole instead of one block (a copy of src/ made here): its forward was 9% faster, its compile from an
-# empty cache about 16 s longer (results/2026-12-07-precompile-h100); what a warm call gains was not measured.
+# empty cache about 16 s longer (results/2026-12-07-precompile-h100); end to end its warm calls were level with the
+# regional compilation's and its first call 29 s slower (H100, 540 s for the CALLS line below and WHOLE=1 together,
+# results/2026-12-07-e2e-whole-h100).
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 O=${OUT:-/tmp/out}
 mkdir -p $O
