@@ -67,8 +67,8 @@ def blend(x: Tensor, s1: Tensor, s2: Tensor | None, a: Tensor) -> Tensor:
     s2f = s1 if s2 is None else as_flat(s2)
     out = torch.empty(x.shape, device=x.device, dtype=_dtype(x, s1, s2))
     _blend_fwd[grid(x)](x, s1, s2f, a.float().contiguous(), out, x.shape[1], x.shape[2] * x.shape[3],
-                         *flat_strides(x), *flat_strides(s1), *flat_strides(s2f), *flat_strides(out),
-                         TWO=s2 is not None, C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
+                        *flat_strides(x), *flat_strides(s1), *flat_strides(s2f), *flat_strides(out),
+                        TWO=s2 is not None, C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
     return out
 
 
@@ -89,8 +89,8 @@ def blend_backward(dout: Tensor, x: Tensor, s1: Tensor, s2: Tensor | None, a: Te
     ds = torch.empty(x.shape, device=x.device, dtype=s1.dtype)
     partial = torch.empty(b * programs[2], c, device=x.device, dtype=torch.float32)
     _blend_bwd[programs](dout, x, s1, s2f, a.float().contiguous(), dx, ds, partial, c, h * w, programs[2],
-                     *flat_strides(dout), *flat_strides(x), *flat_strides(s1), *flat_strides(s2f),
-                     TWO=s2 is not None, C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
+                         *flat_strides(dout), *flat_strides(x), *flat_strides(s1), *flat_strides(s2f),
+                         TWO=s2 is not None, C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
     return dx, ds, partial.sum(0)
 
 

@@ -53,7 +53,7 @@ def gated_gelu(v: Tensor, g: Tensor) -> Tensor:
     v, g = as_flat(v), as_flat(g)
     out = torch.empty(v.shape, device=v.device, dtype=torch.promote_types(v.dtype, g.dtype))
     _glu_fwd[grid(v)](v, g, out, v.shape[1], v.shape[2] * v.shape[3], *flat_strides(v), *flat_strides(g),
-                       *flat_strides(out), C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
+                      *flat_strides(out), C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
     return out
 
 
@@ -68,8 +68,8 @@ def gated_gelu_backward(dout: Tensor, v: Tensor, g: Tensor) -> tuple[Tensor, Ten
     dout, v, g = as_flat(dout), as_flat(v), as_flat(g)
     dv, dg = torch.empty_like(v), torch.empty(g.shape, device=g.device, dtype=g.dtype)
     _glu_bwd[grid(v)](dout, v, g, dv, dg, v.shape[1], v.shape[2] * v.shape[3], *flat_strides(dout),
-                       *flat_strides(v), *flat_strides(g), *flat_strides(dv), *flat_strides(dg),
-                       C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
+                      *flat_strides(v), *flat_strides(g), *flat_strides(dv), *flat_strides(dg),
+                      C_BLOCK=C_BLOCK, P_BLOCK=P_BLOCK, num_warps=4)
     return dv, dg
 
 
