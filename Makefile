@@ -29,7 +29,7 @@ test: install  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
 # Triton runs its kernels on CPU tensors when TRITON_INTERPRET=1: the fused ops are checked against the PyTorch
-# reference without a GPU (about 3 minutes). Not part of `make test`: triton is a 290 MB wheel.
+# reference without a GPU (about 2 minutes on 2 cores). Not part of `make test`: triton is a 290 MB wheel.
 test-kernels: install  ## the Triton kernels' tests on the CPU, under Triton's interpreter (installs triton)
 	$(BIN)/pip install -q triton
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests/test_liquid_kernels.py tests/test_group_norm_kernel.py \
