@@ -3,6 +3,8 @@ PYTHON ?= python3
 # The CPU build lies on this project's machines; on a GPU machine pick the build you need,
 # e.g. `make install TORCH=torch` (pip's default CUDA build).
 TORCH ?= torch==2.13.0
+# the Triton whose interpreter `make test-kernels` was checked with
+TRITON ?= triton==3.9.0
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -31,7 +33,7 @@ test: install  ## the test suite (what CI runs)
 # Triton runs its kernels on CPU tensors when TRITON_INTERPRET=1: the fused ops are checked against the PyTorch
 # reference without a GPU (about 2 minutes on 2 cores). Not part of `make test`: triton is a 290 MB wheel.
 test-kernels: install  ## the Triton kernels' tests on the CPU, under Triton's interpreter (installs triton)
-	$(BIN)/pip install -q triton
+	$(BIN)/pip install -q "$(TRITON)"
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests/test_liquid_kernels.py tests/test_group_norm_kernel.py \
 		tests/test_depthwise_kernel.py
 
