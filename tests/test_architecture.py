@@ -81,7 +81,7 @@ def test_no_module_imports_itself_back():
 
 
 # Modules that import Triton at the top (`kernels.fused_ops()` loads the model's only where Triton is installed).
-TRITON_OPS = {f"liquidgen.kernels.{name}" for name in ("adagn", "blend", "depthwise", "glu", "group_norm")}
+TRITON_OPS = {f"liquidgen.kernels.{name}" for name in ("adagn", "blend", "depthwise", "glu", "group_norm", "layout")}
 
 
 def test_every_module_imports():
