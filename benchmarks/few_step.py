@@ -42,7 +42,7 @@ from liquidgen.bench.budget import budgeted_config, train_to_budget, training_su
 from liquidgen.bench.records import append_record, read_records
 from liquidgen.checkpoint import checkpoint_step, list_checkpoints
 from liquidgen.config import load_config
-from liquidgen.distill import student_config
+from liquidgen.distill import RECIPES, student_config
 from liquidgen.evaluation.evaluate import Scorer, best_point
 from liquidgen.generate import Pipeline
 from liquidgen.plots import plot_curves, save_grid
@@ -56,9 +56,9 @@ TEACHER_SAMPLERS = ("euler", "heun", "dpmpp_2m")
 TEACHER_GRIDS = ("uniform", "karras")
 STUDENT_STEPS = (1, 2, 4)
 TRAJECTORY_STEPS = (1, 2)  # at each checkpoint: 2 steps settle early (results/2026-12-06-time-scale-1-h100), 1 later
-# each stage's config per --backbone
-CONFIGS = {"unet": {"teacher": "mnist-unet-trigflow.yaml", "scd": "mnist-unet-scm.yaml", "sct": "mnist-unet-sct.yaml"},
-           "liquid": {"teacher": "mnist-liquid-S.yaml", "scd": "mnist-liquid-S-scm.yaml",
+# each stage's config per --backbone; the sCD recipe is the one `liquidgen distill` picks for that teacher
+CONFIGS = {"unet": {"teacher": "mnist-unet-trigflow.yaml", "scd": RECIPES["unet"].name, "sct": "mnist-unet-sct.yaml"},
+           "liquid": {"teacher": "mnist-liquid-S.yaml", "scd": RECIPES["liquid"].name,
                       "sct": "mnist-liquid-S-sct.yaml"}}
 
 

@@ -29,10 +29,10 @@
 # TEACH=0 skips stage 1 and SCD=0 stage 2 (e.g. sCT alone: TEACH=0 SCD=0 SCT=1 GRID=0).
 # SET: few_step.py flags for every stage, teacher included, e.g. SET="--set model.options.time_scale=1000" (the
 # time embedding of the configs before 2026-12-06), or SET="--backbone liquid": the LiquidGen-S pair (a flow teacher
-# at its students' time_scale 1, few_step.py's teacher_overrides), e.g. with MINUTES=8 GRID=0 TRAJECTORY=0 STUDENT_CFG="1 1.25" in two
-# chained calls, then TEACH=0 SCD=0 GRID=1 for the teacher's grid (H100, 2026-12-07: 576 + 525 s, then about 300 s;
-# results/2026-12-07-liquid-scd-h100). Next: its sCT, SET="--backbone liquid" TEACH=0 SCD=0 GRID=0 SCT=1
-# SCT_MINUTES=8 (11.33 minutes of training: two chained calls).
+# at its students' time_scale 1, few_step.py's teacher_overrides), e.g. with MINUTES=8 GRID=0 TRAJECTORY=0
+# STUDENT_CFG="1 1.25" in two chained calls, then TEACH=0 SCD=0 GRID=1 for the teacher's grid (H100, 2026-12-07:
+# 576 + 525 s, then about 300 s; results/2026-12-07-liquid-scd-h100). Next: its sCT, SET="--backbone liquid" TEACH=0
+# SCD=0 GRID=0 SCT=1 SCT_MINUTES=8 (11.33 minutes of training: two chained calls).
 # Device time: 30-360 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s and its
 # compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each later one, inductor's cache then warm;
 # H200: 135 s), scoring about 80 s with TRAJECTORY 3 when the trajectory was at cfg 1 only (H100; H200 about 150 s),
