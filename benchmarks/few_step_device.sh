@@ -33,6 +33,10 @@
 # STUDENT_CFG="1 1.25" in two chained calls, then TEACH=0 SCD=0 GRID=1 for the teacher's grid (H100, 2026-12-07:
 # 576 + 525 s, then about 300 s; results/2026-12-07-liquid-scd-h100). Next: its sCT, SET="--backbone liquid" TEACH=0
 # SCD=0 GRID=0 SCT=1 SCT_MINUTES=8 (11.33 minutes of training: two chained calls).
+# PAIR=1: issue 21's UNet-28 sCD / sCT pair on one card type, whichever half the lent card lacks (which card comes is
+# known only once the call runs): on an H200, sCT alone for 200 s + 9 minutes (beside the H200 sCD student of
+# results/2026-12-06-scd-lr-1e-4-h200); on any other card, the teacher and a 9-minute sCD student (beside the H100 sCT
+# of results/2026-12-07-sct-constant-2e-4-h100). With GRID=0 TRAJECTORY=0 STUDENT_CFG="1 1.25": two chained calls.
 # Device time: 30-360 s to start, 270 s for the teacher (none with TEACHER), per student MINUTES x 60 s and its
 # compilation (H100, 2026-12-06: 160 s for the first student, 18 s for each later one, inductor's cache then warm;
 # H200: 135 s), scoring about 80 s with TRAJECTORY 3 when the trajectory was at cfg 1 only (H100; H200 about 150 s),
@@ -87,6 +91,11 @@ last=$(ls -d $R/teacher/checkpoints/step-* 2>/dev/null | tail -1)
 if [ -z "$WAIT_ONLY" ]; then
     rm -f $O/DONE  # a warm machine's earlier stages finished; these have not
     nvidia-smi --query-gpu=name --format=csv,noheader > $O/device.txt 2>&1
+    if [ -n "$PAIR" ] && grep -q H200 $O/device.txt; then
+        export TEACH=0 SCD=0 SCT=1 SCT_MINUTES=9 SCT_VARIANT=constant-2e-4
+    elif [ -n "$PAIR" ]; then
+        export TEACH=1 SCD=1 SCT=0 MINUTES=9
+    fi
     setsid bash "$0" --stages < /dev/null > $O/stages.log 2>&1 &
 fi
 for _ in $(seq "${WAIT:-570}"); do [ -f $O/DONE ] && break; sleep 1; done

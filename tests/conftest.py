@@ -14,6 +14,29 @@ def _seed_and_threads():
     yield
 
 
+class StepClock:
+    """time.perf_counter for the trainer and the budget helper: each call advances it by `tick`, so each training
+    step (the time between its two calls) counts one tick whatever the machine's load: the budgets' arithmetic is
+    tested exactly, not raced against a shared CPU."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+@pytest.fixture
+def step_clock(monkeypatch):
+    import liquidgen.bench.budget
+    import liquidgen.train
+    clock = StepClock(0.0625)  # a power of two: the steps add up exactly
+    monkeypatch.setattr(liquidgen.train, "time", clock)
+    monkeypatch.setattr(liquidgen.bench.budget, "time", clock)
+    return clock
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST").is_dir():

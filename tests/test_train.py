@@ -253,7 +253,7 @@ def test_resume_continues_with_the_changed_optimizer_settings(tmp_path):
     assert 0.5 in decays and 0.01 not in decays
 
 
-def test_cosine_schedule_decays_over_the_minutes_and_resumes_on_the_clock(tmp_path):
+def test_cosine_schedule_decays_over_the_minutes_and_resumes_on_the_clock(tmp_path, step_clock):
     """Stopped by train.minutes, a cosine run decays over the minutes, not over train.steps (never reached):
     each step's rate is the cosine at the training seconds before it. A resumed run with a longer budget
     goes on from the saved seconds, not from the top of the cosine."""
@@ -269,7 +269,8 @@ def test_cosine_schedule_decays_over_the_minutes_and_resumes_on_the_clock(tmp_pa
 
     train(load_config(None, base + ["train.minutes=0.01"]), tmp_path)
     first = records()
-    assert len(first) > 5 and first[-1]["train_seconds"] >= 0.6
+    # step_clock: each step counts 0.0625 s, the first (warm-up) none, so 0.6 s end at step 11 with 0.625 s
+    assert len(first) == 11 and first[-1]["train_seconds"] == 0.625
     for before, r in zip([{"train_seconds": 0.0}] + first, first):  # the step's rate: the cosine before it
         assert r["lr"] == pytest.approx(cosine(before["train_seconds"], 0.6), rel=1e-9, abs=1e-12)
     assert first[-1]["lr"] < 0.05 * 2e-3

@@ -118,6 +118,12 @@ def add_run_folder_args(p: argparse.ArgumentParser, default_out: str, set_exampl
                         "--overwrite, a folder holding a run is refused)")
 
 
+def _classifier2_help(ranked: str) -> str:
+    return (f"second, independent reference classifier (another architecture and seed): classifier-2 FD beside the "
+            f"first, and whether the two rank {ranked} alike; fitted there if missing; default for the built-in "
+            "datasets without --classifier: fitted into --cache; 'none' to skip")
+
+
 def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--device", default=default, type=device_name, help="auto | cpu | cuda | cuda:N | mps")
 
@@ -516,10 +522,7 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", help="reference classifier .safetensors (from eval fit-classifier; a path in an "
                    "existing folder where none is yet: fitted there first; default for digits, mnist and cifar10: the "
                    "dataset's, fitted into --cache on first use)")
-    p.add_argument("--classifier2", help="second, independent reference classifier (another architecture and seed: "
-                   "classifier-2 FD beside the first, and whether the two rank the scales alike); fitted there if "
-                   "missing; default for the built-in datasets without --classifier: fitted into --cache; 'none' "
-                   "to skip")
+    p.add_argument("--classifier2", help=_classifier2_help("the scales"))
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception)")
     p.add_argument("--inception", action="store_true", help="compute FID / KID with Inception weights found in "
                    "the torch hub cache or $LIQUIDGEN_INCEPTION")
@@ -818,10 +821,7 @@ def add_bench(p: argparse.ArgumentParser) -> None:
                    "curve at each contender's best scale there (quality against NFE at the best scale, for less)")
     q.add_argument("--classifier", help="reference classifier .safetensors; fitted there first if missing "
                    "(default for digits, mnist and cifar10: the dataset's, in --cache)")
-    q.add_argument("--classifier2", help="second, independent reference classifier (another architecture and seed): "
-                   "classifier-2 FD beside the first, and whether the two rank the contenders alike; fitted there if "
-                   "missing; default for the built-in datasets without --classifier: fitted into --cache; 'none' "
-                   "to skip")
+    q.add_argument("--classifier2", help=_classifier2_help("the contenders"))
     q.add_argument("--inception-weights", help="also FID / KID with pytorch-fid's Inception weights")
     q.add_argument("--reference", nargs=2, metavar=("DATA", "ROOT"),
                    help="pixel dataset to score against (default: the config's data; needed for latents)")

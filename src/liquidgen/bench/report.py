@@ -61,6 +61,14 @@ def _names(records: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["name"] for r in records))
 
 
+def _at_budget(records: list[dict]) -> tuple[list[str], dict[str, float], list[dict], list[int]]:
+    """The contenders, each one's full budget (its longest minutes), the records at it, and their NFEs."""
+    names = _names(records)
+    budget = {name: max(r["minutes"] for r in records if r["name"] == name) for name in names}
+    final = [r for r in records if r["minutes"] == budget[r["name"]]]
+    return names, budget, final, sorted({r["nfe"] for r in final})
+
+
 def best_scales(records: list[dict]) -> list[dict]:
     """One record per (contender, minutes, NFE): of a guidance sweep, the scale with the lowest FD."""
     key, _ = quality_metric(records)
@@ -77,11 +85,8 @@ def sweep_table(records: list[dict]) -> str:
     without a sweep."""
     if len({r.get("cfg") for r in records}) < 2:
         return ""
+    names, _, final, nfes = _at_budget(records)
     key, label = quality_metric(records)
-    names = _names(records)
-    budget = {name: max(r["minutes"] for r in records if r["name"] == name) for name in names}
-    final = [r for r in records if r["minutes"] == budget[r["name"]]]
-    nfes = sorted({r["nfe"] for r in final})
     lines = [f"Guidance sweep at the full budget: {label} [bootstrap 95% interval].\n",
              "| contender | cfg | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (2 + len(nfes)) + "|"]
     for name in names:
@@ -97,11 +102,8 @@ def quality_tables(records: list[dict]) -> str:
     """The contenders at each NFE and against minutes; of a guidance sweep, each cell's best scale."""
     swept = len({r.get("cfg") for r in records}) > 1
     records = best_scales(records)
+    names, budget, final, nfes = _at_budget(records)
     key, label = quality_metric(records)
-    names = _names(records)
-    budget = {name: max(r["minutes"] for r in records if r["name"] == name) for name in names}
-    final = [r for r in records if r["minutes"] == budget[r["name"]]]
-    nfes = sorted({r["nfe"] for r in final})
     lines = [f"Cells: {label}, lower is better; in brackets the class accuracy of the samples.\n",
              "| contender | minutes | steps | train img/s | loss | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
              "|---" * (5 + len(nfes)) + "|"]
