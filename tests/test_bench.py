@@ -156,14 +156,14 @@ def test_bench_speed_times_other_objectives_in_the_same_step(tmp_path, capsys):
     assert "unknown option 'nope' for objective 'consistency'" in capsys.readouterr().err
 
 
-def test_bench_quality_on_cpu(tmp_path, capsys):
+def test_bench_quality_on_cpu(tmp_path, capsys, step_clock):
     out = tmp_path / "quality"
     args = ["bench", "quality", "configs/digits-liquid-tiny.yaml", "liquid:tiny", "dit:tiny:patch_size=2",
             "--set", "optim.schedule=constant", "data.image_size=8", "train.batch_size=16",
             "--out", str(out), "--minutes", "0.04", "--curve-every", "0.5", "--nfe", "1", "2",
             "--curve-nfe", "2", "--samples", "30", "--curve-samples", "20",
             "--classifier", str(tmp_path / "clf.safetensors"), "--cache", str(tmp_path / "cache"), "--device", "cpu"]
-    main(args)  # marks 1.2 s apart: a step on a loaded CPU must not jump both
+    main(args)  # step_clock: marks 1.2 s apart, whatever the load
     records = read_records(out / "quality.jsonl")
     keys = {r["key"] for r in records}
     for name in ("liquid-tiny", "dit-tiny,patch_size=2"):
@@ -248,7 +248,7 @@ def test_bench_quality_sweeps_guidance_and_reports_each_best_scale(tmp_path):
                for n in (1, 2))
 
 
-def test_bench_quality_scores_other_nfe_and_the_curve_at_the_best_scale(tmp_path, capsys):
+def test_bench_quality_scores_other_nfe_and_the_curve_at_the_best_scale(tmp_path, capsys, step_clock):
     out = tmp_path / "best"
     args = ["bench", "quality", "configs/digits-liquid-tiny.yaml", "liquid:tiny", "--set", "optim.schedule=constant",
             "data.image_size=8", "train.batch_size=16", "--out", str(out), "--minutes", "0.02", "--curve-every", "0.5",
