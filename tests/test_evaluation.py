@@ -139,6 +139,26 @@ def test_fit_commands_check_out_before_fitting(argv, tmp_path, monkeypatch, caps
     assert (tmp_path / "old.safetensors").read_bytes() == b"old"
 
 
+def test_two_writers_of_one_cache_file_each_write_whole(tmp_path, monkeypatch):
+    """Two processes filling one cache at once (two evals fitting the same reference classifier): a write that
+    starts and ends while another is between writing and renaming leaves that one to finish, and the file holds a
+    whole write (with one temporary name for both, the inner rename took the outer's file away: FileNotFoundError)."""
+    import liquidgen.checkpoint as checkpoint
+    path = tmp_path / "classifier.safetensors"
+    pids = iter([101, 202])  # the two processes
+    monkeypatch.setattr(checkpoint.os, "getpid", lambda: next(pids))
+
+    def the_first_pauses(tensors, file, metadata=None):
+        save_file(tensors, file, metadata=metadata)
+        if "first" in tensors:  # written, not yet renamed: the second process writes whole meanwhile
+            checkpoint.save_safetensors({"second": torch.ones(2)}, path)
+
+    monkeypatch.setattr(checkpoint, "save_file", the_first_pauses)
+    checkpoint.save_safetensors({"first": torch.zeros(3)}, path)
+    assert list(load_file(path)) == ["first"]  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["classifier.safetensors"]  # no temporary file left
+
+
 def test_fit_classifier_creates_the_folder_and_overwrites_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setitem(classifier_module.RECIPES, "digits", (Recipe(epochs=1), SECOND))  # seconds, not minutes
     out = tmp_path / "new" / "digits.safetensors"

@@ -14,6 +14,7 @@ never leaves a half-written folder under a final name.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -72,10 +73,12 @@ def set_aside(ckpt: Path) -> Path:
 
 def save_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write `tensors` to `path` through a temporary file beside it, renamed into place: a reader never sees a
-    half-written file, and a failure (a full disk, a folder at `path`) leaves neither it nor the temporary file."""
+    half-written file, and a failure (a full disk, a folder at `path`) leaves neither it nor the temporary file.
+    The temporary file is this process's own: two processes filling one cache (two `eval`s fitting the same
+    reference classifier) each write whole, and the last rename wins."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
         tmp.replace(path)
