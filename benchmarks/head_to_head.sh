@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The MNIST head-to-head of issue 20, one contender per device call (an H200 call is capped at 10 minutes):
-#   bash benchmarks/head_to_head.sh unet|liquid|liquid-p4|dit|fpdm|minrf      (from the repository root, $OUT set)
+#   bash benchmarks/head_to_head.sh unet|liquid|liquid-p4|liquid-ts|dit|fpdm|minrf      (from the repository root, $OUT set)
 # Needs .carry/data/MNIST (raw idx files) and, for minrf, minRF's rf.py + dit.py at 4fc10e0 in .carry/peers/minRF.
 # Every contender is scored by the same two reference networks (see device_env.sh).
 source benchmarks/device_env.sh
@@ -17,9 +17,15 @@ case "$1" in
             --runs $RUNS $COMMON ;;
   liquid-p4) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S:patch_size=4 --set $SET \
                --runs $RUNS $COMMON ;;
+  # The flagship's time embedding, 1000 (the config) against 1 (what its consistency students need of a teacher), in
+  # one study on one card: 50 steps at the sweep's three useful scales only, so that both fit two chained calls
+  # (results/2026-12-07-liquid-time-scale-cpu: level on the digits).
+  liquid-ts) python -m liquidgen.cli bench quality configs/mnist-liquid-S.yaml liquid:S:patch_size=4 \
+               liquid:S:patch_size=4,time_scale=1 --set $SET --runs $RUNS --minutes 3.3333 --cfg 1 1.25 1.5 --nfe 50 \
+               --curve-every 1 --samples 10000 --sample-batch 2000 --cache $CACHE --out $OUT ;;
   dit) python -m liquidgen.cli bench quality configs/mnist-dit-S.yaml dit:S --set $SET --runs $RUNS $COMMON ;;
   fpdm) python -m liquidgen.cli bench quality configs/mnist-fixed-point-dit-S.yaml fixed_point:dit-S --set $SET \
           --runs $RUNS $COMMON ;;
-  *) echo "usage: bash benchmarks/head_to_head.sh unet|liquid|liquid-p4|dit|fpdm|minrf" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/head_to_head.sh unet|liquid|liquid-p4|liquid-ts|dit|fpdm|minrf" >&2; exit 2 ;;
 esac 2>&1 | grep -v '^{"key"' | tail -40
 pack_grids
