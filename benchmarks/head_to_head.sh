@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The MNIST head-to-head of issue 20, one contender per device call (an H200 call is capped at 10 minutes):
-#   bash benchmarks/head_to_head.sh unet|liquid|liquid-p4|liquid-ts|dit|fpdm|minrf      (from the repository root, $OUT set)
+#   bash benchmarks/head_to_head.sh unet|liquid|liquid-p4|liquid-ts|dit|fpdm|minrf  (from the repository root, $OUT set)
 # Needs .carry/data/MNIST (raw idx files) and, for minrf, minRF's rf.py + dit.py at 4fc10e0 in .carry/peers/minRF.
 # Every contender is scored by the same two reference networks (see device_env.sh).
 source benchmarks/device_env.sh

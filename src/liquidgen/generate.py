@@ -261,11 +261,11 @@ class CompiledForward:
     an H200 (benchmarks/results/2026-12-04-sampling-compile); compiled whole, its forward is 9% faster (39.5 against
     43.4 ms per 2,000 rows, H100, results/2026-12-07-precompile-h100), yet end to end in one call on an H100 its
     warm calls were no faster (42.9 / 44.4 s against 44.3 / 40.5) and its first call 29 s slower (85.1 against
-    56.4; results/2026-12-07-e2e-whole-h100). No CUDA graphs there: a sampling batch of thousands keeps the GPU busy between launches. Any other
-    backbone (the UNet) compiles whole with CUDA graphs (mode reduce-overhead: one replay per call for a fixed
-    input shape); its output is copied out of the graph's memory, which the next replay overwrites (Heun, for
-    one, still holds the previous velocity then). The backbone itself is left as it was: its eager calls stay
-    eager."""
+    56.4; results/2026-12-07-e2e-whole-h100). No CUDA graphs there: a sampling batch of thousands keeps the GPU
+    busy between launches. Any other backbone (the UNet) compiles whole with CUDA graphs (mode reduce-overhead:
+    one replay per call for a fixed input shape); its output is copied out of the graph's memory, which the next
+    replay overwrites (Heun, for one, still holds the previous velocity then). The backbone itself is left as it
+    was: its eager calls stay eager."""
 
     def __init__(self, model: Backbone):
         self.model = model
