@@ -20,9 +20,8 @@ benchmarks/results/2026-12-06-unet-norm-kernel-h100).
 
 LiquidGen's channel MLP (`use_gelu_gemm`) samples, under "auto" and "triton", as two GEMMs over the tokens with the
 GELU in the first one's cuBLASLt epilogue: the hidden activations (4x the width) are then written and read once
-instead of twice over. *Not yet measured on a GPU* (2026-12-07: no device time was left); the A/B, with a per-kernel
-split: `python benchmarks/liquid_kernels.py sample --presets S --inputs mnist --options patch_size=4 --modes default
---depthwise auto --kernels auto torch --out DIR`.
+instead of twice over. *Not yet measured on a GPU* (2026-12-07: no device time was left); the before / after, forward
+with a per-kernel split and `liquidgen sample` end to end, is one call: `bash benchmarks/gelu_gemm_device.sh`.
 
 The ops modules (`adagn`, `glu`, `blend`, `group_norm`; `layout` holds how they read strided operands) import Triton at
 the top; `fused_ops()` loads them only where it is installed, so CPU-only installs never import it.
