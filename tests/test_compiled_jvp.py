@@ -22,17 +22,18 @@ def test_group_norm_from_primitives_is_group_norm_with_its_jvp(affine):
         torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)
 
 
-def _case(name: str):
+def _case(name: str, **options):
     torch.manual_seed(0)
-    model = build_model(name, "tiny", 1, 8, 10)
+    model = build_model(name, "tiny", 1, 8, 10, **options)
     x, dx = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     theta, y = torch.rand(4) * 1.5, torch.randint(0, 10, (4,))
     return model, (x, theta, dx, torch.tensor(0.7), y, {})
 
 
-@pytest.mark.parametrize("name", ["unet", "liquid", "dit"])
-def test_the_tangent_of_every_backbone_compiles_as_one_graph(name):
-    model, args = _case(name)
+@pytest.mark.parametrize("name,options", [("unet", {}), ("liquid", {}), ("dit", {}),
+                                          ("liquid", {"depthwise": "matmul"})])  # models.toeplitz's custom op
+def test_the_tangent_of_every_backbone_compiles_as_one_graph(name, options):
+    model, args = _case(name, **options)
     torch._dynamo.reset()
     with torch.no_grad(), compiled_jvp():
         explained = torch._dynamo.explain(student_tangent)(model, *args)

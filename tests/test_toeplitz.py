@@ -8,6 +8,7 @@ from liquidgen.models.base import model_flops_mode
 from liquidgen.models.liquid import LiquidBlock, LiquidGen, ZigzagScan1D
 from liquidgen.models.toeplitz import (
     basis_for,
+    channel_gemm,
     check_choice,
     dense_depthwise,
     grid_coords,
@@ -50,6 +51,34 @@ def test_dense_depthwise_is_the_conv_with_its_gradients(kernel, size, with_bias)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for g, h in zip(got_grads, want_grads):
         torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
+
+
+def test_channel_gemm_op_is_registered_right():
+    """Fake (meta) shapes, autograd and the compiled layout rules of the custom op, by PyTorch's own checker; its
+    gradients against finite differences; and its FLOPs counted as the GEMM it is."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    matrix = torch.randn(4, 5, 5, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(channel_gemm, (x, matrix))
+    assert torch.autograd.gradcheck(channel_gemm, (x, matrix))
+    torch.testing.assert_close(channel_gemm(x, matrix), torch.einsum("bcj,cij->cbi", x, matrix))
+    assert count_flops(lambda: channel_gemm(x, matrix).sum().backward()) == 3 * 2 * 3 * 4 * 5 * 5
+
+
+def test_dense_model_compiles_fullgraph_and_matches_eager():
+    torch.manual_seed(0)
+    model = LiquidGen(1, 8, 10, width=16, depth=2, groups=4, depthwise="matmul")
+    for m in model.modules():  # a zero-initialised head would make any two forwards agree
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            torch.nn.init.normal_(m.weight, std=0.2)
+    x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([1, 2])
+    compiled = torch.compile(model, fullgraph=True)
+    eager_grads = torch.autograd.grad(model(x, t, y).square().mean(), list(model.parameters()))
+    out = compiled(x, t, y)
+    torch.testing.assert_close(out, model(x, t, y), rtol=1e-4, atol=1e-5)
+    assert out.abs().mean() > 0.1
+    for got, want in zip(torch.autograd.grad(out.square().mean(), list(model.parameters())), eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
 
 
 def test_eager_code_builds_each_basis_once():

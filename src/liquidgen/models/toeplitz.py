@@ -17,6 +17,12 @@ benchmarks/results/2026-12-03-memory-and-layout). The dense form does L/k times 
 C L^2 values of T per conv (32 MiB in bf16 at C=512, L=256) - hence only on small grids (`DENSE_MAX_TOKENS`).
 MFU still counts the convs' FLOPs (`models.base.model_flops_mode`): the extra arithmetic is the method's, not
 the model's.
+
+The per-channel GEMM runs as a custom op (`channel_gemm`) whose inputs Inductor must hand over in the layout the
+traced program gives them (`needs_fixed_stride_order`): x (B, C, L) channel-major, so that each channel's (B, L)
+slice has a unit stride. As a plain `matmul`, Inductor was free to lay x out channels-last for the 1x1 conv that
+reads the same tensor, and the GEMM then copied it with aten's generic strided kernel: six copies, 47 of 212 ms of
+LiquidGen-S's compiled sampling forward at 16x32x32 on an H100 (benchmarks/results/2026-12-08-gelu-gemm-h100).
 """
 from __future__ import annotations
 
@@ -24,6 +30,9 @@ import math
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
+
+from ..kernels import forward_ad_active
 
 CHOICES = ("auto", "conv", "matmul")
 # `auto` takes the dense form on CUDA up to this many tokens (16x16, LiquidGen's native 32x32 latents at patch 2;
@@ -104,8 +113,67 @@ def dense_depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, basis: Tenso
     b, c, h, w = x.shape
     taps, tokens = basis.shape[0], basis.shape[1]
     matrix = (weight.reshape(c, taps) @ basis.reshape(taps, tokens * tokens)).view(c, tokens, tokens)
-    # (C, B, L) = (C, B, L) @ (C, L, L)^T: y_c = x_c T_c^T per channel, the batch as the GEMM's rows
-    y = torch.matmul(x.reshape(b, c, tokens).transpose(0, 1), matrix.transpose(1, 2))
+    # The dtype: what autocast's matmul would do (the op is outside autocast). contiguous: a no-op on an NCHW x,
+    # and for the custom op it makes the channel-major layout part of the traced program (module docstring).
+    x = x.reshape(b, c, tokens).to(matrix.dtype).contiguous()
+    # The custom op has no forward-mode rule (sCM's torch.func.jvp): there, the same product as plain PyTorch.
+    y = _channel_gemm(x, matrix) if forward_ad_active(x) else channel_gemm(x, matrix)
     if bias is not None:
         y = y + bias[:, None, None].to(y.dtype)
     return y.unflatten(-1, (h, w)).transpose(0, 1)
+
+
+def _channel_gemm(x: Tensor, matrix: Tensor) -> Tensor:
+    # (C, B, L) = (C, B, L) @ (C, L, L)^T: y_c = x_c T_c^T per channel, the batch as the GEMM's rows
+    return torch.bmm(x.transpose(0, 1), matrix.transpose(1, 2))
+
+
+FIXED_LAYOUT = (torch.Tag.needs_fixed_stride_order,)  # see the module docstring
+
+
+@torch.library.custom_op("liquidgen::channel_gemm", mutates_args=(), tags=FIXED_LAYOUT)
+def channel_gemm(x: Tensor, matrix: Tensor) -> Tensor:
+    """y (C, B, L), y[c] = x[:, c] @ matrix[c]^T, for x (B, C, L) and matrix (C, L, L)."""
+    return _channel_gemm(x, matrix)
+
+
+@channel_gemm.register_fake
+def _(x: Tensor, matrix: Tensor) -> Tensor:
+    return x.new_empty(x.shape[1], x.shape[0], matrix.shape[1])
+
+
+@torch.library.custom_op("liquidgen::channel_gemm_backward", mutates_args=(), tags=FIXED_LAYOUT)
+def channel_gemm_backward(dy: Tensor, x: Tensor, matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """(dx as (C, B, L), dmatrix) of `channel_gemm` for the output gradient dy (C, B, L): dx_c = dy_c T_c and
+    dT_c = dy_c^T x_c, both GEMMs over unit-stride slices when dy is (C, B, L) and x (B, C, L) contiguous."""
+    return torch.bmm(dy, matrix), torch.bmm(dy.transpose(1, 2), x.transpose(0, 1))
+
+
+@channel_gemm_backward.register_fake
+def _(dy: Tensor, x: Tensor, matrix: Tensor) -> tuple[Tensor, Tensor]:
+    return dy.new_empty(dy.shape), matrix.new_empty(matrix.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, dy: Tensor) -> tuple[Tensor, Tensor]:
+    x, matrix = ctx.saved_tensors
+    dx, dmatrix = channel_gemm_backward(dy.contiguous(), x, matrix)  # contiguous: as x in dense_depthwise
+    return dx.transpose(0, 1), dmatrix
+
+
+channel_gemm.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.liquidgen.channel_gemm)
+def _channel_gemm_flops(x_shape, matrix_shape, out_shape=None, **_) -> int:
+    b, c, tokens = x_shape
+    return 2 * c * b * tokens * matrix_shape[1]
+
+
+@register_flop_formula(torch.ops.liquidgen.channel_gemm_backward)
+def _channel_gemm_backward_flops(dy_shape, x_shape, matrix_shape, out_shape=None, **_) -> int:
+    c, b, tokens = dy_shape
+    return 2 * 2 * c * b * tokens * matrix_shape[1]
