@@ -23,6 +23,8 @@ traced program gives them (`needs_fixed_stride_order`): x (B, C, L) channel-majo
 slice has a unit stride. As a plain `matmul`, Inductor was free to lay x out channels-last for the 1x1 conv that
 reads the same tensor, and the GEMM then copied it with aten's generic strided kernel: six copies, 47 of 212 ms of
 LiquidGen-S's compiled sampling forward at 16x32x32 on an H100 (benchmarks/results/2026-12-08-gelu-gemm-h100).
+*Not yet measured with the op* (2026-12-08: no device was lent after it was built); the before / after, sampling
+forward and training, is one call: `bash benchmarks/dense_layout_device.sh`.
 """
 from __future__ import annotations
 
