@@ -1,10 +1,12 @@
-# Issue 19, one device call (about 7 minutes): the dense depthwise GEMM as a custom op that fixes its input's layout
-# (`models/toeplitz.py`, `channel_gemm`) against the plain matmul it replaces, before and after in one call.
+# Issue 19, one device call (about 9 minutes): the dense depthwise GEMM as a custom op that fixes its input's layout
+# (`models/toeplitz.py`, `channel_gemm`) against the plain matmul it replaces, before and after in one call; and with
+# it, the sampling MLP's GELU in the GEMM epilogue (`kernels.use_gelu_gemm`), which lost alone because of that
+# GEMM's copies (results/2026-12-08-gelu-gemm-h100).
 # BEFORE: a src/ folder without the change, carried (with .carry/data/MNIST for E2E=1):
 #   mkdir -p .carry/before && git archive bd0663e src | tar -x -C .carry/before     # bd0663e: the commit before it
-#  1. the dense path's CUDA test (bf16 block, outputs and gradients against the conv path);
+#  1. the CUDA tests of both (a bf16 block's outputs and gradients, dense against conv; the MLP against float64);
 #  2. LiquidGen-S's compiled sampling forward of 2,000 rows, per-kernel split, at the native 16x32x32 (16x16 tokens),
-#     before then after;
+#     before, then after with the reference MLP (`--kernels torch`) and with the epilogue MLP (`auto`, the default);
 #  3. LiquidGen-S training at batch 256 on 16x32x32 (CUDA graphs, the reference path as `kernels: auto` compiles it);
 #  4. the forward of 2. at the shipped MNIST config (patch 4, 7x7 tokens);
 #  5. with E2E=1: `liquidgen sample` of 10,000 MNIST samples at 50 steps with cfg 2, process start to file, of the
@@ -19,17 +21,17 @@ mkdir -p "$O"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$O/device.txt"
 STAGES=${STAGES:-test native train mnist$([ "${E2E:-0}" = 1 ] && echo " e2e")}
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
-stage test && { PYTHONPATH=$PWD/src python -m pytest -q tests/test_toeplitz.py > "$O/test.log" 2>&1
-                tail -1 "$O/test.log"; }
+stage test && { PYTHONPATH=$PWD/src python -m pytest -q tests/test_toeplitz.py tests/test_liquid_kernels.py \
+                    -k "toeplitz or gelu or tokenwise" > "$O/test.log" 2>&1; tail -1 "$O/test.log"; }
 LK="python benchmarks/liquid_kernels.py"
 forward() {  # the sampling forward at input $1, before then after
     input=$1
     for side in before after; do
-        src=$PWD/src; [ $side = before ] && src=$BEFORE
-        # shellcheck disable=SC2046  # the MNIST config's patch size
-        PYTHONPATH=$src timeout -k 5 120 $LK sample --presets S --modes default --depthwise auto --kernels torch \
+        src=$PWD/src kernels="torch auto"; [ $side = before ] && src=$BEFORE kernels=torch
+        # shellcheck disable=SC2046,SC2086  # the MNIST config's patch size; the kernel paths
+        PYTHONPATH=$src timeout -k 5 150 $LK sample --presets S --modes default --depthwise auto --kernels $kernels \
             --inputs $input $([ $input = mnist ] && echo --options patch_size=4) --out "$O/$side" >> "$O/forward.log" 2>&1
-        grep -A1 "^input preset" "$O/forward.log" | tail -1 | sed "s/^/$side /"
+        grep -A2 "^input preset" "$O/forward.log" | tail -"$(wc -w <<< "$kernels")" | sed "s/^/$side /"
     done
 }
 stage native && forward native

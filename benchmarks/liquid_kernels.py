@@ -290,12 +290,13 @@ def sample(out: Path, presets: list[str], inputs: list[str], modes: list[str], b
     they were 11% faster and cuDNN's transposes cost 10 ms more (results/2026-12-05-unet-layouts-and-curves-h100).
     `tunings`: "default" takes Inductor's heuristic launch configurations, "coordinate" lets it tune each Triton
     kernel's block sizes and warps by coordinate descent (its `coordinate_descent_tuning`; a longer compile), asked
-    for the same GroupNorm kernels. `kernel_paths` (the backbone's `kernels` option): "torch" (Inductor's code)
-    and/or "triton": the UNet's GroupNorms as kernels.group_norm (each norm, its scale and SiLU as one opaque op;
-    23% slower, results/2026-12-06-unet-norm-kernel-h100), LiquidGen's fused block ops, forced under torch.compile
-    too (in training they lose to Inductor's code by 6-8%, results/2026-12-07-sampling-modes-and-liquid-h100;
-    sampling runs their forward alone). `options`: more of the backbone's architecture keys (e.g. patch_size 4, the
-    shipped MNIST LiquidGen-S). `weights`: "fp32" (fp32
+    for the same GroupNorm kernels. `kernel_paths` (the backbone's `kernels` option): "torch" (Inductor's code),
+    "auto" (what liquidgen samples with; for LiquidGen, "torch" with the channel MLP's GELU in its first GEMM's
+    epilogue, `kernels.use_gelu_gemm`) and/or "triton": the UNet's GroupNorms as kernels.group_norm (each norm,
+    its scale and SiLU as one opaque op; 23% slower, results/2026-12-06-unet-norm-kernel-h100), LiquidGen's fused
+    block ops and that MLP, forced under torch.compile too (in training they lose to Inductor's code by 6-8%,
+    results/2026-12-07-sampling-modes-and-liquid-h100; sampling runs their forward alone). `options`: more of the
+    backbone's architecture keys (e.g. patch_size 4, the shipped MNIST LiquidGen-S). `weights`: "fp32" (fp32
     weights under bf16 autocast, as liquidgen samples) and/or "bf16" (weights and input cast to bf16, no autocast).
     Asked because CUDA's autocast runs norms in fp32: wherever a norm's output is kept rather than fused into its
     consumer's bf16 input, it is written and read as fp32 by the memory-bound kernels. UNet-28: no gain (26.43 against
@@ -424,9 +425,10 @@ def main() -> None:
                     help="Inductor's layout optimisation (auto: convolution activations channels-last inside the "
                     "compiled graph, its default; off: the tensors' own layout)")
     sa.add_argument("--tunings", nargs="+", default=["default"], choices=list(TUNINGS), help=TUNINGS_HELP)
-    sa.add_argument("--kernels", nargs="+", default=["torch"], choices=["torch", "triton"],
-                    help="the backbone's kernels option to time: Inductor's code (torch) and/or the fused kernels "
-                    "(triton: the UNet's GroupNorm sampling kernel, LiquidGen's block ops)")
+    sa.add_argument("--kernels", nargs="+", default=["torch"], choices=["torch", "auto", "triton"],
+                    help="the backbone's kernels option to time: Inductor's code (torch), the default (auto: for "
+                    "LiquidGen, the MLP's GELU in its first GEMM's epilogue) and/or the fused kernels (triton: the "
+                    "UNet's GroupNorm sampling kernel, LiquidGen's block ops and that MLP)")
     sa.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
                     help="more architecture keys of the backbone, e.g. patch_size=4 (the shipped MNIST LiquidGen-S)")
     sa.add_argument("--weights", nargs="+", default=["fp32"], choices=["fp32", "bf16"],

@@ -19,8 +19,11 @@ from liquidgen.kernels import (
     fused_ops,
     triton_usable,
     use_fused,
+    use_gelu_gemm,
 )
+from liquidgen.flops import count_flops
 from liquidgen.models import build_model
+from liquidgen.models.liquid import ChannelMixMLP
 
 OPS = fused_ops()
 FUSED_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -177,7 +180,8 @@ def test_whole_model_forward_and_backward_agree():
     reference, fused = model_pair(preset, channels, size, classes)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(batch, channels, size, size, generator=g).to(FUSED_DEVICE)
-    t, y = torch.rand(batch, generator=g).to(FUSED_DEVICE), torch.randint(0, classes, (batch,), generator=g).to(FUSED_DEVICE)
+    t = torch.rand(batch, generator=g).to(FUSED_DEVICE)
+    y = torch.randint(0, classes, (batch,), generator=g).to(FUSED_DEVICE)
     grad = torch.randn(x.shape, generator=g).to(FUSED_DEVICE)
     ours = model_step(fused, x, t, y, grad, torch.float32)
     theirs = model_step(reference, x, t, y, grad, torch.float32)
@@ -230,7 +234,51 @@ def test_forward_mode_ad_takes_the_reference_path_under_auto():
     torch.testing.assert_close(dout, dref)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuBLASLt's GELU epilogue runs on CUDA")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_sampling_mlp_with_the_gelu_in_the_gemm_matches_the_reference(compiled):
+    """LiquidGen-S sampling at MNIST's 7x7 tokens under bf16 autocast: `auto` takes the epilogue MLP (tanh GELU),
+    and its output is as close to a float64 reference as the reference path's own bf16 output; with gradients on
+    (training) it keeps the reference, the fused op having no backward."""
+    torch.manual_seed(0)
+    auto = randomized(build_model("liquid", "S", 1, 28, 10, patch_size=4)).cuda().eval()
+    reference = build_model("liquid", "S", 1, 28, 10, patch_size=4, kernels="torch").cuda().eval()
+    reference.load_state_dict(auto.state_dict())
+    x, t = torch.randn(64, 1, 28, 28, device="cuda"), torch.rand(64, device="cuda")
+    y = torch.arange(64, device="cuda") % 10
+    with torch.no_grad():
+        exact = reference.double()(x.double(), t.double(), y).float()
+        reference.float()
+        run = torch.compile(auto) if compiled else auto
+        with torch.autocast("cuda", torch.bfloat16):
+            assert use_gelu_gemm("auto", x) and not use_gelu_gemm("torch", x)
+            ours, theirs = run(x, t, y).float(), reference(x, t, y).float()
+    assert exact.abs().mean() > 1e-2  # a zero head would make any two paths agree
+    assert rel(ours, exact) <= 2 * rel(theirs, exact) + 1e-3, f"{rel(ours, exact):.2e} vs {rel(theirs, exact):.2e}"
+    with torch.autocast("cuda", torch.bfloat16):
+        assert not use_gelu_gemm("auto", x)
+
+
 # --- the choice of path: runs everywhere -------------------------------------------------------------
+
+
+def test_tokenwise_mlp_is_the_mlp_and_counts_its_flops():
+    """The sampling MLP's token GEMMs compute the 1x1 convs' result (on CPU the epilogue op's GELU is the exact
+    one) and count the same FLOPs, so a sampling MFU stays comparable."""
+    torch.manual_seed(0)
+    mlp = ChannelMixMLP(24, 4.0)
+    x = torch.randn(3, 24, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(mlp.tokenwise(x), mlp(x), rtol=1e-5, atol=1e-5)
+        assert count_flops(lambda: mlp.tokenwise(x)) == count_flops(lambda: mlp(x)) == 2 * 2 * 3 * 30 * 24 * 96
+
+
+def test_gelu_gemm_is_sampling_on_cuda_only():
+    x = torch.randn(2, 3)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        assert not use_gelu_gemm("auto", x)  # CPU
+    assert not use_gelu_gemm("auto", torch.randn(2, device="meta"))
+
 
 
 @pytest.mark.skipif(INTERPRET, reason="the interpreter makes CPU tensors eligible for the fused ops")

@@ -18,6 +18,15 @@ not - and the reference under autograd; "auto" keeps the reference: compiled, UN
 32.8 ms with the kernel against 26.6 ms with Inductor's norms (H100,
 benchmarks/results/2026-12-06-unet-norm-kernel-h100).
 
+LiquidGen's channel MLP (`use_gelu_gemm`) samples, under "auto" and "triton", as two GEMMs over the tokens with the
+GELU in the first one's cuBLASLt epilogue: the hidden activations (4x the width) are then written and read once
+instead of twice over. Measured alone on an H100 (benchmarks/results/2026-12-08-gelu-gemm-h100, compiled sampling
+forward of LiquidGen-S, 2,000 rows): 40.9 -> 39.6 ms at MNIST's patch 4, but 211.9 -> 238.5 ms at 16x32x32, where the
+MLP's own kernels saved 24 ms and twelve generic strided copies of a whole activation cost 94 ms (six, 47 ms, without
+it). Those copies are, by their size and count, the dense depthwise GEMM's input (`models.toeplitz`) laid out
+channels-last in every block once the MLP writes token-major; `models.toeplitz.channel_gemm` now fixes that layout.
+*The two together are not yet measured*: `bash benchmarks/dense_layout_device.sh` times both (`--kernels torch auto`).
+
 The ops modules (`adagn`, `glu`, `blend`, `group_norm`; `layout` holds how they read strided operands) import Triton at
 the top; `fused_ops()` loads them only where it is installed, so CPU-only installs never import it.
 `depthwise` (a depthwise conv for the 7x7 and scan convs) is tested but not used by any path: on an H200 its
@@ -97,6 +106,16 @@ def use_fused(choice: str, x: Tensor) -> bool:
 def use_norm_kernel(choice: str, x: Tensor) -> bool:
     """Whether a UNet GroupNorm with kernel option `choice` runs the fused forward-only kernel on `x`."""
     return choice == "triton" and not torch.is_grad_enabled() and not forward_ad_active(x)
+
+
+def use_gelu_gemm(choice: str, x: Tensor) -> bool:
+    """Whether a channel MLP with kernel option `choice` runs its first GEMM with the GELU in cuBLASLt's epilogue
+    on `x` (`torch._addmm_activation`): sampling on CUDA only, since the fused op has no backward, and only in bf16
+    or fp16 (autocast on, or a half-precision input), since CUDA's epilogue is GELU's tanh form: at most 4.7e-4 from
+    the exact one (at x = 2.7, where GELU is 2.69 and a bf16 value's rounding step is 0.016)."""
+    if choice == "torch" or not x.is_cuda or torch.is_grad_enabled() or forward_ad_active(x):
+        return False
+    return torch.is_autocast_enabled("cuda") or x.dtype in (torch.bfloat16, torch.float16)
 
 
 def fused_ops() -> SimpleNamespace | None:

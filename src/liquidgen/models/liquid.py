@@ -19,7 +19,8 @@ The blend is the closed-form CfC update x' = exp(-dt/tau) x + (1 - exp(-dt/tau))
 
 Kernels (model option `kernels: auto | triton | torch`): the memory-bound chain of a block - AdaGN, the gate
 gelu(depthwise) * sigmoid(gate), and the blends with the `local + scan` sum folded into the first - can run as
-fused Triton ops (`liquidgen.kernels`, which says when `auto` picks them: eager code on CUDA). The plain
+fused Triton ops (`liquidgen.kernels`, which says when `auto` picks them: eager code on CUDA); sampling on CUDA in
+bf16, `auto` also runs the channel MLP with its GELU in the first GEMM's epilogue (`ChannelMixMLP.tokenwise`). The plain
 PyTorch code below is the reference; it runs on CPU, without Triton, under forward-mode AD and, by default,
 under torch.compile. Both paths hold the same parameters, so checkpoints move freely between them.
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..kernels import check_choice, fused_ops, use_fused
+from ..kernels import check_choice, fused_ops, use_fused, use_gelu_gemm
 from .base import BlockStack, GroupNorm, resize_positions, zero_extra_inputs
 from .toeplitz import check_choice as check_depthwise
 from .toeplitz import basis_for, dense_depthwise, use_dense
@@ -162,13 +163,28 @@ class ZigzagScan1D(nn.Module):
 
 
 class ChannelMixMLP(nn.Module):
-    def __init__(self, width: int, ratio: float):
+    def __init__(self, width: int, ratio: float, kernels: str = "auto"):
         super().__init__()
         hidden = int(width * ratio)
+        self.kernels = kernels
         self.net = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.GELU(), nn.Conv2d(hidden, width, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        if use_gelu_gemm(self.kernels, x):
+            return self.tokenwise(x)
         return self.net(x)
+
+    def tokenwise(self, x: Tensor) -> Tensor:
+        """net(x) as two GEMMs over the (B H W, C) tokens, the GELU in the first one's epilogue (cuBLASLt on
+        CUDA, in GELU's tanh form there; `kernels.use_gelu_gemm` says when and what it measured)."""
+        first, _, second = self.net
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+        b, c, h, w = x.shape
+        tokens = x.permute(0, 2, 3, 1).reshape(-1, c).to(dtype)
+        hidden = torch._addmm_activation(first.bias.to(dtype), tokens, first.weight.flatten(1).to(dtype).t(),
+                                         use_gelu=True)
+        out = torch.addmm(second.bias.to(dtype), hidden, second.weight.flatten(1).to(dtype).t())
+        return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 class LiquidBlock(nn.Module):
@@ -181,7 +197,7 @@ class LiquidBlock(nn.Module):
         self.scan = ZigzagScan1D(width, scan_kernel, transpose_scan, depthwise)
         self.blend1 = LiquidTimeConstant(width)
         self.norm2 = AdaGN(width, cond_dim, groups)
-        self.mlp = ChannelMixMLP(width, mlp_ratio)
+        self.mlp = ChannelMixMLP(width, mlp_ratio, kernels)
         self.blend2 = LiquidTimeConstant(width)
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
