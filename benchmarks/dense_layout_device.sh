@@ -1,7 +1,8 @@
 # Issue 19, one device call (about 9 minutes): the dense depthwise GEMM as a custom op that fixes its input's layout
-# (`models/toeplitz.py`, `channel_gemm`) against the plain matmul it replaces, before and after in one call; and with
-# it, the sampling MLP's GELU in the GEMM epilogue (`kernels.use_gelu_gemm`), which lost alone because of that
-# GEMM's copies (results/2026-12-08-gelu-gemm-h100).
+# (`models/toeplitz.py`, `channel_gemm`, its token count padded to a multiple of 8 for aligned tensor-core kernels)
+# against the plain matmul it replaces, before and after in one call; and with it, the sampling MLP's GELU in the
+# GEMM epilogue (`kernels.use_gelu_gemm`), which lost alone because of that GEMM's copies
+# (results/2026-12-08-gelu-gemm-h100).
 # BEFORE: a src/ folder without the change, carried (with .carry/data/MNIST for E2E=1):
 #   mkdir -p .carry/before && git archive bd0663e src | tar -x -C .carry/before     # bd0663e: the commit before it
 #  1. the CUDA tests of both (a bf16 block's outputs and gradients, dense against conv; the MLP against float64);

@@ -67,11 +67,11 @@ def test_channel_gemm_op_is_registered_right():
 
 def test_dense_model_compiles_fullgraph_and_matches_eager():
     torch.manual_seed(0)
-    model = LiquidGen(1, 8, 10, width=16, depth=2, groups=4, depthwise="matmul")
+    model = LiquidGen(1, 10, 10, width=16, depth=2, groups=4, depthwise="matmul")  # 5x5 tokens: padded to 32
     for m in model.modules():  # a zero-initialised head would make any two forwards agree
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             torch.nn.init.normal_(m.weight, std=0.2)
-    x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([1, 2])
+    x, t, y = torch.randn(2, 1, 10, 10), torch.rand(2), torch.tensor([1, 2])
     compiled = torch.compile(model, fullgraph=True)
     eager_grads = torch.autograd.grad(model(x, t, y).square().mean(), list(model.parameters()))
     out = compiled(x, t, y)

@@ -23,14 +23,15 @@ traced program gives them (`needs_fixed_stride_order`): x (B, C, L) channel-majo
 slice has a unit stride. As a plain `matmul`, Inductor was free to lay x out channels-last for the 1x1 conv that
 reads the same tensor, and the GEMM then copied it with aten's generic strided kernel: six copies, 47 of 212 ms of
 LiquidGen-S's compiled sampling forward at 16x32x32 on an H100 (benchmarks/results/2026-12-08-gelu-gemm-h100).
-*Not yet measured with the op* (2026-12-08: no device was lent after it was built); the before / after, sampling
-forward and training, is one call: `bash benchmarks/dense_layout_device.sh`.
+*Not yet measured with the op, nor the padding below* (2026-12-08: no device was lent after they were built); the
+before / after, sampling forward and training, is one call: `bash benchmarks/dense_layout_device.sh`.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
@@ -43,6 +44,11 @@ CHOICES = ("auto", "conv", "matmul")
 # more peak memory (model.checkpointing takes that back); compiled sampling forwards unchanged, because the GEMM's
 # input copies (aten's generic copy kernel, 36 of 200 ms) eat what leaving cuDNN's depthwise kernels saves.
 DENSE_MAX_TOKENS = 256
+# The GEMM's token count is padded to a multiple of ALIGN: cuBLAS runs bf16 GEMMs whose inner dimensions are not
+# multiples of 8 elements (16 bytes) with unvectorised kernels. At MNIST's 7x7 tokens (the shipped LiquidGen-S,
+# patch 4) the 24 dense GEMMs of a sampling forward ran as `cutlass_75_..._align1` at about 27 TFLOP/s on an H100, 4.4
+# of 40.9 ms (benchmarks/results/2026-12-08-gelu-gemm-h100, sample.jsonl); padded to 56 they do 31% more arithmetic.
+ALIGN = 8
 
 
 def check_choice(choice: str) -> None:
@@ -118,8 +124,11 @@ def dense_depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, basis: Tenso
     # The dtype: what autocast's matmul would do (the op is outside autocast). contiguous: a no-op on an NCHW x,
     # and for the custom op it makes the channel-major layout part of the traced program (module docstring).
     x = x.reshape(b, c, tokens).to(matrix.dtype).contiguous()
+    if pad := -tokens % ALIGN:  # zero tokens in, zero rows and columns of T: the first `tokens` outputs unchanged
+        x, matrix = F.pad(x, (0, pad)), F.pad(matrix, (0, pad, 0, pad))
     # The custom op has no forward-mode rule (sCM's torch.func.jvp): there, the same product as plain PyTorch.
     y = _channel_gemm(x, matrix) if forward_ad_active(x) else channel_gemm(x, matrix)
+    y = y[..., :tokens]
     if bias is not None:
         y = y + bias[:, None, None].to(y.dtype)
     return y.unflatten(-1, (h, w)).transpose(0, 1)
