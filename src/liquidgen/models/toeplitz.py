@@ -116,16 +116,16 @@ def basis_for(h: int, w: int, kernel: tuple[int, ...], device: torch.device, dty
 
 def dense_depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, basis: Tensor) -> Tensor:
     """Depthwise conv of x (B, C, H, W) with weight (C, 1, *kernel) whose taps `basis` (K, L, L) places, as one
-    batched GEMM over channels. The output is a (B, C, H, W) view of a (C, B, H, W) array: whatever reads it
+    batched GEMM over channels. The output is a (B, C, H, W) view of a (C, B, L padded) array: whatever reads it
     next (an elementwise op, fused by torch.compile) writes the layout it wants."""
     b, c, h, w = x.shape
     taps, tokens = basis.shape[0], basis.shape[1]
     matrix = (weight.reshape(c, taps) @ basis.reshape(taps, tokens * tokens)).view(c, tokens, tokens)
-    # The dtype: what autocast's matmul would do (the op is outside autocast). contiguous: a no-op on an NCHW x,
-    # and for the custom op it makes the channel-major layout part of the traced program (module docstring).
-    x = x.reshape(b, c, tokens).to(matrix.dtype).contiguous()
+    x = x.reshape(b, c, tokens).to(matrix.dtype)  # the dtype autocast's matmul would take; the op is outside it
     if pad := -tokens % ALIGN:  # zero tokens in, zero rows and columns of T: the first `tokens` outputs unchanged
         x, matrix = F.pad(x, (0, pad)), F.pad(matrix, (0, pad, 0, pad))
+    # A no-op on an NCHW x; for the custom op, it makes the channel-major layout part of the traced program.
+    x = x.contiguous()
     # The custom op has no forward-mode rule (sCM's torch.func.jvp): there, the same product as plain PyTorch.
     y = _channel_gemm(x, matrix) if forward_ad_active(x) else channel_gemm(x, matrix)
     y = y[..., :tokens]
