@@ -81,25 +81,27 @@ def test_dense_model_compiles_fullgraph_and_matches_eager():
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
 
 
-def test_compiled_dense_gemm_reads_its_input_channel_major(monkeypatch):
+def test_compiled_dense_gemm_reads_its_operands_channel_major(monkeypatch):
     """With Inductor's layout optimisation on (CUDA's default; forced here on the CPU) the 1x1 convs around the dense
-    GEMM run channels-last; the custom op's fixed layout still hands the GEMM x as (B, C, L) contiguous, where a
-    plain matmul was given a channels-last view that it had to copy."""
+    GEMM run channels-last; the custom ops' layout tag still hands the GEMMs x and the output gradient contiguous,
+    forward and backward, where a plain matmul was given channels-last views that it had to copy."""
     import torch._inductor.config as inductor_config
 
     from liquidgen.models import toeplitz
 
-    seen = []
-    plain = toeplitz._channel_gemm
-    monkeypatch.setattr(toeplitz, "_channel_gemm", lambda x, m: seen.append(x.is_contiguous()) or plain(x, m))
+    seen = {"forward": [], "backward": []}
+    forward, grads = toeplitz._channel_gemm, toeplitz._channel_gemm_grads
+    monkeypatch.setattr(toeplitz, "_channel_gemm",
+                        lambda x, m: seen["forward"].append(x.is_contiguous()) or forward(x, m))
+    monkeypatch.setattr(toeplitz, "_channel_gemm_grads", lambda dy, x, m: seen["backward"].append(
+        dy.is_contiguous() and x.is_contiguous()) or grads(dy, x, m))
     monkeypatch.setattr(inductor_config, "force_layout_optimization", True)
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # its key does not see the op's layout tag
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # its key does not see the ops' layout tags
     torch.manual_seed(0)
-    model = LiquidGen(1, 16, 10, width=32, depth=2, groups=8, depthwise="matmul").eval()
+    model = LiquidGen(1, 16, 10, width=32, depth=2, groups=8, depthwise="matmul")
     torch._dynamo.reset()
-    with torch.no_grad():
-        torch.compile(model)(torch.randn(2, 1, 16, 16), torch.rand(2), torch.tensor([1, 2]))
-    assert seen and all(seen), seen
+    torch.compile(model)(torch.randn(2, 1, 16, 16), torch.rand(2), torch.tensor([1, 2])).square().mean().backward()
+    assert len(seen["forward"]) == len(seen["backward"]) == 4 and all(seen["forward"] + seen["backward"]), seen
 
 
 def test_eager_code_builds_each_basis_once():

@@ -18,11 +18,14 @@ C L^2 values of T per conv (32 MiB in bf16 at C=512, L=256) - hence only on smal
 MFU still counts the convs' FLOPs (`models.base.model_flops_mode`): the extra arithmetic is the method's, not
 the model's.
 
-The per-channel GEMM runs as a custom op (`channel_gemm`) whose inputs Inductor must hand over in the layout the
-traced program gives them (`needs_fixed_stride_order`): x (B, C, L) channel-major, so that each channel's (B, L)
-slice has a unit stride. As a plain `matmul`, Inductor was free to lay x out channels-last for the 1x1 conv that
-reads the same tensor, and the GEMM then copied it with aten's generic strided kernel: six copies, 47 of 212 ms of
-LiquidGen-S's compiled sampling forward at 16x32x32 on an H100 (benchmarks/results/2026-12-08-gelu-gemm-h100).
+The per-channel GEMM runs as a custom op (`channel_gemm`, and its backward) whose inputs Inductor must hand over
+contiguous (`needs_contiguous_strides`): x (B, C, L) channel-major, so that each channel's (B, L) slice has a unit
+stride, written so by the kernel that produces it. As a plain `matmul`, Inductor was free to lay x out channels-last
+for the 1x1 conv that reads the same tensor, and the GEMM then copied it with aten's generic strided kernel: six
+copies, 47 of 212 ms of LiquidGen-S's compiled sampling forward at 16x32x32 on an H100
+(benchmarks/results/2026-12-08-gelu-gemm-h100). A tag that follows the traced program's strides
+(`needs_fixed_stride_order`) is not enough: the backward is traced with the strides that the compiled forward gave
+its saved tensors, channels-last (`tests/test_toeplitz.py` checks both directions with CUDA's layout rules forced).
 *Not yet measured with the op, nor the padding below* (2026-12-08: no device was lent after they were built); the
 before / after, sampling forward and training, is one call: `bash benchmarks/dense_layout_device.sh`.
 """
@@ -124,8 +127,6 @@ def dense_depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, basis: Tenso
     x = x.reshape(b, c, tokens).to(matrix.dtype)  # the dtype autocast's matmul would take; the op is outside it
     if pad := -tokens % ALIGN:  # zero tokens in, zero rows and columns of T: the first `tokens` outputs unchanged
         x, matrix = F.pad(x, (0, pad)), F.pad(matrix, (0, pad, 0, pad))
-    # A no-op on an NCHW x; for the custom op, it makes the channel-major layout part of the traced program.
-    x = x.contiguous()
     # The custom op has no forward-mode rule (sCM's torch.func.jvp): there, the same product as plain PyTorch.
     y = _channel_gemm(x, matrix) if forward_ad_active(x) else channel_gemm(x, matrix)
     y = y[..., :tokens]
@@ -139,7 +140,7 @@ def _channel_gemm(x: Tensor, matrix: Tensor) -> Tensor:
     return torch.bmm(x.transpose(0, 1), matrix.transpose(1, 2))
 
 
-FIXED_LAYOUT = (torch.Tag.needs_fixed_stride_order,)  # see the module docstring
+FIXED_LAYOUT = (torch.Tag.needs_contiguous_strides,)  # see the module docstring
 
 
 @torch.library.custom_op("liquidgen::channel_gemm", mutates_args=(), tags=FIXED_LAYOUT)
@@ -156,7 +157,11 @@ def _(x: Tensor, matrix: Tensor) -> Tensor:
 @torch.library.custom_op("liquidgen::channel_gemm_backward", mutates_args=(), tags=FIXED_LAYOUT)
 def channel_gemm_backward(dy: Tensor, x: Tensor, matrix: Tensor) -> tuple[Tensor, Tensor]:
     """(dx as (C, B, L), dmatrix) of `channel_gemm` for the output gradient dy (C, B, L): dx_c = dy_c T_c and
-    dT_c = dy_c^T x_c, both GEMMs over unit-stride slices when dy is (C, B, L) and x (B, C, L) contiguous."""
+    dT_c = dy_c^T x_c, both GEMMs over unit-stride slices of the contiguous dy and x."""
+    return _channel_gemm_grads(dy, x, matrix)
+
+
+def _channel_gemm_grads(dy: Tensor, x: Tensor, matrix: Tensor) -> tuple[Tensor, Tensor]:
     return torch.bmm(dy, matrix), torch.bmm(dy.transpose(1, 2), x.transpose(0, 1))
 
 
@@ -171,7 +176,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, dy: Tensor) -> tuple[Tensor, Tensor]:
     x, matrix = ctx.saved_tensors
-    dx, dmatrix = channel_gemm_backward(dy.contiguous(), x, matrix)  # contiguous: as x in dense_depthwise
+    dx, dmatrix = channel_gemm_backward(dy, x, matrix)
     return dx.transpose(0, 1), dmatrix
 
 
