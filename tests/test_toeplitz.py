@@ -95,12 +95,13 @@ def test_compiled_dense_gemm_reads_its_operands_channel_major(monkeypatch):
                         lambda x, m: seen["forward"].append(x.is_contiguous()) or forward(x, m))
     monkeypatch.setattr(toeplitz, "_channel_gemm_grads", lambda dy, x, m: seen["backward"].append(
         dy.is_contiguous() and x.is_contiguous()) or grads(dy, x, m))
-    monkeypatch.setattr(inductor_config, "force_layout_optimization", True)
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)  # its key does not see the ops' layout tags
     torch.manual_seed(0)
     model = LiquidGen(1, 16, 10, width=32, depth=2, groups=8, depthwise="matmul")
     torch._dynamo.reset()
-    torch.compile(model)(torch.randn(2, 1, 16, 16), torch.rand(2), torch.tensor([1, 2])).square().mean().backward()
+    # fx_graph_cache off: its key does not see the ops' layout tags
+    with inductor_config.patch(force_layout_optimization=True, fx_graph_cache=False):
+        out = torch.compile(model)(torch.randn(2, 1, 16, 16), torch.rand(2), torch.tensor([1, 2]))
+        out.square().mean().backward()
     assert len(seen["forward"]) == len(seen["backward"]) == 4 and all(seen["forward"] + seen["backward"]), seen
 
 
