@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from liquidgen.flops import count_flops
+from liquidgen.flops import count_flops, forward_bytes
 from liquidgen.models.base import model_flops_mode
 from liquidgen.models.liquid import LiquidBlock, LiquidGen, ZigzagScan1D
 from liquidgen.models.toeplitz import (
@@ -155,6 +155,15 @@ def test_auto_keeps_convs_on_cpu_and_choices_are_checked():
         check_choice("fft")
     with pytest.raises(ValueError, match="depthwise must be one of"):
         LiquidGen(1, 8, 0, width=16, depth=2, groups=4, depthwise="dense")
+
+
+def test_model_bytes_count_the_convs_not_the_dense_matrices():
+    """As the FLOPs: and eager code's per-shape basis cache, built in the first of forward_bytes's two batches only,
+    made the difference between them negative."""
+    dense = LiquidGen(1, 16, 10, width=32, depth=2, groups=8, depthwise="matmul")
+    conv = LiquidGen(1, 16, 10, width=32, depth=2, groups=8, depthwise="conv")
+    assert forward_bytes(dense, 1, 16, 10) == forward_bytes(conv, 1, 16, 10)
+    assert forward_bytes(dense, 1, 16, 10)["unfused"] > 0
 
 
 def test_model_flops_count_the_convs_not_the_dense_matrices():

@@ -98,7 +98,7 @@ def forward_bytes(model: nn.Module, channels: int, size: int, num_classes: int, 
             x = torch.zeros(b, channels, size, size)
             t = torch.full((b,), 0.5)
             y = torch.zeros(b, dtype=torch.long) if num_classes else None
-            with torch.no_grad(), _ByteCounter() as counter:
+            with torch.no_grad(), model_flops_mode(model), _ByteCounter() as counter:  # the model's bytes, as its FLOPs
                 model(x, t, y)
             counts.append(counter)
     finally:
