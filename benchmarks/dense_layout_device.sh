@@ -8,7 +8,8 @@
 #  1. the CUDA tests of both (a bf16 block's outputs and gradients, dense against conv; the MLP against float64);
 #  2. LiquidGen-S's compiled sampling forward of 2,000 rows, per-kernel split, at the native 16x32x32 (16x16 tokens),
 #     before, then after with the reference MLP (`--kernels torch`) and with the epilogue MLP (`auto`, the default);
-#  3. LiquidGen-S training at batch 256 on 16x32x32 (CUDA graphs, the reference path as `kernels: auto` compiles it);
+#  3. LiquidGen-S training at batch 256 on 16x32x32 (CUDA graphs, the reference path as `kernels: auto` compiles it),
+#     the 30 costliest kernels of a step in each record (`top_kernels`: where the training copies are, if any);
 #  4. the forward of 2. at the shipped MNIST config (patch 4, 7x7 tokens);
 #  5. with E2E=1: `liquidgen sample` of 10,000 MNIST samples at 50 steps with cfg 2, process start to file, of the
 #     shipped LiquidGen-S, before and after alternating, from empty compile caches and once warm (about 4 minutes

@@ -181,7 +181,7 @@ def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str
         model = build_model("liquid", preset, *geometry, kernels=kernels, depthwise=depthwise).to(device)
         if checkpointing:
             model.set_checkpointing(checkpointing)
-        return time_training(model, batch, device, steps, 3, 1, mode, inductor=TUNINGS[tuning])[0]
+        return time_training(model, batch, device, steps, 3, 1, mode, inductor=TUNINGS[tuning], top_kernels=30)[0]
     except (RuntimeError, ValueError) as e:
         return {"error": f"{type(e).__name__}: {e}"[:500]}
 
@@ -189,10 +189,10 @@ def measure(preset: str, geometry: tuple[int, int, int], kernels: str, mode: str
 def train(out: Path, presets: list[str], inputs: list[str], modes: list[str], batch: int, steps: int,
           device: torch.device, kernel_paths: list[str], checkpointing: list[int], label: str,
           depthwise_paths: list[str], tunings: tuple[str, ...] = ("default",)) -> None:
-    """Training img/s, MFU and peak memory of each (input, preset, mode, kernel path, depthwise path, recomputed
-    blocks, Inductor tuning as in `sample`), one after the other in this process; `label` tags the records (e.g.
-    the code version). Coordinate descent is asked of the training step because its 4.0 ms of memory-bound
-    Inductor and other kernels per compiled S block are 2.7x the block's byte bound on an H100
+    """Training img/s, MFU, peak memory and the 30 costliest kernels of a step of each (input, preset, mode, kernel
+    path, depthwise path, recomputed blocks, Inductor tuning as in `sample`), one after the other in this process;
+    `label` tags the records (e.g. the code version). Coordinate descent is asked of the training step because its
+    4.0 ms of memory-bound Inductor and other kernels per compiled S block are 2.7x the block's byte bound on an H100
     (results/2026-12-07-sampling-modes-and-liquid-h100)."""
     records = []
     for data in inputs:

@@ -214,11 +214,12 @@ def profile_step(step, device: torch.device, repeats: int = 3, top: int = 0) -> 
 
 def time_training(model, batch: int, device: torch.device, steps: int, warmup: int, flop_steps: int = 3,
                   compile_mode: str = "eager", precision: str = "auto", label_dropout: float | None = 0.1,
-                  weight_decay: float = 0.01, objective: str = "flow", inductor: dict | None = None
-                  ) -> tuple[dict, EMA]:
+                  weight_decay: float = 0.01, objective: str = "flow", inductor: dict | None = None,
+                  top_kernels: int = 0) -> tuple[dict, EMA]:
     """Time `steps` training steps of `model` (any module with liquidgen's call signature and geometry
     attributes) after `warmup` untimed ones, compiled in `compile_mode` with the Inductor settings `inductor` (as
-    `train` compiles with its `compile_tuning`); returns the timing record and the EMA (for sampling)."""
+    `train` compiles with its `compile_tuning`); returns the timing record (with the `top_kernels` kernels of a
+    step by GPU time, on CUDA) and the EMA (for sampling)."""
     config = Config()
     config.optim.grad_clip, config.optim.weight_decay, config.train.precision = 1.0, weight_decay, precision
     loss = speed_objective(objective, model)
@@ -255,7 +256,7 @@ def time_training(model, batch: int, device: torch.device, steps: int, warmup: i
     if device.type == "cuda":
         record["train_peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         try:
-            record.update(profile_step(step, device))
+            record.update(profile_step(step, device, top=top_kernels))
         except RuntimeError as e:  # the profiler is a diagnosis: its failure must not lose the measurement
             record["profile_error"] = str(e)
     return record, ema
