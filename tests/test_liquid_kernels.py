@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import jvp
 
+from liquidgen.flops import count_flops
 from liquidgen.kernels import (
     INTERPRET,
     check_choice,
@@ -21,7 +22,6 @@ from liquidgen.kernels import (
     use_fused,
     use_gelu_gemm,
 )
-from liquidgen.flops import count_flops
 from liquidgen.models import build_model
 from liquidgen.models.liquid import ChannelMixMLP
 
@@ -278,7 +278,6 @@ def test_gelu_gemm_is_sampling_on_cuda_only():
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
         assert not use_gelu_gemm("auto", x)  # CPU
     assert not use_gelu_gemm("auto", torch.randn(2, device="meta"))
-
 
 
 @pytest.mark.skipif(INTERPRET, reason="the interpreter makes CPU tensors eligible for the fused ops")
